@@ -1,0 +1,242 @@
+"""Saga definitions: an ordered list of steps, each with its compensation beside it.
+
+Definitions are pydantic models, validated when they are built, immutable, and
+serialisable to canonical JSON. The SHA-256 of that canonical JSON is the
+definition's *fingerprint*: stored sagas record it next to the name and version,
+so one can always tell exactly which definition a saga ran.
+
+The pivot rule (Garcia-Molina & Salem; Garcia-Molina et al., "Modeling Long-Running
+Activities as Nested Sagas"): a saga is a run of compensatable steps, then a pivot,
+then retriable steps that are retried until they succeed and are never compensated.
+So a retriable step may only stand after the last step that has a compensation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from functools import cached_property
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+_COMMAND_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-/]*$"
+
+#: Longest delay a retry policy may ask for between two attempts.
+MAX_RETRY_DELAY = timedelta(days=7)
+
+
+class RetryPolicy(BaseModel):
+    """How often, and how far apart, an action or a compensation is attempted.
+
+    ``max_attempts`` counts every attempt including the first, so the default of
+    1 means "no retry". The delay before attempt ``n + 1`` is
+    ``min(max_delay, initial_delay * backoff_factor ** (n - 1))``, shortened by up
+    to ``jitter`` (a fraction) so that many sagas failing at once do not retry in
+    lock-step. The jitter is derived from the command id, not drawn at random, so
+    that replaying a saga makes the same decisions.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=1, ge=1, le=1000)
+    initial_delay: timedelta = Field(default=timedelta(seconds=1))
+    backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_delay: timedelta = Field(default=timedelta(minutes=5))
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("initial_delay")
+    @classmethod
+    def _initial_delay_not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("initial_delay must not be negative")
+        return value
+
+    @field_validator("max_delay")
+    @classmethod
+    def _max_delay_bounded(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("max_delay must be positive")
+        if value > MAX_RETRY_DELAY:
+            raise ValueError(f"max_delay must be at most {MAX_RETRY_DELAY}")
+        return value
+
+    @model_validator(mode="after")
+    def _initial_within_cap(self) -> Self:
+        if self.initial_delay > self.max_delay:
+            raise ValueError("initial_delay must not exceed max_delay")
+        return self
+
+    def delay_after(self, attempt: int, jitter_key: str) -> timedelta:
+        """The wait before the attempt that follows failed attempt number ``attempt``."""
+        base = self.initial_delay.total_seconds() * self.backoff_factor ** (attempt - 1)
+        seconds = min(self.max_delay.total_seconds(), base)
+        if self.jitter:
+            digest = hashlib.sha256(jitter_key.encode("utf-8")).digest()
+            fraction = int.from_bytes(digest[:8], "big") / 2**64
+            seconds *= 1.0 - self.jitter * fraction
+        return timedelta(seconds=seconds)
+
+
+#: The default retry policy of a compensation: compensations must eventually
+#: succeed, so they get a few attempts with backoff before an operator is asked.
+DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+    max_attempts=5,
+    initial_delay=timedelta(seconds=1),
+    backoff_factor=2.0,
+    max_delay=timedelta(minutes=1),
+    jitter=0.1,
+)
+
+#: The default retry policy of a retriable step (one after the pivot).
+DEFAULT_RETRIABLE_RETRY = RetryPolicy(
+    max_attempts=10,
+    initial_delay=timedelta(seconds=1),
+    backoff_factor=2.0,
+    max_delay=timedelta(minutes=5),
+    jitter=0.1,
+)
+
+
+class Step(BaseModel):
+    """One step of a saga: the command that does it and the command that undoes it.
+
+    ``action`` and ``compensation`` are command names chosen by the user, such as
+    ``"InventoryService.ReserveItems"``; sagalog only routes them. A step without a
+    compensation has nothing to undo. A ``retriable`` step has no compensation
+    and stands after the pivot: when it fails it is retried by its ``retry``
+    policy and never compensated; when that policy is exhausted the saga waits
+    for an operator. ``timeout`` bounds each attempt of the action;
+    ``compensation_timeout`` (by default the same) each attempt of the compensation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=_NAME_PATTERN)
+    action: str = Field(min_length=1, max_length=200, pattern=_COMMAND_PATTERN)
+    compensation: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=_COMMAND_PATTERN
+    )
+    timeout: timedelta | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    compensation_retry: RetryPolicy = Field(default=DEFAULT_COMPENSATION_RETRY)
+    compensation_timeout: timedelta | None = None
+    retriable: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retriable_defaults(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("retriable") and "retry" not in values:
+            return {**values, "retry": DEFAULT_RETRIABLE_RETRY}
+        return values
+
+    @field_validator("timeout", "compensation_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("timeouts must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _retriable_has_no_compensation(self) -> Self:
+        if self.retriable and self.compensation is not None:
+            raise ValueError(
+                f"step {self.name!r} is retriable, so it is never compensated: "
+                "remove its compensation or make it not retriable"
+            )
+        return self
+
+    @property
+    def compensatable(self) -> bool:
+        """Whether this step has a compensation to run when the saga rolls back."""
+        return self.compensation is not None
+
+    @property
+    def effective_compensation_timeout(self) -> timedelta | None:
+        """The bound on one compensation attempt: its own, else the step's timeout."""
+        return self.compensation_timeout if self.compensation_timeout else self.timeout
+
+
+class SagaDefinition(BaseModel):
+    """A named, versioned, ordered list of steps.
+
+    Validated when built: at least one step; unique step names; retriable steps
+    only after the last compensatable step (the pivot rule).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=_NAME_PATTERN)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=100)
+    version: int = Field(default=1, ge=1)
+
+    def __init__(self, name: str, steps: Any, version: int = 1, **kwargs: Any) -> None:
+        """Allow the positional form ``SagaDefinition(name, steps, version)``."""
+        super().__init__(name=name, steps=steps, version=version, **kwargs)
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_names(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.name in seen:
+                raise ValueError(f"step names must be unique; {step.name!r} appears twice")
+            seen.add(step.name)
+        return steps
+
+    @model_validator(mode="after")
+    def _pivot_rule(self) -> Self:
+        last_compensatable = max(
+            (i for i, s in enumerate(self.steps) if s.compensatable), default=-1
+        )
+        for index, step in enumerate(self.steps[: last_compensatable + 1]):
+            if step.retriable:
+                raise ValueError(
+                    f"retriable step {step.name!r} (position {index + 1}) stands before "
+                    f"compensatable step {self.steps[last_compensatable].name!r}; retriable "
+                    "steps must come after the last compensatable step (the pivot rule)"
+                )
+        return self
+
+    # -- lookups -----------------------------------------------------------------
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {step.name: i for i, step in enumerate(self.steps)}
+
+    def has_step(self, name: str) -> bool:
+        """Whether a step of this name is part of the definition."""
+        return name in self._index
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``; ``KeyError`` if there is none."""
+        return self.steps[self._index[name]]
+
+    def index_of(self, name: str) -> int:
+        """Zero-based position of step ``name``."""
+        return self._index[name]
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """The names of the steps, in order."""
+        return tuple(step.name for step in self.steps)
+
+    # -- identity ----------------------------------------------------------------
+
+    def canonical_json(self) -> str:
+        """The definition as JSON with sorted keys and no spaces: the input of the fingerprint."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of :meth:`canonical_json`; equal definitions have equal fingerprints."""
+        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SagaDefinition:
+        """Rebuild a definition from JSON written by :meth:`canonical_json` or ``model_dump_json``."""
+        return cls.model_validate_json(text)

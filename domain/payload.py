@@ -1,0 +1,55 @@
+"""Checks on the JSON values that sagas carry: data, step results, error texts.
+
+Saga data travels inside events (the log is the outbox), so it must be plain
+JSON and bounded in size. The checks are pure: nothing here touches I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sagalog.domain.errors import InvalidPayloadError
+
+#: Largest accepted size of a saga's data or of one step result, as UTF-8 JSON.
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+#: Largest accepted length of an error text or an operator's reason.
+MAX_TEXT_LENGTH = 4000
+
+
+def check_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Return ``value`` unchanged if it is JSON-serialisable and at most ``limit`` bytes.
+
+    Raises :class:`InvalidPayloadError` naming ``what`` otherwise. NaN and
+    infinities are refused because they are not JSON.
+    """
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayloadError(f"{what} must be plain JSON: {exc}") from None
+    size = len(encoded.encode("utf-8"))
+    if size > limit:
+        raise InvalidPayloadError(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
+    return value
+
+
+def check_data(value: Any, what: str = "saga data") -> dict[str, Any]:
+    """Saga data must be a JSON object (a ``dict`` with string keys)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidPayloadError(f"{what} must be a JSON object with string keys")
+    checked: dict[str, Any] = check_json(value, what)
+    return checked
+
+
+def check_text(value: Any, what: str, *, required: bool = True) -> str:
+    """An error text, actor or reason: a string of bounded length, non-blank if required."""
+    if not isinstance(value, str):
+        raise InvalidPayloadError(f"{what} must be a string, not {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidPayloadError(f"{what} must not be blank")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidPayloadError(
+            f"{what} is {len(value)} characters; the limit is {MAX_TEXT_LENGTH}"
+        )
+    return value

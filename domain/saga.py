@@ -1,0 +1,929 @@
+"""The ``Saga`` aggregate: one saga instance, rebuilt from its own append-only events.
+
+Each public method *decides* — it checks the request against the current state
+and either raises a typed error (recording nothing), answers that the request is
+a duplicate or stale (recording nothing), or triggers one or more events. Each
+event's ``apply`` *evolves* the state, and nothing else does, so a saga rebuilt
+from its events at any version equals the live object at that version.
+
+Time is always passed in (``now``); the domain never reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from sagalog.domain.commands import Command, command_id_for
+from sagalog.domain.definition import SagaDefinition, Step
+from sagalog.domain.errors import (
+    InvalidPayloadError,
+    InvalidTransitionError,
+    UnexpectedReplyError,
+    UnknownStepError,
+)
+from sagalog.domain.payload import check_data, check_json, check_text
+from sagalog.domain.status import (
+    APPLIED,
+    CommandKind,
+    Outcome,
+    ReplyOutcome,
+    SagaStatus,
+    StepStatus,
+)
+
+_DEFINITION_CACHE: dict[str, SagaDefinition] = {}
+_DEFINITION_CACHE_SIZE = 256
+
+#: Step states in which the step's action succeeded (or an operator said it did).
+_ACTION_DONE = frozenset(
+    {
+        StepStatus.COMPLETED,
+        StepStatus.RESOLVED,
+        StepStatus.COMPENSATION_DISPATCHED,
+        StepStatus.COMPENSATION_RETRY_SCHEDULED,
+        StepStatus.COMPENSATED,
+        StepStatus.COMPENSATION_FAILED,
+        StepStatus.COMPENSATION_RESOLVED,
+    }
+)
+_COMPENSATION_DONE = frozenset({StepStatus.COMPENSATED, StepStatus.COMPENSATION_RESOLVED})
+
+#: Bound on how many timer firings one call to ``fire_due`` performs (zero-delay retries).
+_MAX_FIRINGS_PER_CALL = 1000
+
+
+def _definition_from_dict(data: dict[str, Any], fingerprint: str) -> SagaDefinition:
+    """Rebuild (and cache by fingerprint) the definition stored in ``SagaStarted``."""
+    cached = _DEFINITION_CACHE.get(fingerprint)
+    if cached is None:
+        cached = SagaDefinition.model_validate(data)
+        if len(_DEFINITION_CACHE) >= _DEFINITION_CACHE_SIZE:
+            _DEFINITION_CACHE.pop(next(iter(_DEFINITION_CACHE)))
+        _DEFINITION_CACHE[fingerprint] = cached
+    return cached
+
+
+@dataclass
+class StepState:
+    """The state of one step of one saga, action and compensation together."""
+
+    name: str
+    status: StepStatus = StepStatus.NOT_STARTED
+    attempt: int = 0
+    compensation_attempt: int = 0
+    result: Any = None
+    last_error: str | None = None
+    deadline: datetime | None = None
+    retry_due_at: datetime | None = None
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Why a saga waits for an operator: which step, which kind of command, the last error."""
+
+    step: str
+    kind: CommandKind
+    error: str
+    attempts: int
+
+
+class Saga(Aggregate):
+    """A saga instance: its definition, data, status and the state of every step."""
+
+    # -- events --------------------------------------------------------------------
+
+    class Event(Aggregate.Event):
+        """Base of every saga event: carries the saga id as correlation id and the cause."""
+
+        correlation_id: UUID
+        causation_id: str | None
+
+        def wakeup_at(self) -> datetime | None:
+            """When the saga wants to be woken next if this is its latest event."""
+            return None
+
+        def apply(self, aggregate: Any) -> None:
+            saga: Saga = aggregate
+            saga.next_wakeup = self.wakeup_at()
+            if self.causation_id is not None:
+                saga.processed_messages.add(self.causation_id)
+            self.evolve(saga)
+
+        def evolve(self, saga: Saga) -> None:
+            """Change ``saga`` as this event says; overridden by each event."""
+
+    class SagaStarted(Event, Aggregate.Created):
+        """A saga began, pinned to one definition (stored whole, with its fingerprint)."""
+
+        saga_type: str
+        definition: dict[str, Any]
+        definition_version: int
+        definition_fingerprint: str
+        data: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            saga: Saga = aggregate
+            definition = _definition_from_dict(self.definition, self.definition_fingerprint)
+            saga._init_state(self.saga_type, definition, self.data)
+            super().apply(saga)
+
+    class StepDispatched(Event):
+        """The command of a step's action is to be sent (the log is the outbox)."""
+
+        step: str
+        attempt: int
+        command_name: str
+        command_id: UUID
+        payload: dict[str, Any]
+        deadline: datetime | None
+
+        def wakeup_at(self) -> datetime | None:
+            return self.deadline
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.DISPATCHED
+            st.attempt = self.attempt
+            st.deadline = self.deadline
+            st.retry_due_at = None
+            saga.current_step = self.step
+            if saga.status is SagaStatus.STARTED:
+                saga.status = SagaStatus.PENDING
+            saga.pending_command = self.command(saga)
+
+        def command(self, saga: Saga) -> Command:
+            """The command this event carries."""
+            return Command(
+                command_id=self.command_id,
+                saga_id=self.originator_id,
+                saga_type=saga.saga_type,
+                step=self.step,
+                kind=CommandKind.ACTION,
+                name=self.command_name,
+                attempt=self.attempt,
+                payload=self.payload,
+                deadline=self.deadline,
+            )
+
+    class StepCompleted(Event):
+        """A step's action succeeded, with the participant's result."""
+
+        step: str
+        attempt: int
+        result: Any
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPLETED
+            st.result = self.result
+            st.deadline = None
+            saga.pending_command = None
+
+    class StepFailed(Event):
+        """A step's action failed, with the participant's error."""
+
+        step: str
+        attempt: int
+        error: str
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.FAILED
+            st.last_error = self.error
+            st.deadline = None
+            saga.last_error = self.error
+            saga.pending_command = None
+
+    class StepTimedOut(Event):
+        """No outcome arrived for a step's action before its deadline."""
+
+        step: str
+        attempt: int
+        deadline: datetime
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.TIMED_OUT
+            st.last_error = f"timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
+            st.deadline = None
+            saga.last_error = st.last_error
+            saga.pending_command = None
+
+    class StepRetryScheduled(Event):
+        """The action will be attempted again (as ``attempt``) at ``due_at``."""
+
+        step: str
+        attempt: int
+        due_at: datetime
+
+        def wakeup_at(self) -> datetime | None:
+            return self.due_at
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.RETRY_SCHEDULED
+            st.retry_due_at = self.due_at
+
+    class CompensationRequested(Event):
+        """The saga rolls back: completed compensatable steps will be undone, newest first."""
+
+        reason: str
+        failed_step: str | None
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = SagaStatus.COMPENSATING
+            saga.failure_reason = self.reason
+            saga.pending_command = None
+            for st in saga.steps.values():
+                if st.status in (StepStatus.DISPATCHED, StepStatus.RETRY_SCHEDULED):
+                    st.status = StepStatus.ABANDONED
+                    st.deadline = None
+                    st.retry_due_at = None
+            saga.compensation_plan = [
+                step.name
+                for step in reversed(saga.definition.steps)
+                if step.compensatable and saga.steps[step.name].status is StepStatus.COMPLETED
+            ]
+            saga.current_step = None
+
+    class CompensationDispatched(Event):
+        """The command of a step's compensation is to be sent."""
+
+        step: str
+        attempt: int
+        command_name: str
+        command_id: UUID
+        payload: dict[str, Any]
+        deadline: datetime | None
+
+        def wakeup_at(self) -> datetime | None:
+            return self.deadline
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPENSATION_DISPATCHED
+            st.compensation_attempt = self.attempt
+            st.deadline = self.deadline
+            st.retry_due_at = None
+            saga.current_step = self.step
+            saga.pending_command = self.command(saga)
+
+        def command(self, saga: Saga) -> Command:
+            """The command this event carries."""
+            return Command(
+                command_id=self.command_id,
+                saga_id=self.originator_id,
+                saga_type=saga.saga_type,
+                step=self.step,
+                kind=CommandKind.COMPENSATION,
+                name=self.command_name,
+                attempt=self.attempt,
+                payload=self.payload,
+                deadline=self.deadline,
+            )
+
+    class CompensationCompleted(Event):
+        """A step's compensation succeeded: its effect is undone."""
+
+        step: str
+        attempt: int
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPENSATED
+            st.deadline = None
+            saga.pending_command = None
+
+    class CompensationFailed(Event):
+        """A step's compensation failed, with the participant's error."""
+
+        step: str
+        attempt: int
+        error: str
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPENSATION_FAILED
+            st.last_error = self.error
+            st.deadline = None
+            saga.last_error = self.error
+            saga.pending_command = None
+
+    class CompensationTimedOut(Event):
+        """No outcome arrived for a compensation before its deadline."""
+
+        step: str
+        attempt: int
+        deadline: datetime
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPENSATION_FAILED
+            st.last_error = (
+                f"compensation timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
+            )
+            st.deadline = None
+            saga.last_error = st.last_error
+            saga.pending_command = None
+
+    class CompensationRetryScheduled(Event):
+        """The compensation will be attempted again (as ``attempt``) at ``due_at``."""
+
+        step: str
+        attempt: int
+        due_at: datetime
+
+        def wakeup_at(self) -> datetime | None:
+            return self.due_at
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.status = StepStatus.COMPENSATION_RETRY_SCHEDULED
+            st.retry_due_at = self.due_at
+
+    class SagaCompleted(Event):
+        """Every step succeeded. Absorbing."""
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = SagaStatus.COMPLETED
+            saga.current_step = None
+            saga.pending_command = None
+
+    class SagaFailed(Event):
+        """The saga failed and every completed compensatable step was undone. Absorbing."""
+
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = SagaStatus.FAILED
+            saga.failure_reason = self.reason
+            saga.current_step = None
+            saga.pending_command = None
+
+    class SagaDeadLettered(Event):
+        """Retries are exhausted where the saga may not give up: an operator must act."""
+
+        step: str
+        kind: str
+        error: str
+        attempts: int
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = SagaStatus.DEAD_LETTERED
+            saga.dead_letter = DeadLetter(
+                step=self.step, kind=CommandKind(self.kind), error=self.error, attempts=self.attempts
+            )
+
+    class OperatorRetried(Event):
+        """An operator asked for the dead-lettered command to be tried again."""
+
+        step: str
+        kind: str
+        actor: str
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = (
+                SagaStatus.PENDING
+                if CommandKind(self.kind) is CommandKind.ACTION
+                else SagaStatus.COMPENSATING
+            )
+            saga.dead_letter = None
+
+    class OperatorResolved(Event):
+        """An operator declared the dead-lettered command done by hand; the saga moves on."""
+
+        step: str
+        kind: str
+        actor: str
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            if CommandKind(self.kind) is CommandKind.ACTION:
+                st.status = StepStatus.RESOLVED
+                saga.status = SagaStatus.PENDING
+            else:
+                st.status = StepStatus.COMPENSATION_RESOLVED
+                saga.status = SagaStatus.COMPENSATING
+            st.deadline = None
+            st.retry_due_at = None
+            saga.dead_letter = None
+
+    class SagaAborted(Event):
+        """An operator stopped a running saga; compensation follows."""
+
+        actor: str
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            saga.aborted_by = self.actor
+
+    #: Events that carry a command for the relay to deliver.
+    COMMAND_EVENTS: ClassVar[tuple[type[Saga.Event], ...]]
+
+    # -- state -------------------------------------------------------------------
+
+    def _init_state(self, saga_type: str, definition: SagaDefinition, data: dict[str, Any]) -> None:
+        self.saga_type: str = saga_type
+        self.definition: SagaDefinition = definition
+        self.data: dict[str, Any] = data
+        self.status: SagaStatus = SagaStatus.STARTED
+        self.steps: dict[str, StepState] = {s.name: StepState(s.name) for s in definition.steps}
+        self.current_step: str | None = None
+        self.compensation_plan: list[str] = []
+        self.failure_reason: str | None = None
+        self.last_error: str | None = None
+        self.dead_letter: DeadLetter | None = None
+        self.processed_messages: set[str] = set()
+        self.next_wakeup: datetime | None = None
+        self.pending_command: Command | None = None
+        self.aborted_by: str | None = None
+
+    # -- creation ----------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        definition: SagaDefinition,
+        data: dict[str, Any],
+        *,
+        saga_id: UUID,
+        now: datetime,
+        message_id: str | None = None,
+    ) -> Saga:
+        """Begin a saga: ``SagaStarted`` then the first step's ``StepDispatched``."""
+        if not isinstance(definition, SagaDefinition):
+            raise TypeError("definition must be a SagaDefinition")
+        if not isinstance(saga_id, UUID):
+            raise InvalidPayloadError(f"saga_id must be a UUID, not {type(saga_id).__name__}")
+        _check_now(now)
+        checked = check_data(data)
+        if message_id is not None:
+            check_text(message_id, "message_id")
+        saga = cls._create(
+            cls.SagaStarted,
+            id=saga_id,
+            timestamp=now,
+            correlation_id=saga_id,
+            causation_id=message_id,
+            saga_type=definition.name,
+            definition=definition.model_dump(mode="json"),
+            definition_version=definition.version,
+            definition_fingerprint=definition.fingerprint,
+            data=checked,
+        )
+        saga._dispatch_action(definition.steps[0], 1, now, message_id)
+        return saga
+
+    # -- read side ---------------------------------------------------------------
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Results of the steps whose actions completed, by step name."""
+        return {
+            name: st.result
+            for name, st in self.steps.items()
+            if st.status in _ACTION_DONE and st.status is not StepStatus.RESOLVED
+        }
+
+    @property
+    def definition_fingerprint(self) -> str:
+        """Fingerprint of the definition this saga is pinned to."""
+        return self.definition.fingerprint
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the saga reached ``COMPLETED`` or ``FAILED``."""
+        return self.status.is_terminal
+
+    def step_state(self, name: str) -> StepState:
+        """The state of step ``name``; :class:`UnknownStepError` if it has none."""
+        self._require_step(name)
+        return self.steps[name]
+
+    # -- replies -----------------------------------------------------------------
+
+    def complete_step(
+        self,
+        step: str,
+        result: Any = None,
+        *,
+        now: datetime,
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports that a step's action succeeded."""
+        _check_now(now)
+        check_json(result, f"result of step {step!r}")
+        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=True)
+        if verdict is not None:
+            return verdict
+        st = self.steps[step]
+        self._trigger(
+            self.StepCompleted, now, message_id, step=step, attempt=st.attempt, result=result
+        )
+        self._advance_after(step, now, message_id)
+        return APPLIED
+
+    def fail_step(
+        self,
+        step: str,
+        error: str,
+        *,
+        now: datetime,
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports that a step's action failed."""
+        _check_now(now)
+        check_text(error, f"error of step {step!r}")
+        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=False)
+        if verdict is not None:
+            return verdict
+        st = self.steps[step]
+        self._trigger(self.StepFailed, now, message_id, step=step, attempt=st.attempt, error=error)
+        self._after_action_failure(step, error, now, message_id)
+        return APPLIED
+
+    def complete_compensation(
+        self,
+        step: str,
+        *,
+        now: datetime,
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports that a step's compensation succeeded."""
+        _check_now(now)
+        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=True)
+        if verdict is not None:
+            return verdict
+        st = self.steps[step]
+        self._trigger(
+            self.CompensationCompleted, now, message_id, step=step, attempt=st.compensation_attempt
+        )
+        self._dispatch_next_compensation(now, message_id)
+        return APPLIED
+
+    def fail_compensation(
+        self,
+        step: str,
+        error: str,
+        *,
+        now: datetime,
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports that a step's compensation failed."""
+        _check_now(now)
+        check_text(error, f"error of compensation {step!r}")
+        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=False)
+        if verdict is not None:
+            return verdict
+        st = self.steps[step]
+        self._trigger(
+            self.CompensationFailed,
+            now,
+            message_id,
+            step=step,
+            attempt=st.compensation_attempt,
+            error=error,
+        )
+        self._after_compensation_failure(step, error, now, message_id)
+        return APPLIED
+
+    # -- the clock ---------------------------------------------------------------
+
+    def fire_due(self, now: datetime) -> int:
+        """Fire every timeout and retry that is due at ``now``; return how many fired.
+
+        A step whose deadline passed is timed out (the failure path); a retry whose
+        due time came is dispatched. Zero-delay retries fire in the same call.
+        """
+        _check_now(now)
+        fired = 0
+        while fired < _MAX_FIRINGS_PER_CALL and self._fire_one(now):
+            fired += 1
+        return fired
+
+    def _fire_one(self, now: datetime) -> bool:
+        if self.status.is_terminal or self.status is SagaStatus.DEAD_LETTERED:
+            return False
+        if self.next_wakeup is None or self.next_wakeup > now or self.current_step is None:
+            return False
+        name = self.current_step
+        st = self.steps[name]
+        step = self.definition.step(name)
+        if st.status is StepStatus.DISPATCHED and st.deadline is not None:
+            self._trigger(
+                self.StepTimedOut, now, None, step=name, attempt=st.attempt, deadline=st.deadline
+            )
+            self._after_action_failure(name, st.last_error or "timed out", now, None)
+            return True
+        if st.status is StepStatus.RETRY_SCHEDULED:
+            self._dispatch_action(step, st.attempt + 1, now, None)
+            return True
+        if st.status is StepStatus.COMPENSATION_DISPATCHED and st.deadline is not None:
+            self._trigger(
+                self.CompensationTimedOut,
+                now,
+                None,
+                step=name,
+                attempt=st.compensation_attempt,
+                deadline=st.deadline,
+            )
+            self._after_compensation_failure(name, st.last_error or "timed out", now, None)
+            return True
+        if st.status is StepStatus.COMPENSATION_RETRY_SCHEDULED:
+            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+            return True
+        return False
+
+    # -- operator actions --------------------------------------------------------
+
+    def retry(self, *, actor: str, reason: str, now: datetime) -> None:
+        """Try the dead-lettered command once more (a new attempt, a new command id)."""
+        _check_now(now)
+        actor, reason = _check_operator(actor, reason)
+        dead = self._require_dead_letter("retry")
+        self._trigger(
+            self.OperatorRetried,
+            now,
+            None,
+            step=dead.step,
+            kind=dead.kind.value,
+            actor=actor,
+            reason=reason,
+        )
+        step = self.definition.step(dead.step)
+        st = self.steps[dead.step]
+        if dead.kind is CommandKind.ACTION:
+            self._dispatch_action(step, st.attempt + 1, now, None)
+        else:
+            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+
+    def resolve(self, *, actor: str, reason: str, now: datetime) -> None:
+        """Declare the dead-lettered command done by hand, and move the saga on."""
+        _check_now(now)
+        actor, reason = _check_operator(actor, reason)
+        dead = self._require_dead_letter("resolve")
+        self._trigger(
+            self.OperatorResolved,
+            now,
+            None,
+            step=dead.step,
+            kind=dead.kind.value,
+            actor=actor,
+            reason=reason,
+        )
+        if dead.kind is CommandKind.ACTION:
+            self._advance_after(dead.step, now, None)
+        else:
+            self._dispatch_next_compensation(now, None)
+
+    def abort(self, *, actor: str, reason: str, now: datetime) -> None:
+        """Stop a running saga before its pivot and compensate what it has done."""
+        _check_now(now)
+        actor, reason = _check_operator(actor, reason)
+        if self.status not in (SagaStatus.STARTED, SagaStatus.PENDING):
+            raise InvalidTransitionError(
+                f"saga {self.id} is {self.status.value}; only a running saga can be aborted"
+            )
+        if self.current_step is not None and self.definition.step(self.current_step).retriable:
+            raise InvalidTransitionError(
+                f"saga {self.id} is past its pivot (step {self.current_step!r} is retriable); "
+                "it can only go forward"
+            )
+        self._trigger(self.SagaAborted, now, None, actor=actor, reason=reason)
+        self._begin_compensation(f"aborted by {actor}: {reason}", None, now, None)
+
+    # -- decisions shared by the commands above ----------------------------------
+
+    def _trigger(
+        self, event_class: type[Saga.Event], now: datetime, cause: str | None, **kwargs: Any
+    ) -> None:
+        self.trigger_event(
+            event_class, timestamp=now, correlation_id=self.id, causation_id=cause, **kwargs
+        )
+
+    def _dispatch_action(self, step: Step, attempt: int, now: datetime, cause: str | None) -> None:
+        self._trigger(
+            self.StepDispatched,
+            now,
+            cause,
+            step=step.name,
+            attempt=attempt,
+            command_name=step.action,
+            command_id=command_id_for(self.id, step.name, CommandKind.ACTION, attempt),
+            payload={"data": self.data, "results": self.results},
+            deadline=now + step.timeout if step.timeout else None,
+        )
+
+    def _dispatch_compensation(
+        self, step: Step, attempt: int, now: datetime, cause: str | None
+    ) -> None:
+        assert step.compensation is not None
+        timeout = step.effective_compensation_timeout
+        self._trigger(
+            self.CompensationDispatched,
+            now,
+            cause,
+            step=step.name,
+            attempt=attempt,
+            command_name=step.compensation,
+            command_id=command_id_for(self.id, step.name, CommandKind.COMPENSATION, attempt),
+            payload={"data": self.data, "result": self.steps[step.name].result},
+            deadline=now + timeout if timeout else None,
+        )
+
+    def _advance_after(self, step_name: str, now: datetime, cause: str | None) -> None:
+        index = self.definition.index_of(step_name)
+        if index + 1 < len(self.definition.steps):
+            self._dispatch_action(self.definition.steps[index + 1], 1, now, cause)
+        else:
+            self._trigger(self.SagaCompleted, now, cause)
+
+    def _after_action_failure(
+        self, step_name: str, error: str, now: datetime, cause: str | None
+    ) -> None:
+        step = self.definition.step(step_name)
+        st = self.steps[step_name]
+        if st.attempt < step.retry.max_attempts:
+            key = str(command_id_for(self.id, step_name, CommandKind.ACTION, st.attempt))
+            due = now + step.retry.delay_after(st.attempt, key)
+            self._trigger(
+                self.StepRetryScheduled, now, cause, step=step_name, attempt=st.attempt + 1, due_at=due
+            )
+            if due <= now:
+                self._dispatch_action(step, st.attempt + 1, now, cause)
+        elif step.retriable:
+            self._trigger(
+                self.SagaDeadLettered,
+                now,
+                cause,
+                step=step_name,
+                kind=CommandKind.ACTION.value,
+                error=error,
+                attempts=st.attempt,
+            )
+        else:
+            plural = "s" if st.attempt != 1 else ""
+            reason = f"step {step_name!r} failed after {st.attempt} attempt{plural}: {error}"
+            self._begin_compensation(reason, step_name, now, cause)
+
+    def _after_compensation_failure(
+        self, step_name: str, error: str, now: datetime, cause: str | None
+    ) -> None:
+        step = self.definition.step(step_name)
+        st = self.steps[step_name]
+        policy = step.compensation_retry
+        if st.compensation_attempt < policy.max_attempts:
+            key = str(
+                command_id_for(self.id, step_name, CommandKind.COMPENSATION, st.compensation_attempt)
+            )
+            due = now + policy.delay_after(st.compensation_attempt, key)
+            self._trigger(
+                self.CompensationRetryScheduled,
+                now,
+                cause,
+                step=step_name,
+                attempt=st.compensation_attempt + 1,
+                due_at=due,
+            )
+            if due <= now:
+                self._dispatch_compensation(step, st.compensation_attempt + 1, now, cause)
+        else:
+            self._trigger(
+                self.SagaDeadLettered,
+                now,
+                cause,
+                step=step_name,
+                kind=CommandKind.COMPENSATION.value,
+                error=error,
+                attempts=st.compensation_attempt,
+            )
+
+    def _begin_compensation(
+        self, reason: str, failed_step: str | None, now: datetime, cause: str | None
+    ) -> None:
+        self._trigger(
+            self.CompensationRequested, now, cause, reason=reason, failed_step=failed_step
+        )
+        self._dispatch_next_compensation(now, cause)
+
+    def _dispatch_next_compensation(self, now: datetime, cause: str | None) -> None:
+        for name in self.compensation_plan:
+            if self.steps[name].status is StepStatus.COMPLETED:
+                self._dispatch_compensation(self.definition.step(name), 1, now, cause)
+                return
+        self._trigger(self.SagaFailed, now, cause, reason=self.failure_reason or "failed")
+
+    # -- judging replies ---------------------------------------------------------
+
+    def _require_step(self, step: str) -> None:
+        if not isinstance(step, str) or not self.definition.has_step(step):
+            raise UnknownStepError(
+                f"saga {self.id} ({self.saga_type} v{self.definition.version}) has no step "
+                f"{step!r}; its steps are {', '.join(self.definition.step_names)}"
+            )
+
+    def _judge_attempt(self, step: str, attempt: int | None, sent: int, what: str) -> str | None:
+        if sent == 0:
+            raise UnexpectedReplyError(f"the {what} of step {step!r} was never dispatched")
+        if attempt is None or attempt == sent:
+            return None
+        if not isinstance(attempt, int) or attempt < 1 or attempt > sent:
+            raise UnexpectedReplyError(
+                f"attempt {attempt!r} of the {what} of step {step!r} was never dispatched "
+                f"(latest attempt is {sent})"
+            )
+        return f"attempt {attempt} of the {what} of step {step!r} was superseded by attempt {sent}"
+
+    def _judge_action_reply(
+        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
+    ) -> ReplyOutcome | None:
+        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
+        self._require_step(step)
+        if message_id is not None:
+            check_text(message_id, "message_id")
+            if message_id in self.processed_messages:
+                return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
+        st = self.steps[step]
+        superseded = self._judge_attempt(step, attempt, st.attempt, "action")
+        if superseded is not None:
+            return ReplyOutcome(Outcome.STALE, superseded)
+        if st.status in _ACTION_DONE:
+            if succeeded:
+                return ReplyOutcome(Outcome.DUPLICATE, f"step {step!r} already completed")
+            return ReplyOutcome(Outcome.STALE, f"step {step!r} already completed")
+        if self.status.is_terminal:
+            return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
+        if st.status is StepStatus.DISPATCHED:
+            return None
+        if st.status is StepStatus.FAILED and not succeeded:
+            return ReplyOutcome(Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed")
+        return ReplyOutcome(
+            Outcome.STALE, f"step {step!r} attempt {st.attempt} is {st.status.value.lower()}"
+        )
+
+    def _judge_compensation_reply(
+        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
+    ) -> ReplyOutcome | None:
+        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
+        self._require_step(step)
+        if not self.definition.step(step).compensatable:
+            raise UnexpectedReplyError(f"step {step!r} has no compensation")
+        if message_id is not None:
+            check_text(message_id, "message_id")
+            if message_id in self.processed_messages:
+                return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
+        st = self.steps[step]
+        superseded = self._judge_attempt(step, attempt, st.compensation_attempt, "compensation")
+        if superseded is not None:
+            return ReplyOutcome(Outcome.STALE, superseded)
+        if st.status in _COMPENSATION_DONE:
+            if succeeded:
+                return ReplyOutcome(Outcome.DUPLICATE, f"compensation of {step!r} already completed")
+            return ReplyOutcome(Outcome.STALE, f"compensation of {step!r} already completed")
+        if self.status.is_terminal:
+            return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
+        if st.status is StepStatus.COMPENSATION_DISPATCHED:
+            return None
+        return ReplyOutcome(
+            Outcome.STALE,
+            f"compensation of {step!r} attempt {st.compensation_attempt} is "
+            f"{st.status.value.lower()}",
+        )
+
+    def _require_dead_letter(self, action: str) -> DeadLetter:
+        if self.status is not SagaStatus.DEAD_LETTERED or self.dead_letter is None:
+            raise InvalidTransitionError(
+                f"saga {self.id} is {self.status.value}; only a dead-lettered saga can be "
+                f"{'retried' if action == 'retry' else 'resolved'}"
+            )
+        return self.dead_letter
+
+    def commands(self) -> Iterator[Command]:
+        """The command pending now, if any (for inspection; the relay reads events)."""
+        if self.pending_command is not None:
+            yield self.pending_command
+
+
+Saga.COMMAND_EVENTS = (Saga.StepDispatched, Saga.CompensationDispatched)
+
+
+def _check_now(now: datetime) -> None:
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise InvalidPayloadError("now must be a timezone-aware datetime")
+
+
+def _check_operator(actor: str, reason: str) -> tuple[str, str]:
+    return check_text(actor, "actor"), check_text(reason, "reason")
