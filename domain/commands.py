@@ -33,6 +33,7 @@ class Command:
     attempt: int
     payload: dict[str, Any]
     deadline: datetime | None
+    causation_id: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         """A JSON-ready dict of the command, for transports."""
@@ -40,6 +41,7 @@ class Command:
             "command_id": str(self.command_id),
             "saga_id": str(self.saga_id),
             "correlation_id": str(self.saga_id),
+            "causation_id": self.causation_id,
             "saga_type": self.saga_type,
             "step": self.step,
             "kind": self.kind.value,

@@ -139,6 +139,7 @@ class Saga(Aggregate):
 
         step: str
         attempt: int
+        saga_type: str
         command_name: str
         command_id: UUID
         payload: dict[str, Any]
@@ -156,20 +157,21 @@ class Saga(Aggregate):
             saga.current_step = self.step
             if saga.status is SagaStatus.STARTED:
                 saga.status = SagaStatus.PENDING
-            saga.pending_command = self.command(saga)
+            saga.pending_command = self.command()
 
-        def command(self, saga: Saga) -> Command:
-            """The command this event carries."""
+        def command(self) -> Command:
+            """The command this event carries (all the relay needs to send it)."""
             return Command(
                 command_id=self.command_id,
                 saga_id=self.originator_id,
-                saga_type=saga.saga_type,
+                saga_type=self.saga_type,
                 step=self.step,
                 kind=CommandKind.ACTION,
                 name=self.command_name,
                 attempt=self.attempt,
                 payload=self.payload,
                 deadline=self.deadline,
+                causation_id=self.causation_id,
             )
 
     class StepCompleted(Event):
@@ -258,6 +260,7 @@ class Saga(Aggregate):
 
         step: str
         attempt: int
+        saga_type: str
         command_name: str
         command_id: UUID
         payload: dict[str, Any]
@@ -273,20 +276,21 @@ class Saga(Aggregate):
             st.deadline = self.deadline
             st.retry_due_at = None
             saga.current_step = self.step
-            saga.pending_command = self.command(saga)
+            saga.pending_command = self.command()
 
-        def command(self, saga: Saga) -> Command:
-            """The command this event carries."""
+        def command(self) -> Command:
+            """The command this event carries (all the relay needs to send it)."""
             return Command(
                 command_id=self.command_id,
                 saga_id=self.originator_id,
-                saga_type=saga.saga_type,
+                saga_type=self.saga_type,
                 step=self.step,
                 kind=CommandKind.COMPENSATION,
                 name=self.command_name,
                 attempt=self.attempt,
                 payload=self.payload,
                 deadline=self.deadline,
+                causation_id=self.causation_id,
             )
 
     class CompensationCompleted(Event):
@@ -721,6 +725,7 @@ class Saga(Aggregate):
             cause,
             step=step.name,
             attempt=attempt,
+            saga_type=self.saga_type,
             command_name=step.action,
             command_id=command_id_for(self.id, step.name, CommandKind.ACTION, attempt),
             payload={"data": self.data, "results": self.results},
@@ -738,6 +743,7 @@ class Saga(Aggregate):
             cause,
             step=step.name,
             attempt=attempt,
+            saga_type=self.saga_type,
             command_name=step.compensation,
             command_id=command_id_for(self.id, step.name, CommandKind.COMPENSATION, attempt),
             payload={"data": self.data, "result": self.steps[step.name].result},
