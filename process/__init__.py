@@ -1,1 +1,46 @@
-"""sagalog.process"""
+"""The process manager: replies, upstream events and the clock in; saga events out."""
+
+from sagalog.process.database import (
+    DEFAULT_DATABASE_URL,
+    DatabaseUnavailableError,
+    DatabaseUrl,
+    DatabaseUrlError,
+    parse_database_url,
+)
+from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
+from sagalog.process.messages import InvalidReplyError, Reply
+from sagalog.process.reactions import (
+    CompleteCompensation,
+    CompleteStep,
+    FailCompensation,
+    FailStep,
+    Reaction,
+    ReplyReaction,
+    StartSaga,
+    saga_id_for,
+)
+from sagalog.process.registry import DefinitionRegistry
+from sagalog.process.timers import TimerIndex
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "CompleteCompensation",
+    "CompleteStep",
+    "ConcurrencyConflictError",
+    "DatabaseUnavailableError",
+    "DatabaseUrl",
+    "DatabaseUrlError",
+    "DefinitionRegistry",
+    "FailCompensation",
+    "FailStep",
+    "InvalidReplyError",
+    "Reaction",
+    "Reply",
+    "ReplyReaction",
+    "SagaManager",
+    "StartSaga",
+    "TimerIndex",
+    "parse_database_url",
+    "saga_id_for",
+    "utc_now",
+]

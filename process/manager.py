@@ -1,0 +1,434 @@
+"""``SagaManager``: the process manager, an eventsourcing ``ProcessApplication``.
+
+It turns replies, upstream domain events and clock ticks into saga events, and
+records them durably. The flow of one reply (see docs/process-manager.md):
+
+1. *route*: find the saga by its id (the correlation id) — unknown id is an error;
+2. *decide*: the ``Saga`` aggregate judges the reply (apply / duplicate / stale /
+   invalid) and triggers events, including the next command to dispatch;
+3. *record*: the new events, the saga's new wake-up time and — when the reply was
+   consumed from a log — the tracking record are committed in one transaction;
+4. on an optimistic-concurrency conflict (another manager recorded a transition
+   of the same saga first) the saga is reloaded and the reply decided again.
+
+Commands are not sent from here: the command relay follows this application's
+notification log (the log *is* the outbox), so a command is never sent unless
+its event is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import PersistenceError, RecordConflictError, Tracking
+from eventsourcing.system import ProcessApplication
+
+from sagalog.domain import (
+    InvalidTransitionError,
+    ReplyOutcome,
+    Saga,
+    SagaDefinition,
+    SagaNotFoundError,
+)
+from sagalog.domain.status import CommandKind
+from sagalog.process.database import DatabaseUnavailableError, parse_database_url
+from sagalog.process.messages import Reply
+from sagalog.process.reactions import Reaction, ReplyReaction, StartSaga, event_message_id
+from sagalog.process.registry import DefinitionRegistry
+from sagalog.process.timers import SAGA_TIMERS_KWARG, TimerIndex
+
+logger = logging.getLogger("sagalog.manager")
+
+T = TypeVar("T")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock in UTC; the manager's default clock."""
+    return datetime.now(UTC)
+
+
+class ConcurrencyConflictError(RecordConflictError):
+    """A transition kept conflicting with other writers past the retry budget."""
+
+
+class SagaManager(ProcessApplication[UUID]):
+    """Runs sagas durably on eventsourcing: memory, SQLite or PostgreSQL.
+
+    ``definitions`` may also be declared on a subclass (``definitions = [...]``), as
+    must ``reactions`` for use inside an eventsourcing ``System``, whose runners
+    construct applications from their class and environment alone.
+    """
+
+    name = "SagaManager"
+    definitions: ClassVar[Sequence[SagaDefinition]] = ()
+    reactions: ClassVar[Sequence[Reaction]] = ()
+
+    #: How often a transition is re-decided after an optimistic-concurrency conflict.
+    max_conflict_retries: int = 20
+
+    def __init__(
+        self,
+        definitions: Iterable[SagaDefinition] | None = None,
+        database_url: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """Open (creating if needed) the saga store at ``database_url``.
+
+        ``database_url`` falls back to ``SAGALOG_DATABASE_URL``, then to a SQLite file
+        in the working directory. ``env`` adds or overrides eventsourcing settings.
+        """
+        if database_url is None and env is not None:
+            database_url = env.get("SAGALOG_DATABASE_URL")
+        self.database_url = parse_database_url(database_url)
+        merged: dict[str, str] = dict(self.database_url.eventsourcing_env(self.name))
+        if env:
+            merged.update(env)
+        self.clock: Clock = clock or utc_now
+        self.registry = DefinitionRegistry(
+            type(self).definitions if definitions is None else definitions
+        )
+        self._reactions: dict[type[Any], list[Reaction]] = {}
+        for reaction in type(self).reactions:
+            self._reactions.setdefault(reaction.event, []).append(reaction)
+        try:
+            super().__init__(env=merged)
+        except PersistenceError as exc:
+            raise DatabaseUnavailableError(self.database_url, exc) from None
+        if not isinstance(self.recorder, TimerIndex):
+            raise TypeError(
+                f"the recorder {type(self.recorder).__name__} keeps no timer index; build the "
+                "environment with sagalog.process.parse_database_url(...).eventsourcing_env()"
+            )
+        self.timers: TimerIndex = self.recorder
+
+    # -- starting ----------------------------------------------------------------
+
+    def start(
+        self,
+        saga_type: str,
+        data: dict[str, Any],
+        *,
+        saga_id: UUID | None = None,
+        version: int | None = None,
+        message_id: str | None = None,
+    ) -> UUID:
+        """Start a saga of ``saga_type`` (its newest version unless ``version``).
+
+        Idempotent for a given ``saga_id``: starting an existing saga returns its id
+        and records nothing.
+        """
+        definition = self.registry.get(saga_type, version)
+        new_id = saga_id if saga_id is not None else uuid4()
+        saga = Saga.start(definition, data, saga_id=new_id, now=self.clock(), message_id=message_id)
+        if saga_id is not None and self._exists(saga_id):
+            return self._existing_start(saga_id, saga_type)
+        try:
+            self._record_saga(saga)
+        except RecordConflictError:
+            return self._existing_start(new_id, saga_type)
+        return new_id
+
+    def _existing_start(self, saga_id: UUID, saga_type: str) -> UUID:
+        existing = self.get(saga_id)
+        if existing.saga_type != saga_type:
+            raise InvalidTransitionError(
+                f"saga {saga_id} already exists as a {existing.saga_type!r} saga, "
+                f"not {saga_type!r}"
+            )
+        return saga_id
+
+    # -- replies -----------------------------------------------------------------
+
+    def handle_step_completed(
+        self,
+        saga_id: UUID,
+        step_name: str,
+        result: Any = None,
+        *,
+        message_id: str | None = None,
+        attempt: int | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports step ``step_name`` done, with ``result``."""
+        return self._transition(
+            saga_id,
+            lambda saga, now: saga.complete_step(
+                step_name, result, now=now, attempt=attempt, message_id=message_id
+            ),
+        )
+
+    def handle_step_failed(
+        self,
+        saga_id: UUID,
+        step_name: str,
+        error: str,
+        *,
+        message_id: str | None = None,
+        attempt: int | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports step ``step_name`` failed, because ``error``."""
+        return self._transition(
+            saga_id,
+            lambda saga, now: saga.fail_step(
+                step_name, error, now=now, attempt=attempt, message_id=message_id
+            ),
+        )
+
+    def handle_compensation_completed(
+        self,
+        saga_id: UUID,
+        step_name: str,
+        *,
+        message_id: str | None = None,
+        attempt: int | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports the compensation of ``step_name`` done."""
+        return self._transition(
+            saga_id,
+            lambda saga, now: saga.complete_compensation(
+                step_name, now=now, attempt=attempt, message_id=message_id
+            ),
+        )
+
+    def handle_compensation_failed(
+        self,
+        saga_id: UUID,
+        step_name: str,
+        error: str,
+        *,
+        message_id: str | None = None,
+        attempt: int | None = None,
+    ) -> ReplyOutcome:
+        """A participant reports the compensation of ``step_name`` failed."""
+        return self._transition(
+            saga_id,
+            lambda saga, now: saga.fail_compensation(
+                step_name, error, now=now, attempt=attempt, message_id=message_id
+            ),
+        )
+
+    def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
+        """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
+        message = Reply.parse(reply)
+        return self._transition(message.saga_id, lambda saga, now: _apply_reply(saga, message, now))
+
+    # -- the clock ---------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None, *, limit: int = 1000) -> int:
+        """Fire the timeouts and retries due at ``now``; return how many sagas moved.
+
+        The due sagas come from the timer index (an indexed query), not from
+        loading every saga. Handles at most ``limit`` sagas per call.
+        """
+        moment = now if now is not None else self.clock()
+        moved = 0
+        for saga_id, _due in self.timers.select_due_timers(moment, limit):
+            fired = self._transition(
+                saga_id, lambda saga, _now: saga.fire_due(moment), now=moment
+            )
+            if fired:
+                moved += 1
+        return moved
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        interval: float = 0.5,
+        on_tick: Callable[[int], None] | None = None,
+    ) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set (the worker loop)."""
+        stopping = stop or threading.Event()
+        while not stopping.is_set():
+            try:
+                moved = self.tick()
+            except PersistenceError as exc:
+                logger.warning("tick failed, retrying: %s", _first_line(exc))
+                moved = 0
+            if on_tick is not None:
+                on_tick(moved)
+            if moved == 0:
+                stopping.wait(interval)
+
+    # -- operator actions --------------------------------------------------------
+
+    def retry(self, saga_id: UUID, *, actor: str, reason: str) -> None:
+        """Try the dead-lettered command of ``saga_id`` again (recorded with who and why)."""
+        self._transition(saga_id, lambda saga, now: saga.retry(actor=actor, reason=reason, now=now))
+
+    def resolve(self, saga_id: UUID, *, actor: str, reason: str) -> None:
+        """Mark the dead-lettered command of ``saga_id`` done by hand; the saga moves on."""
+        self._transition(
+            saga_id, lambda saga, now: saga.resolve(actor=actor, reason=reason, now=now)
+        )
+
+    def abort(self, saga_id: UUID, *, actor: str, reason: str) -> None:
+        """Stop the running saga ``saga_id`` and compensate what it has done."""
+        self._transition(saga_id, lambda saga, now: saga.abort(actor=actor, reason=reason, now=now))
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, saga_id: UUID, version: int | None = None) -> Saga:
+        """The saga ``saga_id`` as it is now, or as it was at ``version``."""
+        try:
+            saga = self.repository.get(saga_id, version=version)
+        except AggregateNotFoundError:
+            raise SagaNotFoundError(f"no saga with id {saga_id}") from None
+        if not isinstance(saga, Saga):
+            raise SagaNotFoundError(f"{saga_id} is not a saga")
+        return saga
+
+    def history(self, saga_id: UUID) -> list[Saga.Event]:
+        """The saga's events, oldest first."""
+        events = [e for e in self.events.get(saga_id) if isinstance(e, Saga.Event)]
+        if not events:
+            raise SagaNotFoundError(f"no saga with id {saga_id}")
+        return events
+
+    def _exists(self, saga_id: UUID) -> bool:
+        return bool(self.recorder.select_events(saga_id, limit=1))
+
+    # -- recording ---------------------------------------------------------------
+
+    def _record_saga(self, saga: Saga, tracking: Tracking | None = None) -> None:
+        processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
+        processing.collect_events(saga, **{SAGA_TIMERS_KWARG: {saga.id: saga.next_wakeup}})
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+
+    def _transition(
+        self,
+        saga_id: UUID,
+        decide: Callable[[Saga, datetime], T],
+        *,
+        now: datetime | None = None,
+    ) -> T:
+        """Load, decide, record; on a version conflict reload and decide again."""
+        if not isinstance(saga_id, UUID):
+            raise SagaNotFoundError(f"saga ids are UUIDs, not {type(saga_id).__name__}")
+        for attempt in range(self.max_conflict_retries):
+            saga = self.get(saga_id)
+            answer = decide(saga, now if now is not None else self.clock())
+            if not saga.pending_events:
+                return answer
+            try:
+                self._record_saga(saga)
+            except RecordConflictError:
+                logger.debug("conflict on saga %s (try %d); reloading", saga_id, attempt + 1)
+                time.sleep(0.001 * attempt)
+                continue
+            return answer
+        raise ConcurrencyConflictError(
+            f"saga {saga_id}: still conflicting after {self.max_conflict_retries} tries"
+        )
+
+    # -- reactions to upstream applications ---------------------------------------
+
+    def process_event(self, domain_event: DomainEventProtocol[Any], tracking: Tracking) -> None:
+        """Process one upstream event exactly once; re-decide on a version conflict."""
+        for attempt in range(self.max_conflict_retries):
+            processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
+            self.policy(domain_event, processing)
+            try:
+                recordings = self._record(processing)
+            except RecordConflictError:
+                done = self.recorder.max_tracking_id(tracking.application_name) or 0
+                if done >= tracking.notification_id:
+                    return  # another manager processed this upstream event already
+                time.sleep(0.001 * attempt)
+                continue
+            self._take_snapshots(processing)
+            self.notify(processing.events)
+            self._notify(recordings)
+            return
+        raise ConcurrencyConflictError(
+            f"upstream event {event_message_id(domain_event)} kept conflicting"
+        )
+
+    def policy(
+        self, domain_event: DomainEventProtocol[Any], processing_event: ProcessingEvent[UUID]
+    ) -> None:
+        """Apply every declared reaction to ``domain_event`` (none: the event is ignored)."""
+        reactions = self._reactions_for(type(domain_event))
+        if not reactions:
+            return
+        timers: dict[UUID, datetime | None] = processing_event.saved_kwargs.setdefault(
+            SAGA_TIMERS_KWARG, {}
+        )
+        cause = event_message_id(domain_event)
+        now = self.clock()
+        for reaction in reactions:
+            saga = self._react(reaction, domain_event, cause, now)
+            if saga is not None and saga.pending_events:
+                processing_event.collect_events(saga)
+                timers[saga.id] = saga.next_wakeup
+
+    def _reactions_for(self, event_type: type[Any]) -> list[Reaction]:
+        found: list[Reaction] = []
+        for cls in event_type.__mro__:
+            found.extend(self._reactions.get(cls, ()))
+        return found
+
+    def _react(self, reaction: Reaction, event: Any, cause: str, now: datetime) -> Saga | None:
+        saga_id = reaction.saga_id(event)
+        if isinstance(reaction, StartSaga):
+            if self._exists(saga_id):
+                return None
+            definition = self.registry.get(reaction.saga_type)
+            return Saga.start(
+                definition, reaction.data(event), saga_id=saga_id, now=now, message_id=cause
+            )
+        try:
+            saga = self.get(saga_id)
+        except SagaNotFoundError:
+            logger.warning("%s refers to unknown saga %s; ignored", cause, saga_id)
+            return None
+        _apply_reaction(saga, reaction, event, cause, now)
+        return saga
+
+
+def _apply_reply(saga: Saga, reply: Reply, now: datetime) -> ReplyOutcome:
+    if reply.kind is CommandKind.ACTION:
+        if reply.outcome == "completed":
+            return saga.complete_step(
+                reply.step, reply.result, now=now, attempt=reply.attempt, message_id=reply.message_id
+            )
+        return saga.fail_step(
+            reply.step, reply.error or "", now=now, attempt=reply.attempt, message_id=reply.message_id
+        )
+    if reply.outcome == "completed":
+        return saga.complete_compensation(
+            reply.step, now=now, attempt=reply.attempt, message_id=reply.message_id
+        )
+    return saga.fail_compensation(
+        reply.step, reply.error or "", now=now, attempt=reply.attempt, message_id=reply.message_id
+    )
+
+
+def _apply_reaction(
+    saga: Saga, reaction: ReplyReaction, event: Any, cause: str, now: datetime
+) -> ReplyOutcome:
+    if reaction.kind is CommandKind.ACTION:
+        if reaction.succeeded:
+            return saga.complete_step(reaction.step, reaction.result(event), now=now, message_id=cause)
+        return saga.fail_step(reaction.step, reaction.error(event), now=now, message_id=cause)
+    if reaction.succeeded:
+        return saga.complete_compensation(reaction.step, now=now, message_id=cause)
+    return saga.fail_compensation(reaction.step, reaction.error(event), now=now, message_id=cause)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

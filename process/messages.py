@@ -1,0 +1,60 @@
+"""Validated reply messages: what participants send back about a command."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+
+from sagalog.domain import CommandKind, SagalogError
+
+
+class InvalidReplyError(SagalogError, ValueError):
+    """A reply message is malformed: a missing field, a wrong type, an impossible combination."""
+
+
+class Reply(BaseModel):
+    """A participant's answer to one command.
+
+    ``saga_id`` is the correlation id; ``message_id`` identifies this reply so a
+    redelivered copy is recognised; ``attempt`` (optional) names the attempt the
+    reply is about, so that a late answer to a superseded attempt is stale.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = Field(min_length=1, max_length=200)
+    saga_id: UUID
+    step: str = Field(min_length=1, max_length=100)
+    kind: CommandKind = CommandKind.ACTION
+    outcome: Literal["completed", "failed"]
+    attempt: int | None = Field(default=None, ge=1)
+    result: JsonValue = None
+    error: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _outcome_fields(self) -> Self:
+        if self.outcome == "failed" and not (self.error and self.error.strip()):
+            raise ValueError("a failed reply must say why in 'error'")
+        if self.outcome == "completed" and self.error is not None:
+            raise ValueError("a completed reply carries no 'error'")
+        if self.kind is CommandKind.COMPENSATION and self.result is not None:
+            raise ValueError("a compensation reply carries no 'result'")
+        return self
+
+    @classmethod
+    def parse(cls, value: Reply | dict[str, Any] | str | bytes) -> Reply:
+        """Validate ``value`` (a Reply, a dict or JSON); raise :class:`InvalidReplyError`."""
+        if isinstance(value, Reply):
+            return value
+        try:
+            if isinstance(value, str | bytes):
+                return cls.model_validate_json(value)
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidReplyError(f"invalid reply: {problems}") from None

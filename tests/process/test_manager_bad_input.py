@@ -1,0 +1,88 @@
+"""Bad input gets a typed error and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from uuid import uuid4
+
+import pytest
+from sagas import ORDER, FakeClock
+
+from sagalog.domain import (
+    InvalidPayloadError,
+    InvalidTransitionError,
+    SagaNotFoundError,
+    UnexpectedReplyError,
+    UnknownSagaTypeError,
+    UnknownStepError,
+)
+from sagalog.process import InvalidReplyError, SagaManager
+
+
+@pytest.fixture
+def manager(database_url: str) -> Iterator[SagaManager]:
+    app = SagaManager([ORDER], database_url, clock=FakeClock())
+    yield app
+    app.close()
+
+
+def _writes_nothing(manager: SagaManager, call: Callable[[], object], error: type[Exception],
+                    match: str) -> None:
+    head = manager.recorder.max_notification_id()
+    with pytest.raises(error, match=match):
+        call()
+    assert manager.recorder.max_notification_id() == head
+
+
+def test_unknown_saga_type(manager: SagaManager) -> None:
+    _writes_nothing(manager, lambda: manager.start("Nope", {}), UnknownSagaTypeError, "'Nope'")
+
+
+def test_unknown_saga_id(manager: SagaManager) -> None:
+    _writes_nothing(manager, lambda: manager.handle_step_completed(uuid4(), "reserve"),
+                    SagaNotFoundError, "no saga")
+
+
+def test_unknown_step(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {})
+    _writes_nothing(manager, lambda: manager.handle_step_completed(saga_id, "fly"),
+                    UnknownStepError, "'fly'")
+
+
+def test_wrong_reply_kind(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {})
+    _writes_nothing(manager, lambda: manager.handle_compensation_completed(saga_id, "reserve"),
+                    UnexpectedReplyError, "never dispatched")
+    _writes_nothing(manager, lambda: manager.handle_compensation_completed(saga_id, "notify"),
+                    UnexpectedReplyError, "no compensation")
+
+
+def test_malformed_reply_message(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {})
+    _writes_nothing(
+        manager,
+        lambda: manager.handle({"message_id": "m", "saga_id": str(saga_id), "step": "reserve",
+                                "outcome": "failed"}),
+        InvalidReplyError, "error",
+    )
+    _writes_nothing(manager, lambda: manager.handle("{not json"), InvalidReplyError,
+                    "invalid reply")
+
+
+def test_oversized_and_non_json_payloads(manager: SagaManager) -> None:
+    _writes_nothing(manager, lambda: manager.start("Order", {"blob": "x" * 300_000}),
+                    InvalidPayloadError, "limit")
+    _writes_nothing(manager, lambda: manager.start("Order", {"when": object()}),
+                    InvalidPayloadError, "JSON")
+    saga_id = manager.start("Order", {})
+    _writes_nothing(manager,
+                    lambda: manager.handle_step_completed(saga_id, "reserve", "y" * 300_000),
+                    InvalidPayloadError, "limit")
+
+
+def test_operator_action_in_the_wrong_state(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {})
+    _writes_nothing(manager, lambda: manager.retry(saga_id, actor="ops", reason="why"),
+                    InvalidTransitionError, "dead-lettered")
+    _writes_nothing(manager, lambda: manager.abort(saga_id, actor="", reason="why"),
+                    InvalidPayloadError, "actor")
