@@ -107,17 +107,26 @@ class SimulatedParticipants:
         else:
             self._schedule(command, "completed", self.clock.now + delay)
         if self.rng.random() < rates.duplicate:
-            self._schedule(command, "completed" if roll >= rates.silent + rates.late + rates.failure else "failed",
-                           self.clock.now + delay * 2, error="declined", copy=True)
+            self._schedule(
+                command,
+                "completed" if roll >= rates.silent + rates.late + rates.failure else "failed",
+                self.clock.now + delay * 2,
+                error="declined",
+                copy=True,
+            )
 
     def _answer_compensation(self, command: Command) -> None:
         delay = timedelta(milliseconds=self.rng.randint(20, 1000))
         key = (command.saga_id, command.step)
-        if key in self.stuck or (command.attempt == 1 and self.rng.random() < self.rates.compensation_stuck):
+        if key in self.stuck or (
+            command.attempt == 1 and self.rng.random() < self.rates.compensation_stuck
+        ):
             self.stuck.add(key)
             self._schedule(command, "failed", self.clock.now + delay, error="ledger unavailable")
         elif self.rng.random() < self.rates.compensation_failure:
-            self._schedule(command, "failed", self.clock.now + delay, error="temporarily unavailable")
+            self._schedule(
+                command, "failed", self.clock.now + delay, error="temporarily unavailable"
+            )
         else:
             self._schedule(command, "completed", self.clock.now + delay)
 
@@ -196,8 +205,11 @@ def run_demo(
         for i in range(sagas):
             saga_id = UUID(int=rng.getrandbits(128), version=4)
             if i % 2 == 0:
-                data = {"order_id": f"o-{seed}-{i}", "items": rng.randint(1, 5),
-                        "amount": rng.randint(5, 500)}
+                data = {
+                    "order_id": f"o-{seed}-{i}",
+                    "items": rng.randint(1, 5),
+                    "amount": rng.randint(5, 500),
+                }
                 ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
             else:
                 data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}

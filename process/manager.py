@@ -144,8 +144,7 @@ class SagaManager(ProcessApplication[UUID]):
         existing = self.get(saga_id)
         if existing.saga_type != saga_type:
             raise InvalidTransitionError(
-                f"saga {saga_id} already exists as a {existing.saga_type!r} saga, "
-                f"not {saga_type!r}"
+                f"saga {saga_id} already exists as a {existing.saga_type!r} saga, not {saga_type!r}"
             )
         return saga_id
 
@@ -234,9 +233,7 @@ class SagaManager(ProcessApplication[UUID]):
         moment = now if now is not None else self.clock()
         moved = 0
         for saga_id, _due in self.timers.select_due_timers(moment, limit):
-            fired = self._transition(
-                saga_id, lambda saga, _now: saga.fire_due(moment), now=moment
-            )
+            fired = self._transition(saga_id, lambda saga, _now: saga.fire_due(moment), now=moment)
             if fired:
                 moved += 1
         return moved
@@ -282,7 +279,7 @@ class SagaManager(ProcessApplication[UUID]):
     def get(self, saga_id: UUID, version: int | None = None) -> Saga:
         """The saga ``saga_id`` as it is now, or as it was at ``version``."""
         try:
-            saga = self.repository.get(saga_id, version=version)
+            saga: object = self.repository.get(saga_id, version=version)
         except AggregateNotFoundError:
             raise SagaNotFoundError(f"no saga with id {saga_id}") from None
         if not isinstance(saga, Saga):
@@ -403,10 +400,18 @@ def _apply_reply(saga: Saga, reply: Reply, now: datetime) -> ReplyOutcome:
     if reply.kind is CommandKind.ACTION:
         if reply.outcome == "completed":
             return saga.complete_step(
-                reply.step, reply.result, now=now, attempt=reply.attempt, message_id=reply.message_id
+                reply.step,
+                reply.result,
+                now=now,
+                attempt=reply.attempt,
+                message_id=reply.message_id,
             )
         return saga.fail_step(
-            reply.step, reply.error or "", now=now, attempt=reply.attempt, message_id=reply.message_id
+            reply.step,
+            reply.error or "",
+            now=now,
+            attempt=reply.attempt,
+            message_id=reply.message_id,
         )
     if reply.outcome == "completed":
         return saga.complete_compensation(
@@ -422,7 +427,9 @@ def _apply_reaction(
 ) -> ReplyOutcome:
     if reaction.kind is CommandKind.ACTION:
         if reaction.succeeded:
-            return saga.complete_step(reaction.step, reaction.result(event), now=now, message_id=cause)
+            return saga.complete_step(
+                reaction.step, reaction.result(event), now=now, message_id=cause
+            )
         return saga.fail_step(reaction.step, reaction.error(event), now=now, message_id=cause)
     if reaction.succeeded:
         return saga.complete_compensation(reaction.step, now=now, message_id=cause)

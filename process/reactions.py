@@ -46,7 +46,8 @@ def _no_result(_event: Any) -> Any:
 
 def event_message_id(event: Any) -> str:
     """A stable id of an upstream event, used as the causation id of what it caused."""
-    return f"{type(event).__module__}:{type(event).__qualname__}@{event.originator_id}/{event.originator_version}"
+    topic = f"{type(event).__module__}:{type(event).__qualname__}"
+    return f"{topic}@{event.originator_id}/{event.originator_version}"
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ def test_each_dispatch_event_is_sent_once_in_log_order(manager: SagaManager) -> 
     manager.handle_step_failed(second, "a", "nope")
     assert relay.drain() == 1  # b for first; second failed at its first step: nothing to undo
     assert [(c.saga_id, c.name) for c in transport.accepted] == [
-        (first, "A.Do"), (second, "A.Do"), (first, "B.Do")
+        (first, "A.Do"),
+        (second, "A.Do"),
+        (first, "B.Do"),
     ]
     assert relay.drain() == 0
     assert len({c.command_id for c in transport.accepted}) == 3
@@ -132,7 +134,7 @@ def test_in_process_transport_refuses_commands_nobody_handles() -> None:
     transport = InProcessTransport()
     seen: list[str] = []
     transport.subscribe("A.Do", lambda c: seen.append(c.name))
-    with pytest.raises(TransportError, match="B.Do"):
+    with pytest.raises(TransportError, match=r"B\.Do"):
         transport.send(_command("B.Do"))
     transport.send(_command("A.Do"))
     assert seen == []
@@ -145,5 +147,14 @@ def _command(name: str) -> Command:
 
     from sagalog.domain import CommandKind
 
-    return Command(command_id=uuid4(), saga_id=uuid4(), saga_type="T", step="s",
-                   kind=CommandKind.ACTION, name=name, attempt=1, payload={}, deadline=None)
+    return Command(
+        command_id=uuid4(),
+        saga_id=uuid4(),
+        saga_type="T",
+        step="s",
+        kind=CommandKind.ACTION,
+        name=name,
+        attempt=1,
+        payload={},
+        deadline=None,
+    )

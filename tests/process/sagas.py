@@ -27,14 +27,30 @@ class FakeClock:
 ORDER = SagaDefinition(
     "Order",
     [
-        Step(name="reserve", action="Inventory.Reserve", compensation="Inventory.Release",
-             timeout=timedelta(seconds=30)),
-        Step(name="charge", action="Payment.Charge", compensation="Payment.Refund",
-             timeout=timedelta(seconds=30),
-             retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=10))),
-        Step(name="ship", action="Shipping.Create", compensation="Shipping.Cancel",
-             compensation_retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=5))),
-        Step(name="notify", action="Mail.Send", retriable=True,
-             retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=1))),
+        Step(
+            name="reserve",
+            action="Inventory.Reserve",
+            compensation="Inventory.Release",
+            timeout=timedelta(seconds=30),
+        ),
+        Step(
+            name="charge",
+            action="Payment.Charge",
+            compensation="Payment.Refund",
+            timeout=timedelta(seconds=30),
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=10)),
+        ),
+        Step(
+            name="ship",
+            action="Shipping.Create",
+            compensation="Shipping.Cancel",
+            compensation_retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=5)),
+        ),
+        Step(
+            name="notify",
+            action="Mail.Send",
+            retriable=True,
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=1)),
+        ),
     ],
 )

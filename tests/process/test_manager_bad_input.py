@@ -26,8 +26,9 @@ def manager(database_url: str) -> Iterator[SagaManager]:
     app.close()
 
 
-def _writes_nothing(manager: SagaManager, call: Callable[[], object], error: type[Exception],
-                    match: str) -> None:
+def _writes_nothing(
+    manager: SagaManager, call: Callable[[], object], error: type[Exception], match: str
+) -> None:
     head = manager.recorder.max_notification_id()
     with pytest.raises(error, match=match):
         call()
@@ -39,50 +40,82 @@ def test_unknown_saga_type(manager: SagaManager) -> None:
 
 
 def test_unknown_saga_id(manager: SagaManager) -> None:
-    _writes_nothing(manager, lambda: manager.handle_step_completed(uuid4(), "reserve"),
-                    SagaNotFoundError, "no saga")
+    _writes_nothing(
+        manager,
+        lambda: manager.handle_step_completed(uuid4(), "reserve"),
+        SagaNotFoundError,
+        "no saga",
+    )
 
 
 def test_unknown_step(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {})
-    _writes_nothing(manager, lambda: manager.handle_step_completed(saga_id, "fly"),
-                    UnknownStepError, "'fly'")
+    _writes_nothing(
+        manager, lambda: manager.handle_step_completed(saga_id, "fly"), UnknownStepError, "'fly'"
+    )
 
 
 def test_wrong_reply_kind(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {})
-    _writes_nothing(manager, lambda: manager.handle_compensation_completed(saga_id, "reserve"),
-                    UnexpectedReplyError, "never dispatched")
-    _writes_nothing(manager, lambda: manager.handle_compensation_completed(saga_id, "notify"),
-                    UnexpectedReplyError, "no compensation")
+    _writes_nothing(
+        manager,
+        lambda: manager.handle_compensation_completed(saga_id, "reserve"),
+        UnexpectedReplyError,
+        "never dispatched",
+    )
+    _writes_nothing(
+        manager,
+        lambda: manager.handle_compensation_completed(saga_id, "notify"),
+        UnexpectedReplyError,
+        "no compensation",
+    )
 
 
 def test_malformed_reply_message(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {})
     _writes_nothing(
         manager,
-        lambda: manager.handle({"message_id": "m", "saga_id": str(saga_id), "step": "reserve",
-                                "outcome": "failed"}),
-        InvalidReplyError, "error",
+        lambda: manager.handle(
+            {"message_id": "m", "saga_id": str(saga_id), "step": "reserve", "outcome": "failed"}
+        ),
+        InvalidReplyError,
+        "error",
     )
-    _writes_nothing(manager, lambda: manager.handle("{not json"), InvalidReplyError,
-                    "invalid reply")
+    _writes_nothing(
+        manager, lambda: manager.handle("{not json"), InvalidReplyError, "invalid reply"
+    )
 
 
 def test_oversized_and_non_json_payloads(manager: SagaManager) -> None:
-    _writes_nothing(manager, lambda: manager.start("Order", {"blob": "x" * 300_000}),
-                    InvalidPayloadError, "limit")
-    _writes_nothing(manager, lambda: manager.start("Order", {"when": object()}),
-                    InvalidPayloadError, "JSON")
+    _writes_nothing(
+        manager,
+        lambda: manager.start("Order", {"blob": "x" * 300_000}),
+        InvalidPayloadError,
+        "limit",
+    )
+    _writes_nothing(
+        manager, lambda: manager.start("Order", {"when": object()}), InvalidPayloadError, "JSON"
+    )
     saga_id = manager.start("Order", {})
-    _writes_nothing(manager,
-                    lambda: manager.handle_step_completed(saga_id, "reserve", "y" * 300_000),
-                    InvalidPayloadError, "limit")
+    _writes_nothing(
+        manager,
+        lambda: manager.handle_step_completed(saga_id, "reserve", "y" * 300_000),
+        InvalidPayloadError,
+        "limit",
+    )
 
 
 def test_operator_action_in_the_wrong_state(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {})
-    _writes_nothing(manager, lambda: manager.retry(saga_id, actor="ops", reason="why"),
-                    InvalidTransitionError, "dead-lettered")
-    _writes_nothing(manager, lambda: manager.abort(saga_id, actor="", reason="why"),
-                    InvalidPayloadError, "actor")
+    _writes_nothing(
+        manager,
+        lambda: manager.retry(saga_id, actor="ops", reason="why"),
+        InvalidTransitionError,
+        "dead-lettered",
+    )
+    _writes_nothing(
+        manager,
+        lambda: manager.abort(saga_id, actor="", reason="why"),
+        InvalidPayloadError,
+        "actor",
+    )

@@ -61,15 +61,17 @@ def test_failure_compensates_completed_steps_newest_first(manager: SagaManager) 
     manager.handle_step_completed(saga_id, "charge")
     manager.handle_step_failed(saga_id, "ship", "no courier")
     assert manager.get(saga_id).status is SagaStatus.COMPENSATING
-    dispatched = [e.step for e in manager.history(saga_id)
-                  if isinstance(e, Saga.CompensationDispatched)]
+    dispatched = [
+        e.step for e in manager.history(saga_id) if isinstance(e, Saga.CompensationDispatched)
+    ]
     assert dispatched == ["charge"]
     manager.handle_compensation_completed(saga_id, "charge")
     manager.handle_compensation_completed(saga_id, "reserve")
     saga = manager.get(saga_id)
     assert saga.status is SagaStatus.FAILED
-    dispatched = [e.step for e in manager.history(saga_id)
-                  if isinstance(e, Saga.CompensationDispatched)]
+    dispatched = [
+        e.step for e in manager.history(saga_id) if isinstance(e, Saga.CompensationDispatched)
+    ]
     assert dispatched == ["charge", "reserve"]
     assert saga.steps["ship"].status is StepStatus.FAILED
 
@@ -77,12 +79,20 @@ def test_failure_compensates_completed_steps_newest_first(manager: SagaManager) 
 def test_reply_message_form_is_validated_and_applied(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {"order": 1})
     outcome = manager.handle(
-        {"message_id": "m-1", "saga_id": str(saga_id), "step": "reserve",
-         "kind": "action", "outcome": "completed", "attempt": 1, "result": {"r": 1}}
+        {
+            "message_id": "m-1",
+            "saga_id": str(saga_id),
+            "step": "reserve",
+            "kind": "action",
+            "outcome": "completed",
+            "attempt": 1,
+            "result": {"r": 1},
+        }
     )
     assert outcome.applied
-    again = manager.handle(Reply(message_id="m-1", saga_id=saga_id, step="reserve",
-                                 outcome="completed"))
+    again = manager.handle(
+        Reply(message_id="m-1", saga_id=saga_id, step="reserve", outcome="completed")
+    )
     assert again.outcome is Outcome.DUPLICATE
     assert manager.get(saga_id).steps["reserve"].result == {"r": 1}
 

@@ -59,11 +59,25 @@ class Inventory(Application[UUID]):
 class OrderSagas(SagaManager):
     definitions: ClassVar[list[SagaDefinition]] = [ORDER]
     reactions: ClassVar[list[Reaction]] = [
-        StartSaga(Order.Placed, "Order", data=lambda e: {"items": e.items}),
-        CompleteStep(Reservation.Reserved, "Order", "reserve", key=lambda e: e.order_id,
-                     result=lambda e: {"reservation": str(e.originator_id)}),
-        FailStep(Reservation.Rejected, "Order", "reserve",
-                 key=lambda e: e.originator_id, error=lambda e: e.reason),
+        StartSaga(
+            Order.Placed,  # type: ignore[attr-defined]  # made by @event
+            "Order",
+            data=lambda e: {"items": e.items},
+        ),
+        CompleteStep(
+            Reservation.Reserved,  # type: ignore[attr-defined]
+            "Order",
+            "reserve",
+            key=lambda e: e.order_id,
+            result=lambda e: {"reservation": str(e.originator_id)},
+        ),
+        FailStep(
+            Reservation.Rejected,  # type: ignore[attr-defined]
+            "Order",
+            "reserve",
+            key=lambda e: e.originator_id,
+            error=lambda e: e.reason,
+        ),
     ]
 
 
@@ -76,8 +90,11 @@ def test_upstream_events_start_a_saga_and_complete_its_step(database_url: str) -
     runner = _runner(database_url)
     runner.start()
     try:
-        orders, inventory, sagas = (runner.get(Orders), runner.get(Inventory),
-                                    runner.get(OrderSagas))
+        orders, inventory, sagas = (
+            runner.get(Orders),
+            runner.get(Inventory),
+            runner.get(OrderSagas),
+        )
         order_id = orders.place(items=3)
         saga_id = saga_id_for("Order", order_id)
         saga = sagas.get(saga_id)
