@@ -1,0 +1,152 @@
+"""The PostgreSQL saga recorder: eventsourcing's process recorder plus the timer index.
+
+Kept apart from :mod:`sagalog.infrastructure.recorders` because it needs psycopg,
+an optional extra (``sagalog[postgres]``); import it from there (the name is
+resolved lazily) or by the topic
+``sagalog.infrastructure.recorders:PostgresSagaRecorder``. The table layout and
+the transaction rules are described in that module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.utils import retry
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from sagalog.infrastructure.recorders import (
+    as_utc,
+    check_limit,
+    saga_timers_kwarg,
+    timers_table_name,
+)
+
+__all__ = ["PostgresSagaRecorder"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: eventsourcing retries its PostgreSQL reads on transient connection errors;
+#: the timer reads do the same (``retry`` is untyped, hence the cast).
+_retry_transient = cast(
+    "Callable[[_F], _F]", retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+)
+
+
+class PostgresSagaRecorder(PostgresProcessRecorder):
+    """eventsourcing's PostgreSQL process recorder plus the timer table.
+
+    eventsourcing runs ``_insert_events`` in the insert transaction (pipelined)
+    after the tracking record and before it locks the events table and inserts
+    the events; a conflict there aborts the transaction, timers included.
+
+    ``POSTGRES_ENABLE_DB_FUNCTIONS`` is refused: in that mode eventsourcing
+    inserts events through a database function and never calls
+    ``_insert_events``, so timers (and tracking records) would silently not be
+    written.
+    """
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        tracking_table_name: str | None = None,
+    ) -> None:
+        if datastore.enable_db_functions:
+            msg = (
+                f"{type(self).__name__} cannot keep its timer index with "
+                "POSTGRES_ENABLE_DB_FUNCTIONS on; turn it off"
+            )
+            raise ProgrammingError(msg)
+        if tracking_table_name is None:
+            # The factory passes one to process recorders but not to application
+            # recorders; follow its naming rather than a shared default table.
+            prefix, sep, rest = events_table_name.rpartition("_events")
+            tracking_table_name = (
+                f"{prefix}_tracking" if sep and not rest else "notification_tracking"
+            )
+        self.timers_table_name = timers_table_name(events_table_name)
+        self.check_identifier_length(self.timers_table_name)
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=tracking_table_name,
+        )
+        schema = Identifier(self.datastore.schema)
+        table = Identifier(self.timers_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "saga_id uuid PRIMARY KEY, "
+                "due_at timestamptz NOT NULL)"
+            ).format(schema=schema, table=table)
+        )
+        self.sql_create_statements.append(
+            SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (due_at, saga_id)").format(
+                index=Identifier(f"{self.timers_table_name}_due_at_idx"),
+                schema=schema,
+                table=table,
+            )
+        )
+        self.upsert_timers_statement = SQL(
+            "INSERT INTO {schema}.{table} (saga_id, due_at) "
+            "SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) "
+            "ON CONFLICT (saga_id) DO UPDATE SET due_at = EXCLUDED.due_at"
+        ).format(schema=schema, table=table)
+        self.delete_timers_statement = SQL(
+            "DELETE FROM {schema}.{table} WHERE saga_id = ANY(%s::uuid[])"
+        ).format(schema=schema, table=table)
+        self.select_due_timers_statement = SQL(
+            "SELECT saga_id, due_at FROM {schema}.{table} WHERE due_at <= %s "
+            "ORDER BY due_at, saga_id LIMIT %s"
+        ).format(schema=schema, table=table)
+        self.count_timers_statement = SQL("SELECT COUNT(*) AS n FROM {schema}.{table}").format(
+            schema=schema, table=table
+        )
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> None:
+        timers = saga_timers_kwarg(kwargs)
+        super()._insert_events(curs, stored_events, **kwargs)
+        upsert_ids = [saga_id for saga_id, due_at in timers.items() if due_at is not None]
+        upsert_dues = [due_at for due_at in timers.values() if due_at is not None]
+        delete_ids = [saga_id for saga_id, due_at in timers.items() if due_at is None]
+        if upsert_ids:
+            curs.execute(self.upsert_timers_statement, (upsert_ids, upsert_dues), prepare=True)
+        if delete_ids:
+            curs.execute(self.delete_timers_statement, (delete_ids,), prepare=True)
+
+    @_retry_transient
+    def select_due_timers(self, now: datetime, limit: int) -> Sequence[tuple[UUID, datetime]]:
+        """Sagas due at or before ``now``, earliest first (ties by id), at most ``limit``."""
+        now = as_utc(now, "now")
+        check_limit(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_due_timers_statement, (now, limit), prepare=True)
+            rows = curs.fetchall()
+        return [(row["saga_id"], row["due_at"].astimezone(UTC)) for row in rows]
+
+    @_retry_transient
+    def count_timers(self) -> int:
+        """How many sagas have a pending wake-up time."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.count_timers_statement, prepare=True)
+            row = curs.fetchone()
+        assert row is not None
+        return int(row["n"])

@@ -1,0 +1,322 @@
+"""eventsourcing process recorders that also keep the durable saga timer index.
+
+The saga manager hands every save a ``saga_timers={saga_id: wakeup_at or None}``
+keyword (see :mod:`sagalog.process.timers`). eventsourcing passes keyword
+arguments of ``Application.save`` / ``ProcessingEvent.collect_events`` through
+``EventStore.put`` to ``recorder.insert_events(stored_events, tracking=...,
+**kwargs)``, and every recorder hands them on to its ``_insert_events`` hook,
+which runs *inside* the transaction that inserts the events (and the tracking
+record). :class:`POPOSagaRecorder`, :class:`SQLiteSagaRecorder` and
+:class:`PostgresSagaRecorder` (in :mod:`sagalog.infrastructure.postgres_recorder`,
+because psycopg is an optional extra; importing it from here works and is
+lazy) override that hook to upsert or delete the
+sagas' wake-up times there, so the timer index commits or rolls back with the
+events and can never disagree with the log: when an event insert conflicts
+(optimistic concurrency) or a tracking record is a duplicate, the timer change
+is undone too. Without ``saga_timers`` they behave exactly like their parents.
+
+The index is one row per saga with a pending wake-up, in a table named after
+the events table (``<prefix>_events`` → ``<prefix>_timers``), indexed by due time
+so ``SagaManager.tick`` finds the due sagas without loading every saga:
+
+PostgreSQL (``sagamanager_events`` → ``sagamanager_timers``, in ``POSTGRES_SCHEMA``)::
+
+    CREATE TABLE IF NOT EXISTS "<schema>"."<timers>" (
+        saga_id uuid PRIMARY KEY,
+        due_at timestamptz NOT NULL)
+    CREATE INDEX IF NOT EXISTS "<timers>_due_at_idx" ON "<schema>"."<timers>" (due_at, saga_id)
+
+SQLite (eventsourcing's ``stored_events`` → ``stored_timers``)::
+
+    CREATE TABLE IF NOT EXISTS <timers> (
+        saga_id TEXT PRIMARY KEY,      -- uuid.hex, as eventsourcing stores originator ids
+        due_at INTEGER NOT NULL)       -- microseconds since the Unix epoch, UTC
+        WITHOUT ROWID
+    CREATE INDEX IF NOT EXISTS <timers>_due_at_idx ON <timers> (due_at, saga_id)
+
+SQLite has no timestamp type and compares text, so due times are stored as
+integers, which sort and compare exactly. ``saga_id`` is the second index
+column so that ties come back in a stable order, still from the index.
+
+The tables are created with ``CREATE ... IF NOT EXISTS`` in the same
+transaction as eventsourcing's own tables, so opening an application twice on
+one database is harmless.
+
+The recorders are chosen by topic from the environment built by
+:meth:`sagalog.process.database.DatabaseUrl.eventsourcing_env`. eventsourcing's
+SQLite and PostgreSQL factories honour ``PROCESS_RECORDER_TOPIC`` and
+``APPLICATION_RECORDER_TOPIC``; its POPO factory does not, so for ``memory://``
+``PERSISTENCE_MODULE`` names :class:`POPOSagaFactory` (a factory class is an
+accepted value of that setting) which does.
+
+All times are timezone-aware: naive datetimes are refused rather than guessed
+at, and times come back in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing import popo
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+)
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from eventsourcing.utils import resolve_topic
+
+from sagalog.process.timers import SAGA_TIMERS_KWARG
+
+if TYPE_CHECKING:
+    from sagalog.infrastructure.postgres_recorder import PostgresSagaRecorder
+
+__all__ = [
+    "POPOSagaFactory",
+    "POPOSagaRecorder",
+    "PostgresSagaRecorder",
+    "SQLiteSagaRecorder",
+    "timers_table_name",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def __getattr__(name: str) -> Any:
+    """Import :class:`PostgresSagaRecorder` only when it is asked for.
+
+    It lives in :mod:`sagalog.infrastructure.postgres_recorder` because psycopg is
+    an optional extra (``sagalog[postgres]``): memory and SQLite users must be able
+    to import this module without it. eventsourcing resolves the topic
+    ``sagalog.infrastructure.recorders:PostgresSagaRecorder`` with ``getattr``,
+    which reaches this hook.
+    """
+    if name == "PostgresSagaRecorder":
+        try:
+            from sagalog.infrastructure.postgres_recorder import PostgresSagaRecorder
+        except ImportError as e:
+            msg = (
+                f"PostgreSQL support needs psycopg ({e}); "
+                "install it with: pip install 'sagalog[postgres]'"
+            )
+            raise ImportError(msg) from e
+        return PostgresSagaRecorder
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def timers_table_name(events_table_name: str) -> str:
+    """The timer table that goes with an events table.
+
+    ``sagamanager_events`` → ``sagamanager_timers``, ``stored_events`` →
+    ``stored_timers``; any other name gets ``_timers`` appended.
+    """
+    prefix, sep, _ = events_table_name.rpartition("_events")
+    if sep and not _:
+        return f"{prefix}_timers"
+    return f"{events_table_name}_timers"
+
+
+def as_utc(moment: object, what: str) -> datetime:
+    """``moment`` as an aware UTC datetime; naive or non-datetime values are errors."""
+    if not isinstance(moment, datetime):
+        msg = f"{what} must be a datetime, got {type(moment).__name__}"
+        raise TypeError(msg)
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        msg = f"{what} must be timezone-aware, got naive {moment.isoformat()}"
+        raise ValueError(msg)
+    return moment.astimezone(UTC)
+
+
+def saga_timers_kwarg(kwargs: Mapping[str, Any]) -> dict[UUID, datetime | None]:
+    """The validated ``saga_timers`` keyword (empty when absent), times in UTC.
+
+    Validation happens before anything is written, so a bad value leaves the
+    database untouched.
+    """
+    value = kwargs.get(SAGA_TIMERS_KWARG)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        msg = (
+            f"{SAGA_TIMERS_KWARG} must map saga ids to datetimes or None, "
+            f"got {type(value).__name__}"
+        )
+        raise TypeError(msg)
+    timers: dict[UUID, datetime | None] = {}
+    for saga_id, due_at in value.items():
+        if not isinstance(saga_id, UUID):
+            msg = f"{SAGA_TIMERS_KWARG} keys must be UUIDs, got {saga_id!r}"
+            raise TypeError(msg)
+        timers[saga_id] = (
+            None if due_at is None else as_utc(due_at, f"wake-up time of saga {saga_id}")
+        )
+    return timers
+
+
+def check_limit(limit: int) -> None:
+    """A negative ``limit`` is a caller's bug; zero simply selects nothing."""
+    if limit < 0:
+        msg = f"limit must not be negative, got {limit}"
+        raise ValueError(msg)
+
+
+def _to_micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + micros * _MICROSECOND
+
+
+class POPOSagaRecorder(popo.POPOProcessRecorder):
+    """In-memory process recorder with a timer index, for unit tests and ``memory://``.
+
+    The timers live in a dict guarded by the recorder's own database lock, and
+    are changed only after eventsourcing's uniqueness checks on the events and
+    the tracking record have passed, so a rejected insert changes nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saga_timers: dict[UUID, datetime] = {}
+
+    def _insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        timers = saga_timers_kwarg(kwargs)
+        with self._database_lock:
+            notification_ids = super()._insert_events(stored_events, **kwargs)
+            for saga_id, due_at in timers.items():
+                if due_at is None:
+                    self._saga_timers.pop(saga_id, None)
+                else:
+                    self._saga_timers[saga_id] = due_at
+            return notification_ids
+
+    def select_due_timers(self, now: datetime, limit: int) -> Sequence[tuple[UUID, datetime]]:
+        """Sagas due at or before ``now``, earliest first (ties by id), at most ``limit``."""
+        now = as_utc(now, "now")
+        check_limit(limit)
+        with self._database_lock:
+            due = [(due_at, saga_id) for saga_id, due_at in self._saga_timers.items()]
+        due = sorted(item for item in due if item[0] <= now)[:limit]
+        return [(saga_id, due_at) for due_at, saga_id in due]
+
+    def count_timers(self) -> int:
+        """How many sagas have a pending wake-up time."""
+        with self._database_lock:
+            return len(self._saga_timers)
+
+
+class POPOSagaFactory(popo.POPOFactory):
+    """eventsourcing's POPO factory, but honouring the recorder topics.
+
+    ``eventsourcing.popo.POPOFactory`` always builds its stock recorders and
+    ignores ``APPLICATION_RECORDER_TOPIC`` / ``PROCESS_RECORDER_TOPIC``. Naming
+    this class as ``PERSISTENCE_MODULE`` (``sagalog.infrastructure.recorders:
+    POPOSagaFactory``) is eventsourcing's own way to plug in a factory. Without a
+    topic it builds :class:`POPOSagaRecorder`; this module holds no other
+    factory class, so naming just the module works too.
+    """
+
+    def application_recorder(self) -> ApplicationRecorder:
+        return self._recorder(self.APPLICATION_RECORDER_TOPIC, popo.POPOApplicationRecorder)
+
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = self._recorder(self.PROCESS_RECORDER_TOPIC, popo.POPOProcessRecorder)
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder
+
+    def _recorder(
+        self, topic_key: str, base: type[popo.POPOApplicationRecorder]
+    ) -> popo.POPOApplicationRecorder:
+        topic = self.env.get(topic_key)
+        recorder_class: object = resolve_topic(topic) if topic else POPOSagaRecorder
+        if not (isinstance(recorder_class, type) and issubclass(recorder_class, base)):
+            msg = f"{topic_key}={topic!r} does not name a subclass of {base.__qualname__}"
+            raise ProgrammingError(msg)
+        return recorder_class()
+
+
+class SQLiteSagaRecorder(SQLiteProcessRecorder):
+    """eventsourcing's SQLite process recorder plus the timer table.
+
+    The timers are written first in the insert transaction, then eventsourcing
+    inserts the events and the tracking record; a conflict in either rolls the
+    whole transaction back, timers included.
+    """
+
+    def __init__(
+        self,
+        datastore: SQLiteDatastore,
+        *,
+        events_table_name: str = "stored_events",
+    ) -> None:
+        # Set before super().__init__, which builds the CREATE statements.
+        self.timers_table_name = timers_table_name(events_table_name)
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = self.timers_table_name
+        self.upsert_timer_statement = (
+            f"INSERT INTO {table} (saga_id, due_at) VALUES (?, ?) "
+            "ON CONFLICT (saga_id) DO UPDATE SET due_at = excluded.due_at"
+        )
+        self.delete_timer_statement = f"DELETE FROM {table} WHERE saga_id = ?"
+        self.select_due_timers_statement = (
+            f"SELECT saga_id, due_at FROM {table} WHERE due_at <= ? "
+            "ORDER BY due_at, saga_id LIMIT ?"
+        )
+        self.count_timers_statement = f"SELECT COUNT(*) FROM {table}"
+
+    def construct_create_table_statements(self) -> list[str]:
+        statements = super().construct_create_table_statements()
+        table = self.timers_table_name
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            "saga_id TEXT PRIMARY KEY, "
+            "due_at INTEGER NOT NULL) "
+            "WITHOUT ROWID"
+        )
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {table}_due_at_idx ON {table} (due_at, saga_id)"
+        )
+        return statements
+
+    def _insert_events(
+        self,
+        c: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        timers = saga_timers_kwarg(kwargs)
+        upserts = [
+            (saga_id.hex, _to_micros(due_at))
+            for saga_id, due_at in timers.items()
+            if due_at is not None
+        ]
+        deletes = [(saga_id.hex,) for saga_id, due_at in timers.items() if due_at is None]
+        if upserts:
+            c.executemany(self.upsert_timer_statement, upserts)
+        if deletes:
+            c.executemany(self.delete_timer_statement, deletes)
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def select_due_timers(self, now: datetime, limit: int) -> Sequence[tuple[UUID, datetime]]:
+        """Sagas due at or before ``now``, earliest first (ties by id), at most ``limit``."""
+        micros = _to_micros(as_utc(now, "now"))
+        check_limit(limit)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.select_due_timers_statement, (micros, limit))
+            rows = c.fetchall()
+        return [(UUID(row["saga_id"]), _from_micros(row["due_at"])) for row in rows]
+
+    def count_timers(self) -> int:
+        """How many sagas have a pending wake-up time."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.count_timers_statement)
+            return int(c.fetchone()[0])
