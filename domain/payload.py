@@ -19,19 +19,22 @@ MAX_TEXT_LENGTH = 4000
 
 
 def check_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
-    """Return ``value`` unchanged if it is JSON-serialisable and at most ``limit`` bytes.
+    """Return ``value`` as plain JSON if it is JSON-serialisable and at most ``limit`` bytes.
 
-    Raises :class:`InvalidPayloadError` naming ``what`` otherwise. NaN and
-    infinities are refused because they are not JSON.
+    The value returned is what a JSON round trip gives (tuples become lists,
+    non-string keys become strings, and it shares nothing with ``value``), so what a
+    saga records equals what rebuilding it from its stored events gives.
+    Raises :class:`InvalidPayloadError` naming ``what`` otherwise. NaN, infinities and
+    lone surrogates are refused because they are not JSON (or not UTF-8).
     """
     try:
-        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        size = len(encoded.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayloadError(f"{what} must be plain JSON: {exc}") from None
-    size = len(encoded.encode("utf-8"))
     if size > limit:
         raise InvalidPayloadError(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
-    return value
+    return json.loads(encoded)
 
 
 def check_data(value: Any, what: str = "saga data") -> dict[str, Any]:
@@ -48,6 +51,12 @@ def check_text(value: Any, what: str, *, required: bool = True) -> str:
         raise InvalidPayloadError(f"{what} must be a string, not {type(value).__name__}")
     if required and not value.strip():
         raise InvalidPayloadError(f"{what} must not be blank")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayloadError(
+            f"{what} must be valid Unicode text (no lone surrogates)"
+        ) from None
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidPayloadError(
             f"{what} is {len(value)} characters; the limit is {MAX_TEXT_LENGTH}"

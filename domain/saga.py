@@ -526,7 +526,7 @@ class Saga(Aggregate):
     ) -> ReplyOutcome:
         """A participant reports that a step's action succeeded."""
         _check_now(now)
-        check_json(result, f"result of step {step!r}")
+        result = check_json(result, f"result of step {step!r}")
         verdict = self._judge_action_reply(step, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
