@@ -1,9 +1,9 @@
 """One test suite, three storage backends.
 
-``SAGALOG_TEST_BACKEND`` picks where the tests store sagas: ``memory`` (the
-default), ``sqlite`` or ``postgres``. A comma-separated list (``sqlite,postgres``)
-or ``all`` runs every database test once per backend in one pytest run, with
-the backend in the test id.
+``SAGALOG_TEST_BACKEND`` picks where the tests store sagas: ``memory``,
+``sqlite``, ``postgres``, a comma-separated list (``sqlite,postgres``) or ``all``
+(the default, so plain ``pytest`` runs every database test once per backend,
+with the backend in the test id).
 
 Tests ask for ``database_url`` (a fresh, isolated store per test) and, when
 they need to know, ``backend``:
@@ -43,12 +43,12 @@ BACKEND_ENV_VAR = "SAGALOG_TEST_BACKEND"
 POSTGRES_URL_ENV_VAR = "SAGALOG_TEST_POSTGRES_URL"
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: What an unset ``SAGALOG_TEST_BACKEND`` means ("all" would run every backend).
-DEFAULT_BACKENDS = "memory"
+DEFAULT_BACKENDS = "all"
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 
 
 def selected_backends() -> tuple[str, ...]:
-    """The backends named by ``SAGALOG_TEST_BACKEND`` (default ``memory``)."""
+    """The backends named by ``SAGALOG_TEST_BACKEND`` (default: all three)."""
     raw = os.environ.get(BACKEND_ENV_VAR, "").strip().lower() or DEFAULT_BACKENDS
     if raw == "all":
         return BACKENDS
