@@ -1,0 +1,290 @@
+"""Following the saga log into the views: eventsourcing's ``Projection``, and a poller.
+
+Two ways to drive :class:`~sagalog.projections.view.SagaViews`, one set of rules:
+
+* :class:`SagaProjection` is an eventsourcing ``Projection`` whose view is
+  ``SagaViews``. eventsourcing's ``ProjectionRunner`` can run it
+  (``ProjectionRunner(application_class=SagaLogReader,
+  projection_class=SagaProjection, view_class=SagaViews, env=runner_env(url))``):
+  it subscribes to the log and hands over one event at a time. That needs a
+  recorder with subscriptions — PostgreSQL (LISTEN/NOTIFY) has them;
+  eventsourcing's SQLite recorder has none, and a ``memory://`` log cannot be
+  reopened by another application object.
+* :class:`SagaProjector` polls the log of an application object it is given
+  (a ``SagaManager``, or a ``SagaLogReader``), on every backend, and applies
+  many events per transaction — this is what the worker, the CLI and the tests
+  use. :meth:`SagaProjector.catch_up` processes everything up to the head of the
+  log and returns; :meth:`SagaProjector.run` keeps following until stopped.
+
+Either way each event is applied exactly once: the rows and the tracking
+position are written in one transaction, and a batch starts by locking and
+reading the position (see ``SagaViews.process``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    InfrastructureFactory,
+    PersistenceError,
+    ProcessRecorder,
+    Tracking,
+)
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+
+from sagalog.process.database import DatabaseUrl, parse_database_url
+from sagalog.projections.schema import SCHEMA_VERSION
+from sagalog.projections.view import SagaViews
+
+__all__ = [
+    "ProjectionStatus",
+    "SagaLogReader",
+    "SagaProjection",
+    "SagaProjector",
+    "SagaViewsFactory",
+    "runner_env",
+]
+
+logger = logging.getLogger("sagalog.projections")
+
+Progress = Callable[[int, int], None]
+
+
+class SagaProjection(Projection[SagaViews]):
+    """The saga views as an eventsourcing ``Projection``: one event, one transaction."""
+
+    name = "SagaProjection"
+    #: Every event of the saga log (an unknown event type still advances the position).
+    topics: tuple[str, ...] = ()
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Apply ``domain_event`` to the views and record ``tracking``, atomically."""
+        self.view.process([(domain_event, tracking)])
+
+
+class SagaLogReader(Application[UUID]):
+    """The saga manager's log, opened from an environment alone.
+
+    eventsourcing's ``ProjectionRunner`` constructs the followed application as
+    ``application_class(env)``; ``SagaManager`` wants its definitions first, and
+    following the log needs none of them. This application has the manager's
+    name, so it reads the manager's tables and its notifications' tracking
+    records carry the manager's name.
+    """
+
+    name = "SagaManager"
+
+
+class SagaViewsFactory(InfrastructureFactory[SagaViews]):
+    """An eventsourcing infrastructure factory whose tracking recorder is ``SagaViews``.
+
+    ``ProjectionRunner`` builds the view with
+    ``InfrastructureFactory.construct(env).tracking_recorder(view_class)``,
+    where ``env`` is named after the projection; naming this class as the
+    projection's ``PERSISTENCE_MODULE`` makes that a ``SagaViews`` on the
+    URL in ``VIEW_DATABASE_URL``. It builds nothing else.
+    """
+
+    VIEW_DATABASE_URL = "VIEW_DATABASE_URL"
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[SagaViews] | None = None
+    ) -> SagaViews:
+        view_class = tracking_recorder_class or SagaViews
+        return view_class(self.env.get(self.VIEW_DATABASE_URL) or None)
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        raise NotImplementedError("SagaViewsFactory only builds SagaViews")
+
+    def application_recorder(self) -> ApplicationRecorder:
+        raise NotImplementedError("SagaViewsFactory only builds SagaViews")
+
+    def process_recorder(self) -> ProcessRecorder:
+        raise NotImplementedError("SagaViewsFactory only builds SagaViews")
+
+
+def runner_env(database_url: str) -> dict[str, str]:
+    """The environment for eventsourcing's ``ProjectionRunner`` on ``database_url``.
+
+    The log is read as ``SagaLogReader`` (keys prefixed ``SAGAMANAGER_``), the
+    views are built by :class:`SagaViewsFactory` (keys prefixed ``SAGAPROJECTION_``).
+    """
+    url = parse_database_url(database_url)
+    env = url.eventsourcing_env(SagaLogReader.name)
+    prefix = SagaProjection.name.upper() + "_"
+    env[prefix + "PERSISTENCE_MODULE"] = get_topic(SagaViewsFactory)
+    env[prefix + SagaViewsFactory.VIEW_DATABASE_URL] = database_url
+    return env
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    """Where the views stand against the log."""
+
+    name: str
+    schema_version: int
+    application: str
+    position: int
+    head: int
+    sagas: int
+    events: int
+
+    @property
+    def lag(self) -> int:
+        """Notifications in the log not yet applied to the views."""
+        return max(0, self.head - self.position)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "schema_version": self.schema_version,
+            "application": self.application,
+            "position": self.position,
+            "head": self.head,
+            "lag": self.lag,
+            "sagas": self.sagas,
+            "events": self.events,
+        }
+
+
+class SagaProjector:
+    """Keeps :class:`SagaViews` up with an application's log by polling it in batches.
+
+    ``app`` is the application whose log is followed (a ``SagaManager`` or
+    ``SagaLogReader``); ``views`` defaults to the views on the same database
+    as ``app`` (``app.database_url``). Each batch of up to ``batch_size``
+    notifications is one transaction.
+    """
+
+    def __init__(
+        self,
+        app: Application[UUID],
+        views: SagaViews | None = None,
+        *,
+        batch_size: int = 1000,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.app = app
+        if views is None:
+            url = getattr(app, "database_url", None)
+            if not isinstance(url, DatabaseUrl):
+                raise TypeError("give the views explicitly: the application has no database_url")
+            views = SagaViews(url)
+        self.views = views
+        self.batch_size = batch_size
+
+    @property
+    def application_name(self) -> str:
+        """The name under which the followed log is tracked."""
+        return self.app.name
+
+    def position(self) -> int:
+        """The notification id up to which the views are built (0: none)."""
+        return self.views.max_tracking_id(self.app.name) or 0
+
+    def head(self) -> int:
+        """The notification id of the newest event in the log (0: empty)."""
+        return self.app.recorder.max_notification_id() or 0
+
+    def lag(self) -> int:
+        """How many notifications the views are behind the log."""
+        return max(0, self.head() - self.position())
+
+    def catch_up(
+        self,
+        progress: Progress | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Apply everything recorded up to the current head; return how many events were new.
+
+        ``progress(done, total)`` is called after each batch, in notifications.
+        ``stop`` ends the catch-up early, between two batches (each batch is
+        committed whole or not at all).
+        """
+        head = self.head()
+        start = position = self.position()
+        applied = 0
+        if progress is not None:
+            progress(0, max(0, head - start))
+        while position < head:
+            if stop is not None and stop.is_set():
+                break
+            notifications = self.app.recorder.select_notifications(
+                start=position + 1, limit=self.batch_size, stop=head
+            )
+            if not notifications:
+                break
+            items = [
+                (self.app.mapper.to_domain_event(n), Tracking(self.app.name, n.id))
+                for n in notifications
+            ]
+            applied += self.views.process(items)
+            position = notifications[-1].id
+            if progress is not None:
+                progress(position - start, head - start)
+        return applied
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Empty the views and build them again from the start of the log.
+
+        Readers see the views empty, then filling, until this returns. A worker
+        following at the same time is harmless: both lock the tracking row, so
+        every event is still applied once.
+        """
+        self.views.reset()
+        return self.catch_up(progress)
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        """Follow the log until ``stop`` is set; retry database errors with backoff.
+
+        A damaged view (``ProjectionIntegrityError``) is not retried: it is raised.
+        """
+        backoff = poll_interval
+        while not stop.is_set():
+            try:
+                applied = self.catch_up(stop=stop)
+            except (PersistenceError, SQLAlchemyOperationalError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                logger.warning("projection: %s; retrying in %.2fs", first, backoff)
+                stop.wait(backoff)
+                backoff = min(max_backoff, backoff * 2)
+                continue
+            backoff = poll_interval
+            if applied == 0:
+                stop.wait(poll_interval)
+
+    def status(self) -> ProjectionStatus:
+        """Position, head, lag and row counts."""
+        return ProjectionStatus(
+            name=self.views.projection_name,
+            schema_version=SCHEMA_VERSION,
+            application=self.app.name,
+            position=self.position(),
+            head=self.head(),
+            sagas=self.views.count_sagas(),
+            events=self.views.count_events(),
+        )
+
+    def close(self) -> None:
+        """Release the views' connections (the application is the caller's to close)."""
+        self.views.close()

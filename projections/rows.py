@@ -1,0 +1,370 @@
+"""The rows of the read model, and how one saga event changes them.
+
+Both functions here are pure: :func:`evolve_summary` takes the saga's current
+summary row (or ``None`` before its first event) and one event, and returns the
+new row; :func:`timeline_entry` turns one event into one timeline row. Neither
+loads the aggregate nor reads anything else, so the projection can apply a
+batch of events from the log with one read of the affected rows and one write.
+
+The summary mirrors what the ``Saga`` aggregate's own ``evolve`` methods do to
+the fields it shows (status, current step, last error, next wake-up), and the
+tests hold it to that: for every saga at every version, the row equals what the
+aggregate rebuilt at that version says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sagalog.domain import Saga, SagaStatus
+from sagalog.domain.status import CommandKind
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "HANDLED_EVENT_TYPES",
+    "ProjectionIntegrityError",
+    "SagaSummary",
+    "TimelineEntry",
+    "evolve_summary",
+    "timeline_entry",
+]
+
+#: Statuses of a saga that is still running on its own (not ended, not waiting for a person).
+ACTIVE_STATUSES = frozenset({SagaStatus.STARTED, SagaStatus.PENDING, SagaStatus.COMPENSATING})
+
+#: Longest text kept in a row (errors, reasons, details); longer text is cut with "…".
+MAX_TEXT = 500
+#: Longest timeline detail.
+MAX_DETAIL = 200
+
+
+class ProjectionIntegrityError(RuntimeError):
+    """The log and the read model disagree (an event for a saga the view never saw
+    start, or a version gap): the view was damaged and must be rebuilt."""
+
+
+@dataclass(frozen=True, slots=True)
+class SagaSummary:
+    """One row of ``saga_summary``: a saga as an operator first wants to see it."""
+
+    saga_id: UUID
+    saga_type: str
+    definition_version: int
+    status: str
+    current_step: str | None
+    attempt: int
+    started_at: datetime
+    updated_at: datetime
+    next_deadline: datetime | None
+    wakeup_kind: str | None
+    last_error: str | None
+    failure_reason: str | None
+    event_count: int
+    last_version: int
+    compensation_started_at: datetime | None
+    last_progress_at: datetime | None
+    compensating_since: datetime | None
+    dead_lettered_at: datetime | None
+    dead_letter_step: str | None
+    dead_letter_kind: str | None
+
+    def as_row(self) -> dict[str, Any]:
+        """The row as a dict of column values (shallow: values are immutable)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_row(cls, row: Any) -> SagaSummary:
+        """Build from a database row (anything with the columns as keys)."""
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        return cls(**{name: mapping[name] for name in cls.__slots__})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: ids and instants as strings."""
+        return {key: _jsonable(value) for key, value in self.as_row().items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One row of ``saga_timeline``: one event of one saga."""
+
+    saga_id: UUID
+    version: int
+    time: datetime
+    event_type: str
+    step: str | None
+    attempt: int | None
+    detail: str
+
+    def as_row(self) -> dict[str, Any]:
+        """The row as a dict of column values (shallow: values are immutable)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_row(cls, row: Any) -> TimelineEntry:
+        """Build from a database row (anything with the columns as keys)."""
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        return cls(**{name: mapping[name] for name in cls.__slots__})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: ids and instants as strings."""
+        return {key: _jsonable(value) for key, value in self.as_row().items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _cut(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _with_status(row: SagaSummary, status: SagaStatus, at: datetime) -> SagaSummary:
+    """``row`` in ``status``, with the stuck-candidate columns that go with it."""
+    active = status in ACTIVE_STATUSES
+    compensating = status is SagaStatus.COMPENSATING
+    dead = status is SagaStatus.DEAD_LETTERED
+    return replace(
+        row,
+        status=status.value,
+        last_progress_at=at if active else None,
+        # When the saga last *entered* COMPENSATING: an operator's retry restarts the clock.
+        compensating_since=(
+            row.compensating_since
+            if row.status == SagaStatus.COMPENSATING.value and row.compensating_since
+            else at
+        )
+        if compensating
+        else None,
+        dead_lettered_at=(row.dead_lettered_at or at) if dead else None,
+        dead_letter_step=row.dead_letter_step if dead else None,
+        dead_letter_kind=row.dead_letter_kind if dead else None,
+    )
+
+
+# -- how each event changes the summary (after the changes common to all events) ----
+
+
+def _started(row: SagaSummary, event: Any) -> SagaSummary:
+    return row  # the row was built from the event already
+
+
+def _step_dispatched(row: SagaSummary, event: Any) -> SagaSummary:
+    row = replace(row, current_step=event.step, attempt=event.attempt)
+    if row.status == SagaStatus.STARTED.value:
+        row = _with_status(row, SagaStatus.PENDING, event.timestamp)
+    return row
+
+
+def _failed(row: SagaSummary, event: Any) -> SagaSummary:
+    return replace(row, last_error=_cut(event.error))
+
+
+def _step_timed_out(row: SagaSummary, event: Any) -> SagaSummary:
+    error = f"timed out at {event.deadline.isoformat()} (attempt {event.attempt})"
+    return replace(row, last_error=error)
+
+
+def _compensation_timed_out(row: SagaSummary, event: Any) -> SagaSummary:
+    error = f"compensation timed out at {event.deadline.isoformat()} (attempt {event.attempt})"
+    return replace(row, last_error=error)
+
+
+def _compensation_requested(row: SagaSummary, event: Any) -> SagaSummary:
+    row = replace(
+        row,
+        current_step=None,
+        failure_reason=_cut(event.reason),
+        compensation_started_at=event.timestamp,
+    )
+    return _with_status(row, SagaStatus.COMPENSATING, event.timestamp)
+
+
+def _compensation_dispatched(row: SagaSummary, event: Any) -> SagaSummary:
+    return replace(row, current_step=event.step, attempt=event.attempt)
+
+
+def _saga_completed(row: SagaSummary, event: Any) -> SagaSummary:
+    return _with_status(replace(row, current_step=None), SagaStatus.COMPLETED, event.timestamp)
+
+
+def _saga_failed(row: SagaSummary, event: Any) -> SagaSummary:
+    row = replace(row, current_step=None, failure_reason=_cut(event.reason))
+    return _with_status(row, SagaStatus.FAILED, event.timestamp)
+
+
+def _dead_lettered(row: SagaSummary, event: Any) -> SagaSummary:
+    row = replace(
+        row,
+        dead_letter_step=event.step,
+        dead_letter_kind=event.kind,
+        dead_lettered_at=event.timestamp,
+    )
+    return _with_status(row, SagaStatus.DEAD_LETTERED, event.timestamp)
+
+
+def _operator_moved_on(row: SagaSummary, event: Any) -> SagaSummary:
+    """``OperatorRetried`` / ``OperatorResolved``: back to running, in the dead letter's phase."""
+    status = (
+        SagaStatus.PENDING
+        if CommandKind(event.kind) is CommandKind.ACTION
+        else SagaStatus.COMPENSATING
+    )
+    return _with_status(row, status, event.timestamp)
+
+
+def _unchanged(row: SagaSummary, event: Any) -> SagaSummary:
+    return row
+
+
+_EVOLVE: dict[type[Any], Callable[[SagaSummary, Any], SagaSummary]] = {
+    Saga.SagaStarted: _started,
+    Saga.StepDispatched: _step_dispatched,
+    Saga.StepCompleted: _unchanged,
+    Saga.StepFailed: _failed,
+    Saga.StepTimedOut: _step_timed_out,
+    Saga.StepRetryScheduled: _unchanged,
+    Saga.CompensationRequested: _compensation_requested,
+    Saga.CompensationDispatched: _compensation_dispatched,
+    Saga.CompensationCompleted: _unchanged,
+    Saga.CompensationFailed: _failed,
+    Saga.CompensationTimedOut: _compensation_timed_out,
+    Saga.CompensationRetryScheduled: _unchanged,
+    Saga.SagaCompleted: _saga_completed,
+    Saga.SagaFailed: _saga_failed,
+    Saga.SagaDeadLettered: _dead_lettered,
+    Saga.OperatorRetried: _operator_moved_on,
+    Saga.OperatorResolved: _operator_moved_on,
+    Saga.SagaAborted: _unchanged,
+}
+
+#: The saga event types with a rule of their own (any other type only counts and timestamps).
+HANDLED_EVENT_TYPES = frozenset(_EVOLVE)
+
+_WAKEUP_KIND: dict[type[Any], str] = {
+    Saga.StepDispatched: "deadline",
+    Saga.CompensationDispatched: "deadline",
+    Saga.StepRetryScheduled: "retry",
+    Saga.CompensationRetryScheduled: "retry",
+}
+
+
+def evolve_summary(row: SagaSummary | None, event: Saga.Event) -> SagaSummary:
+    """The summary row after ``event``, given the row before it (``None`` before ``SagaStarted``).
+
+    Raises :class:`ProjectionIntegrityError` when the event cannot follow the row
+    (no row for a saga whose start was never seen, or a version gap); an event at
+    or below the row's version must not be passed (the caller skips it).
+    """
+    version = event.originator_version
+    if row is None:
+        if not isinstance(event, Saga.SagaStarted):
+            raise ProjectionIntegrityError(
+                f"saga {event.originator_id}: {type(event).__name__} (version {version}) "
+                "but no summary row; rebuild the projections"
+            )
+        row = SagaSummary(
+            saga_id=event.originator_id,
+            saga_type=event.saga_type,
+            definition_version=event.definition_version,
+            status=SagaStatus.STARTED.value,
+            current_step=None,
+            attempt=0,
+            started_at=event.timestamp,
+            updated_at=event.timestamp,
+            next_deadline=None,
+            wakeup_kind=None,
+            last_error=None,
+            failure_reason=None,
+            event_count=0,
+            last_version=0,
+            compensation_started_at=None,
+            last_progress_at=event.timestamp,
+            compensating_since=None,
+            dead_lettered_at=None,
+            dead_letter_step=None,
+            dead_letter_kind=None,
+        )
+    elif version != row.last_version + 1:
+        raise ProjectionIntegrityError(
+            f"saga {row.saga_id}: event version {version} does not follow the row's "
+            f"version {row.last_version}; rebuild the projections"
+        )
+    wakeup = event.wakeup_at()
+    row = replace(
+        row,
+        updated_at=event.timestamp,
+        event_count=row.event_count + 1,
+        last_version=version,
+        next_deadline=wakeup,
+        wakeup_kind=_WAKEUP_KIND.get(type(event)) if wakeup is not None else None,
+        last_progress_at=event.timestamp if row.last_progress_at is not None else None,
+    )
+    return _EVOLVE.get(type(event), _unchanged)(row, event)
+
+
+# -- timeline ------------------------------------------------------------------------
+
+
+def _instant(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "none"
+
+
+def _short_json(value: Any) -> str:
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text
+
+
+def _detail(event: Any) -> str:
+    if isinstance(event, Saga.SagaStarted):
+        return f"{event.saga_type} v{event.definition_version} data={_short_json(event.data)}"
+    if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+        due = f", deadline {_instant(event.deadline)}" if event.deadline is not None else ""
+        return f"{event.command_name}{due}"
+    if isinstance(event, Saga.StepCompleted):
+        return f"result={_short_json(event.result)}"
+    if isinstance(event, Saga.StepFailed | Saga.CompensationFailed):
+        return str(event.error)
+    if isinstance(event, Saga.StepTimedOut | Saga.CompensationTimedOut):
+        return f"no reply by {_instant(event.deadline)}"
+    if isinstance(event, Saga.StepRetryScheduled | Saga.CompensationRetryScheduled):
+        return f"attempt {event.attempt} due {_instant(event.due_at)}"
+    if isinstance(event, Saga.CompensationRequested | Saga.SagaFailed):
+        return str(event.reason)
+    if isinstance(event, Saga.SagaDeadLettered):
+        plural = "s" if event.attempts != 1 else ""
+        return f"{event.kind} gave up after {event.attempts} attempt{plural}: {event.error}"
+    if isinstance(event, Saga.OperatorRetried | Saga.OperatorResolved):
+        return f"{event.kind} by {event.actor}: {event.reason}"
+    if isinstance(event, Saga.SagaAborted):
+        return f"by {event.actor}: {event.reason}"
+    return ""
+
+
+def timeline_entry(event: Saga.Event) -> TimelineEntry:
+    """The timeline row of ``event``: when, what, which step and attempt, a short detail."""
+    step = getattr(event, "step", None)
+    attempt = getattr(event, "attempt", None)
+    return TimelineEntry(
+        saga_id=event.originator_id,
+        version=event.originator_version,
+        time=event.timestamp,
+        event_type=type(event).__name__,
+        step=step if isinstance(step, str) else None,
+        attempt=attempt if isinstance(attempt, int) else None,
+        detail=_cut(_detail(event), MAX_DETAIL) or "",
+    )

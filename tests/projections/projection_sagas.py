@@ -1,0 +1,189 @@
+"""Definitions, a settable clock and scripted sagas for the projection tests.
+
+:func:`run_scenarios` drives a manager through sagas that, together, record
+every kind of saga event: completion, retries, timeouts of actions and of
+compensations, compensation, dead letters of both kinds, every operator action,
+and sagas left running. The projection tests build views from that log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from sagalog.domain import RetryPolicy, SagaDefinition, Step
+from sagalog.process import SagaManager
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        """Move forward and return the new time."""
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+SHOP = SagaDefinition(
+    "Shop",
+    [
+        Step(
+            name="reserve",
+            action="Inventory.Reserve",
+            compensation="Inventory.Release",
+            timeout=timedelta(seconds=30),
+            compensation_retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=5)),
+        ),
+        Step(
+            name="charge",
+            action="Payment.Charge",
+            compensation="Payment.Refund",
+            timeout=timedelta(seconds=30),
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=10)),
+        ),
+        Step(name="ship", action="Shipping.Create", compensation="Shipping.Cancel"),
+        Step(
+            name="notify",
+            action="Mail.Send",
+            retriable=True,
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=1)),
+        ),
+    ],
+)
+
+#: Steps without timeouts: a saga waits on them for ever, which the stuck query notices.
+SLOW = SagaDefinition(
+    "Slow",
+    [
+        Step(name="prepare", action="Slow.Prepare", compensation="Slow.Unprepare"),
+        Step(name="finish", action="Slow.Finish", compensation="Slow.Unfinish"),
+    ],
+)
+
+DEFINITIONS = (SHOP, SLOW)
+
+Hook = Callable[[], object]
+
+
+def run_scenarios(
+    manager: SagaManager, clock: FakeClock, after: Hook | None = None
+) -> dict[str, UUID]:
+    """Drive one saga per scenario; call ``after()`` after every recorded step.
+
+    Returns the saga ids by scenario name.
+    """
+
+    def step() -> None:
+        if after is not None:
+            after()
+
+    ids: dict[str, UUID] = {}
+
+    # Every step succeeds.
+    ids["completed"] = s = manager.start("Shop", {"order": 1})
+    step()
+    for name in ("reserve", "charge", "ship", "notify"):
+        manager.handle_step_completed(s, name, {"ok": name})
+        step()
+
+    # A step fails, is retried, fails again: compensation runs, the saga fails.
+    ids["compensated"] = s = manager.start("Shop", {"order": 2})
+    manager.handle_step_completed(s, "reserve", {"ref": "r-2"})
+    step()
+    manager.handle_step_failed(s, "charge", "card declined")
+    step()
+    manager.tick(clock.advance(11))
+    step()
+    manager.handle_step_failed(s, "charge", "card declined again")
+    step()
+    manager.handle_compensation_completed(s, "reserve")
+    step()
+
+    # The first step never answers: it times out; nothing to undo.
+    ids["timed_out"] = s = manager.start("Shop", {"order": 3})
+    step()
+    manager.tick(clock.advance(31))
+    step()
+
+    # The compensation fails, is retried, times out: dead-lettered; an operator retries it.
+    ids["compensation_dead_letter_retried"] = s = manager.start("Shop", {"order": 4})
+    manager.handle_step_completed(s, "reserve")
+    manager.handle_step_failed(s, "charge", "declined")
+    step()
+    manager.tick(clock.advance(11))
+    manager.handle_step_failed(s, "charge", "declined")
+    step()
+    manager.handle_compensation_failed(s, "reserve", "warehouse offline")
+    step()
+    manager.tick(clock.advance(6))
+    step()
+    manager.tick(clock.advance(31))  # the second compensation attempt times out
+    step()
+    manager.retry(s, actor="alice", reason="warehouse back")
+    step()
+    manager.handle_compensation_completed(s, "reserve")
+    step()
+
+    # A dead-lettered compensation that an operator resolves by hand.
+    ids["compensation_dead_letter_resolved"] = s = manager.start("Shop", {"order": 5})
+    manager.handle_step_completed(s, "reserve")
+    manager.handle_step_failed(s, "charge", "declined")
+    manager.tick(clock.advance(11))
+    manager.handle_step_failed(s, "charge", "declined")
+    manager.handle_compensation_failed(s, "reserve", "offline")
+    manager.tick(clock.advance(6))
+    manager.handle_compensation_failed(s, "reserve", "offline")
+    step()
+    manager.resolve(s, actor="bob", reason="released by hand")
+    step()
+
+    # The retriable step after the pivot gives up: dead-lettered; an operator resolves it.
+    ids["action_dead_letter_resolved"] = s = manager.start("Shop", {"order": 6})
+    for name in ("reserve", "charge", "ship"):
+        manager.handle_step_completed(s, name)
+    manager.handle_step_failed(s, "notify", "smtp down")
+    manager.tick(clock.advance(2))
+    manager.handle_step_failed(s, "notify", "smtp down")
+    step()
+    manager.resolve(s, actor="carol", reason="mailed by hand")
+    step()
+
+    # An operator aborts a running saga after its first step.
+    ids["aborted"] = s = manager.start("Shop", {"order": 7})
+    manager.handle_step_completed(s, "reserve")
+    step()
+    manager.abort(s, actor="dave", reason="customer cancelled")
+    step()
+    manager.handle_compensation_completed(s, "reserve")
+    step()
+
+    # Left dead-lettered (stuck: DEAD_LETTERED).
+    ids["dead_lettered"] = s = manager.start("Shop", {"order": 8})
+    for name in ("reserve", "charge", "ship"):
+        manager.handle_step_completed(s, name)
+    manager.handle_step_failed(s, "notify", "smtp down")
+    manager.tick(clock.advance(2))
+    manager.handle_step_failed(s, "notify", "smtp down")
+    step()
+
+    # Left running: waiting for a step without timeout, and compensating.
+    ids["running"] = s = manager.start("Slow", {"n": 1})
+    step()
+    ids["compensating"] = s = manager.start("Slow", {"n": 2})
+    manager.handle_step_completed(s, "prepare")
+    manager.handle_step_failed(s, "finish", "nope")
+    step()
+
+    # Left waiting for a step whose deadline will pass.
+    ids["waiting"] = manager.start("Shop", {"order": 9})
+    step()
+    return ids
