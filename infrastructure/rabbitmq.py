@@ -1,0 +1,725 @@
+"""RabbitMQ: commands out with publisher confirms, replies in with ack-after-commit.
+
+Built on ``pika`` (the RabbitMQ team's reference Python client: pure Python, no
+C extension, maintained, with a blocking adapter that fits a relay thread and a
+consumer thread without an event loop).
+
+Topology (every name starts with the :class:`Topology` prefix, ``sagalog`` by
+default; everything is durable and every message persistent)::
+
+    relay ──► exchange <prefix>.commands (topic, routing key = command name)
+                 │ bound by each participant with the command names it handles
+                 ▼
+              queue <prefix>.service.<service>  ──► Participant (infrastructure.participant)
+                                                        │ reply, to the command's reply_to
+              queue <prefix>.replies  ◄─────────────────┘   (default exchange)
+                 │
+                 ▼
+              ReplyConsumer ──► SagaManager.handle(reply), then ack
+                 │ invalid / keeps failing
+                 ▼
+              queue <prefix>.replies.dead-letter   (reason in the headers)
+
+Guarantees:
+
+* :meth:`RabbitMQTransport.send` returns only once the broker *confirmed* the
+  persistent message (publisher confirms) and a queue took it (``mandatory``);
+  otherwise it raises :class:`TransportError`, so the relay keeps its position
+  and sends again later. Delivery is at least once; the command id is the
+  message id, so participants drop duplicates.
+* :class:`ReplyConsumer` acks a reply only after ``manager.handle`` returned, i.e.
+  after the transition was committed. A consumer that dies before that leaves the
+  reply unacked and the broker redelivers it; a reply handled twice is a
+  duplicate the saga ignores (its ``message_id``).
+* A reply that can never be valid (malformed, unknown saga or step, unexpected)
+  or that keeps failing is *published to the dead-letter queue* with the reason
+  in its headers, confirmed, and only then acked: never silently dropped. The
+  consumer goes on with the next reply.
+* One reply is in flight per consumer (prefetch 1) and a lost connection puts an
+  unacked reply back at the head of its queue, so a consumer sees a saga's replies
+  in order; reconnection backs off exponentially.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from sagalog.domain import (
+    Command,
+    InvalidPayloadError,
+    InvalidTransitionError,
+    ReplyOutcome,
+    SagaNotFoundError,
+    UnexpectedReplyError,
+    UnknownSagaTypeError,
+    UnknownStepError,
+)
+from sagalog.infrastructure.transport import TransportError
+from sagalog.process import InvalidReplyError, Reply, SagaManager
+
+logger = logging.getLogger("sagalog.rabbitmq")
+
+#: Where the broker is when nothing else is said (``SAGALOG_RABBITMQ_URL`` overrides it).
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+RABBITMQ_URL_ENV_VAR = "SAGALOG_RABBITMQ_URL"
+
+#: Message headers (AMQP application headers) that sagalog sets and reads.
+HEADER_COMMAND_ID = "sagalog-command-id"
+HEADER_CORRELATION_ID = "sagalog-correlation-id"
+HEADER_CAUSATION_ID = "sagalog-causation-id"
+HEADER_SAGA_TYPE = "sagalog-saga-type"
+HEADER_STEP = "sagalog-step"
+HEADER_KIND = "sagalog-kind"
+HEADER_ATTEMPT = "sagalog-attempt"
+HEADER_DEAD_LETTER_REASON = "sagalog-dead-letter-reason"
+HEADER_DEAD_LETTER_ERROR = "sagalog-dead-letter-error"
+HEADER_DEAD_LETTER_QUEUE = "sagalog-dead-letter-queue"
+HEADER_DEAD_LETTER_ATTEMPTS = "sagalog-dead-letter-attempts"
+HEADER_DEAD_LETTER_AT = "sagalog-dead-letter-at"
+
+#: Exceptions from the broker connection that a reconnect may cure.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
+
+#: Reply errors that no retry can cure: the reply goes to the dead-letter queue at once.
+INVALID_REPLY_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidReplyError,
+    InvalidPayloadError,
+    SagaNotFoundError,
+    UnknownStepError,
+    UnknownSagaTypeError,
+    UnexpectedReplyError,
+    InvalidTransitionError,
+)
+
+#: The longest reason text put in a dead-letter header.
+_MAX_REASON = 2000
+
+
+def rabbitmq_url(url: str | None = None) -> str:
+    """``url``, else ``SAGALOG_RABBITMQ_URL``, else the local default broker."""
+    return url or os.environ.get(RABBITMQ_URL_ENV_VAR, "").strip() or DEFAULT_RABBITMQ_URL
+
+
+def connect(
+    url: str | None = None, *, name: str = "sagalog", heartbeat: int = 30
+) -> BlockingConnection:
+    """Open a blocking connection named ``name`` (shown by ``rabbitmqctl list_connections``).
+
+    Raises :class:`TransportError` (one line, no password) if the broker is unreachable.
+    """
+    params = pika.URLParameters(rabbitmq_url(url))
+    params.client_properties = {"connection_name": name}
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 30
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    try:
+        return pika.BlockingConnection(params)
+    except BROKER_ERRORS as exc:
+        where = f"{params.host}:{params.port}"
+        raise TransportError(f"cannot reach RabbitMQ at {where}: {_describe(exc)}") from None
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The names of sagalog's exchange and queues, all under one ``prefix``.
+
+    Two deployments (or two tests) with different prefixes share a broker without
+    seeing each other's messages.
+    """
+
+    prefix: str = "sagalog"
+
+    @property
+    def commands_exchange(self) -> str:
+        """Topic exchange the relay publishes commands to, routed by command name."""
+        return f"{self.prefix}.commands"
+
+    @property
+    def replies_queue(self) -> str:
+        """Queue participants answer to (through the default exchange)."""
+        return f"{self.prefix}.replies"
+
+    @property
+    def replies_dead_letter_queue(self) -> str:
+        """Where replies that can never be applied wait for a person."""
+        return f"{self.prefix}.replies.dead-letter"
+
+    @property
+    def commands_dead_letter_queue(self) -> str:
+        """Where commands a participant could not read or handle wait for a person."""
+        return f"{self.prefix}.commands.dead-letter"
+
+    def service_queue(self, service: str) -> str:
+        """The queue of participant ``service``, bound to the command names it handles."""
+        return f"{self.prefix}.service.{service}"
+
+    def declare(self, channel: BlockingChannel) -> None:
+        """Declare the exchange and the manager-side queues (idempotent)."""
+        channel.exchange_declare(self.commands_exchange, "topic", durable=True)
+        for queue in (
+            self.replies_queue,
+            self.replies_dead_letter_queue,
+            self.commands_dead_letter_queue,
+        ):
+            channel.queue_declare(queue, durable=True)
+
+    def declare_service(
+        self, channel: BlockingChannel, service: str, command_names: Iterable[str]
+    ) -> str:
+        """Declare ``service``'s queue, bound to ``command_names``; return its name."""
+        self.declare(channel)
+        queue = self.service_queue(service)
+        channel.queue_declare(queue, durable=True)
+        for name in command_names:
+            channel.queue_bind(queue, self.commands_exchange, routing_key=name)
+        return queue
+
+    def delete(self, channel: BlockingChannel, services: Iterable[str] = ()) -> None:
+        """Delete every queue and the exchange (tests and teardown)."""
+        for service in services:
+            channel.queue_delete(self.service_queue(service))
+        for queue in (
+            self.replies_queue,
+            self.replies_dead_letter_queue,
+            self.commands_dead_letter_queue,
+        ):
+            channel.queue_delete(queue)
+        channel.exchange_delete(self.commands_exchange)
+
+
+# -- the command side ---------------------------------------------------------------
+
+
+def command_properties(command: Command, reply_to: str) -> BasicProperties:
+    """AMQP properties of a command message: persistent, ids in properties and headers."""
+    headers: dict[str, Any] = {
+        HEADER_COMMAND_ID: str(command.command_id),
+        HEADER_CORRELATION_ID: str(command.saga_id),
+        HEADER_SAGA_TYPE: command.saga_type,
+        HEADER_STEP: command.step,
+        HEADER_KIND: command.kind.value,
+        HEADER_ATTEMPT: command.attempt,
+    }
+    if command.causation_id is not None:
+        headers[HEADER_CAUSATION_ID] = command.causation_id
+    return BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=str(command.command_id),
+        correlation_id=str(command.saga_id),
+        reply_to=reply_to,
+        type=command.name,
+        timestamp=int(datetime.now(UTC).timestamp()),
+        headers=headers,
+    )
+
+
+class RabbitMQTransport:
+    """A :class:`~sagalog.infrastructure.transport.Transport` that publishes to RabbitMQ.
+
+    ``send`` publishes the command to the commands exchange with its name as the
+    routing key, persistent and ``mandatory``, on a channel in confirm mode, and
+    returns only when the broker acknowledged it. A nack, an unroutable command (no
+    participant queue bound to its name yet) or a lost connection raises
+    :class:`TransportError`; the relay keeps its position and retries with backoff.
+    The connection is opened lazily and reopened on the next ``send`` after a loss.
+
+    Not thread-safe (pika connections are not): use it from one thread, the relay's.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        topology: Topology | None = None,
+        mandatory: bool = True,
+        connection_name: str = "sagalog-relay",
+    ) -> None:
+        self.url = rabbitmq_url(url)
+        self.topology = topology or Topology()
+        self.mandatory = mandatory
+        self.connection_name = connection_name
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self.confirmed = 0
+
+    def _ensure_channel(self) -> BlockingChannel:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self._drop()
+        connection = connect(self.url, name=self.connection_name)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            self.topology.declare(channel)
+        except BROKER_ERRORS as exc:
+            _close_quietly(connection)
+            raise TransportError(f"cannot set up RabbitMQ channel: {_describe(exc)}") from None
+        self._connection, self._channel = connection, channel
+        return channel
+
+    def send(self, command: Command) -> None:
+        """Publish ``command``; return once the broker confirmed it, else raise."""
+        body = json.dumps(command.to_message(), separators=(",", ":")).encode()
+        properties = command_properties(command, self.topology.replies_queue)
+        # A connection left idle by the relay may have been closed by the broker
+        # (heartbeats are only serviced while we call into pika): reconnect once.
+        for attempt in (1, 2):
+            channel = self._ensure_channel()
+            try:
+                channel.basic_publish(
+                    self.topology.commands_exchange,
+                    command.name,
+                    body,
+                    properties,
+                    mandatory=self.mandatory,
+                )
+            except pika.exceptions.UnroutableError:
+                raise TransportError(
+                    f"no queue is bound to command {command.name!r} on "
+                    f"{self.topology.commands_exchange!r}: no participant handles it yet"
+                ) from None
+            except pika.exceptions.NackError:
+                raise TransportError(
+                    f"the broker refused command {command.command_id} ({command.name})"
+                ) from None
+            except BROKER_ERRORS as exc:
+                self._drop()
+                if attempt == 2:
+                    raise TransportError(
+                        f"lost the RabbitMQ connection sending {command.name}: {_describe(exc)}"
+                    ) from None
+                continue
+            self.confirmed += 1
+            return
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            _close_quietly(self._connection)
+        self._connection = self._channel = None
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._drop()
+
+
+# -- consuming, shared by the reply consumer and participants -----------------------
+
+
+@dataclass
+class Delivery:
+    """One message received from a queue, with what is needed to ack it."""
+
+    channel: BlockingChannel
+    method: Basic.Deliver
+    properties: BasicProperties
+    body: bytes
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether the broker delivered this message before (to a consumer that did not ack)."""
+        return bool(self.method.redelivered)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The application headers (empty if none)."""
+        return dict(self.properties.headers or {})
+
+    def ack(self) -> None:
+        """Acknowledge: the broker forgets the message."""
+        self.channel.basic_ack(self.method.delivery_tag or 0)
+
+
+class ConsumerLoop:
+    """Consume one queue, one message at a time, reconnecting with backoff.
+
+    Subclasses set up the topology in :meth:`declare` (returning the queue) and
+    handle each message in :meth:`on_message`, which must ack (or dead-letter and
+    ack) before returning. An exception that escapes ``on_message`` leaves the
+    message unacked: a broker error reconnects (and the message is redelivered),
+    anything else stops the loop and closes the connection, so the broker redelivers
+    the message to the next consumer.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        topology: Topology,
+        *,
+        connection_name: str,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.url = rabbitmq_url(url)
+        self.topology = topology
+        self.connection_name = connection_name
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.poll_interval = poll_interval
+        self.reconnects = 0
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+
+    def declare(self, channel: BlockingChannel) -> str:
+        """Declare what this consumer needs; return the queue to consume."""
+        raise NotImplementedError
+
+    def on_message(self, delivery: Delivery) -> None:
+        """Handle one message; ack it (or dead-letter and ack it) when done."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the message in hand."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (or the ``stop`` event given to run is set)."""
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` unless stopped; True if stopped meanwhile."""
+        return self._stop.wait(seconds)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until ``stop`` is set (or :meth:`stop` called), reconnecting as needed."""
+        if stop is not None:
+            self._stop = stop
+        backoff = self.initial_backoff
+        while not self._stop.is_set():
+            try:
+                connection = connect(self.url, name=self.connection_name)
+            except TransportError as exc:
+                logger.warning("%s: %s; retrying in %.2fs", self.connection_name, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            try:
+                self._consume(connection)
+                backoff = self.initial_backoff
+            except BROKER_ERRORS as exc:
+                self.ready.clear()
+                self.reconnects += 1
+                logger.warning(
+                    "%s: connection lost (%s); reconnecting in %.2fs",
+                    self.connection_name,
+                    _describe(exc),
+                    backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(self.max_backoff, backoff * 2)
+            finally:
+                self.ready.clear()
+                _close_quietly(connection)
+
+    def _consume(self, connection: BlockingConnection) -> None:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        queue = self.declare(channel)
+        channel.basic_qos(prefetch_count=1)
+        self.ready.set()
+        for method, properties, body in channel.consume(
+            queue, inactivity_timeout=self.poll_interval
+        ):
+            if method is None or properties is None or body is None:
+                if self._stop.is_set():
+                    break
+                continue
+            self.on_message(Delivery(channel, method, properties, body))
+            if self._stop.is_set():
+                break
+        channel.cancel()
+
+    def dead_letter(
+        self,
+        delivery: Delivery,
+        queue: str,
+        reason: str,
+        *,
+        error: BaseException | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Publish ``delivery`` to dead-letter ``queue`` with ``reason`` (confirmed), then ack."""
+        headers = delivery.headers
+        headers[HEADER_DEAD_LETTER_REASON] = reason[:_MAX_REASON]
+        headers[HEADER_DEAD_LETTER_ERROR] = type(error).__name__ if error else "none"
+        headers[HEADER_DEAD_LETTER_QUEUE] = delivery.method.routing_key or ""
+        headers[HEADER_DEAD_LETTER_ATTEMPTS] = attempts
+        headers[HEADER_DEAD_LETTER_AT] = datetime.now(UTC).isoformat()
+        props = delivery.properties
+        delivery.channel.basic_publish(
+            "",
+            queue,
+            delivery.body,
+            BasicProperties(
+                content_type=props.content_type,
+                delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=props.message_id,
+                correlation_id=props.correlation_id,
+                type=props.type,
+                headers=headers,
+            ),
+            mandatory=True,
+        )
+        delivery.ack()
+
+
+# -- the reply side -----------------------------------------------------------------
+
+ReplyCallback = Callable[[Reply, ReplyOutcome, Delivery], None]
+DeadLetterCallback = Callable[[Delivery, str, BaseException | None], None]
+
+
+class ReplyConsumer(ConsumerLoop):
+    """Consumes participants' replies and hands each to ``manager.handle``.
+
+    The reply is acked only after ``handle`` returned (the transition is
+    committed). A reply that fails validation or that the saga rejects goes to the
+    replies' dead-letter queue at once; a reply whose handling raises anything
+    else (a database hiccup, a conflict storm) is retried in place with backoff —
+    keeping its saga's later replies behind it — and dead-lettered after
+    ``max_attempts``. Either way the consumer goes on with the next reply.
+
+    Runs in one thread; the manager may be shared with other threads (the relay).
+    """
+
+    def __init__(
+        self,
+        manager: SagaManager,
+        url: str | None = None,
+        *,
+        topology: Topology | None = None,
+        max_attempts: int = 5,
+        retry_backoff: float = 0.05,
+        on_reply: ReplyCallback | None = None,
+        on_dead_letter: DeadLetterCallback | None = None,
+        connection_name: str = "sagalog-replies",
+        **loop_options: float,
+    ) -> None:
+        super().__init__(
+            url, topology or Topology(), connection_name=connection_name, **loop_options
+        )
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.manager = manager
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self.on_reply = on_reply
+        self.on_dead_letter = on_dead_letter
+        self.handled = 0
+        self.dead_lettered = 0
+
+    def declare(self, channel: BlockingChannel) -> str:
+        self.topology.declare(channel)
+        return self.topology.replies_queue
+
+    def on_message(self, delivery: Delivery) -> None:
+        try:
+            reply = Reply.parse(delivery.body)
+        except InvalidReplyError as exc:
+            self._reject(delivery, str(exc), exc, 1)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = self.manager.handle(reply)
+            except INVALID_REPLY_ERRORS as exc:
+                self._reject(delivery, f"{type(exc).__name__}: {exc}", exc, attempt)
+                return
+            except Exception as exc:
+                if attempt >= self.max_attempts:
+                    reason = f"failed {attempt} times, last: {type(exc).__name__}: {exc}"
+                    self._reject(delivery, reason, exc, attempt)
+                    return
+                delay = min(self.max_backoff, self.retry_backoff * 2 ** (attempt - 1))
+                logger.warning(
+                    "reply %s of saga %s failed (attempt %d): %s; retrying in %.2fs",
+                    reply.message_id,
+                    reply.saga_id,
+                    attempt,
+                    _describe(exc),
+                    delay,
+                    extra=_reply_log_fields(reply),
+                )
+                if self.wait(delay):
+                    raise _Stopping from None  # unacked: redelivered to the next consumer
+                continue
+            break
+        delivery.ack()
+        self.handled += 1
+        if self.on_reply is not None:
+            self.on_reply(reply, outcome, delivery)
+
+    def _reject(self, delivery: Delivery, reason: str, error: BaseException, attempts: int) -> None:
+        self.dead_letter(
+            delivery,
+            self.topology.replies_dead_letter_queue,
+            reason,
+            error=error,
+            attempts=attempts,
+        )
+        self.dead_lettered += 1
+        logger.error(
+            "reply %s dead-lettered: %s",
+            delivery.properties.message_id or "(no message id)",
+            reason,
+            extra={
+                "correlation_id": delivery.properties.correlation_id,
+                "message_id": delivery.properties.message_id,
+                "causation_id": delivery.headers.get(HEADER_CAUSATION_ID),
+            },
+        )
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(delivery, reason, error)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        try:
+            super().run(stop)
+        except _Stopping:
+            return
+
+
+class _Stopping(Exception):
+    """Raised inside a handler to leave the message unacked because of a stop request."""
+
+
+def _reply_log_fields(reply: Reply) -> dict[str, Any]:
+    return {
+        "correlation_id": str(reply.saga_id),
+        "step": reply.step,
+        "attempt": reply.attempt,
+        "message_id": reply.message_id,
+    }
+
+
+def reply_properties(reply: Reply, causation_id: str | None) -> BasicProperties:
+    """AMQP properties of a reply message: persistent, ids in properties and headers."""
+    headers: dict[str, Any] = {HEADER_CORRELATION_ID: str(reply.saga_id)}
+    if causation_id is not None:
+        headers[HEADER_CAUSATION_ID] = causation_id
+    return BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=reply.message_id,
+        correlation_id=str(reply.saga_id),
+        type=f"{reply.kind.value}.{reply.outcome}",
+        timestamp=int(datetime.now(UTC).timestamp()),
+        headers=headers,
+    )
+
+
+def publish_reply(
+    channel: BlockingChannel,
+    reply: Reply,
+    *,
+    queue: str,
+    causation_id: str | None = None,
+) -> None:
+    """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed."""
+    channel.basic_publish(
+        "",
+        queue,
+        reply.model_dump_json().encode(),
+        reply_properties(reply, causation_id),
+        mandatory=True,
+    )
+
+
+# -- inspection helpers (operators and tests) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message waiting in a dead-letter queue, with the reason it is there."""
+
+    body: bytes
+    message_id: str | None
+    correlation_id: str | None
+    reason: str
+    error: str
+    attempts: int
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def channel_to(url: str | None = None, *, name: str = "sagalog-admin") -> Iterator[BlockingChannel]:
+    """A short-lived channel (confirm mode) for administration: declare, inspect, delete."""
+    connection = connect(url, name=name)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        yield channel
+    finally:
+        _close_quietly(connection)
+
+
+def read_dead_letters(
+    queue: str, url: str | None = None, *, limit: int = 1000, remove: bool = False
+) -> list[DeadLetter]:
+    """The messages in dead-letter ``queue``, oldest first (left in place unless ``remove``)."""
+    found: list[DeadLetter] = []
+    with channel_to(url) as channel:
+        while len(found) < limit:
+            method, props, body = channel.basic_get(queue, auto_ack=False)
+            if method is None or props is None or body is None:
+                break
+            headers = dict(props.headers or {})
+            attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
+            found.append(
+                DeadLetter(
+                    body=body,
+                    message_id=props.message_id,
+                    correlation_id=props.correlation_id,
+                    reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
+                    error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
+                    attempts=attempts if isinstance(attempts, int) else 0,
+                    headers=headers,
+                )
+            )
+            if remove:
+                channel.basic_ack(method.delivery_tag or 0)
+        # Unacked gets are returned to the queue, in order, when the channel closes.
+    return found
+
+
+def queue_depth(queue: str, url: str | None = None) -> int:
+    """How many ready messages ``queue`` holds now."""
+    with channel_to(url) as channel:
+        declared = channel.queue_declare(queue, passive=True)
+        return int(declared.method.message_count)
+
+
+def unique_topology(prefix: str = "sagalog-test") -> Topology:
+    """A topology under a fresh prefix (``<prefix>-<hex>``), for tests and demos."""
+    return Topology(f"{prefix}-{uuid.uuid4().hex[:12]}")
+
+
+def _close_quietly(connection: BlockingConnection) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except BROKER_ERRORS:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return first if first.startswith(type(exc).__name__) else f"{type(exc).__name__}: {first}"
