@@ -1,0 +1,488 @@
+"""The laws of DESIGN.md as checks over one saga's events, plus a small model of the log.
+
+Every check takes the saga's definition, id and events (oldest first, as
+``Saga.collect_events`` or ``SagaManager.history`` give them) and raises
+``AssertionError`` naming the law it found broken. They know nothing of how the
+events were produced, so end-to-end tests can run them on a manager's history too.
+
+The model functions (:func:`sent_commands`, :func:`outstanding_command`,
+:func:`pending_retry`, :func:`effects`, ...) read the log the way an outside
+observer would, independently of the aggregate's own ``evolve`` code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sagalog.domain import CommandKind, RetryPolicy, Saga, SagaDefinition, command_id_for
+
+Events = Sequence[Saga.Event]
+
+#: Outcome events of an action, and of a compensation.
+ACTION_OUTCOMES = (Saga.StepCompleted, Saga.StepFailed, Saga.StepTimedOut)
+COMPENSATION_OUTCOMES = (
+    Saga.CompensationCompleted,
+    Saga.CompensationFailed,
+    Saga.CompensationTimedOut,
+)
+TERMINAL_EVENTS = (Saga.SagaCompleted, Saga.SagaFailed)
+
+#: Events after which no retry is pending any more.
+_CLEARS_RETRY = (
+    Saga.StepDispatched,
+    Saga.CompensationDispatched,
+    Saga.CompensationRequested,
+    Saga.SagaDeadLettered,
+    *TERMINAL_EVENTS,
+)
+
+#: Floating-point slack when comparing retry delays, in seconds (timedelta keeps µs).
+_DELAY_SLACK = 2e-6
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A command the saga dispatched, as its event records it."""
+
+    index: int
+    step: str
+    kind: CommandKind
+    attempt: int
+    command_id: UUID
+    deadline: datetime | None
+    timestamp: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An effect that happened: a step's action (``T``) or its compensation (``C``)."""
+
+    kind: CommandKind
+    step: str
+    by_operator: bool = False
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Something the clock must do for the saga: a deadline or a scheduled retry."""
+
+    due: datetime
+    step: str
+    kind: CommandKind
+    attempt: int
+    is_retry: bool
+
+
+# -- the model ------------------------------------------------------------------
+
+
+def sent_commands(events: Events) -> list[Sent]:
+    """Every dispatched command, oldest first."""
+    sent: list[Sent] = []
+    for index, event in enumerate(events):
+        if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+            kind = (
+                CommandKind.ACTION
+                if isinstance(event, Saga.StepDispatched)
+                else CommandKind.COMPENSATION
+            )
+            sent.append(
+                Sent(
+                    index=index,
+                    step=event.step,
+                    kind=kind,
+                    attempt=event.attempt,
+                    command_id=event.command_id,
+                    deadline=event.deadline,
+                    timestamp=event.timestamp,
+                    payload=event.payload,
+                )
+            )
+    return sent
+
+
+def latest_attempt(events: Events, step: str, kind: CommandKind) -> int:
+    """The highest attempt dispatched for ``step``'s action or compensation; 0 if none."""
+    return max(
+        (s.attempt for s in sent_commands(events) if s.step == step and s.kind is kind),
+        default=0,
+    )
+
+
+def _answers(event: Saga.Event, command: Sent) -> bool:
+    if isinstance(event, ACTION_OUTCOMES):
+        kind = CommandKind.ACTION
+    elif isinstance(event, COMPENSATION_OUTCOMES):
+        kind = CommandKind.COMPENSATION
+    else:
+        return False
+    step: str = getattr(event, "step")  # noqa: B009 - every outcome event has one
+    attempt: int = getattr(event, "attempt")  # noqa: B009
+    return command.kind is kind and command.step == step and command.attempt == attempt
+
+
+def outstanding_command(events: Events) -> Sent | None:
+    """The command the saga waits on after ``events``: dispatched, not yet answered,
+    not abandoned by the start of compensation, saga not ended.
+
+    Law 4 (checked here): every recorded outcome answers the command outstanding
+    when it was recorded — never an older attempt, another step or another kind.
+    """
+    current: Sent | None = None
+    sent = {s.index: s for s in sent_commands(events)}
+    for index, event in enumerate(events):
+        if index in sent:
+            assert current is None, (
+                f"law 4: {type(event).__name__} #{index + 1} dispatched while "
+                f"{current} was still outstanding"
+            )
+            current = sent[index]
+        elif isinstance(event, ACTION_OUTCOMES + COMPENSATION_OUTCOMES):
+            assert current is not None, (
+                f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
+                f"{event.attempt}) recorded while no command was outstanding"
+            )
+            assert _answers(event, current), (
+                f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
+                f"{event.attempt}) answers no outstanding command (outstanding: {current})"
+            )
+            current = None
+        elif isinstance(event, Saga.CompensationRequested | Saga.SagaCompleted | Saga.SagaFailed):
+            current = None
+    return current
+
+
+def pending_retry(events: Events) -> Timer | None:
+    """The retry scheduled and not yet dispatched (nor abandoned) after ``events``."""
+    pending: Timer | None = None
+    for event in events:
+        if isinstance(event, Saga.StepRetryScheduled | Saga.CompensationRetryScheduled):
+            kind = (
+                CommandKind.ACTION
+                if isinstance(event, Saga.StepRetryScheduled)
+                else CommandKind.COMPENSATION
+            )
+            pending = Timer(event.due_at, event.step, kind, event.attempt, is_retry=True)
+        elif isinstance(event, _CLEARS_RETRY):
+            pending = None
+    return pending
+
+
+def timers(events: Events) -> list[Timer]:
+    """Everything the clock must still do: the outstanding deadline and pending retry."""
+    found: list[Timer] = []
+    command = outstanding_command(events)
+    if command is not None and command.deadline is not None:
+        found.append(Timer(command.deadline, command.step, command.kind, command.attempt, False))
+    retry = pending_retry(events)
+    if retry is not None:
+        found.append(retry)
+    return found
+
+
+def processed_message_ids(events: Events) -> set[str]:
+    """Message ids the saga has consumed: the causation ids of its events."""
+    return {e.causation_id for e in events if e.causation_id is not None}
+
+
+def effects(events: Events) -> list[Effect]:
+    """The effects run, in order: completed actions and compensations, and what an
+    operator declared done by hand (``OperatorResolved``)."""
+    found: list[Effect] = []
+    for event in events:
+        if isinstance(event, Saga.StepCompleted):
+            found.append(Effect(CommandKind.ACTION, event.step))
+        elif isinstance(event, Saga.CompensationCompleted):
+            found.append(Effect(CommandKind.COMPENSATION, event.step))
+        elif isinstance(event, Saga.OperatorResolved):
+            found.append(Effect(CommandKind(event.kind), event.step, by_operator=True))
+    return found
+
+
+def is_ended(events: Events) -> bool:
+    """Whether the log holds ``SagaCompleted`` or ``SagaFailed``."""
+    return any(isinstance(e, TERMINAL_EVENTS) for e in events)
+
+
+def is_dead_lettered(events: Events) -> bool:
+    """Whether the latest dead-letter event has not been followed by an operator action."""
+    state = False
+    for event in events:
+        if isinstance(event, Saga.SagaDeadLettered):
+            state = True
+        elif isinstance(event, Saga.OperatorRetried | Saga.OperatorResolved):
+            state = False
+    return state
+
+
+def compensation_began(events: Events) -> bool:
+    """Whether ``CompensationRequested`` is in the log."""
+    return any(isinstance(e, Saga.CompensationRequested) for e in events)
+
+
+# -- the laws ---------------------------------------------------------------------
+
+
+def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
+    """Law 1: the effects are T1..Tn, or T1..Tj then Cj..C1 for the completed
+    compensatable steps; a retriable step is retried, never compensated."""
+    names = list(definition.step_names)
+    done = effects(events)
+    first_undo = next(
+        (i for i, e in enumerate(done) if e.kind is CommandKind.COMPENSATION), len(done)
+    )
+    forward = [e.step for e in done[:first_undo]]
+    assert all(e.kind is CommandKind.COMPENSATION for e in done[first_undo:]), (
+        f"law 1: an action took effect after compensation began: {done}"
+    )
+    assert forward == names[: len(forward)], (
+        f"law 1: actions took effect as {forward}, not as a prefix of {names}"
+    )
+    backward = [e.step for e in done[first_undo:]]
+    expected_backward = [s for s in reversed(forward) if definition.step(s).compensatable]
+    assert backward == expected_backward[: len(backward)], (
+        f"law 1: compensations ran as {backward}; after {forward} they must run as "
+        f"(a prefix of) {expected_backward}, newest first"
+    )
+    for effect in done:
+        if effect.kind is CommandKind.COMPENSATION:
+            assert not definition.step(effect.step).retriable, (
+                f"law 1: retriable step {effect.step!r} was compensated"
+            )
+    for event in events:
+        if isinstance(event, Saga.CompensationRequested) and event.failed_step is not None:
+            assert not definition.step(event.failed_step).retriable, (
+                f"law 1: retriable step {event.failed_step!r} failed and the saga rolled back "
+                "instead of retrying it"
+            )
+        if isinstance(event, Saga.SagaCompleted):
+            assert forward == names, f"law 1: SagaCompleted after only {forward} of {names}"
+            assert not backward, f"law 1: SagaCompleted after compensations {backward}"
+        if isinstance(event, Saga.SagaFailed):
+            assert backward == expected_backward, (
+                f"law 1: SagaFailed after compensations {backward}; expected {expected_backward}"
+            )
+
+
+def _expected_delay_bounds(policy: RetryPolicy, attempt: int) -> tuple[float, float]:
+    base = min(
+        policy.max_delay.total_seconds(),
+        policy.initial_delay.total_seconds() * policy.backoff_factor ** (attempt - 1),
+    )
+    return base * (1.0 - policy.jitter) - _DELAY_SLACK, base + _DELAY_SLACK
+
+
+def check_failures_follow_retry_policies(definition: SagaDefinition, events: Events) -> None:
+    """Law 1 (retries): a failed or timed-out attempt is retried while its policy allows,
+    after the policy's delay; then a retriable action or a compensation is
+    dead-lettered, and any other action makes the saga roll back. Timeouts fire at or
+    after the deadline the dispatch recorded, never before; retries are dispatched at
+    or after their due time, never before."""
+    dispatched = {(s.step, s.kind, s.attempt): s for s in sent_commands(events)}
+    scheduled: dict[tuple[str, CommandKind, int], datetime] = {}
+    for index, event in enumerate(events):
+        following = events[index + 1] if index + 1 < len(events) else None
+        if isinstance(event, ACTION_OUTCOMES + COMPENSATION_OUTCOMES) and not isinstance(
+            event, Saga.StepCompleted | Saga.CompensationCompleted
+        ):
+            is_action = isinstance(event, Saga.StepFailed | Saga.StepTimedOut)
+            kind = CommandKind.ACTION if is_action else CommandKind.COMPENSATION
+            step = definition.step(event.step)
+            policy = step.retry if is_action else step.compensation_retry
+            where = f"{type(event).__name__} #{index + 1} ({event.step!r} attempt {event.attempt})"
+            if isinstance(event, Saga.StepTimedOut | Saga.CompensationTimedOut):
+                sent = dispatched[(event.step, kind, event.attempt)]
+                assert sent.deadline == event.deadline, (
+                    f"law 1: {where} is for deadline {event.deadline}; the dispatch recorded "
+                    f"deadline {sent.deadline}"
+                )
+                assert event.timestamp >= event.deadline, (
+                    f"law 1: {where} fired at {event.timestamp}, before its deadline "
+                    f"{event.deadline}"
+                )
+            if event.attempt < policy.max_attempts:
+                retry_type = (
+                    Saga.StepRetryScheduled if is_action else Saga.CompensationRetryScheduled
+                )
+                assert isinstance(following, retry_type), (
+                    f"law 1: {where} has attempts left ({policy.max_attempts}) but is followed "
+                    f"by {type(following).__name__}"
+                )
+                assert following.step == event.step
+                assert following.attempt == event.attempt + 1
+                low, high = _expected_delay_bounds(policy, event.attempt)
+                waited = (following.due_at - event.timestamp).total_seconds()
+                assert low <= waited <= high, (
+                    f"law 1: retry after {where} is due {waited}s later; the policy says "
+                    f"between {low}s and {high}s"
+                )
+                scheduled[(event.step, kind, event.attempt + 1)] = following.due_at
+            elif is_action and not step.retriable:
+                assert isinstance(following, Saga.CompensationRequested), (
+                    f"law 1: {where} exhausted its attempts; compensation must begin, not "
+                    f"{type(following).__name__}"
+                )
+                assert following.failed_step == event.step
+            else:
+                assert isinstance(following, Saga.SagaDeadLettered), (
+                    f"law 1: {where} exhausted its attempts and may not give up; it must be "
+                    f"dead-lettered, not followed by {type(following).__name__}"
+                )
+                assert (following.step, following.kind, following.attempts) == (
+                    event.step,
+                    kind.value,
+                    event.attempt,
+                )
+        elif isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+            kind = (
+                CommandKind.ACTION
+                if isinstance(event, Saga.StepDispatched)
+                else CommandKind.COMPENSATION
+            )
+            if event.attempt == 1:
+                continue
+            previous = events[index - 1]
+            if isinstance(previous, Saga.OperatorRetried):
+                assert (previous.step, previous.kind) == (event.step, kind.value)
+                continue
+            due = scheduled.get((event.step, kind, event.attempt))
+            assert due is not None, (
+                f"law 1: attempt {event.attempt} of {event.step!r} ({kind.value}) dispatched "
+                "without a scheduled retry or an operator's retry"
+            )
+            assert event.timestamp >= due, (
+                f"law 1: attempt {event.attempt} of {event.step!r} ({kind.value}) dispatched "
+                f"at {event.timestamp}, before its retry was due at {due}"
+            )
+        elif isinstance(event, Saga.SagaDeadLettered):
+            assert isinstance(
+                events[index - 1],
+                Saga.StepFailed
+                | Saga.StepTimedOut
+                | Saga.CompensationFailed
+                | Saga.CompensationTimedOut,
+            ), f"law 1: SagaDeadLettered #{index + 1} follows no failure"
+
+
+def check_law2_compensations(definition: SagaDefinition, events: Events) -> None:
+    """Law 2: no step is dispatched after compensation began; no compensation runs for
+    a step that never completed; each completed step is compensated at most once;
+    compensations run one at a time."""
+    requested = [i for i, e in enumerate(events) if isinstance(e, Saga.CompensationRequested)]
+    assert len(requested) <= 1, f"law 2: compensation began {len(requested)} times"
+    began = requested[0] if requested else None
+    completed: set[str] = set()
+    undone: Counter[str] = Counter()
+    running: str | None = None
+    for index, event in enumerate(events):
+        if isinstance(event, Saga.StepDispatched):
+            assert began is None or index < began, (
+                f"law 2: step {event.step!r} dispatched (event #{index + 1}) after compensation "
+                f"began (event #{began + 1 if began is not None else '?'})"
+            )
+        elif isinstance(event, Saga.StepCompleted):
+            completed.add(event.step)
+        elif isinstance(event, Saga.CompensationDispatched):
+            assert began is not None, (
+                f"law 2: compensation of {event.step!r} dispatched but compensation never began"
+            )
+            assert index > began, (
+                f"law 2: compensation of {event.step!r} dispatched before compensation began"
+            )
+            assert event.step in completed, (
+                f"law 2: compensation of {event.step!r} dispatched but the step never completed"
+            )
+            assert definition.step(event.step).compensatable
+            assert undone[event.step] == 0, (
+                f"law 2: compensation of {event.step!r} dispatched after it was already undone"
+            )
+            assert running in (None, event.step), (
+                f"law 2: compensation of {event.step!r} dispatched while that of {running!r} "
+                "is unfinished"
+            )
+            running = event.step
+        elif isinstance(event, Saga.CompensationCompleted) or (
+            isinstance(event, Saga.OperatorResolved) and event.kind == CommandKind.COMPENSATION
+        ):
+            undone[event.step] += 1
+            assert undone[event.step] == 1, f"law 2: step {event.step!r} compensated twice"
+            assert running == event.step
+            running = None
+
+
+def check_law3_absorbing(events: Events) -> None:
+    """Law 3: nothing is recorded after ``SagaCompleted`` or ``SagaFailed``."""
+    for index, event in enumerate(events):
+        if isinstance(event, TERMINAL_EVENTS):
+            assert index == len(events) - 1, (
+                f"law 3: {type(event).__name__} is event #{index + 1} but "
+                f"{len(events) - index - 1} more followed"
+            )
+
+
+def check_law6_command_ids(saga_id: UUID, events: Events) -> None:
+    """Law 6: every dispatched command has a unique, deterministic command id, and the
+    attempts of each step's action and compensation count 1, 2, 3, ..."""
+    sent = sent_commands(events)
+    ids = [s.command_id for s in sent]
+    assert len(ids) == len(set(ids)), f"law 6: command ids repeat: {ids}"
+    attempts: dict[tuple[str, CommandKind], int] = {}
+    for command in sent:
+        expected = command_id_for(saga_id, command.step, command.kind, command.attempt)
+        assert command.command_id == expected, (
+            f"law 6: {command.kind.value} of {command.step!r} attempt {command.attempt} has id "
+            f"{command.command_id}, not command_id_for(...) = {expected}"
+        )
+        key = (command.step, command.kind)
+        assert command.attempt == attempts.get(key, 0) + 1, (
+            f"law 6: {command.kind.value} of {command.step!r} attempt {command.attempt} follows "
+            f"attempt {attempts.get(key, 0)}"
+        )
+        attempts[key] = command.attempt
+
+
+def check_commands_carry_their_inputs(definition: SagaDefinition, events: Events) -> None:
+    """Dispatched commands carry the saga data and the earlier results (actions) or the
+    step's own result (compensations), and deadlines from the definition's timeouts."""
+    assert isinstance(events[0], Saga.SagaStarted)
+    data = events[0].data
+    results: dict[str, Any] = {}
+    for event in events:
+        if isinstance(event, Saga.StepCompleted):
+            results[event.step] = event.result
+        elif isinstance(event, Saga.StepDispatched):
+            step = definition.step(event.step)
+            assert event.payload == {"data": data, "results": results}, (
+                f"action of {event.step!r} carries {event.payload}"
+            )
+            assert event.command_name == step.action
+            expected = event.timestamp + step.timeout if step.timeout else None
+            assert event.deadline == expected
+        elif isinstance(event, Saga.CompensationDispatched):
+            step = definition.step(event.step)
+            assert event.step in results, (
+                f"law 2: compensation of {event.step!r} dispatched but the step never completed"
+            )
+            assert event.payload == {"data": data, "result": results[event.step]}, (
+                f"compensation of {event.step!r} carries {event.payload}"
+            )
+            assert event.command_name == step.compensation
+            timeout: timedelta | None = step.effective_compensation_timeout
+            assert event.deadline == (event.timestamp + timeout if timeout else None)
+
+
+def check_all(definition: SagaDefinition, saga_id: UUID, events: Events) -> None:
+    """Every law that can be judged from the log alone."""
+    outstanding_command(events)
+    check_law1_effects(definition, events)
+    check_failures_follow_retry_policies(definition, events)
+    check_law2_compensations(definition, events)
+    check_law3_absorbing(events)
+    check_law6_command_ids(saga_id, events)
+    check_commands_carry_their_inputs(definition, events)
