@@ -541,12 +541,12 @@ class ReplyConsumer(ConsumerLoop):
             try:
                 outcome = self.manager.handle(reply)
             except INVALID_REPLY_ERRORS as exc:
-                self._reject(delivery, f"{type(exc).__name__}: {exc}", exc, attempt)
+                self._reject(delivery, f"{type(exc).__name__}: {exc}", exc, attempt, reply)
                 return
             except Exception as exc:
                 if attempt >= self.max_attempts:
                     reason = f"failed {attempt} times, last: {type(exc).__name__}: {exc}"
-                    self._reject(delivery, reason, exc, attempt)
+                    self._reject(delivery, reason, exc, attempt, reply)
                     return
                 delay = min(self.max_backoff, self.retry_backoff * 2 ** (attempt - 1))
                 logger.warning(
@@ -564,10 +564,27 @@ class ReplyConsumer(ConsumerLoop):
             break
         delivery.ack()
         self.handled += 1
+        logger.log(
+            logging.DEBUG if outcome.applied else logging.INFO,
+            "reply %s to %s of saga %s: %s%s",
+            reply.message_id,
+            reply.step,
+            reply.saga_id,
+            outcome.outcome.value,
+            f" ({outcome.reason})" if outcome.reason else "",
+            extra={**_reply_log_fields(reply), "status": outcome.outcome.value},
+        )
         if self.on_reply is not None:
             self.on_reply(reply, outcome, delivery)
 
-    def _reject(self, delivery: Delivery, reason: str, error: BaseException, attempts: int) -> None:
+    def _reject(
+        self,
+        delivery: Delivery,
+        reason: str,
+        error: BaseException,
+        attempts: int,
+        reply: Reply | None = None,
+    ) -> None:
         self.dead_letter(
             delivery,
             self.topology.replies_dead_letter_queue,
@@ -576,15 +593,19 @@ class ReplyConsumer(ConsumerLoop):
             attempts=attempts,
         )
         self.dead_lettered += 1
+        fields: dict[str, Any] = {
+            "correlation_id": delivery.properties.correlation_id,
+            "message_id": delivery.properties.message_id,
+            "causation_id": delivery.headers.get(HEADER_CAUSATION_ID),
+        }
+        if reply is not None:
+            fields.update(_reply_log_fields(reply))
+        fields["error"] = type(error).__name__
         logger.error(
             "reply %s dead-lettered: %s",
             delivery.properties.message_id or "(no message id)",
             reason,
-            extra={
-                "correlation_id": delivery.properties.correlation_id,
-                "message_id": delivery.properties.message_id,
-                "causation_id": delivery.headers.get(HEADER_CAUSATION_ID),
-            },
+            extra=fields,
         )
         if self.on_dead_letter is not None:
             self.on_dead_letter(delivery, reason, error)
@@ -605,6 +626,7 @@ def _reply_log_fields(reply: Reply) -> dict[str, Any]:
         "correlation_id": str(reply.saga_id),
         "step": reply.step,
         "attempt": reply.attempt,
+        "kind": reply.kind.value,
         "message_id": reply.message_id,
     }
 
