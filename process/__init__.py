@@ -1,5 +1,6 @@
 """The process manager: replies, upstream events and the clock in; saga events out."""
 
+from sagalog.process.asyncio_front import AsyncSagaManager
 from sagalog.process.database import (
     DEFAULT_DATABASE_URL,
     DatabaseUnavailableError,
@@ -24,6 +25,7 @@ from sagalog.process.timers import TimerIndex
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "AsyncSagaManager",
     "CompleteCompensation",
     "CompleteStep",
     "ConcurrencyConflictError",

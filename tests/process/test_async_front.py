@@ -1,0 +1,236 @@
+"""``AsyncSagaManager`` under an event loop: many concurrent calls, results as if sequential."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from sagas import ORDER, FakeClock
+
+from sagalog.domain import Outcome, ReplyOutcome, Saga, SagaNotFoundError, SagaStatus
+from sagalog.process import InvalidReplyError, SagaManager
+from sagalog.process.asyncio_front import AsyncSagaManager
+
+#: The events of an Order saga whose four steps all succeed, in order.
+HAPPY_PATH = [
+    "SagaStarted",
+    "StepDispatched",
+    "StepCompleted",
+    "StepDispatched",
+    "StepCompleted",
+    "StepDispatched",
+    "StepCompleted",
+    "StepDispatched",
+    "StepCompleted",
+    "SagaCompleted",
+]
+STEPS = ["reserve", "charge", "ship", "notify"]
+
+
+@pytest.fixture
+def manager(database_url: str) -> Iterator[SagaManager]:
+    app = SagaManager([ORDER], database_url, clock=FakeClock())
+    yield app
+    app.close()
+
+
+def _names(events: list[Saga.Event]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_many_sagas_advance_concurrently_without_losing_a_transition(
+    manager: SagaManager,
+) -> None:
+    async def scenario() -> list[UUID]:
+        async with AsyncSagaManager(manager, max_workers=4) as front:
+            ids = await asyncio.gather(*(front.start("Order", {"n": i}) for i in range(30)))
+            for step in STEPS:
+                outcomes = await asyncio.gather(
+                    *(
+                        front.handle_step_completed(
+                            saga_id, step, {"ok": step}, message_id=f"{saga_id}:{step}"
+                        )
+                        for saga_id in ids
+                    )
+                )
+                assert all(o.applied for o in outcomes)
+            return list(ids)
+
+    ids = asyncio.run(scenario())
+    assert len(set(ids)) == 30
+    for saga_id in ids:
+        assert manager.get(saga_id).status is SagaStatus.COMPLETED
+        assert _names(manager.history(saga_id)) == HAPPY_PATH
+
+
+def test_concurrent_copies_of_one_reply_apply_once(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {"n": 1})
+
+    async def scenario() -> list[ReplyOutcome]:
+        async with AsyncSagaManager(manager, max_workers=8) as front:
+            reply = {
+                "message_id": "m-1",
+                "saga_id": str(saga_id),
+                "step": "reserve",
+                "outcome": "completed",
+            }
+            return list(await asyncio.gather(*(front.handle(reply) for _ in range(16))))
+
+    outcomes = asyncio.run(scenario())
+    assert Counter(o.outcome for o in outcomes) == {Outcome.APPLIED: 1, Outcome.DUPLICATE: 15}
+    assert _names(manager.history(saga_id)) == HAPPY_PATH[:4]
+
+
+def test_racing_success_and_failure_of_one_step_apply_exactly_one(manager: SagaManager) -> None:
+    saga_id = manager.start("Order", {"n": 1})
+
+    async def scenario() -> list[ReplyOutcome]:
+        async with AsyncSagaManager(manager, max_workers=8) as front:
+            calls: list[Any] = []
+            for i in range(6):
+                calls.append(front.handle_step_completed(saga_id, "reserve", message_id=f"ok-{i}"))
+                calls.append(
+                    front.handle_step_failed(saga_id, "reserve", "no stock", message_id=f"ko-{i}")
+                )
+            return list(await asyncio.gather(*calls))
+
+    outcomes = asyncio.run(scenario())
+    assert sum(o.applied for o in outcomes) == 1
+    history = manager.history(saga_id)
+    outcomes_recorded = [e for e in history if isinstance(e, Saga.StepCompleted | Saga.StepFailed)]
+    assert len(outcomes_recorded) == 1
+    saga = manager.get(saga_id)
+    if isinstance(outcomes_recorded[0], Saga.StepCompleted):  # then the saga went on to charge
+        assert saga.status is SagaStatus.PENDING
+        assert saga.current_step == "charge"
+        assert _names(history) == HAPPY_PATH[:4]
+    else:  # the first step failed: nothing to compensate, the saga failed at once
+        assert saga.status is SagaStatus.FAILED
+        assert _names(history) == [
+            "SagaStarted",
+            "StepDispatched",
+            "StepFailed",
+            "CompensationRequested",
+            "SagaFailed",
+        ]
+
+
+def test_concurrent_starts_of_one_saga_id_record_one_saga(manager: SagaManager) -> None:
+    saga_id = uuid4()
+
+    async def scenario() -> list[UUID]:
+        async with AsyncSagaManager(manager, max_workers=8) as front:
+            return list(
+                await asyncio.gather(
+                    *(front.start("Order", {"n": 1}, saga_id=saga_id) for _ in range(10))
+                )
+            )
+
+    assert asyncio.run(scenario()) == [saga_id] * 10
+    assert _names(manager.history(saga_id)) == HAPPY_PATH[:2]
+
+
+def test_tick_and_operator_actions_are_awaitable(manager: SagaManager) -> None:
+    clock = manager.clock
+    assert isinstance(clock, FakeClock)
+
+    async def scenario() -> tuple[UUID, UUID]:
+        async with AsyncSagaManager(manager) as front:
+            late = await front.start("Order", {"n": 1})
+            aborted = await front.start("Order", {"n": 2})
+            await front.abort(aborted, actor="ops", reason="customer cancelled")
+            moved = await front.tick(clock.advance(31))  # reserve of `late` times out
+            assert moved == 1
+            saga = await front.get(late)
+            assert saga.status is SagaStatus.FAILED
+            events = await front.history(aborted)
+            assert any(isinstance(e, Saga.SagaAborted) for e in events)
+            return late, aborted
+
+    late, aborted = asyncio.run(scenario())
+    assert manager.get(aborted).status is SagaStatus.FAILED
+    assert any(isinstance(e, Saga.StepTimedOut) for e in manager.history(late))
+
+
+def test_errors_reach_the_awaiting_coroutine(manager: SagaManager) -> None:
+    async def scenario() -> None:
+        async with AsyncSagaManager(manager) as front:
+            with pytest.raises(SagaNotFoundError):
+                await front.handle_step_completed(uuid4(), "reserve")
+            with pytest.raises(InvalidReplyError):
+                await front.handle({"saga_id": "not-a-uuid"})
+
+    asyncio.run(scenario())
+
+
+class GatedManager(SagaManager):
+    """``get`` waits for a gate and counts how many calls run inside it at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.inside = 0
+        self.most_inside = 0
+        self.threads: set[str] = set()
+        self._count_lock = threading.Lock()
+
+    def get(self, saga_id: UUID, version: int | None = None) -> Saga:
+        with self._count_lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            self.threads.add(threading.current_thread().name)
+        try:
+            assert self.gate.wait(timeout=20), "the gate was never opened"
+            return super().get(saga_id, version)
+        finally:
+            with self._count_lock:
+                self.inside -= 1
+
+
+def test_calls_run_off_the_event_loop_in_a_bounded_pool(database_url: str) -> None:
+    manager = GatedManager([ORDER], database_url, clock=FakeClock())
+    saga_id = manager.start("Order", {"n": 1})
+
+    async def scenario() -> list[SagaStatus]:
+        async with AsyncSagaManager(manager, max_workers=3) as front:
+            reads = [asyncio.create_task(front.get(saga_id)) for _ in range(9)]
+            # The loop is free while the reads block in their threads: this coroutine
+            # runs, and it is the one that opens the gate (were the reads on the loop's
+            # thread, the gate would never open and the reads would fail after 20 s).
+            for _ in range(200):
+                if manager.inside == 3:
+                    break
+                await asyncio.sleep(0.01)
+            manager.gate.set()
+            return [saga.status for saga in await asyncio.gather(*reads)]
+
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        manager.close()
+    assert statuses == [SagaStatus.PENDING] * 9
+    assert manager.most_inside == 3  # never more than max_workers at once
+    assert threading.main_thread().name not in manager.threads
+    assert all(name.startswith("sagalog-async") for name in manager.threads)
+
+
+def test_a_closed_front_refuses_calls(manager: SagaManager) -> None:
+    async def scenario() -> None:
+        front = AsyncSagaManager(manager)
+        await front.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await front.start("Order", {"n": 1})
+
+    asyncio.run(scenario())
+
+
+def test_bad_pool_sizes_are_refused(manager: SagaManager) -> None:
+    with pytest.raises(ValueError, match="max_workers"):
+        AsyncSagaManager(manager, max_workers=0)
+    with pytest.raises(ValueError, match="max_pending"):
+        AsyncSagaManager(manager, max_workers=4, max_pending=2)
