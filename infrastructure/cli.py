@@ -3,21 +3,55 @@
 Every command takes ``--database-url`` (or ``SAGALOG_DATABASE_URL``); without
 either it uses the embedded SQLite default, ``sagalog.db`` in the working
 directory. Errors that a user can cause print one line and exit non-zero.
+
+Commands (see docs/cli.md): ``demo``; the listings ``list``, ``stuck``, ``show``
+(each catches the projections up before reading and has ``--json``); the operator
+actions ``retry``, ``resolve``, ``abort``; ``projections status | rebuild``; and
+``worker``. Exit codes: 0 done, 2 a user error (bad option value, unknown saga,
+an action the saga's state refuses, unreachable database), 1 anything else.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 import typer
+from eventsourcing.persistence import PersistenceError
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 
 from sagalog.domain import SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
+from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.transport import InProcessTransport, Transport
+from sagalog.infrastructure.worker import Worker, WorkerError, load_participants, stop_on_signals
+from sagalog.process import SagaManager, parse_database_url
+from sagalog.projections import (
+    SagaProjector,
+    SagaSummary,
+    StuckPolicy,
+    StuckSaga,
+    TimelineEntry,
+    format_duration,
+    parse_duration,
+)
+
+try:  # Typer >= 0.2x vendors click; its parse errors derive from TyperException.
+    from typer.exceptions import TyperException as _ParseError
+except ImportError:  # pragma: no cover - older Typer on click
+    from click import ClickException as _ParseError  # type: ignore[assignment]
 
 app = typer.Typer(
     help="sagalog: an event-sourced saga process manager.",
@@ -141,6 +175,673 @@ def demo(
     )
 
 
+# -- shared by the commands below ----------------------------------------------------
+
+#: Catching up more than this many events shows a progress bar.
+_PROGRESS_THRESHOLD = 2000
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
+]
+ActorOption = Annotated[
+    str,
+    typer.Option(
+        "--actor",
+        envvar="SAGALOG_ACTOR",
+        show_envvar=True,
+        help="Who is acting (recorded in the saga's log).",
+    ),
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the saga's log).")]
+SagaIdArgument = Annotated[
+    str, typer.Argument(metavar="SAGA_ID", help="The saga's id (a UUID).", show_default=False)
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr, one line; return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@contextmanager
+def _errors_as_one_line() -> Iterator[None]:
+    """sagalog's typed errors → exit 2; database errors → exit 2; one line each."""
+    try:
+        yield
+    except SagalogError as exc:
+        raise _fail(_escape(str(exc))) from None
+    except (PersistenceError, SQLAlchemyError, OSError) as exc:
+        raise _fail(f"database error: {_escape(_first_line(exc))}") from None
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManager:
+    """Open the saga store; refuse to create a SQLite file that isn't there (a typo)."""
+    url = parse_database_url(database_url)
+    if must_exist and url.kind == "sqlite" and not url.is_sqlite_memory:
+        assert url.path is not None
+        if not Path(url.path).exists():
+            raise _fail(
+                f"no saga database at {url.path} (give --database-url, or run `sagalog demo`)"
+            )
+    # The demo's definitions are known by default; operator actions and timers need
+    # none, because every saga stores the whole definition it runs.
+    return SagaManager(DEMO_DEFINITIONS, database_url)
+
+
+@contextmanager
+def _opened(database_url: str | None) -> Iterator[tuple[SagaManager, SagaProjector]]:
+    """The manager and its projector, closed afterwards; errors as one line."""
+    with _errors_as_one_line():
+        manager = _manager(database_url)
+        try:
+            projector = SagaProjector(manager)
+            try:
+                yield manager, projector
+            finally:
+                projector.close()
+        finally:
+            manager.close()
+
+
+def _catch_up(projector: SagaProjector) -> None:
+    """Bring the projections up to the head of the log before reading them."""
+    if projector.lag() <= _PROGRESS_THRESHOLD:
+        projector.catch_up()
+        return
+    with _progress("catching up projections") as report:
+        projector.catch_up(report)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield report
+
+
+def _saga_id(text: str) -> UUID:
+    try:
+        return UUID(text.strip())
+    except ValueError:
+        raise _fail(f"{text!r} is not a saga id (saga ids are UUIDs)") from None
+
+
+def _status(text: str | None) -> SagaStatus | None:
+    if text is None:
+        return None
+    try:
+        return SagaStatus(text.strip().upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in SagaStatus)
+        raise _fail(f"unknown status {text!r}; choose one of {choices}") from None
+
+
+def _duration(text: str, option: str) -> Any:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _fail(f"{option}: {exc}") from None
+
+
+def _instant(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+_STATUS_STYLE = {
+    "COMPLETED": "green",
+    "FAILED": "yellow",
+    "COMPENSATING": "magenta",
+    "DEAD_LETTERED": "bold red",
+    "PENDING": "cyan",
+    "STARTED": "cyan",
+}
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def _short(text: str | None, limit: int = 60) -> str:
+    if not text:
+        return "-"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Below this console width the tables fold columns together rather than squeeze them.
+_WIDE = 120
+
+
+def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
+    """The ``list`` table; a narrow one stacks two facts per cell (the id is never cut)."""
+    table = Table(title=f"sagas ({len(rows)} shown, newest first)")
+    table.add_column("saga id" if wide else "saga id / type", no_wrap=True, min_width=36)
+    if wide:
+        table.add_column("type")
+    table.add_column("status" if wide else "status / step", no_wrap=not wide)
+    if wide:
+        table.add_column("step (attempt)")
+    table.add_column("updated (UTC)", no_wrap=not wide)
+    if wide:
+        table.add_column("next wake-up")
+        table.add_column("events", justify="right", min_width=6)
+        table.add_column("last error", overflow="ellipsis", max_width=40, no_wrap=True)
+    for row in rows:
+        step = f"{row.current_step} ({row.attempt})" if row.current_step else "-"
+        if wide:
+            table.add_row(
+                str(row.saga_id),
+                row.saga_type,
+                _status_text(row.status),
+                step,
+                _instant(row.updated_at),
+                _instant(row.next_deadline),
+                str(row.event_count),
+                row.last_error or "-",
+            )
+        else:
+            status = _status_text(row.status)
+            if row.current_step:
+                status.append(f"\n{step}", style="dim")
+            table.add_row(
+                Text(str(row.saga_id)).append(f"\n{row.saga_type}", style="dim"),
+                status,
+                _instant(row.updated_at).replace(" ", "\n"),
+            )
+    return table
+
+
+# -- listings ------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_sagas(
+    database_url: DatabaseUrlOption = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only sagas in this status (STARTED, PENDING, COMPENSATING, "
+            "COMPLETED, FAILED, DEAD_LETTERED)."
+        ),
+    ] = None,
+    saga_type: Annotated[
+        str | None, typer.Option("--type", help="Only sagas of this type.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """List sagas, most recently changed first."""
+    wanted = _status(status)
+    with _opened(database_url) as (_, projector):
+        _catch_up(projector)
+        rows = projector.views.list_sagas(status=wanted, saga_type=saga_type, limit=limit)
+    if json_output:
+        _print_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        console.print("no sagas" + (" matching the filters" if wanted or saga_type else ""))
+        return
+    console.print(_sagas_table(rows, wide=console.width >= _WIDE))
+
+
+@app.command()
+def stuck(
+    database_url: DatabaseUrlOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 100,
+    deadline_grace: Annotated[
+        str, typer.Option(help="How late a deadline may be before it counts as missed.")
+    ] = "30s",
+    no_progress_after: Annotated[
+        str, typer.Option(help="A running saga with no event for this long is stuck.")
+    ] = "1h",
+    no_progress_for: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--no-progress-for",
+            metavar="TYPE=DURATION",
+            help="The no-progress threshold of one saga type (repeatable), e.g. TravelBooking=4h.",
+        ),
+    ] = None,
+    compensation_too_long: Annotated[
+        str, typer.Option(help="A saga compensating for longer than this is stuck.")
+    ] = "15m",
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge at this ISO-8601 instant instead of now (e.g. for sagas on a "
+            "simulated clock).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List stuck sagas with why: DEAD_LETTERED, DEADLINE_MISSED, COMPENSATION_TOO_LONG,
+    NO_PROGRESS (durations like 90s, 15m, 1h30m, 2d)."""
+    by_type = {}
+    for item in no_progress_for or []:
+        saga_type, equals, duration = item.partition("=")
+        if not equals or not saga_type.strip():
+            raise _fail(f"--no-progress-for takes TYPE=DURATION, not {item!r}")
+        by_type[saga_type.strip()] = _duration(duration, f"--no-progress-for {saga_type}")
+    try:
+        policy = StuckPolicy(
+            deadline_grace=_duration(deadline_grace, "--deadline-grace"),
+            no_progress_after=_duration(no_progress_after, "--no-progress-after"),
+            no_progress_after_by_type=by_type,
+            compensation_too_long=_duration(compensation_too_long, "--compensation-too-long"),
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    now = _at(at)
+    with _opened(database_url) as (_, projector):
+        _catch_up(projector)
+        found = projector.views.stuck(now=now, policy=policy, limit=limit)
+    if json_output:
+        _print_json([item.to_json() for item in found])
+        return
+    if not found:
+        console.print("[green]no stuck sagas[/]")
+        return
+    _print_stuck(found)
+
+
+def _at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(f"--at: {text!r} is not an ISO-8601 instant (e.g. 2026-05-01T12:00Z)") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _print_stuck(found: list[StuckSaga]) -> None:
+    title = f"stuck sagas ({len(found)}, most urgent first)"
+    if console.width < _WIDE + 40:
+        # One block per saga, so the detail gets the whole width.
+        console.print(Text(title, style="italic"))
+        for item in found:
+            head = Text.assemble(
+                (item.reason.value, "bold red"),
+                *[(f" +{r.value}", "bold") for r in item.reasons[1:]],
+                f"  {item.summary.saga_id}",
+            )
+            console.print(head)
+            detail = Text.assemble(
+                f"{item.summary.saga_type} ",
+                _status_text(item.summary.status),
+                f", since {_instant(item.since)} UTC: {item.detail}",
+            )
+            console.print(Padding(detail, (0, 0, 0, 4)))
+        return
+    table = Table(title=title)
+    table.add_column("saga id", no_wrap=True, min_width=36)
+    table.add_column("type")
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason", style="bold", no_wrap=True)
+    table.add_column("since (UTC)")
+    table.add_column("detail")
+    for item in found:
+        reasons = item.reason.value + "".join(f"\n+{r.value}" for r in item.reasons[1:])
+        table.add_row(
+            str(item.summary.saga_id),
+            item.summary.saga_type,
+            _status_text(item.summary.status),
+            reasons,
+            _instant(item.since),
+            item.detail,
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    saga_id: SagaIdArgument,
+    database_url: DatabaseUrlOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one saga: its summary and its timeline, event by event."""
+    wanted = _saga_id(saga_id)
+    with _opened(database_url) as (_, projector):
+        _catch_up(projector)
+        summary = projector.views.get(wanted)
+        timeline = projector.views.timeline(wanted)
+    if summary is None:
+        raise _fail(f"no saga with id {wanted}")
+    if json_output:
+        _print_json({"summary": summary.to_json(), "timeline": [e.to_json() for e in timeline]})
+        return
+    _print_summary(summary)
+    _print_timeline(summary, timeline)
+
+
+def _print_summary(summary: SagaSummary) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("saga", str(summary.saga_id))
+    table.add_row("type", f"{summary.saga_type} v{summary.definition_version}")
+    table.add_row("status", _status_text(summary.status))
+    if summary.current_step:
+        table.add_row("step", f"{summary.current_step} (attempt {summary.attempt})")
+    table.add_row("started", _instant(summary.started_at) + " UTC")
+    took = format_duration(summary.updated_at - summary.started_at)
+    table.add_row("updated", f"{_instant(summary.updated_at)} UTC ({took} after start)")
+    if summary.next_deadline:
+        table.add_row(
+            "next wake-up", f"{_instant(summary.next_deadline)} UTC ({summary.wakeup_kind})"
+        )
+    if summary.dead_letter_step:
+        table.add_row("dead letter", f"{summary.dead_letter_kind} of {summary.dead_letter_step}")
+    if summary.last_error:
+        table.add_row("last error", summary.last_error)
+    if summary.failure_reason:
+        table.add_row("failure", summary.failure_reason)
+    console.print(table)
+
+
+def _print_timeline(summary: SagaSummary, timeline: list[TimelineEntry]) -> None:
+    wide = console.width >= _WIDE
+    table = Table(title=f"timeline ({len(timeline)} events, times in UTC)")
+    table.add_column("#", justify="right")
+    table.add_column("time", no_wrap=True)
+    table.add_column("+", justify="right", no_wrap=True)
+    table.add_column("event", no_wrap=not wide)
+    if wide:
+        table.add_column("step")
+        table.add_column("att.", justify="right")
+    table.add_column("detail", overflow="fold")
+    for entry in timeline:
+        when = entry.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        event = Text(entry.event_type, style=_EVENT_STYLE.get(entry.event_type, ""))
+        attempt = str(entry.attempt) if entry.attempt is not None else ""
+        if wide:
+            cells: list[str | Text] = [event, entry.step or "", attempt]
+        else:
+            if entry.step:
+                event.append(f"\n{entry.step}" + (f" #{attempt}" if attempt else ""), style="dim")
+            cells = [event]
+            when = when[11:] if when[:10] == _instant(summary.started_at)[:10] else when
+        offset = format_duration(entry.time - summary.started_at)
+        table.add_row(str(entry.version), when, offset, *cells, entry.detail)
+    console.print(table)
+
+
+_EVENT_STYLE = {
+    "SagaCompleted": "green",
+    "SagaFailed": "yellow",
+    "StepFailed": "red",
+    "StepTimedOut": "red",
+    "CompensationFailed": "red",
+    "CompensationTimedOut": "red",
+    "SagaDeadLettered": "bold red",
+    "CompensationRequested": "magenta",
+    "OperatorRetried": "bold",
+    "OperatorResolved": "bold",
+    "SagaAborted": "bold",
+}
+
+
+# -- operator actions ----------------------------------------------------------------
+
+
+def _operator_action(
+    saga_id: str,
+    database_url: str | None,
+    act: Callable[[SagaManager, UUID], None],
+    done: str,
+) -> None:
+    wanted = _saga_id(saga_id)
+    with _opened(database_url) as (manager, projector):
+        act(manager, wanted)
+        projector.catch_up()
+        summary = projector.views.get(wanted)
+    status = summary.status if summary else "?"
+    step = f" at {summary.current_step}" if summary and summary.current_step else ""
+    console.print(f"{done} saga {wanted}: now {status}{step}", highlight=False)
+
+
+@app.command()
+def retry(
+    saga_id: SagaIdArgument,
+    reason: ReasonOption,
+    actor: ActorOption,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Try a dead-lettered saga's failed command once more."""
+    _operator_action(
+        saga_id,
+        database_url,
+        lambda manager, sid: manager.retry(sid, actor=actor, reason=reason),
+        "retried",
+    )
+
+
+@app.command()
+def resolve(
+    saga_id: SagaIdArgument,
+    reason: ReasonOption,
+    actor: ActorOption,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Declare a dead-lettered saga's failed command done by hand; the saga moves on."""
+    _operator_action(
+        saga_id,
+        database_url,
+        lambda manager, sid: manager.resolve(sid, actor=actor, reason=reason),
+        "resolved",
+    )
+
+
+@app.command()
+def abort(
+    saga_id: SagaIdArgument,
+    reason: ReasonOption,
+    actor: ActorOption,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Stop a running saga (before its pivot) and compensate what it has done."""
+    _operator_action(
+        saga_id,
+        database_url,
+        lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
+        "aborted",
+    )
+
+
+# -- projections ---------------------------------------------------------------------
+
+projections_app = typer.Typer(
+    help="The read projections (saga summary and timeline tables).", no_args_is_help=True
+)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("status")
+def projections_status(
+    database_url: DatabaseUrlOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Where the projections stand: position in the log, lag, rows (does not catch up)."""
+    with _opened(database_url) as (_, projector):
+        status = projector.status()
+        stale = projector.views.stale_tables()
+        by_status = projector.views.count_by_status()
+    if json_output:
+        _print_json({**status.to_json(), "by_status": by_status, "stale_tables": stale})
+        return
+    table = Table(title="projections")
+    for column in ("projection", "schema", "log", "position", "head", "lag", "sagas", "events"):
+        table.add_column(column, justify="right" if column not in ("projection", "log") else "left")
+    table.add_row(
+        status.name,
+        f"v{status.schema_version}",
+        status.application,
+        str(status.position),
+        str(status.head),
+        Text(str(status.lag), style="yellow" if status.lag else "green"),
+        str(status.sagas),
+        str(status.events),
+    )
+    console.print(table)
+    if by_status:
+        console.print(
+            "by status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())),
+            highlight=False,
+        )
+    if stale:
+        console.print(f"tables of older schema versions (safe to drop): {', '.join(stale)}")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(database_url: DatabaseUrlOption = None) -> None:
+    """Empty the projections and rebuild them from the whole log."""
+    with _opened(database_url) as (_, projector):
+        started = time.perf_counter()
+        with _progress("rebuilding projections") as report:
+            applied = projector.rebuild(report)
+        seconds = time.perf_counter() - started
+        sagas = projector.views.count_sagas()
+        name = projector.views.projection_name
+    rate = f" ({applied / seconds:,.0f} events/s)" if seconds > 0 and applied else ""
+    console.print(
+        f"rebuilt {name}: {applied} events, {sagas} sagas in {seconds:.2f} s{rate}",
+        highlight=False,
+    )
+
+
+# -- worker --------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    database_url: DatabaseUrlOption = None,
+    tick_interval: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between two timer ticks when idle.")
+    ] = 0.5,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between two polls of the log when idle.")
+    ] = 0.2,
+    transport: Annotated[
+        str,
+        typer.Option(
+            help="none: no relay, commands stay in the log for a relay elsewhere; "
+            "in-process: deliver them to --participants in this process."
+        ),
+    ] = "none",
+    participants: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODULE:FUNCTION",
+            help="For --transport in-process: function(transport, manager) that "
+            "subscribes the participants.",
+        ),
+    ] = None,
+) -> None:
+    """Run the timers, the command relay and the projections until SIGINT/SIGTERM."""
+    if transport not in ("none", "in-process"):
+        raise _fail(f"unknown transport {transport!r}; choose none or in-process")
+    if transport == "none" and participants:
+        raise _fail("--participants needs --transport in-process")
+    if transport == "in-process" and not participants:
+        raise _fail("--transport in-process needs --participants MODULE:FUNCTION")
+    with _errors_as_one_line():
+        manager = _manager(database_url, must_exist=False)
+    try:
+        chosen: Transport | None = None
+        if transport == "in-process":
+            assert participants is not None
+            in_process = InProcessTransport()
+            try:
+                load_participants(participants)(in_process, manager)
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+            chosen = in_process
+        with _errors_as_one_line():
+            runner = Worker(
+                manager,
+                transport=chosen,
+                tick_interval=tick_interval,
+                poll_interval=poll_interval,
+            )
+        relay = "relay on (in-process)" if chosen else "relay off (no transport)"
+        try:
+            with stop_on_signals(runner.stop) as received:
+                # Announced once the signal handlers are in place: from here on,
+                # SIGINT/SIGTERM stop the worker cleanly.
+                err_console.print(
+                    f"sagalog worker on {manager.database_url.masked}: timers every "
+                    f"{tick_interval:g} s, projections following, {relay}; "
+                    "stop with Ctrl-C or SIGTERM",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                runner.run()
+        except WorkerError as exc:
+            raise _fail(_escape(str(exc)), code=1) from None
+        finally:
+            runner.close()
+        why = f" on signal {received[0]}" if received else ""
+        err_console.print(
+            f"sagalog worker stopped{why}: {runner.stats.sagas_ticked} sagas moved by timers, "
+            f"{runner.stats.commands_sent} commands sent, "
+            f"{runner.projector.events_applied} events projected",
+            highlight=False,
+            soft_wrap=True,
+        )
+    finally:
+        manager.close()
+
+
 def main() -> None:
-    """Entry point of the ``sagalog`` console script."""
-    app()
+    """Entry point of the ``sagalog`` console script.
+
+    Runs the Typer app, but reports usage errors (an unknown option, a value of
+    the wrong type, a missing argument) as one ``error:`` line with a pointer to
+    ``--help``, like every other error, rather than as Typer's boxed panel. Exit
+    codes are unchanged (2 for usage errors).
+    """
+    try:
+        result = app(prog_name="sagalog", standalone_mode=False)
+    except _ParseError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(exc.exit_code)  # Typer has printed the help already
+        ctx = getattr(exc, "ctx", None)
+        command = getattr(ctx, "command_path", None) or "sagalog"
+        err_console.print(
+            f"[bold red]error:[/] {_escape(exc.format_message())} (see {command} --help)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":  # python -m sagalog.infrastructure.cli
+    main()

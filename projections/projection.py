@@ -185,6 +185,8 @@ class SagaProjector:
             views = SagaViews(url)
         self.views = views
         self.batch_size = batch_size
+        #: Events this projector applied since it was created (for metrics and the worker).
+        self.events_applied = 0
 
     @property
     def application_name(self) -> str:
@@ -232,7 +234,9 @@ class SagaProjector:
                 (self.app.mapper.to_domain_event(n), Tracking(self.app.name, n.id))
                 for n in notifications
             ]
-            applied += self.views.process(items)
+            new = self.views.process(items)
+            applied += new
+            self.events_applied += new
             position = notifications[-1].id
             if progress is not None:
                 progress(position - start, head - start)

@@ -48,7 +48,10 @@ class StuckReason(StrEnum):
     @property
     def priority(self) -> int:
         """0 for the most urgent reason."""
-        return list(StuckReason).index(self)
+        return _PRIORITY[self]
+
+
+_PRIORITY = {reason: index for index, reason in enumerate(StuckReason)}
 
 
 def _frozen(value: Mapping[str, timedelta]) -> Mapping[str, timedelta]:

@@ -441,12 +441,12 @@ class SagaViews(TrackingRecorder):
                     since = row._mapping[since_column]
                     entry = found.setdefault(summary.saga_id, (summary, []))
                     entry[1].append((reason, since))
-        stuck = [
-            _stuck_saga(summary, sorted(reasons, key=lambda r: r[0].priority), moment)
+        merged = [
+            (summary, sorted(reasons, key=lambda r: r[0].priority))
             for summary, reasons in found.values()
         ]
-        stuck.sort(key=lambda item: (item.reason.priority, item.since, str(item.summary.saga_id)))
-        return stuck[:limit]
+        merged.sort(key=lambda item: (item[1][0][0].priority, item[1][0][1], item[0].saga_id.hex))
+        return [_stuck_saga(summary, reasons, moment) for summary, reasons in merged[:limit]]
 
     def close(self) -> None:
         """Release the engine's connections."""

@@ -1,0 +1,252 @@
+"""``sagalog worker``: the timers, the command relay and the projections, in one process.
+
+Three loops, each in its own thread, all stopped by one ``threading.Event``:
+
+* **timers** — ``SagaManager.run``: every ``tick_interval`` the due timeouts and
+  retries are fired (each saga's transition is its own transaction);
+* **relay** — the :class:`~sagalog.infrastructure.relay.CommandRelay` hands the
+  commands recorded in the log to a transport (and, for the in-process
+  transport, delivers them to the registered participants). It runs only when a
+  transport is configured;
+* **projections** — a :class:`~sagalog.projections.SagaProjector` keeps the
+  summary and timeline tables up with the log, many events per transaction.
+
+The default is **no transport**: the worker ticks the timers and keeps the
+projections up, and the relay does not run. Commands are not lost — they stay
+in the log (the log is the outbox) and the relay's tracked position does not
+move, so a worker started later with a transport delivers every one of them.
+A worker without a transport is what you want next to a broker relay that
+runs elsewhere, or while the participants are down; the demo's simulated
+participants are not part of the worker (they live in ``sagalog demo``).
+
+Shutdown: SIGINT or SIGTERM (or :meth:`Worker.stop`) sets the stop event and
+nothing else — a signal never interrupts a thread. Each loop finishes the unit
+it is in (one tick, one relay batch, one projection batch — each committed
+whole or not at all) and returns; the worker joins the threads, closes its
+connections and exits 0. If a loop fails for good (anything but the transient
+database and transport errors the loops retry themselves), the others are
+stopped too and the worker exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError
+
+from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
+from sagalog.process import SagaManager
+from sagalog.projections import SagaProjector
+
+__all__ = [
+    "ParticipantsSetup",
+    "Worker",
+    "WorkerError",
+    "WorkerStats",
+    "load_participants",
+    "stop_on_signals",
+]
+
+logger = logging.getLogger("sagalog.worker")
+
+#: Registers participants on an in-process transport: ``setup(transport, manager)``.
+ParticipantsSetup = Callable[[InProcessTransport, SagaManager], None]
+
+
+class WorkerError(RuntimeError):
+    """A loop of the worker failed for good; the worker stopped."""
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did while it ran."""
+
+    #: Sagas moved by the timers (timeouts and retries fired).
+    sagas_ticked: int = 0
+    #: Commands the relay handed to the transport.
+    commands_sent: int = 0
+
+
+class Worker:
+    """Runs the timers, the relay (when ``transport`` is given) and the projections.
+
+    ``manager`` and ``projector`` are the caller's to create; the worker closes
+    neither (see :meth:`close`). ``transport`` defaults to none: no relay.
+    """
+
+    def __init__(
+        self,
+        manager: SagaManager,
+        *,
+        transport: Transport | None = None,
+        projector: SagaProjector | None = None,
+        tick_interval: float = 0.5,
+        poll_interval: float = 0.2,
+        relay_batch_size: int = 500,
+    ) -> None:
+        if tick_interval <= 0 or poll_interval <= 0:
+            raise ValueError("intervals must be positive")
+        self.manager = manager
+        self.transport = transport
+        self.projector = projector if projector is not None else SagaProjector(manager)
+        self.relay = (
+            CommandRelay(manager, transport, batch_size=relay_batch_size)
+            if transport is not None
+            else None
+        )
+        self.tick_interval = tick_interval
+        self.poll_interval = poll_interval
+        self.stats = WorkerStats()
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[tuple[str, BaseException]] = []
+        self._lock = threading.Lock()
+
+    # -- the loops -------------------------------------------------------------------
+
+    def _on_tick(self, moved: int) -> None:
+        self.stats.sagas_ticked += moved
+
+    def _timers(self) -> None:
+        self.manager.run(self.stop_event, interval=self.tick_interval, on_tick=self._on_tick)
+
+    def _relay(self) -> None:
+        assert self.relay is not None
+        relay, stop = self.relay, self.stop_event
+        backoff = initial = relay.initial_backoff
+        while not stop.is_set():
+            try:
+                sent = relay.pump()
+                if isinstance(self.transport, InProcessTransport):
+                    self.transport.deliver()
+            except (TransportError, PersistenceError) as exc:
+                logger.warning("relay: %s; retrying in %.2fs", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(relay.max_backoff, backoff * 2)
+                continue
+            backoff = initial
+            self.stats.commands_sent += sent
+            if sent == 0:
+                stop.wait(self.poll_interval)
+
+    def _projections(self) -> None:
+        self.projector.run(self.stop_event, poll_interval=self.poll_interval)
+
+    def _guarded(self, name: str, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as exc:
+                logger.error("%s loop failed: %s", name, exc, exc_info=True)
+                with self._lock:
+                    self._errors.append((name, exc))
+                self.stop_event.set()
+
+        return run
+
+    # -- control ---------------------------------------------------------------------
+
+    @property
+    def loops(self) -> list[str]:
+        """Names of the loops this worker runs."""
+        names = ["timers", "projections"]
+        if self.relay is not None:
+            names.insert(1, "relay")
+        return names
+
+    def start(self) -> None:
+        """Start the loops in background threads."""
+        if self._threads:
+            raise RuntimeError("the worker was started already")
+        loops: dict[str, Callable[[], None]] = {
+            "timers": self._timers,
+            "relay": self._relay,
+            "projections": self._projections,
+        }
+        for name in self.loops:
+            thread = threading.Thread(
+                target=self._guarded(name, loops[name]), name=f"sagalog-{name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self) -> None:
+        """Ask every loop to finish what it is doing and return."""
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the loops to return; ``True`` if they all did within ``timeout``."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def run(self, *, check_interval: float = 0.2) -> None:
+        """Start, block until stopped (or a loop fails), then join.
+
+        Raises :class:`WorkerError` if a loop failed.
+        """
+        self.start()
+        while not self.stop_event.wait(check_interval):
+            pass
+        self.join()
+        if self._errors:
+            name, exc = self._errors[0]
+            raise WorkerError(f"the {name} loop failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the transport and the projector's connections (not the manager)."""
+        if self.transport is not None:
+            self.transport.close()
+        self.projector.close()
+
+
+@contextmanager
+def stop_on_signals(
+    stop: Callable[[], None], signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[list[int]]:
+    """Call ``stop()`` when one of ``signals`` arrives; restore the old handlers after.
+
+    Yields the list of signals received so far. Must be used in the main thread
+    (Python delivers signals there); the handler only calls ``stop``.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop()
+
+    previous: dict[int, Any] = {}
+    for signum in signals:
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def load_participants(spec: str) -> ParticipantsSetup:
+    """Import ``module:function``, the function that registers in-process participants.
+
+    Raises ``ValueError`` with a one-line message when it cannot be found.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"participants must be given as module:function, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import participants module {module_name!r}: {exc}") from None
+    setup = getattr(module, attribute, None)
+    if not callable(setup):
+        raise ValueError(f"{module_name!r} has no function {attribute!r}")
+    return setup  # type: ignore[no-any-return]
