@@ -268,7 +268,7 @@ class RabbitMQTransport:
             channel.confirm_delivery()
             self.topology.declare(channel)
         except BROKER_ERRORS as exc:
-            _close_quietly(connection)
+            close_quietly(connection)
             raise TransportError(f"cannot set up RabbitMQ channel: {_describe(exc)}") from None
         self._connection, self._channel = connection, channel
         return channel
@@ -310,7 +310,7 @@ class RabbitMQTransport:
 
     def _drop(self) -> None:
         if self._connection is not None:
-            _close_quietly(self._connection)
+            close_quietly(self._connection)
         self._connection = self._channel = None
 
     def close(self) -> None:
@@ -426,7 +426,7 @@ class ConsumerLoop:
                 backoff = min(self.max_backoff, backoff * 2)
             finally:
                 self.ready.clear()
-                _close_quietly(connection)
+                close_quietly(connection)
 
     def _consume(self, connection: BlockingConnection) -> None:
         channel = connection.channel()
@@ -689,7 +689,7 @@ def channel_to(url: str | None = None, *, name: str = "sagalog-admin") -> Iterat
         channel.confirm_delivery()
         yield channel
     finally:
-        _close_quietly(connection)
+        close_quietly(connection)
 
 
 def read_dead_letters(
@@ -733,7 +733,8 @@ def unique_topology(prefix: str = "sagalog-test") -> Topology:
     return Topology(f"{prefix}-{uuid.uuid4().hex[:12]}")
 
 
-def _close_quietly(connection: BlockingConnection) -> None:
+def close_quietly(connection: BlockingConnection) -> None:
+    """Close ``connection`` if open, ignoring broker errors (it may be half dead already)."""
     try:
         if connection.is_open:
             connection.close()
