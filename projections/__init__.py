@@ -25,6 +25,7 @@ from sagalog.projections.rows import (
     ProjectionIntegrityError,
     SagaSummary,
     TimelineEntry,
+    apply_event,
     evolve_summary,
     timeline_entry,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "StuckReason",
     "StuckSaga",
     "TimelineEntry",
+    "apply_event",
     "create_view_engine",
     "evolve_summary",
     "format_duration",

@@ -53,9 +53,10 @@ from sagalog.domain import Saga, SagaStatus
 from sagalog.process.database import DatabaseUrl, parse_database_url
 from sagalog.projections.engine import WRITE_OPTION, create_view_engine, is_private_memory
 from sagalog.projections.rows import (
+    Row,
     SagaSummary,
     TimelineEntry,
-    evolve_summary,
+    apply_event,
     timeline_entry,
 )
 from sagalog.projections.schema import (
@@ -256,29 +257,27 @@ class SagaViews(TrackingRecorder):
                 return 0
             events = [event for event in fresh if isinstance(event, Saga.Event)]
             rows = self._load_summaries(conn, {event.originator_id for event in events})
-            changed: dict[UUID, SagaSummary] = {}
+            changed: dict[UUID, Row] = {}
             timeline: list[dict[str, Any]] = []
             for event in events:
-                row = evolve_summary(rows.get(event.originator_id), event)
-                rows[row.saga_id] = changed[row.saga_id] = row
+                row = apply_event(rows.get(event.originator_id), event)
+                rows[event.originator_id] = changed[event.originator_id] = row
                 timeline.append(timeline_entry(event).as_row())
             if changed:
-                self._upsert_summaries(conn, [row.as_row() for row in changed.values()])
+                self._upsert_summaries(conn, list(changed.values()))
             if timeline:
                 conn.execute(saga_timeline.insert(), timeline)
             self._set_position(conn, application_name, items[-1][1].notification_id)
             return len(fresh)
 
-    def _load_summaries(
-        self, conn: Connection, saga_ids: Iterable[UUID]
-    ) -> dict[UUID, SagaSummary]:
+    def _load_summaries(self, conn: Connection, saga_ids: Iterable[UUID]) -> dict[UUID, Row]:
         ids = list(saga_ids)
-        found: dict[UUID, SagaSummary] = {}
+        found: dict[UUID, Row] = {}
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
-            for row in conn.execute(select(saga_summary).where(saga_summary.c.saga_id.in_(chunk))):
-                summary = SagaSummary.from_row(row)
-                found[summary.saga_id] = summary
+            query = select(saga_summary).where(saga_summary.c.saga_id.in_(chunk))
+            for row in conn.execute(query).mappings():
+                found[row["saga_id"]] = dict(row)
         return found
 
     def _upsert_summaries(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
