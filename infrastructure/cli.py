@@ -113,8 +113,35 @@ def demo(
         typer.Option(min=0.0, max=1.0, help="Chance that a compensation fails every time."),
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Random seed; a run is deterministic for a seed.")] = 7,
+    transport: Annotated[
+        str,
+        typer.Option(
+            help="inprocess (simulated services, simulated clock) or rabbitmq (each service "
+            "its own process, over the broker, real time; see docs/services.md)."
+        ),
+    ] = "inprocess",
+    rabbitmq_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGALOG_RABBITMQ_URL",
+            show_envvar=True,
+            help="Broker for --transport rabbitmq (default amqp://guest:guest@127.0.0.1:5672/%2F).",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus /metrics here during a rabbitmq run."
+        ),
+    ] = None,
 ) -> None:
     """Run order-fulfillment and travel-booking sagas against simulated services."""
+    if transport not in ("inprocess", "rabbitmq"):
+        err_console.print("[bold red]error:[/] --transport must be inprocess or rabbitmq")
+        raise typer.Exit(2)
+    if metrics_port is not None and transport != "rabbitmq":
+        err_console.print("[bold red]error:[/] --metrics-port needs --transport rabbitmq")
+        raise typer.Exit(2)
     try:
         rates = DemoRates(
             failure=failure_rate,
@@ -141,11 +168,27 @@ def demo(
         def report(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = _guard(
-            lambda: run_demo(
-                database_url=database_url, sagas=sagas, seed=seed, rates=rates, progress=report
+        if transport == "rabbitmq":
+            from sagalog.infrastructure.demo_rabbitmq import run_rabbitmq_demo
+
+            result = _guard(
+                lambda: run_rabbitmq_demo(
+                    database_url=database_url,
+                    sagas=sagas,
+                    seed=seed,
+                    rates=rates,
+                    url=rabbitmq_url,
+                    metrics_port=metrics_port,
+                    progress=report,
+                    on_metrics=lambda url: err_console.print(f"metrics: {url}"),
+                )
             )
-        )
+        else:
+            result = _guard(
+                lambda: run_demo(
+                    database_url=database_url, sagas=sagas, seed=seed, rates=rates, progress=report
+                )
+            )
 
     table = Table(title=f"sagalog demo — {result.sagas} sagas on {result.database}")
     table.add_column("saga type")

@@ -1,0 +1,259 @@
+"""``sagalog demo --transport rabbitmq``: the demo across processes, over a real broker.
+
+The manager side runs here — ``SagaManager``, the command relay publishing to
+RabbitMQ, the reply consumer, the timer loop — and every participant service
+(inventory, payment, shipping, …) runs as its own process
+(:mod:`sagalog.infrastructure.demo_participant`), each remembering the commands it
+processed in a SQLite file. Time is real: the simulated late and silent replies
+of the in-process demo would only make this one wait for 30-second timeouts, so
+here participants answer at once and only the failure rates apply.
+
+Everything lives under a fresh topology prefix, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+from sagalog.domain import ReplyOutcome, Saga, SagaStatus
+from sagalog.infrastructure.demo import DemoRates, DemoResult
+from sagalog.infrastructure.demo_participant import demo_services
+from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.follower import ObservedEvent, SagaEventFollower
+from sagalog.infrastructure.rabbitmq import (
+    Delivery,
+    RabbitMQTransport,
+    ReplyConsumer,
+    Topology,
+    channel_to,
+    rabbitmq_url,
+    unique_topology,
+)
+from sagalog.infrastructure.relay import CommandRelay
+from sagalog.process import Reply, SagaManager
+
+_ENDINGS = (Saga.SagaCompleted, Saga.SagaFailed, Saga.SagaDeadLettered)
+
+
+@dataclass
+class ParticipantProcess:
+    """One participant service running as a child process."""
+
+    service: str
+    command: list[str]
+    process: subprocess.Popen[str] | None = None
+    counts: list[dict[str, object]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start (or restart) the process."""
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, its unacked command goes back to the queue."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, wait, and keep the counts it prints on the way out."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        for line in (out or "").splitlines():
+            try:
+                self.counts.append(json.loads(line))
+            except ValueError:
+                continue
+
+    @property
+    def duplicates(self) -> int:
+        """Duplicate commands the process reported dropping (over its lives)."""
+        return sum(int(str(c.get("duplicates", 0))) for c in self.counts)
+
+
+def participant_command(
+    service: str,
+    topology: Topology,
+    *,
+    url: str,
+    store: Path,
+    seed: int,
+    rates: DemoRates,
+) -> list[str]:
+    """The command line that runs demo participant ``service``."""
+    return [
+        sys.executable,
+        "-m",
+        "sagalog.infrastructure.demo_participant",
+        service,
+        "--prefix",
+        topology.prefix,
+        "--url",
+        url,
+        "--store",
+        str(store),
+        "--seed",
+        str(seed),
+        "--failure-rate",
+        str(rates.failure),
+        "--compensation-failure-rate",
+        str(rates.compensation_failure),
+    ]
+
+
+class EndingCounter:
+    """Counts sagas that ended or were dead-lettered, as a follower handler."""
+
+    def __init__(self) -> None:
+        self.ended: set[UUID] = set()
+
+    def __call__(self, observed: ObservedEvent) -> None:
+        if isinstance(observed.event, _ENDINGS):
+            self.ended.add(observed.saga_id)
+
+
+def run_rabbitmq_demo(
+    *,
+    database_url: str | None,
+    sagas: int,
+    seed: int,
+    rates: DemoRates,
+    url: str | None = None,
+    metrics_port: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_metrics: Callable[[str], None] | None = None,
+    timeout: float = 600.0,
+) -> DemoResult:
+    """Run ``sagas`` sagas with participants as separate processes over RabbitMQ."""
+    broker = rabbitmq_url(url)
+    topology = unique_topology("sagalog-demo")
+    services = demo_services()
+    rng = random.Random(seed)
+    manager = SagaManager(DEMO_DEFINITIONS, database_url)
+    replies: Counter[str] = Counter()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    workdir = tempfile.TemporaryDirectory(prefix="sagalog-demo-")
+    children: list[ParticipantProcess] = []
+    server = None
+    try:
+        with channel_to(broker) as channel:  # queues first: commands wait for their services
+            for service, names in services.items():
+                topology.declare_service(channel, service, names)
+        for service in services:
+            store = Path(workdir.name) / f"{service}.db"
+            child = ParticipantProcess(
+                service,
+                participant_command(
+                    service, topology, url=broker, store=store, seed=seed, rates=rates
+                ),
+            )
+            child.start()
+            children.append(child)
+
+        def note(reply: Reply, outcome: ReplyOutcome, delivery: Delivery) -> None:
+            replies[outcome.outcome.value] += 1
+
+        relay = CommandRelay(manager, RabbitMQTransport(broker, topology=topology))
+        consumer = ReplyConsumer(manager, broker, topology=topology, on_reply=note)
+        endings = EndingCounter()
+        follower = SagaEventFollower(manager, [endings])
+        if metrics_port is not None:
+            from sagalog.infrastructure.metrics import SagaMetrics
+
+            metrics = SagaMetrics()
+            follower.subscribe(metrics.observe)
+            metrics.watch_relay(relay)
+            metrics.watch_lag("observer", follower)
+            server = metrics.serve(metrics_port)
+            if on_metrics is not None:
+                on_metrics(server.url)
+
+        def relay_loop(event: threading.Event) -> None:
+            try:
+                relay.run(event, poll_interval=0.02)
+            finally:
+                relay.transport.close()
+
+        for name, target in (
+            ("relay", relay_loop),
+            ("replies", consumer.run),
+            ("timers", lambda event: manager.run(event, interval=0.2)),
+            ("follower", lambda event: follower.run(event, poll_interval=0.05)),
+        ):
+            thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+            thread.start()
+            threads.append(thread)
+
+        started = time.perf_counter()
+        ids: list[UUID] = []
+        for i in range(sagas):
+            saga_id = UUID(int=rng.getrandbits(128), version=4)
+            if i % 2 == 0:
+                data = {
+                    "order_id": f"o-{seed}-{i}",
+                    "items": rng.randint(1, 5),
+                    "amount": rng.randint(5, 500),
+                }
+                ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
+            else:
+                data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}
+                ids.append(manager.start("TravelBooking", data, saga_id=saga_id))
+        wanted = set(ids)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = len(endings.ended & wanted)
+            if progress is not None:
+                progress(done, len(ids))
+            if done >= len(ids):
+                break
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        by_type: dict[str, Counter[SagaStatus]] = {}
+        for saga_id in ids:
+            saga = manager.get(saga_id)
+            by_type.setdefault(saga.saga_type, Counter())[saga.status] += 1
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        for child in children:
+            child.stop()
+        return DemoResult(
+            database=manager.database_url.masked,
+            sagas=len(ids),
+            seconds=seconds,
+            by_type=by_type,
+            replies=replies,
+            duplicate_commands_dropped=sum(c.duplicates for c in children),
+        )
+    finally:
+        stop.set()
+        for child in children:
+            child.kill()
+        if server is not None:
+            server.close()
+        try:
+            with channel_to(broker) as channel:
+                topology.delete(channel, services=services)
+        finally:
+            manager.close()
+            workdir.cleanup()
