@@ -24,12 +24,13 @@ SQLite, which sorts and compares correctly because every value is UTC).
 
 Indexes, and the query each serves:
 
-* ``(status, updated_at)`` — ``list --status``, newest first;
-* ``(saga_type, updated_at)`` — ``list --type``;
-* ``(updated_at)`` — ``list`` without a filter;
+* ``(status, updated_at, saga_id)`` — ``list --status``, newest first;
+* ``(saga_type, updated_at, saga_id)`` — ``list --type``;
+* ``(updated_at, saga_id)`` — ``list`` without a filter;
 * four *partial* indexes on columns that are NULL unless the saga is a
   candidate for one stuck reason, so they hold only the few live sagas and stay
-  small however many finished sagas the table holds: ``next_deadline``
+  small however many finished sagas the table holds (each also ends in
+  ``saga_id``, the tie-breaker of every ordered query): ``next_deadline``
   (DEADLINE_MISSED), ``last_progress_at`` (NO_PROGRESS), ``compensating_since``
   (COMPENSATION_TOO_LONG), ``dead_lettered_at`` (DEAD_LETTERED). Their
   predicate is ``col IS NOT NULL``, which both PostgreSQL and SQLite prove from
@@ -141,14 +142,18 @@ saga_summary = Table(
     Column("dead_letter_kind", String(16)),
 )
 
-Index(f"ix_{SUMMARY_TABLE_NAME}_status_updated", saga_summary.c.status, saga_summary.c.updated_at)
-Index(f"ix_{SUMMARY_TABLE_NAME}_type_updated", saga_summary.c.saga_type, saga_summary.c.updated_at)
-Index(f"ix_{SUMMARY_TABLE_NAME}_updated", saga_summary.c.updated_at)
+# saga_id ends every index so that ties come out of the index in the queries' order
+# (ORDER BY <col>, saga_id), with no sort step before the LIMIT.
+_c = saga_summary.c
+Index(f"ix_{SUMMARY_TABLE_NAME}_status_updated", _c.status, _c.updated_at, _c.saga_id)
+Index(f"ix_{SUMMARY_TABLE_NAME}_type_updated", _c.saga_type, _c.updated_at, _c.saga_id)
+Index(f"ix_{SUMMARY_TABLE_NAME}_updated", _c.updated_at, _c.saga_id)
 for _name in ("next_deadline", "last_progress_at", "compensating_since", "dead_lettered_at"):
-    _column = saga_summary.c[_name]
+    _column = _c[_name]
     Index(
         f"ix_{SUMMARY_TABLE_NAME}_{_name}",
         _column,
+        _c.saga_id,
         postgresql_where=_column.is_not(None),
         sqlite_where=_column.is_not(None),
     )

@@ -37,7 +37,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Select,
     and_,
     delete,
     func,
@@ -276,7 +275,7 @@ class SagaViews(TrackingRecorder):
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             query = select(saga_summary).where(saga_summary.c.saga_id.in_(chunk))
-            for row in conn.execute(query).mappings():
+            for row in conn.execute(query).mappings().all():
                 found[row["saga_id"]] = dict(row)
         return found
 
@@ -321,7 +320,7 @@ class SagaViews(TrackingRecorder):
             saga_summary.c.updated_at.desc(), saga_summary.c.saga_id.desc()
         ).limit(limit)
         with self._reading() as conn:
-            return [SagaSummary.from_row(row) for row in conn.execute(query)]
+            return [SagaSummary.from_row(row) for row in conn.execute(query).all()]
 
     def timeline(self, saga_id: UUID) -> list[TimelineEntry]:
         """The events of ``saga_id``, oldest first (empty if the views have not seen it)."""
@@ -331,7 +330,7 @@ class SagaViews(TrackingRecorder):
             .order_by(saga_timeline.c.version)
         )
         with self._reading() as conn:
-            return [TimelineEntry.from_row(row) for row in conn.execute(query)]
+            return [TimelineEntry.from_row(row) for row in conn.execute(query).all()]
 
     def count_sagas(self) -> int:
         """How many sagas the summary holds."""
@@ -375,47 +374,29 @@ class SagaViews(TrackingRecorder):
     ) -> list[StuckSaga]:
         """Sagas that are stuck at ``now`` (default: the wall clock), most urgent first.
 
-        Four small queries, one per reason, each an ordered range scan of its
-        own partial index with a ``LIMIT``, run in one read transaction; the
+        Four narrow queries, one per reason, each an ordered range scan of its
+        own partial index with a ``LIMIT`` that returns only ids and times; the
         results are merged in Python so a saga appears once, under its most
-        urgent reason. At most ``limit`` sagas are returned.
+        urgent reason; then the summary rows of the ``limit`` sagas kept are
+        read — all in one read transaction. Within one urgency the longest
+        stuck come first.
+
+        ``reasons`` lists every reason found among each reason's ``limit``
+        longest-stuck sagas; the most urgent reason is always right (a saga can
+        only be missed from a reason's list if that list alone fills ``limit``
+        sagas that all rank before it).
         """
         if limit < 0:
             raise ValueError("limit must not be negative")
         moment = (now or datetime.now(UTC)).astimezone(UTC)
         rules = policy or StuckPolicy()
         s = saga_summary.c
-        queries: list[tuple[StuckReason, ColumnElement[Any], Select[Any]]] = []
-
-        queries.append(
-            (
-                StuckReason.DEAD_LETTERED,
-                s.dead_lettered_at,
-                select(saga_summary).where(s.dead_lettered_at.is_not(None)),
-            )
-        )
-        queries.append(
-            (
-                StuckReason.DEADLINE_MISSED,
-                s.next_deadline,
-                select(saga_summary).where(s.next_deadline < moment - rules.deadline_grace),
-            )
-        )
-        queries.append(
-            (
-                StuckReason.COMPENSATION_TOO_LONG,
-                s.compensating_since,
-                select(saga_summary).where(
-                    s.compensating_since < moment - rules.compensation_too_long
-                ),
-            )
-        )
         by_type = dict(rules.no_progress_after_by_type)
         loosest = moment - min([rules.no_progress_after, *by_type.values()])
-        condition: ColumnElement[bool] = s.last_progress_at < loosest
+        no_progress: ColumnElement[bool] = s.last_progress_at < loosest
         if by_type:
-            condition = and_(
-                condition,
+            no_progress = and_(
+                no_progress,
                 or_(
                     *(
                         and_(s.saga_type == saga_type, s.last_progress_at < moment - threshold)
@@ -427,25 +408,43 @@ class SagaViews(TrackingRecorder):
                     ),
                 ),
             )
-        queries.append(
-            (StuckReason.NO_PROGRESS, s.last_progress_at, select(saga_summary).where(condition))
-        )
-
-        found: dict[UUID, tuple[SagaSummary, list[tuple[StuckReason, datetime]]]] = {}
-        with self._reading() as conn:
-            for reason, since_column, query in queries:
-                ordered = query.order_by(since_column, s.saga_id).limit(limit)
-                for row in conn.execute(ordered):
-                    summary = SagaSummary.from_row(row)
-                    since = row._mapping[since_column]
-                    entry = found.setdefault(summary.saga_id, (summary, []))
-                    entry[1].append((reason, since))
-        merged = [
-            (summary, sorted(reasons, key=lambda r: r[0].priority))
-            for summary, reasons in found.values()
+        queries: list[tuple[StuckReason, ColumnElement[Any], ColumnElement[bool]]] = [
+            (StuckReason.DEAD_LETTERED, s.dead_lettered_at, s.dead_lettered_at.is_not(None)),
+            (
+                StuckReason.DEADLINE_MISSED,
+                s.next_deadline,
+                s.next_deadline < moment - rules.deadline_grace,
+            ),
+            (
+                StuckReason.COMPENSATION_TOO_LONG,
+                s.compensating_since,
+                s.compensating_since < moment - rules.compensation_too_long,
+            ),
+            (StuckReason.NO_PROGRESS, s.last_progress_at, no_progress),
         ]
-        merged.sort(key=lambda item: (item[1][0][0].priority, item[1][0][1], item[0].saga_id.hex))
-        return [_stuck_saga(summary, reasons, moment) for summary, reasons in merged[:limit]]
+        found: dict[UUID, list[tuple[StuckReason, datetime]]] = {}
+        with self._reading() as conn:
+            for reason, since_column, condition in queries:
+                query = (
+                    select(s.saga_id, since_column)
+                    .where(condition)
+                    .order_by(since_column, s.saga_id)
+                    .limit(limit)
+                )
+                for saga_id, since in conn.execute(query).all():
+                    found.setdefault(saga_id, []).append((reason, since))
+            ranked = sorted(
+                (
+                    (saga_id, sorted(reasons, key=lambda r: r[0].priority))
+                    for saga_id, reasons in found.items()
+                ),
+                key=lambda item: (item[1][0][0].priority, item[1][0][1], item[0].hex),
+            )[:limit]
+            rows = self._load_summaries(conn, [saga_id for saga_id, _ in ranked])
+        return [
+            _stuck_saga(SagaSummary(**rows[saga_id]), reasons, moment)
+            for saga_id, reasons in ranked
+        ]
 
     def close(self) -> None:
         """Release the engine's connections."""
