@@ -9,14 +9,17 @@ the transaction rules are described in that module.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
     OperationalError,
+    PersistenceError,
     ProgrammingError,
     StoredEvent,
 )
@@ -42,6 +45,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _retry_transient = cast(
     "Callable[[_F], _F]", retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
 )
+
+
+#: SQLSTATEs of PostgreSQL's own catalog collisions between concurrent, idempotent
+#: DDL: "tuple concurrently updated" (XX000, from two ``CREATE OR REPLACE
+#: FUNCTION``), unique violations on ``pg_type`` / ``pg_class`` (23505, from two
+#: ``CREATE TYPE`` / ``CREATE TABLE IF NOT EXISTS``), duplicate table or object.
+#: eventsourcing's own refusal of a second tracking-table migration marker is an
+#: ``IntegrityError`` with no SQLSTATE; it is retried too.
+_CONCURRENT_DDL_SQLSTATES = frozenset({"XX000", "23505", "42P07", "42710"})
+_CREATE_TABLE_ATTEMPTS = 5
 
 
 class PostgresSagaRecorder(PostgresProcessRecorder):
@@ -115,6 +128,33 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         self.count_timers_statement = SQL("SELECT COUNT(*) AS n FROM {schema}.{table}").format(
             schema=schema, table=table
         )
+
+    def create_table(self) -> None:
+        """Create the tables, again if another process created them at the same moment.
+
+        eventsourcing runs its DDL each time an application is constructed:
+        ``CREATE TYPE``, ``CREATE ... IF NOT EXISTS`` and ``CREATE OR REPLACE
+        FUNCTION``. Those are idempotent one at a time but not atomic, so managers
+        started at the same instant on one database (two replicas, a restarted
+        fleet) collide in PostgreSQL's catalogs and one of them would fail to
+        start. Likewise both may find no tracking table, create it, and record its
+        migration marker, the second marker being refused ("Failed to record
+        tracking for __migration__"). Every statement being idempotent, and the
+        marker found on a second try, the loser just runs them again.
+        """
+        for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
+            try:
+                super().create_table()
+            except PersistenceError as exc:
+                sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                concurrent = (
+                    isinstance(exc, IntegrityError) or sqlstate in _CONCURRENT_DDL_SQLSTATES
+                )
+                if attempt == _CREATE_TABLE_ATTEMPTS or not concurrent:
+                    raise
+                time.sleep(0.02 * attempt)
+            else:
+                return
 
     def _insert_events(
         self,

@@ -55,6 +55,8 @@ at, and times come back in UTC.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +65,7 @@ from uuid import UUID
 from eventsourcing import popo
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    IntegrityError,
     ProcessRecorder,
     ProgrammingError,
     StoredEvent,
@@ -84,6 +87,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CREATE_TABLE_ATTEMPTS = 3
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -272,6 +276,28 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             "ORDER BY due_at, saga_id LIMIT ?"
         )
         self.count_timers_statement = f"SELECT COUNT(*) FROM {table}"
+
+    def create_table(self) -> None:
+        """Create the tables, again if another process created them at the same moment.
+
+        eventsourcing looks for its tracking table first and, finding none, creates
+        it and records its migration marker; two processes opening a new database
+        at once both find none, and the second one's marker is refused ("Failed to
+        record tracking for __migration__"), so that manager would not start. On a
+        second try it finds the table and the marker, and has nothing to insert.
+        Likewise eventsourcing's first connection to a new file switches it to WAL
+        mode, which SQLite may refuse at once ("database is locked") while another
+        connection does the same; the next connection finds WAL mode already on.
+        """
+        for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
+            try:
+                super().create_table()
+            except (IntegrityError, sqlite3.OperationalError):
+                if attempt == _CREATE_TABLE_ATTEMPTS:
+                    raise
+                time.sleep(0.02 * attempt)
+            else:
+                return
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
