@@ -79,8 +79,9 @@ class WorkerStats:
 class Worker:
     """Runs the timers, the relay (when ``transport`` is given) and the projections.
 
-    ``manager`` and ``projector`` are the caller's to create; the worker closes
-    neither (see :meth:`close`). ``transport`` defaults to none: no relay.
+    ``transport`` defaults to none: no relay. ``projector`` defaults to one on
+    the manager's database. :meth:`close` closes the transport and the
+    projector; the manager stays the caller's to close.
     """
 
     def __init__(

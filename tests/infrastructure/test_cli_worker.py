@@ -237,3 +237,32 @@ def test_worker_relays_commands_to_in_process_participants(
     finally:
         projector.close()
         manager.close()
+
+
+def test_the_worker_api_runs_until_stopped_and_reports_a_failing_loop() -> None:
+    """``Worker`` in-process: ``stop()`` ends ``run()``; a loop that dies stops the others."""
+    import threading
+
+    from sagalog.infrastructure.worker import Worker, WorkerError
+
+    manager = SagaManager(DEMO_DEFINITIONS, "memory://")
+    try:
+        worker = Worker(manager, tick_interval=0.01, poll_interval=0.01)
+        assert worker.loops == ["timers", "projections"]
+        manager.start("OrderFulfillment", {"n": 1})
+        threading.Timer(0.3, worker.stop).start()
+        worker.run()
+        assert worker.projector.position() == 2
+        worker.close()
+
+        broken = Worker(manager, tick_interval=0.01, poll_interval=0.01)
+
+        def explode(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("view damaged")
+
+        broken.projector.run = explode  # type: ignore[method-assign]
+        with pytest.raises(WorkerError, match="the projections loop failed: view damaged"):
+            broken.run()
+        broken.close()
+    finally:
+        manager.close()
