@@ -18,17 +18,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from functools import cache
+from typing import TYPE_CHECKING
 
 import pytest
 from broker import Background, rabbitmqctl
 
-from sagalog.infrastructure.rabbitmq import (
-    Topology,
-    channel_to,
-    connect,
-    unique_topology,
-)
 from sagalog.infrastructure.transport import TransportError
+
+if TYPE_CHECKING:  # pika is imported only by the tests that use the broker
+    from sagalog.infrastructure.rabbitmq import Topology
 
 RABBITMQ_URL_ENV_VAR = "SAGALOG_TEST_RABBITMQ_URL"
 DEFAULT_TEST_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -41,6 +39,8 @@ def _in_ci() -> bool:
 
 
 def _try_connect(url: str) -> str | None:
+    from sagalog.infrastructure.rabbitmq import connect
+
     try:
         connect(url, name="sagalog-test-probe").close()
     except TransportError as exc:
@@ -85,6 +85,8 @@ def broker_url() -> str:
 @pytest.fixture
 def topology(broker_url: str) -> Iterator[Topology]:
     """A fresh exchange/queue namespace for this test, deleted afterwards."""
+    from sagalog.infrastructure.rabbitmq import channel_to, unique_topology
+
     names = unique_topology("sagalog-test")
     yield names
     with channel_to(broker_url) as channel:
