@@ -104,10 +104,3 @@ def test_any_definition_round_trips_through_json_with_its_fingerprint(
     assert again == definition
     assert again.canonical_json() == definition.canonical_json()
     assert again.fingerprint == definition.fingerprint
-
-
-@given(definitions(), definitions())
-def test_definitions_are_equal_exactly_when_their_fingerprints_are(
-    first: SagaDefinition, second: SagaDefinition
-) -> None:
-    assert (first == second) == (first.fingerprint == second.fingerprint)
