@@ -198,6 +198,16 @@ class SagaDefinition(BaseModel):
                     f"compensatable step {self.steps[last_compensatable].name!r}; retriable "
                     "steps must come after the last compensatable step (the pivot rule)"
                 )
+        first_retriable = next((i for i, s in enumerate(self.steps) if s.retriable), None)
+        if first_retriable is not None:
+            for index, step in enumerate(self.steps[first_retriable:], start=first_retriable):
+                if not step.retriable:
+                    raise ValueError(
+                        f"step {step.name!r} (position {index + 1}) follows retriable step "
+                        f"{self.steps[first_retriable].name!r} but is not retriable; past the "
+                        "pivot a saga only goes forward, so every later step must be "
+                        "retriable (the pivot rule)"
+                    )
         return self
 
     # -- lookups -----------------------------------------------------------------
@@ -238,5 +248,5 @@ class SagaDefinition(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SagaDefinition:
-        """Rebuild a definition from JSON written by :meth:`canonical_json` or ``model_dump_json``."""
+        """Rebuild a definition from its JSON (``canonical_json`` or ``model_dump_json``)."""
         return cls.model_validate_json(text)

@@ -328,10 +328,9 @@ class SagaMetrics:
     def watch_relay(self, relay: CommandRelay) -> None:
         """Report the relay's lag and its pending commands at scrape time.
 
-        ``relay_lag_events`` is ``relay.lag()``: every notification beyond the last
-        command sent, which includes events that carry no command (a saga's final
-        events), so it does not fall to zero while the log ends with such events.
-        ``relay_pending_commands`` counts only commands still to send: alert on it.
+        ``relay_lag_events`` is ``relay.lag()``: the commands recorded but not yet
+        sent, so it falls to zero on an idle system. ``relay_pending_commands``
+        reports the same count; either is fit to alert on.
         """
         self.relay = relay
         self.watch_lag("relay", relay)

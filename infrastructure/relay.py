@@ -63,10 +63,16 @@ class CommandRelay:
         """Notification id of the last command handed over (0 before the first)."""
         return self.tracking.max_tracking_id(self.manager.name) or 0
 
-    def lag(self) -> int:
-        """How many notifications of the manager's log lie beyond the relay's position."""
-        head = self.manager.recorder.max_notification_id() or 0
-        return max(0, head - self.position)
+    def lag(self, limit: int = 10_000) -> int:
+        """How many recorded commands wait to be sent (counted up to ``limit``).
+
+        Only command events count: a saga's later events (``SagaCompleted``, …)
+        carry nothing to send, so an idle system has a lag of zero.
+        """
+        waiting = self.manager.recorder.select_notifications(
+            start=self.position + 1, limit=limit, topics=COMMAND_TOPICS
+        )
+        return len(waiting)
 
     def pump(self) -> int:
         """Send one batch of commands recorded since the position; return how many.

@@ -152,6 +152,23 @@ def test_the_pivot_rule_refuses_a_retriable_step_before_a_compensatable_one() ->
     )
 
 
+def test_the_pivot_rule_refuses_a_step_that_is_not_retriable_after_a_retriable_one() -> None:
+    # Past the pivot a saga only goes forward: a failing plain step there would
+    # otherwise compensate steps before the pivot.
+    refused(
+        lambda: SagaDefinition(
+            "Order",
+            [
+                Step(name="reserve", action="Inventory.Reserve", compensation="Inventory.Release"),
+                Step(name="mail", action="Mail.Send", retriable=True),
+                Step(name="archive", action="Archive.Store"),
+            ],
+        ),
+        "step 'archive' (position 3) follows retriable step 'mail' but is not retriable",
+        "the pivot rule",
+    )
+
+
 def test_the_pivot_rule_accepts_retriable_steps_after_the_last_compensatable_one() -> None:
     definition = SagaDefinition(
         "Order",
