@@ -38,6 +38,8 @@ from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.transport import InProcessTransport, Transport
 from sagalog.infrastructure.worker import Worker, WorkerError, load_participants, stop_on_signals
 from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
+from sagalog.process.replay import replay as replay_saga
 from sagalog.projections import (
     SagaProjector,
     SagaSummary,
@@ -646,6 +648,133 @@ _EVENT_STYLE = {
     "OperatorResolved": "bold",
     "SagaAborted": "bold",
 }
+
+
+# -- debugging: replay and explain ---------------------------------------------------
+
+
+@contextmanager
+def _reading(database_url: str | None) -> Iterator[SagaManager]:
+    """The manager alone (no projections), closed afterwards; errors as one line."""
+    with _errors_as_one_line():
+        manager = _manager(database_url)
+        try:
+            yield manager
+        finally:
+            manager.close()
+
+
+@app.command()
+def replay(
+    saga_id: SagaIdArgument,
+    database_url: DatabaseUrlOption = None,
+    at: Annotated[
+        int | None,
+        typer.Option("--at", metavar="VERSION", help="Only the state right after this event."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Replay a saga from its log: its state after each event (time travel)."""
+    wanted = _saga_id(saga_id)
+    with _reading(database_url) as manager:
+        if at is not None:
+            state = state_at(manager, wanted, at)
+            if json_output:
+                _print_json(state.to_json())
+                return
+            _print_state(state)
+            return
+        steps = replay_saga(manager, wanted)
+    if json_output:
+        _print_json([step.to_json() for step in steps])
+        return
+    _print_replay(steps)
+
+
+def _pending_text(state: SagaSnapshot) -> str:
+    pending = state.pending
+    if pending is None:
+        return "-"
+    return f"{pending.kind.value} {pending.name} #{pending.attempt}"
+
+
+def _steps_text(state: SagaSnapshot) -> str:
+    parts = []
+    for step in state.steps:
+        if step.status == "NOT_STARTED":
+            continue
+        attempts = f"#{step.attempt}"
+        if step.compensation_attempt:
+            attempts += f"/c#{step.compensation_attempt}"
+        parts.append(f"{step.name} {step.status} {attempts}")
+    return "\n".join(parts) or "-"
+
+
+def _print_replay(steps: list[ReplayStep]) -> None:
+    """One row per event; below ``_WIDE`` columns related facts share a cell."""
+    wide = console.width >= _WIDE
+    head = steps[0].state if steps else None
+    title = f"replay of {head.saga_type} {head.saga_id}" if head else "replay"
+    table = Table(title=f"{title} ({len(steps)} events, times in UTC)")
+    table.add_column("v", justify="right")
+    table.add_column("time", no_wrap=True)
+    if wide:
+        table.add_column("event", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("steps")
+        table.add_column("pending command")
+        table.add_column("next wake-up", no_wrap=True)
+    else:
+        table.add_column("event / status", no_wrap=True)
+        table.add_column("steps / pending / wake-up", overflow="fold")
+    for step in steps:
+        stamp = step.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        event = Text(step.event_type, style=_EVENT_STYLE.get(step.event_type, ""))
+        if wide:
+            table.add_row(
+                str(step.version),
+                stamp,
+                event,
+                _status_text(step.state.status),
+                _steps_text(step.state),
+                _pending_text(step.state),
+                _instant(step.state.next_wakeup),
+            )
+            continue
+        event.append("\n").append_text(_status_text(step.state.status))
+        detail = Text(_steps_text(step.state))
+        detail.append(f"\npending: {_pending_text(step.state)}", style="dim")
+        if step.state.next_wakeup:
+            detail.append(f"\nwake-up: {_instant(step.state.next_wakeup)}", style="dim")
+        table.add_row(str(step.version), stamp.replace(" ", "\n"), event, detail)
+    console.print(table)
+
+
+def _print_state(state: SagaSnapshot) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("saga", str(state.saga_id))
+    table.add_row("type", state.saga_type)
+    table.add_row("version", str(state.version))
+    table.add_row("status", _status_text(state.status))
+    table.add_row("pending command", _pending_text(state))
+    table.add_row("next wake-up", _instant(state.next_wakeup))
+    if state.dead_letter:
+        table.add_row("dead letter", state.dead_letter)
+    if state.last_error:
+        table.add_row("last error", state.last_error)
+    if state.failure_reason:
+        table.add_row("failure", state.failure_reason)
+    console.print(table)
+    steps = Table(title=f"steps at version {state.version}")
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("attempt", justify="right")
+    steps.add_column("compensation attempt", justify="right")
+    for step in state.steps:
+        steps.add_row(step.name, step.status, str(step.attempt), str(step.compensation_attempt))
+    console.print(steps)
 
 
 # -- operator actions ----------------------------------------------------------------

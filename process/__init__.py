@@ -21,6 +21,16 @@ from sagalog.process.reactions import (
     saga_id_for,
 )
 from sagalog.process.registry import DefinitionRegistry
+from sagalog.process.replay import (
+    PendingCommand,
+    ReplayStep,
+    SagaSnapshot,
+    StepSnapshot,
+    VersionOutOfRangeError,
+    replay,
+    snapshot_of,
+    state_at,
+)
 from sagalog.process.timers import TimerIndex
 
 __all__ = [
@@ -36,13 +46,21 @@ __all__ = [
     "FailCompensation",
     "FailStep",
     "InvalidReplyError",
+    "PendingCommand",
     "Reaction",
+    "ReplayStep",
     "Reply",
     "ReplyReaction",
     "SagaManager",
+    "SagaSnapshot",
     "StartSaga",
+    "StepSnapshot",
     "TimerIndex",
+    "VersionOutOfRangeError",
     "parse_database_url",
+    "replay",
     "saga_id_for",
+    "snapshot_of",
+    "state_at",
     "utc_now",
 ]

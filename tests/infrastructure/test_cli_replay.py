@@ -1,0 +1,88 @@
+"""``sagalog replay`` and ``sagalog explain``: debugging a saga from its log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from test_cli_helpers import invoke, invoke_json, seed_sagas, shared_store
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    with shared_store(backend, tmp_path_factory.mktemp("replay")) as url:
+        yield url, seed_sagas(url)
+
+
+def test_replay_prints_the_state_after_each_event(seeded: tuple[str, dict[str, str]]) -> None:
+    url, ids = seeded
+    result = invoke("replay", ids["compensated"], "--database-url", url)
+    assert result.exit_code == 0, result.output
+    for text in ("SagaStarted", "CompensationDispatched", "SagaFailed", "FAILED"):
+        assert text in result.stdout
+
+
+def test_replay_json_lists_every_version(seeded: tuple[str, dict[str, str]]) -> None:
+    url, ids = seeded
+    steps = invoke_json("replay", ids["compensated"], "--database-url", url)
+    assert [s["version"] for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[0]["event_type"] == "SagaStarted"
+    assert steps[-1]["state"]["status"] == "FAILED"
+    charge = next(s for s in steps[-1]["state"]["steps"] if s["name"] == "charge")
+    assert (charge["status"], charge["attempt"]) == ("FAILED", 1)
+
+
+def test_replay_at_a_version_prints_that_state(seeded: tuple[str, dict[str, str]]) -> None:
+    url, ids = seeded
+    state = invoke_json("replay", ids["compensated"], "--at", "2", "--database-url", url)
+    assert state["version"] == 2
+    assert state["status"] == "PENDING"
+    assert state["pending"]["name"] == "Inventory.Reserve"
+    result = invoke("replay", ids["compensated"], "--at", "2", "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert "Inventory.Reserve" in result.stdout
+    assert "steps at version 2" in result.stdout
+
+
+@pytest.mark.parametrize("version", ["0", "999"])
+def test_replay_at_a_version_out_of_range_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]], version: str
+) -> None:
+    url, ids = seeded
+    result = invoke("replay", ids["completed"], "--at", version, "--database-url", url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "error:" in result.stderr
+    assert f"no version {version}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_of_an_unknown_saga_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, _ = seeded
+    missing = str(uuid4())
+    result = invoke("replay", missing, "--database-url", url)
+    assert result.exit_code == 2
+    assert f"no saga with id {missing}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_of_a_malformed_id_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, _ = seeded
+    result = invoke("replay", "not-a-uuid", "--database-url", url)
+    assert result.exit_code == 2
+    assert "is not a saga id" in result.stderr
+
+
+def test_replay_without_a_database_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'absent.db'}"
+    result = invoke("replay", str(uuid4()), "--database-url", url)
+    assert result.exit_code == 2
+    assert "no saga database" in result.stderr
