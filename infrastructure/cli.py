@@ -38,6 +38,7 @@ from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.transport import InProcessTransport, Transport
 from sagalog.infrastructure.worker import Worker, WorkerError, load_participants, stop_on_signals
 from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.explain import explain as explain_saga
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
 from sagalog.process.replay import replay as replay_saga
 from sagalog.projections import (
@@ -775,6 +776,24 @@ def _print_state(state: SagaSnapshot) -> None:
     for step in state.steps:
         steps.add_row(step.name, step.status, str(step.attempt), str(step.compensation_attempt))
     console.print(steps)
+
+
+@app.command()
+def explain(
+    saga_id: SagaIdArgument,
+    database_url: DatabaseUrlOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Explain in a few sentences why a saga completed, failed, waits or is stuck."""
+    wanted = _saga_id(saga_id)
+    with _reading(database_url) as manager:
+        saga = manager.get(wanted)
+        sentences = explain_saga(saga)
+    if json_output:
+        _print_json({"saga_id": str(wanted), "status": saga.status.value, "sentences": sentences})
+        return
+    for sentence in sentences:
+        console.print(_escape(sentence), highlight=False, soft_wrap=True)
 
 
 # -- operator actions ----------------------------------------------------------------

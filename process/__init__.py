@@ -8,6 +8,7 @@ from sagalog.process.database import (
     DatabaseUrlError,
     parse_database_url,
 )
+from sagalog.process.explain import explain
 from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import (
@@ -57,6 +58,7 @@ __all__ = [
     "StepSnapshot",
     "TimerIndex",
     "VersionOutOfRangeError",
+    "explain",
     "parse_database_url",
     "replay",
     "saga_id_for",

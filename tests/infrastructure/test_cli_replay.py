@@ -86,3 +86,47 @@ def test_replay_without_a_database_file_is_one_line_and_exit_2(tmp_path: Path) -
     result = invoke("replay", str(uuid4()), "--database-url", url)
     assert result.exit_code == 2
     assert "no saga database" in result.stderr
+
+
+def test_explain_a_dead_lettered_saga_points_to_the_operator_actions(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    saga_id = ids["dead_compensation"]
+    result = invoke("explain", saga_id, "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert "is DEAD_LETTERED" in result.stdout
+    assert "warehouse offline" in result.stdout
+    assert f"sagalog retry {saga_id}" in result.stdout
+    assert f"sagalog resolve {saga_id}" in result.stdout
+
+
+def test_explain_an_overdue_saga_asks_whether_the_worker_runs(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    data = invoke_json("explain", ids["waiting"], "--database-url", url)
+    assert data["saga_id"] == ids["waiting"]
+    assert data["status"] == "PENDING"
+    assert any("is the worker running" in line for line in data["sentences"])
+
+
+def test_explain_a_failed_saga_names_the_step_and_the_compensations(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    data = invoke_json("explain", ids["compensated"], "--database-url", url)
+    text = "\n".join(data["sentences"])
+    assert "Step 'charge' failed on attempt 1 of 1 allowed, with error: card declined." in text
+    assert "Compensated: 'reserve' (1 attempt)." in text
+
+
+def test_explain_an_unknown_saga_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, _ = seeded
+    missing = str(uuid4())
+    result = invoke("explain", missing, "--database-url", url)
+    assert result.exit_code == 2
+    assert f"no saga with id {missing}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
