@@ -41,6 +41,7 @@ from sagalog.process import SagaManager, parse_database_url
 from sagalog.process.explain import explain as explain_saga
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
 from sagalog.process.replay import replay as replay_saga
+from sagalog.process.whatif import load_definition, what_if
 from sagalog.projections import (
     SagaProjector,
     SagaSummary,
@@ -673,10 +674,27 @@ def replay(
         int | None,
         typer.Option("--at", metavar="VERSION", help="Only the state right after this event."),
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="MODULE:ATTRIBUTE",
+            help="What-if: replay the saga's recorded inputs through this SagaDefinition "
+            "(in memory; nothing is written) and show where its decisions diverge.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Replay a saga from its log: its state after each event (time travel)."""
+    """Replay a saga from its log: its state after each event (time travel).
+
+    With --against, replay its inputs through another definition instead (what-if).
+    """
     wanted = _saga_id(saga_id)
+    if against is not None:
+        if at is not None:
+            raise _fail("--at and --against do not go together")
+        _what_if(wanted, against, database_url, json_output=json_output)
+        return
     with _reading(database_url) as manager:
         if at is not None:
             state = state_at(manager, wanted, at)
@@ -690,6 +708,40 @@ def replay(
         _print_json([step.to_json() for step in steps])
         return
     _print_replay(steps)
+
+
+def _what_if(saga_id: UUID, spec: str, database_url: str | None, *, json_output: bool) -> None:
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # the user's module, as `python -m` would find it
+    with _errors_as_one_line():
+        definition = load_definition(spec)
+    with _reading(database_url) as manager:
+        report = what_if(manager, saga_id, definition)
+    if json_output:
+        _print_json(report.to_json())
+        return
+    for line in report.summary():
+        console.print(_escape(line), highlight=False, soft_wrap=True)
+    if report.diverged:
+        table = Table(title="commands from the first difference on")
+        table.add_column("#", justify="right")
+        table.add_column(f"originally ({report.original_definition})")
+        table.add_column(f"under {report.other_definition}")
+        start = report.divergence_index or 0
+        longest = max(len(report.original_tail), len(report.other_tail))
+        for offset in range(longest):
+            was = report.original_tail[offset] if offset < len(report.original_tail) else None
+            now = report.other_tail[offset] if offset < len(report.other_tail) else None
+            table.add_row(str(start + offset + 1), str(was or "-"), str(now or "-"))
+        console.print(table)
+    if report.skipped:
+        skipped = Table(title="recorded inputs that did not apply")
+        skipped.add_column("v", justify="right")
+        skipped.add_column("input")
+        skipped.add_column("why not", overflow="fold")
+        for item in report.skipped:
+            skipped.add_row(str(item.input.version), item.input.describe(), item.reason)
+        console.print(skipped)
 
 
 def _pending_text(state: SagaSnapshot) -> str:

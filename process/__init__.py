@@ -33,16 +33,27 @@ from sagalog.process.replay import (
     state_at,
 )
 from sagalog.process.timers import TimerIndex
+from sagalog.process.whatif import (
+    CommandRecord,
+    DefinitionImportError,
+    WhatIfReport,
+    WhatIfSummary,
+    load_definition,
+    what_if,
+    what_if_many,
+)
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "AsyncSagaManager",
+    "CommandRecord",
     "CompleteCompensation",
     "CompleteStep",
     "ConcurrencyConflictError",
     "DatabaseUnavailableError",
     "DatabaseUrl",
     "DatabaseUrlError",
+    "DefinitionImportError",
     "DefinitionRegistry",
     "FailCompensation",
     "FailStep",
@@ -58,11 +69,16 @@ __all__ = [
     "StepSnapshot",
     "TimerIndex",
     "VersionOutOfRangeError",
+    "WhatIfReport",
+    "WhatIfSummary",
     "explain",
+    "load_definition",
     "parse_database_url",
     "replay",
     "saga_id_for",
     "snapshot_of",
     "state_at",
     "utc_now",
+    "what_if",
+    "what_if_many",
 ]

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from test_cli_helpers import invoke, invoke_json, seed_sagas, shared_store
+from test_cli_helpers import CLI_SHOP, invoke, invoke_json, seed_sagas, shared_store
+
+from sagalog.domain import RetryPolicy, SagaDefinition
+
+#: ``CLI_SHOP`` with a second, immediate attempt at charging (for ``--against``).
+SHOP_RETRYING_CHARGE = SagaDefinition(
+    "CliShop",
+    [
+        CLI_SHOP.steps[0],
+        CLI_SHOP.steps[1].model_copy(
+            update={"retry": RetryPolicy(max_attempts=2, initial_delay=timedelta(0))}
+        ),
+        *CLI_SHOP.steps[2:],
+    ],
+    version=2,
+)
+NOT_A_DEFINITION = "CliShop"
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +147,82 @@ def test_explain_an_unknown_saga_is_one_line_and_exit_2(
     assert result.exit_code == 2
     assert f"no saga with id {missing}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_against_a_definition_shows_where_decisions_diverge(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    saga_id = ids["compensated"]
+    spec = "test_cli_replay:SHOP_RETRYING_CHARGE"
+    result = invoke("replay", saga_id, "--against", spec, "--database-url", url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "First difference at command 3" in out
+    assert "Inventory.Release" in out
+    assert "Payment.Charge" in out
+    assert "ends differently" in out
+    assert "recorded inputs that did not apply" in out
+    data = invoke_json("replay", saga_id, "--against", spec, "--database-url", url)
+    assert data["diverged"] is True
+    assert data["ends_differently"] is True
+    assert data["first_difference"]["original"]["name"] == "Inventory.Release"
+    assert data["first_difference"]["other"] == {
+        "step": "charge",
+        "kind": "action",
+        "attempt": 2,
+        "name": "Payment.Charge",
+    }
+    assert (data["original_end"]["status"], data["other_end"]["status"]) == ("FAILED", "PENDING")
+
+
+def test_replay_against_a_definition_that_changes_nothing_says_so(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    spec = "test_cli_replay:SHOP_RETRYING_CHARGE"
+    data = invoke_json("replay", ids["completed"], "--against", spec, "--database-url", url)
+    assert (data["diverged"], data["ends_differently"], data["skipped"]) == (False, False, [])
+    result = invoke("replay", ids["completed"], "--against", spec, "--database-url", url)
+    assert "Same decisions" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("test_cli_replay", "module:attribute"),
+        ("no_such_module_xyz:SHOP", "cannot import module 'no_such_module_xyz'"),
+        ("test_cli_replay:MISSING", "has no attribute 'MISSING'"),
+        ("test_cli_replay:NOT_A_DEFINITION", "is a str, not a SagaDefinition"),
+    ],
+)
+def test_replay_against_a_bad_definition_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]], spec: str, message: str
+) -> None:
+    url, ids = seeded
+    result = invoke("replay", ids["completed"], "--against", spec, "--database-url", url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_against_an_unknown_saga_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, _ = seeded
+    missing = str(uuid4())
+    spec = "test_cli_replay:SHOP_RETRYING_CHARGE"
+    result = invoke("replay", missing, "--against", spec, "--database-url", url)
+    assert result.exit_code == 2
+    assert f"no saga with id {missing}" in result.stderr
+
+
+def test_replay_at_and_against_together_is_an_error(seeded: tuple[str, dict[str, str]]) -> None:
+    url, ids = seeded
+    spec = "test_cli_replay:SHOP_RETRYING_CHARGE"
+    result = invoke(
+        "replay", ids["completed"], "--at", "2", "--against", spec, "--database-url", url
+    )
+    assert result.exit_code == 2
+    assert "do not go together" in result.stderr
