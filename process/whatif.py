@@ -44,6 +44,7 @@ __all__ = [
     "load_definition",
     "recorded_inputs",
     "what_if",
+    "what_if_events",
     "what_if_many",
 ]
 
@@ -434,10 +435,17 @@ def what_if(manager: SagaManager, saga_id: UUID, definition: SagaDefinition) -> 
     """
     if not isinstance(definition, SagaDefinition):
         raise TypeError(f"definition must be a SagaDefinition, not {type(definition).__name__}")
-    events = manager.history(saga_id)
+    return what_if_events(manager.history(saga_id), definition)
+
+
+def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> WhatIfReport:
+    """:func:`what_if` on a saga's events (oldest first, from ``SagaStarted``) given directly."""
+    if not isinstance(definition, SagaDefinition):
+        raise TypeError(f"definition must be a SagaDefinition, not {type(definition).__name__}")
+    if not events or not isinstance(events[0], Saga.SagaStarted):
+        raise SagaNotFoundError("a saga's events begin with SagaStarted")
     started = events[0]
-    if not isinstance(started, Saga.SagaStarted):  # pragma: no cover - the log's first event
-        raise SagaNotFoundError(f"saga {saga_id} does not begin with SagaStarted")
+    saga_id = started.originator_id
     original: Any = None
     for event in events:
         original = event.mutate(original)

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
+import hypothesis_profiles  # noqa: F401 - loads the hypothesis profile in force
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sagas import ORDER, FakeClock
+from strategies import (
+    EPOCH,
+    AdvanceClock,
+    Move,
+    OperatorAction,
+    OperatorVerb,
+    Redeliver,
+    Reply,
+    StrayReply,
+    definitions,
+    reply_schedules,
+    saga_data,
+)
 
-from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, SagaNotFoundError
+from sagalog.domain import (
+    CommandKind,
+    RetryPolicy,
+    Saga,
+    SagaDefinition,
+    SagalogError,
+    SagaNotFoundError,
+)
 from sagalog.process import SagaManager
 from sagalog.process.whatif import (
     CommandRecord,
@@ -17,6 +40,7 @@ from sagalog.process.whatif import (
     load_definition,
     recorded_inputs,
     what_if,
+    what_if_events,
     what_if_many,
 )
 
@@ -260,3 +284,106 @@ def test_load_definition_errors_are_one_line(spec: str, message: str) -> None:
     with pytest.raises(DefinitionImportError, match=message) as info:
         load_definition(spec)
     assert "\n" not in str(info.value)
+
+
+def _play(saga: Saga, schedule: list[Move]) -> None:
+    """Interpret ``schedule`` against ``saga``: replies to what it sent, time, operators."""
+    now = EPOCH
+    sent: list[tuple[str, CommandKind, int]] = []
+    delivered: list[tuple[str, CommandKind, bool, int, str]] = []
+    counter = 0
+    for move in schedule:
+        for event in saga.pending_events:
+            if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                kind = (
+                    CommandKind.ACTION
+                    if isinstance(event, Saga.StepDispatched)
+                    else CommandKind.COMPENSATION
+                )
+                if (event.step, kind, event.attempt) not in sent:
+                    sent.append((event.step, kind, event.attempt))
+        try:
+            if isinstance(move, Reply) and sent:
+                step, kind, attempt = sent[-1 - (move.pick % len(sent))]
+                counter += 1
+                message_id = f"m{counter}" if move.with_message_id else None
+                cited = attempt if move.cite_attempt else None
+                _deliver(saga, step, kind, move.succeeded, cited, message_id, now)
+                if message_id is not None:
+                    delivered.append((step, kind, move.succeeded, attempt, message_id))
+            elif isinstance(move, Redeliver) and delivered:
+                step, kind, ok, attempt, message_id = delivered[-1 - (move.pick % len(delivered))]
+                _deliver(saga, step, kind, ok, attempt, message_id, now)
+            elif isinstance(move, StrayReply) and move.step_index is not None:
+                names = saga.definition.step_names
+                step = names[move.step_index % len(names)]
+                _deliver(saga, step, move.kind, move.succeeded, move.attempt, None, now)
+            elif isinstance(move, AdvanceClock):
+                if move.to_next_wakeup and saga.next_wakeup is not None:
+                    now = max(now, saga.next_wakeup)
+                else:
+                    now += timedelta(seconds=move.seconds)
+                saga.fire_due(now)
+            elif isinstance(move, OperatorAction):
+                act = {
+                    OperatorVerb.RETRY: saga.retry,
+                    OperatorVerb.RESOLVE: saga.resolve,
+                    OperatorVerb.ABORT: saga.abort,
+                }[move.verb]
+                act(actor=move.actor, reason=move.reason, now=now)
+        except SagalogError:
+            pass  # refused: records nothing, as in production
+
+
+def _events(saga: Saga) -> list[Saga.Event]:
+    return [e for e in saga.pending_events if isinstance(e, Saga.Event)]
+
+
+def _deliver(
+    saga: Saga,
+    step: str,
+    kind: CommandKind,
+    succeeded: bool,
+    attempt: int | None,
+    message_id: str | None,
+    now: datetime,
+) -> None:
+    if kind is CommandKind.ACTION:
+        if succeeded:
+            saga.complete_step(step, {"ok": step}, now=now, attempt=attempt, message_id=message_id)
+        else:
+            saga.fail_step(step, "boom", now=now, attempt=attempt, message_id=message_id)
+    elif succeeded:
+        saga.complete_compensation(step, now=now, attempt=attempt, message_id=message_id)
+    else:
+        saga.fail_compensation(step, "boom", now=now, attempt=attempt, message_id=message_id)
+
+
+@given(
+    definition=definitions(max_steps=5),
+    data=saga_data(),
+    schedule=reply_schedules(min_size=20, max_size=50),
+)
+def test_replaying_against_the_same_definition_reproduces_every_decision(
+    definition: SagaDefinition, data: dict[str, object], schedule: list[Move]
+) -> None:
+    saga = Saga.start(definition, data, saga_id=uuid4(), now=EPOCH)
+    _play(saga, schedule)
+    report = what_if_events(_events(saga), definition)
+    assert report.skipped == ()
+    assert not report.diverged
+    assert report.other_end == report.original_end
+    assert report.other_commands == report.original_commands
+
+
+@given(schedule=reply_schedules(min_size=10, max_size=40), extra=st.integers(1, 3))
+def test_any_definition_replays_without_error_and_reports_what_did_not_apply(
+    schedule: list[Move], extra: int
+) -> None:
+    saga = Saga.start(ORDER, {}, saga_id=uuid4(), now=EPOCH)
+    _play(saga, schedule)
+    other = _with_charge_retry(RetryPolicy(max_attempts=extra, initial_delay=timedelta(0)))
+    report = what_if_events(_events(saga), other)
+    assert len(report.skipped) <= len(report.inputs)
+    if not report.diverged:
+        assert report.first_difference is None
