@@ -40,6 +40,7 @@ from sagalog.process.whatif import (
     WhatIfSummary,
     load_definition,
     what_if,
+    what_if_events,
     what_if_many,
 )
 
@@ -80,5 +81,6 @@ __all__ = [
     "state_at",
     "utc_now",
     "what_if",
+    "what_if_events",
     "what_if_many",
 ]
