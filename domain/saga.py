@@ -382,7 +382,10 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             saga.status = SagaStatus.DEAD_LETTERED
             saga.dead_letter = DeadLetter(
-                step=self.step, kind=CommandKind(self.kind), error=self.error, attempts=self.attempts
+                step=self.step,
+                kind=CommandKind(self.kind),
+                error=self.error,
+                attempts=self.attempts,
             )
 
     class OperatorRetried(Event):
@@ -766,7 +769,12 @@ class Saga(Aggregate):
             key = str(command_id_for(self.id, step_name, CommandKind.ACTION, st.attempt))
             due = now + step.retry.delay_after(st.attempt, key)
             self._trigger(
-                self.StepRetryScheduled, now, cause, step=step_name, attempt=st.attempt + 1, due_at=due
+                self.StepRetryScheduled,
+                now,
+                cause,
+                step=step_name,
+                attempt=st.attempt + 1,
+                due_at=due,
             )
             if due <= now:
                 self._dispatch_action(step, st.attempt + 1, now, cause)
@@ -793,7 +801,9 @@ class Saga(Aggregate):
         policy = step.compensation_retry
         if st.compensation_attempt < policy.max_attempts:
             key = str(
-                command_id_for(self.id, step_name, CommandKind.COMPENSATION, st.compensation_attempt)
+                command_id_for(
+                    self.id, step_name, CommandKind.COMPENSATION, st.compensation_attempt
+                )
             )
             due = now + policy.delay_after(st.compensation_attempt, key)
             self._trigger(
@@ -875,7 +885,9 @@ class Saga(Aggregate):
         if st.status is StepStatus.DISPATCHED:
             return None
         if st.status is StepStatus.FAILED and not succeeded:
-            return ReplyOutcome(Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed")
+            return ReplyOutcome(
+                Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
+            )
         return ReplyOutcome(
             Outcome.STALE, f"step {step!r} attempt {st.attempt} is {st.status.value.lower()}"
         )
@@ -897,7 +909,9 @@ class Saga(Aggregate):
             return ReplyOutcome(Outcome.STALE, superseded)
         if st.status in _COMPENSATION_DONE:
             if succeeded:
-                return ReplyOutcome(Outcome.DUPLICATE, f"compensation of {step!r} already completed")
+                return ReplyOutcome(
+                    Outcome.DUPLICATE, f"compensation of {step!r} already completed"
+                )
             return ReplyOutcome(Outcome.STALE, f"compensation of {step!r} already completed")
         if self.status.is_terminal:
             return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
