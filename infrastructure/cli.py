@@ -5,7 +5,8 @@ either it uses the embedded SQLite default, ``sagalog.db`` in the working
 directory. Errors that a user can cause print one line and exit non-zero.
 
 Commands (see docs/cli.md): ``demo``; the listings ``list``, ``stuck``, ``show``
-(each catches the projections up before reading and has ``--json``); the operator
+(each catches the projections up before reading and has ``--json``); the debugging
+commands ``replay`` (time travel, and ``--against`` for what-if) and ``explain``; the operator
 actions ``retry``, ``resolve``, ``abort``; ``projections status | rebuild``; and
 ``worker``. Exit codes: 0 done, 2 a user error (bad option value, unknown saga,
 an action the saga's state refuses, unreachable database), 1 anything else.
