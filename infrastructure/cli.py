@@ -1004,6 +1004,15 @@ def worker(
             "subscribes the participants.",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
+            "(0: any free port; needs the metrics extra).",
+        ),
+    ] = None,
 ) -> None:
     """Run the timers, the command relay and the projections until SIGINT/SIGTERM."""
     if transport not in ("none", "in-process"):
@@ -1025,13 +1034,19 @@ def worker(
                 raise _fail(str(exc)) from None
             chosen = in_process
         with _errors_as_one_line():
-            runner = Worker(
-                manager,
-                transport=chosen,
-                tick_interval=tick_interval,
-                poll_interval=poll_interval,
-            )
+            try:
+                runner = Worker(
+                    manager,
+                    transport=chosen,
+                    tick_interval=tick_interval,
+                    poll_interval=poll_interval,
+                    metrics_port=metrics_port,
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
         relay = "relay on (in-process)" if chosen else "relay off (no transport)"
+        if runner.metrics_server is not None:
+            relay += f", metrics on {runner.metrics_server.url}"
         try:
             with stop_on_signals(runner.stop) as received:
                 # Announced once the signal handlers are in place: from here on,

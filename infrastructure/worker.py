@@ -9,7 +9,11 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
   transport, delivers them to the registered participants). It runs only when a
   transport is configured;
 * **projections** — a :class:`~sagalog.projections.SagaProjector` keeps the
-  summary and timeline tables up with the log, many events per transaction.
+  summary and timeline tables up with the log, many events per transaction;
+* **metrics** (with ``metrics_port``) — a follower of the log feeds
+  :class:`~sagalog.infrastructure.metrics.SagaMetrics`, served on ``/metrics``
+  with the relay and projection lags and the stuck sagas by reason (needs the
+  ``metrics`` extra, prometheus-client).
 
 The default is **no transport**: the worker ticks the timers and keeps the
 projections up, and the relay does not run. Commands are not lost — they stay
@@ -38,14 +42,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
 
+from sagalog.infrastructure.follower import SagaEventFollower
 from sagalog.infrastructure.relay import CommandRelay
 from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
 from sagalog.process import SagaManager
 from sagalog.projections import SagaProjector
+
+if TYPE_CHECKING:
+    from sagalog.infrastructure.metrics import MetricsServer, SagaMetrics
 
 __all__ = [
     "ParticipantsSetup",
@@ -93,6 +101,8 @@ class Worker:
         tick_interval: float = 0.5,
         poll_interval: float = 0.2,
         relay_batch_size: int = 500,
+        metrics_port: int | None = None,
+        metrics_addr: str = "127.0.0.1",
     ) -> None:
         if tick_interval <= 0 or poll_interval <= 0:
             raise ValueError("intervals must be positive")
@@ -111,6 +121,33 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
+        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        self.metrics_server: MetricsServer | None = None
+        self._follower: SagaEventFollower | None = None
+        self._metrics: SagaMetrics | None = None
+        if metrics_port is not None:
+            self._metrics, self._follower = self._observe_with_metrics()
+            # Served from construction on, so the caller can announce the real port.
+            self.metrics_server = self._metrics.serve(metrics_port, metrics_addr)
+
+    def _observe_with_metrics(self) -> tuple[SagaMetrics, SagaEventFollower]:
+        try:
+            from sagalog.infrastructure.metrics import SagaMetrics
+        except ImportError as exc:  # prometheus-client is the optional "metrics" extra
+            raise ValueError(
+                f"metrics need prometheus-client: pip install 'sagalog[metrics]' ({exc})"
+            ) from None
+        from sagalog.projections import StuckReason
+
+        metrics = SagaMetrics()
+        follower = SagaEventFollower(self.manager, [metrics.observe])
+        if self.relay is not None:
+            metrics.watch_relay(self.relay)
+        metrics.watch_lag("projection", self.projector)
+        metrics.watch_lag("observer", follower)
+        metrics.watch_stuck(self.projector.views.stuck, StuckReason)
+        return metrics, follower
 
     # -- the loops -------------------------------------------------------------------
 
@@ -142,6 +179,10 @@ class Worker:
     def _projections(self) -> None:
         self.projector.run(self.stop_event, poll_interval=self.poll_interval)
 
+    def _observe(self) -> None:
+        assert self._follower is not None
+        self._follower.run(self.stop_event, poll_interval=self.poll_interval)
+
     def _guarded(self, name: str, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             try:
@@ -162,6 +203,8 @@ class Worker:
         names = ["timers", "projections"]
         if self.relay is not None:
             names.insert(1, "relay")
+        if self._follower is not None:
+            names.append("metrics")
         return names
 
     def start(self) -> None:
@@ -172,7 +215,9 @@ class Worker:
             "timers": self._timers,
             "relay": self._relay,
             "projections": self._projections,
+            "metrics": self._observe,
         }
+
         for name in self.loops:
             thread = threading.Thread(
                 target=self._guarded(name, loops[name]), name=f"sagalog-{name}", daemon=True
@@ -205,6 +250,9 @@ class Worker:
 
     def close(self) -> None:
         """Close the transport and the projector's connections (not the manager)."""
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
         if self.transport is not None:
             self.transport.close()
         self.projector.close()
