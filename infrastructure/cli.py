@@ -37,7 +37,13 @@ from sagalog.domain import SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.transport import InProcessTransport, Transport
-from sagalog.infrastructure.worker import Worker, WorkerError, load_participants, stop_on_signals
+from sagalog.infrastructure.worker import (
+    StoppableLoop,
+    Worker,
+    WorkerError,
+    load_participants,
+    stop_on_signals,
+)
 from sagalog.process import SagaManager, parse_database_url
 from sagalog.process.explain import explain as explain_saga
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
@@ -993,9 +999,21 @@ def worker(
         str,
         typer.Option(
             help="none: no relay, commands stay in the log for a relay elsewhere; "
-            "in-process: deliver them to --participants in this process."
+            "in-process: deliver them to --participants in this process; "
+            "rabbitmq: publish them to the broker and consume the replies."
         ),
     ] = "none",
+    rabbitmq_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGALOG_RABBITMQ_URL",
+            help="For --transport rabbitmq (default amqp://guest:guest@127.0.0.1:5672/%2F).",
+        ),
+    ] = None,
+    rabbitmq_prefix: Annotated[
+        str,
+        typer.Option(help="For --transport rabbitmq: prefix of the exchange and queue names."),
+    ] = "sagalog",
     participants: Annotated[
         str | None,
         typer.Option(
@@ -1015,8 +1033,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run the timers, the command relay and the projections until SIGINT/SIGTERM."""
-    if transport not in ("none", "in-process"):
-        raise _fail(f"unknown transport {transport!r}; choose none or in-process")
+    if transport not in ("none", "in-process", "rabbitmq"):
+        raise _fail(f"unknown transport {transport!r}; choose none, in-process or rabbitmq")
     if transport == "none" and participants:
         raise _fail("--participants needs --transport in-process")
     if transport == "in-process" and not participants:
@@ -1025,6 +1043,9 @@ def worker(
         manager = _manager(database_url, must_exist=False)
     try:
         chosen: Transport | None = None
+        replies: StoppableLoop | None = None
+        if transport == "rabbitmq":
+            chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
         if transport == "in-process":
             assert participants is not None
             in_process = InProcessTransport()
@@ -1041,10 +1062,11 @@ def worker(
                     tick_interval=tick_interval,
                     poll_interval=poll_interval,
                     metrics_port=metrics_port,
+                    replies=replies,
                 )
             except ValueError as exc:
                 raise _fail(str(exc)) from None
-        relay = "relay on (in-process)" if chosen else "relay off (no transport)"
+        relay = f"relay on ({transport})" if chosen else "relay off (no transport)"
         if runner.metrics_server is not None:
             relay += f", metrics on {runner.metrics_server.url}"
         try:
@@ -1073,6 +1095,31 @@ def worker(
         )
     finally:
         manager.close()
+
+
+def _rabbitmq_worker_parts(
+    manager: SagaManager, url: str | None, prefix: str
+) -> tuple[Transport, StoppableLoop]:
+    """The broker transport for the relay and the reply consumer, topology declared."""
+    try:
+        from sagalog.infrastructure.rabbitmq import (
+            RabbitMQTransport,
+            ReplyConsumer,
+            Topology,
+            channel_to,
+        )
+    except ImportError as exc:  # pika is the optional "rabbitmq" extra
+        raise _fail(
+            f"--transport rabbitmq needs pika: pip install 'sagalog[rabbitmq]' ({exc})"
+        ) from None
+    topology = Topology(prefix)
+    try:
+        with channel_to(url) as channel:
+            topology.declare(channel)
+    except Exception as exc:
+        raise _fail(f"cannot reach RabbitMQ: {_escape(str(exc)) or type(exc).__name__}") from None
+    transport = RabbitMQTransport(url, topology=topology)
+    return transport, ReplyConsumer(manager, url, topology=topology)
 
 
 def main() -> None:

@@ -10,6 +10,9 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
   transport is configured;
 * **projections** — a :class:`~sagalog.projections.SagaProjector` keeps the
   summary and timeline tables up with the log, many events per transaction;
+* **replies** (with ``replies``, e.g. the RabbitMQ
+  :class:`~sagalog.infrastructure.rabbitmq.ReplyConsumer`) — consumes participants'
+  replies, acknowledging each after its transition is committed;
 * **metrics** (with ``metrics_port``) — a follower of the log feeds
   :class:`~sagalog.infrastructure.metrics.SagaMetrics`, served on ``/metrics``
   with the relay and projection lags and the stuck sagas by reason (needs the
@@ -42,7 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import PersistenceError
 
@@ -55,8 +58,18 @@ from sagalog.projections import SagaProjector
 if TYPE_CHECKING:
     from sagalog.infrastructure.metrics import MetricsServer, SagaMetrics
 
+
+class StoppableLoop(Protocol):
+    """A loop that runs until its stop event is set, e.g. the RabbitMQ reply consumer."""
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until ``stop`` is set."""
+        ...
+
+
 __all__ = [
     "ParticipantsSetup",
+    "StoppableLoop",
     "Worker",
     "WorkerError",
     "WorkerStats",
@@ -103,6 +116,7 @@ class Worker:
         relay_batch_size: int = 500,
         metrics_port: int | None = None,
         metrics_addr: str = "127.0.0.1",
+        replies: StoppableLoop | None = None,
     ) -> None:
         if tick_interval <= 0 or poll_interval <= 0:
             raise ValueError("intervals must be positive")
@@ -121,6 +135,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
+        self.replies = replies
         self.metrics_port = metrics_port
         self.metrics_addr = metrics_addr
         self.metrics_server: MetricsServer | None = None
@@ -179,6 +194,10 @@ class Worker:
     def _projections(self) -> None:
         self.projector.run(self.stop_event, poll_interval=self.poll_interval)
 
+    def _replies(self) -> None:
+        assert self.replies is not None
+        self.replies.run(self.stop_event)
+
     def _observe(self) -> None:
         assert self._follower is not None
         self._follower.run(self.stop_event, poll_interval=self.poll_interval)
@@ -203,6 +222,8 @@ class Worker:
         names = ["timers", "projections"]
         if self.relay is not None:
             names.insert(1, "relay")
+        if self.replies is not None:
+            names.append("replies")
         if self._follower is not None:
             names.append("metrics")
         return names
@@ -216,6 +237,7 @@ class Worker:
             "relay": self._relay,
             "projections": self._projections,
             "metrics": self._observe,
+            "replies": self._replies,
         }
 
         for name in self.loops:
