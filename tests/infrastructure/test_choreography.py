@@ -192,3 +192,45 @@ def test_choreography_over_rabbitmq_reaches_the_same_ends(
         background.close()
         with channel_to(broker_url) as channel:
             delete_event_queues(channel, topology, [loop.name for loop in loops])
+
+
+def test_choreographed_sagas_appear_in_list_stuck_and_show(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from sagalog.infrastructure.cli import app
+
+    assert isinstance(tmp_path, Path)
+    url = f"sqlite:///{tmp_path / 'choreo.db'}"
+    tracked = SagaManager(ChoreographyTracker.definitions([ORDER_CHOREOGRAPHY]), url)
+    try:
+        bus, _ = _wire(tracked, payment=True)
+        failed = order_created({"order_id": "o-7", "items": 1})
+        bus.publish(failed)
+        bus.deliver()
+        # Only the tracker hears this one: the inventory service never answers.
+        quiet = InProcessEventBus()
+        quiet.attach_tracker(ChoreographyTracker(tracked, [ORDER_CHOREOGRAPHY]))
+        waiting = order_created({"order_id": "o-8", "items": 1})
+        quiet.publish(waiting)
+        quiet.deliver()
+    finally:
+        tracked.close()
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list", "--database-url", url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["saga_id"]: row for row in json.loads(listed.stdout)}
+    assert rows[str(failed.correlation_id)]["saga_type"] == "OrderChoreography"
+    assert rows[str(failed.correlation_id)]["status"] == "FAILED"
+    assert rows[str(waiting.correlation_id)]["status"] in ("PENDING", "STARTED")
+    shown = runner.invoke(app, ["show", str(failed.correlation_id), "--database-url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "CompensationCompleted" in shown.stdout
+    stuck = runner.invoke(
+        app, ["stuck", "--database-url", url, "--json", "--at", "2100-01-01T00:00:00+00:00"]
+    )
+    assert stuck.exit_code == 0, stuck.output
+    assert str(waiting.correlation_id) in stuck.stdout
+    assert str(failed.correlation_id) not in stuck.stdout  # ended sagas are never stuck
