@@ -33,6 +33,9 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+# Typer >= 0.29 vendors click; its parse errors derive from TyperException.
+from typer.exceptions import TyperException as _ParseError
+
 from sagalog.domain import SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
@@ -58,11 +61,6 @@ from sagalog.projections import (
     format_duration,
     parse_duration,
 )
-
-try:  # Typer >= 0.2x vendors click; its parse errors derive from TyperException.
-    from typer.exceptions import TyperException as _ParseError
-except ImportError:  # pragma: no cover - older Typer on click
-    from click import ClickException as _ParseError  # type: ignore[assignment]
 
 app = typer.Typer(
     help="sagalog: an event-sourced saga process manager.",
