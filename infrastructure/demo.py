@@ -182,6 +182,26 @@ class DemoResult:
         return self.sagas / self.seconds if self.seconds else 0.0
 
 
+def start_demo_sagas(
+    manager: SagaManager, rng: random.Random, count: int, seed: int
+) -> list[UUID]:
+    """Start ``count`` demo sagas, orders and trips alternating, ids and data from ``rng``."""
+    ids: list[UUID] = []
+    for i in range(count):
+        saga_id = UUID(int=rng.getrandbits(128), version=4)
+        if i % 2 == 0:
+            data = {
+                "order_id": f"o-{seed}-{i}",
+                "items": rng.randint(1, 5),
+                "amount": rng.randint(5, 500),
+            }
+            ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
+        else:
+            data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}
+            ids.append(manager.start("TravelBooking", data, saga_id=saga_id))
+    return ids
+
+
 def run_demo(
     *,
     database_url: str | None,
@@ -201,19 +221,7 @@ def run_demo(
     replies: Counter[str] = Counter()
     started = time.perf_counter()
     try:
-        ids: list[UUID] = []
-        for i in range(sagas):
-            saga_id = UUID(int=rng.getrandbits(128), version=4)
-            if i % 2 == 0:
-                data = {
-                    "order_id": f"o-{seed}-{i}",
-                    "items": rng.randint(1, 5),
-                    "amount": rng.randint(5, 500),
-                }
-                ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
-            else:
-                data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}
-                ids.append(manager.start("TravelBooking", data, saga_id=saga_id))
+        ids = start_demo_sagas(manager, rng, sagas, seed)
         endings = _EndingCounter(manager)
         while True:
             relay.drain()

@@ -27,7 +27,7 @@ from pathlib import Path
 from uuid import UUID
 
 from sagalog.domain import ReplyOutcome, Saga, SagaStatus
-from sagalog.infrastructure.demo import DemoRates, DemoResult
+from sagalog.infrastructure.demo import DemoRates, DemoResult, start_demo_sagas
 from sagalog.infrastructure.demo_participant import demo_services
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.follower import ObservedEvent, SagaEventFollower
@@ -205,19 +205,7 @@ def run_rabbitmq_demo(
             threads.append(thread)
 
         started = time.perf_counter()
-        ids: list[UUID] = []
-        for i in range(sagas):
-            saga_id = UUID(int=rng.getrandbits(128), version=4)
-            if i % 2 == 0:
-                data = {
-                    "order_id": f"o-{seed}-{i}",
-                    "items": rng.randint(1, 5),
-                    "amount": rng.randint(5, 500),
-                }
-                ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
-            else:
-                data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}
-                ids.append(manager.start("TravelBooking", data, saga_id=saga_id))
+        ids = start_demo_sagas(manager, rng, sagas, seed)
         wanted = set(ids)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
