@@ -607,6 +607,33 @@ class Saga(Aggregate):
         self._after_compensation_failure(step, error, now, message_id)
         return APPLIED
 
+    def answer(
+        self,
+        step: str,
+        kind: CommandKind,
+        succeeded: bool,
+        *,
+        now: datetime,
+        result: Any = None,
+        error: str = "",
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """Any outcome of any command: routes to the four reply methods above.
+
+        For callers that receive outcomes as data (reply messages, upstream events)
+        rather than as one call per outcome.
+        """
+        if kind is CommandKind.ACTION:
+            if succeeded:
+                return self.complete_step(
+                    step, result, now=now, attempt=attempt, message_id=message_id
+                )
+            return self.fail_step(step, error, now=now, attempt=attempt, message_id=message_id)
+        if succeeded:
+            return self.complete_compensation(step, now=now, attempt=attempt, message_id=message_id)
+        return self.fail_compensation(step, error, now=now, attempt=attempt, message_id=message_id)
+
     # -- the clock ---------------------------------------------------------------
 
     def fire_due(self, now: datetime) -> int:

@@ -38,10 +38,9 @@ from sagalog.domain import (
     SagaDefinition,
     SagaNotFoundError,
 )
-from sagalog.domain.status import CommandKind
 from sagalog.process.database import DatabaseUnavailableError, parse_database_url
 from sagalog.process.messages import Reply
-from sagalog.process.reactions import Reaction, ReplyReaction, StartSaga, event_message_id
+from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
 from sagalog.process.timers import SAGA_TIMERS_KWARG, TimerIndex
 
@@ -220,7 +219,19 @@ class SagaManager(ProcessApplication[UUID]):
     def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
         """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
         message = Reply.parse(reply)
-        return self._transition(message.saga_id, lambda saga, now: _apply_reply(saga, message, now))
+        return self._transition(
+            message.saga_id,
+            lambda saga, now: saga.answer(
+                message.step,
+                message.kind,
+                message.outcome == "completed",
+                now=now,
+                result=message.result,
+                error=message.error or "",
+                attempt=message.attempt,
+                message_id=message.message_id,
+            ),
+        )
 
     # -- the clock ---------------------------------------------------------------
 
@@ -392,48 +403,16 @@ class SagaManager(ProcessApplication[UUID]):
         except SagaNotFoundError:
             logger.warning("%s refers to unknown saga %s; ignored", cause, saga_id)
             return None
-        _apply_reaction(saga, reaction, event, cause, now)
-        return saga
-
-
-def _apply_reply(saga: Saga, reply: Reply, now: datetime) -> ReplyOutcome:
-    if reply.kind is CommandKind.ACTION:
-        if reply.outcome == "completed":
-            return saga.complete_step(
-                reply.step,
-                reply.result,
-                now=now,
-                attempt=reply.attempt,
-                message_id=reply.message_id,
-            )
-        return saga.fail_step(
-            reply.step,
-            reply.error or "",
+        saga.answer(
+            reaction.step,
+            reaction.kind,
+            reaction.succeeded,
             now=now,
-            attempt=reply.attempt,
-            message_id=reply.message_id,
+            result=reaction.result(event) if reaction.succeeded else None,
+            error="" if reaction.succeeded else reaction.error(event),
+            message_id=cause,
         )
-    if reply.outcome == "completed":
-        return saga.complete_compensation(
-            reply.step, now=now, attempt=reply.attempt, message_id=reply.message_id
-        )
-    return saga.fail_compensation(
-        reply.step, reply.error or "", now=now, attempt=reply.attempt, message_id=reply.message_id
-    )
-
-
-def _apply_reaction(
-    saga: Saga, reaction: ReplyReaction, event: Any, cause: str, now: datetime
-) -> ReplyOutcome:
-    if reaction.kind is CommandKind.ACTION:
-        if reaction.succeeded:
-            return saga.complete_step(
-                reaction.step, reaction.result(event), now=now, message_id=cause
-            )
-        return saga.fail_step(reaction.step, reaction.error(event), now=now, message_id=cause)
-    if reaction.succeeded:
-        return saga.complete_compensation(reaction.step, now=now, message_id=cause)
-    return saga.fail_compensation(reaction.step, reaction.error(event), now=now, message_id=cause)
+        return saga
 
 
 def _first_line(exc: BaseException) -> str:
