@@ -17,6 +17,11 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 #: Largest accepted length of an error text or an operator's reason.
 MAX_TEXT_LENGTH = 4000
 
+#: The keys of the envelope the event store's JSON transcoder writes for a typed value
+#: (a UUID, a datetime, ...). A JSON object with exactly these two keys would be read
+#: back as such a value, or not at all, so saga payloads may not contain one.
+RESERVED_ENVELOPE_KEYS = frozenset({"_type_", "_data_"})
+
 
 def check_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
     """Return ``value`` as plain JSON if it is JSON-serialisable and at most ``limit`` bytes.
@@ -34,7 +39,29 @@ def check_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
         raise InvalidPayloadError(f"{what} must be plain JSON: {exc}") from None
     if size > limit:
         raise InvalidPayloadError(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
-    return json.loads(encoded)
+    plain = json.loads(encoded)
+    _refuse_envelopes(plain, what)
+    return plain
+
+
+def _refuse_envelopes(value: Any, what: str) -> None:
+    """Refuse any JSON object, at any depth, whose keys are exactly the transcoder's envelope.
+
+    Such an object would be stored as written but decoded on load as a typed value
+    (or fail to decode), so the saga could not be rebuilt as it was recorded.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.keys() == RESERVED_ENVELOPE_KEYS:
+                raise InvalidPayloadError(
+                    f"{what} contains an object whose only keys are '_type_' and '_data_'; "
+                    "the event store reserves that shape for its own typed values"
+                )
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def check_data(value: Any, what: str = "saga data") -> dict[str, Any]:

@@ -105,6 +105,27 @@ def test_oversized_and_non_json_payloads(manager: SagaManager) -> None:
     )
 
 
+def test_a_payload_shaped_like_the_stores_typed_envelope_is_refused(
+    manager: SagaManager,
+) -> None:
+    """Such data would be stored, then fail to load: the saga could not be rebuilt."""
+    envelope = {"_type_": "uuid_hex", "_data_": "not a uuid"}
+    _writes_nothing(
+        manager,
+        lambda: manager.start("Order", {"nested": [envelope]}),
+        InvalidPayloadError,
+        "'_type_' and '_data_'",
+    )
+    saga_id = manager.start("Order", {"note": {"_type_": "kept", "other": 1}})
+    _writes_nothing(
+        manager,
+        lambda: manager.handle_step_completed(saga_id, "reserve", {"x": envelope}),
+        InvalidPayloadError,
+        "reserves that shape",
+    )
+    assert manager.get(saga_id).data == {"note": {"_type_": "kept", "other": 1}}
+
+
 def test_operator_action_in_the_wrong_state(manager: SagaManager) -> None:
     saga_id = manager.start("Order", {})
     _writes_nothing(
