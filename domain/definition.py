@@ -19,7 +19,16 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sagalog.domain.errors import InvalidDefinitionError
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 _COMMAND_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-/]*$"
@@ -28,7 +37,34 @@ _COMMAND_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-/]*$"
 MAX_RETRY_DELAY = timedelta(days=7)
 
 
-class RetryPolicy(BaseModel):
+def _invalid(exc: ValidationError, what: str) -> InvalidDefinitionError:
+    """One :class:`InvalidDefinitionError` naming every field and rule that failed."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return InvalidDefinitionError(f"invalid {what}: " + "; ".join(problems))
+
+
+class _DefinitionPart(BaseModel):
+    """Base of the definition models: immutable, strict, and refusing with a typed error.
+
+    pydantic reports a broken rule as its own ``ValidationError``; callers of sagalog
+    catch :class:`InvalidDefinitionError` (a ``ValueError``) for every bad definition,
+    so construction translates one into the other, keeping pydantic's as the cause.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _invalid(exc, type(self).__name__) from exc
+
+
+class RetryPolicy(_DefinitionPart):
     """How often, and how far apart, an action or a compensation is attempted.
 
     ``max_attempts`` counts every attempt including the first, so the default of
@@ -38,8 +74,6 @@ class RetryPolicy(BaseModel):
     lock-step. The jitter is derived from the command id, not drawn at random, so
     that replaying a saga makes the same decisions.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_attempts: int = Field(default=1, ge=1, le=1000)
     initial_delay: timedelta = Field(default=timedelta(seconds=1))
@@ -100,7 +134,7 @@ DEFAULT_RETRIABLE_RETRY = RetryPolicy(
 )
 
 
-class Step(BaseModel):
+class Step(_DefinitionPart):
     """One step of a saga: the command that does it and the command that undoes it.
 
     ``action`` and ``compensation`` are command names chosen by the user, such as
@@ -111,8 +145,6 @@ class Step(BaseModel):
     for an operator. ``timeout`` bounds each attempt of the action;
     ``compensation_timeout`` (by default the same) each attempt of the compensation.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, pattern=_NAME_PATTERN)
     action: str = Field(min_length=1, max_length=200, pattern=_COMMAND_PATTERN)
@@ -159,14 +191,12 @@ class Step(BaseModel):
         return self.compensation_timeout if self.compensation_timeout else self.timeout
 
 
-class SagaDefinition(BaseModel):
+class SagaDefinition(_DefinitionPart):
     """A named, versioned, ordered list of steps.
 
     Validated when built: at least one step; unique step names; retriable steps
     only after the last compensatable step (the pivot rule).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, pattern=_NAME_PATTERN)
     steps: tuple[Step, ...] = Field(min_length=1, max_length=100)
@@ -248,5 +278,11 @@ class SagaDefinition(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SagaDefinition:
-        """Rebuild a definition from its JSON (``canonical_json`` or ``model_dump_json``)."""
-        return cls.model_validate_json(text)
+        """Rebuild a definition from its JSON (``canonical_json`` or ``model_dump_json``).
+
+        Raises :class:`InvalidDefinitionError` if the JSON is malformed or breaks a rule.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise _invalid(exc, cls.__name__) from exc

@@ -12,6 +12,7 @@ from strategies import StepKind, definitions, retry_policies
 
 from sagalog.domain import (
     DEFAULT_RETRIABLE_RETRY,
+    InvalidDefinitionError,
     RetryPolicy,
     SagaDefinition,
     Step,
@@ -19,8 +20,12 @@ from sagalog.domain import (
 
 
 def refused(build: Any, *fragments: str) -> str:
-    """``build()`` is refused with a ``ValueError`` whose message holds every fragment."""
-    with pytest.raises(ValueError, match=r"\S") as info:
+    """``build()`` is refused with an ``InvalidDefinitionError`` holding every fragment.
+
+    ``InvalidDefinitionError`` is a ``ValueError`` and a ``SagalogError``, so callers
+    catch bad definitions the same way as every other bad input.
+    """
+    with pytest.raises(InvalidDefinitionError, match=r"\S") as info:
         build()
     message = str(info.value)
     for fragment in fragments:
@@ -221,3 +226,16 @@ def test_generated_retry_policies_stay_small(policy: RetryPolicy) -> None:
 
 def test_step_kinds_name_the_three_sorts_of_step() -> None:
     assert [kind.value for kind in StepKind] == ["compensatable", "plain", "retriable"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{", "Invalid JSON"),
+        ('{"name": "Order", "steps": [], "version": 1}', "steps"),
+        ('{"name": "Order", "steps": [{"name": "pay", "action": "P.C"}], "version": 0}', "version"),
+    ],
+)
+def test_from_json_refuses_bad_json_with_the_typed_error(text: str, fragment: str) -> None:
+    message = refused(lambda: SagaDefinition.from_json(text), fragment)
+    assert message.startswith("invalid SagaDefinition: ")
