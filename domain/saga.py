@@ -242,6 +242,7 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             saga.status = SagaStatus.COMPENSATING
             saga.failure_reason = self.reason
+            saga.failed_step = self.failed_step
             saga.pending_command = None
             for st in saga.steps.values():
                 if st.status in (StepStatus.DISPATCHED, StepStatus.RETRY_SCHEDULED):
@@ -361,9 +362,25 @@ class Saga(Aggregate):
             saga.pending_command = None
 
     class SagaFailed(Event):
-        """The saga failed and every completed compensatable step was undone. Absorbing."""
+        """The saga failed and every completed compensatable step was undone. Absorbing.
+
+        ``failed_step`` names the step whose failure or timeout started the rollback
+        (``None`` when an operator aborted the saga), so that a follower of the log
+        that sees only how sagas end can tell where they broke. It was added in
+        class version 2: events recorded before carry only ``reason``, and
+        :meth:`upcast_v1_v2` gives them ``failed_step=None`` ("not recorded") when
+        they are loaded, so old logs keep loading unchanged.
+        """
+
+        class_version = 2
 
         reason: str
+        failed_step: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 had no ``failed_step``: it was not recorded."""
+            state["failed_step"] = None
 
         def evolve(self, saga: Saga) -> None:
             saga.status = SagaStatus.FAILED
@@ -447,6 +464,7 @@ class Saga(Aggregate):
         self.current_step: str | None = None
         self.compensation_plan: list[str] = []
         self.failure_reason: str | None = None
+        self.failed_step: str | None = None
         self.last_error: str | None = None
         self.dead_letter: DeadLetter | None = None
         self.processed_messages: set[str] = set()
@@ -867,7 +885,13 @@ class Saga(Aggregate):
             if self.steps[name].status is StepStatus.COMPLETED:
                 self._dispatch_compensation(self.definition.step(name), 1, now, cause)
                 return
-        self._trigger(self.SagaFailed, now, cause, reason=self.failure_reason or "failed")
+        self._trigger(
+            self.SagaFailed,
+            now,
+            cause,
+            reason=self.failure_reason or "failed",
+            failed_step=self.failed_step,
+        )
 
     # -- judging replies ---------------------------------------------------------
 

@@ -6,7 +6,8 @@ directory. Errors that a user can cause print one line and exit non-zero.
 
 Commands (see docs/cli.md): ``demo``; the listings ``list``, ``stuck``, ``show``
 (each catches the projections up before reading and has ``--json``); the debugging
-commands ``replay`` (time travel, and ``--against`` for what-if) and ``explain``; the operator
+commands ``replay`` (time travel, and ``--against`` for what-if) and ``explain``;
+``versions`` (which definition versions the sagas run on); the operator
 actions ``retry``, ``resolve``, ``abort``; ``projections status | rebuild``; and
 ``worker``. Exit codes: 0 done, 2 a user error (bad option value, unknown saga,
 an action the saga's state refuses, unreachable database), 1 anything else.
@@ -51,13 +52,16 @@ from sagalog.process import SagaManager, parse_database_url
 from sagalog.process.explain import explain as explain_saga
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
 from sagalog.process.replay import replay as replay_saga
+from sagalog.process.timeline_plot import plot_timeline
 from sagalog.process.whatif import load_definition, what_if
 from sagalog.projections import (
+    DefinitionVersionUsage,
     SagaProjector,
     SagaSummary,
     StuckPolicy,
     StuckSaga,
     TimelineEntry,
+    definition_versions,
     format_duration,
     parse_duration,
 )
@@ -574,20 +578,66 @@ def show(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
     json_output: JsonOption = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE",
+            help="Also draw the saga's timeline as a Gantt chart into FILE (.png, .svg or "
+            ".pdf; needs the plot extra).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show one saga: its summary and its timeline, event by event."""
     wanted = _saga_id(saga_id)
-    with _opened(database_url) as (_, projector):
+    if plot is not None:
+        _check_plot_target(plot)
+    with _opened(database_url) as (manager, projector):
         _catch_up(projector)
         summary = projector.views.get(wanted)
         timeline = projector.views.timeline(wanted)
+        if summary is not None and plot is not None:
+            _draw(manager.history(wanted), plot)
     if summary is None:
         raise _fail(f"no saga with id {wanted}")
     if json_output:
         _print_json({"summary": summary.to_json(), "timeline": [e.to_json() for e in timeline]})
-        return
-    _print_summary(summary)
-    _print_timeline(summary, timeline)
+    else:
+        _print_summary(summary)
+        _print_timeline(summary, timeline)
+    if plot is not None:
+        err_console.print(f"timeline chart written to {plot}", highlight=False, soft_wrap=True)
+
+
+#: The formats ``show --plot`` writes, by file suffix.
+_PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_plot_target(path: Path) -> None:
+    """Refuse, before reading anything, a plot that could not be drawn or written."""
+    if path.suffix.lower() not in _PLOT_SUFFIXES:
+        raise _fail(_escape(f"--plot {path}: give a file ending in {', '.join(_PLOT_SUFFIXES)}"))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise _fail(_escape("--plot needs matplotlib: pip install 'sagalog[plot]'")) from None
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise _fail(_escape(f"--plot {path}: no directory {parent}"))
+    if path.is_dir():
+        raise _fail(_escape(f"--plot {path}: is a directory"))
+
+
+def _draw(events: list[Any], path: Path) -> None:
+    """Draw the chart into a file beside ``path``, then move it there (no half-written file)."""
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        plot_timeline(events, partial)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _fail(_escape(f"--plot {path}: cannot write: {exc.strerror or exc}")) from None
 
 
 def _print_summary(summary: SagaSummary) -> None:
@@ -918,6 +968,70 @@ def abort(
         lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
         "aborted",
     )
+
+
+# -- definition versions -------------------------------------------------------------
+
+
+@app.command()
+def versions(
+    database_url: DatabaseUrlOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Definition versions: sagas in flight and ended on each, and whether the code has it."""
+    with _opened(database_url) as (manager, projector):
+        _catch_up(projector)
+        usages = definition_versions(manager, projector.views)
+    if json_output:
+        _print_json([usage.to_json() for usage in usages])
+        return
+    if not any(u.in_flight_total or u.ended_total for u in usages):
+        console.print("no sagas recorded yet", highlight=False)
+    console.print(_versions_table(usages, wide=console.width >= _WIDE))
+
+
+def _versions_table(usages: list[DefinitionVersionUsage], *, wide: bool) -> Table:
+    """One row per definition version; narrower, type, version and fingerprint share a cell."""
+    table = Table(title="definition versions (sagas by the version they started on)")
+    if wide:
+        table.add_column("saga type", no_wrap=True)
+        table.add_column("version", justify="right", no_wrap=True)
+        table.add_column("fingerprint", no_wrap=True)
+    else:
+        table.add_column("type / fingerprint", no_wrap=True)
+    for column in ("code", "in flight", "ended", "by status"):
+        table.add_column(column, justify="right" if column in ("in flight", "ended") else "left")
+    for usage in usages:
+        fingerprint = usage.fingerprint[:_FINGERPRINT_SHOWN]
+        statuses = [*sorted(usage.in_flight.items()), *sorted(usage.ended.items())]
+        identity = (
+            [usage.saga_type, f"v{usage.version}", fingerprint]
+            if wide
+            else [f"{usage.saga_type} v{usage.version}\n{fingerprint}"]
+        )
+        table.add_row(
+            *identity,
+            _registration_text(usage),
+            str(usage.in_flight_total),
+            str(usage.ended_total),
+            ("\n" if not wide else ", ").join(f"{status} {n}" for status, n in statuses),
+        )
+    return table
+
+
+#: How many hex digits of a fingerprint the table shows (the JSON has all 64).
+_FINGERPRINT_SHOWN = 8
+
+
+def _registration_text(usage: DefinitionVersionUsage) -> Text:
+    """Whether the running code registers this definition version, in one word or two."""
+    if usage.newest:
+        return Text("newest", style="green")
+    if usage.registered:
+        return Text("registered")
+    if usage.registered_fingerprint is not None:
+        return Text("differs", style="red")
+    return Text("not registered", style="yellow")
 
 
 # -- projections ---------------------------------------------------------------------

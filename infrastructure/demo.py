@@ -185,7 +185,11 @@ class DemoResult:
 def start_demo_sagas(
     manager: SagaManager, rng: random.Random, count: int, seed: int
 ) -> list[UUID]:
-    """Start ``count`` demo sagas, orders and trips alternating, ids and data from ``rng``."""
+    """Start ``count`` demo sagas, orders and trips alternating, ids and data from ``rng``.
+
+    Every fourth order starts on ``OrderFulfillment`` version 1, as if it had begun
+    before the deploy of version 2; the others start on the newest version.
+    """
     ids: list[UUID] = []
     for i in range(count):
         saga_id = UUID(int=rng.getrandbits(128), version=4)
@@ -195,7 +199,8 @@ def start_demo_sagas(
                 "items": rng.randint(1, 5),
                 "amount": rng.randint(5, 500),
             }
-            ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id))
+            version = 1 if i % 8 == 0 else None
+            ids.append(manager.start("OrderFulfillment", data, saga_id=saga_id, version=version))
         else:
             data = {"trip_id": f"t-{seed}-{i}", "nights": rng.randint(1, 7)}
             ids.append(manager.start("TravelBooking", data, saga_id=saga_id))

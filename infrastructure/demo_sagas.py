@@ -1,4 +1,12 @@
-"""The two saga definitions the demo runs: order fulfillment and travel booking."""
+"""The saga definitions the demo runs: order fulfillment (two versions) and travel booking.
+
+``OrderFulfillment`` has two registered versions, as after a deploy: version 1
+charged the card once and gave shipping 30 seconds; version 2 retries the
+charge once after 5 seconds and gives shipping a minute. New orders start on
+version 2; the demo starts some on version 1 (sagas that began before the
+deploy), which keep running on the definition they started with — see
+``sagalog versions``.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,19 @@ ORDER_FULFILLMENT = SagaDefinition(
             retriable=True,
         ),
     ],
+    version=2,
+)
+
+#: Version 1, before the deploy: the same steps, the charge tried once, shipping given 30 s.
+ORDER_FULFILLMENT_V1 = SagaDefinition(
+    "OrderFulfillment",
+    [
+        ORDER_FULFILLMENT.steps[0],
+        ORDER_FULFILLMENT.steps[1].model_copy(update={"retry": RetryPolicy()}),
+        ORDER_FULFILLMENT.steps[2].model_copy(update={"timeout": timedelta(seconds=30)}),
+        ORDER_FULFILLMENT.steps[3],
+    ],
+    version=1,
 )
 
 TRAVEL_BOOKING = SagaDefinition(
@@ -62,4 +83,4 @@ TRAVEL_BOOKING = SagaDefinition(
     ],
 )
 
-DEMO_DEFINITIONS = (ORDER_FULFILLMENT, TRAVEL_BOOKING)
+DEMO_DEFINITIONS = (ORDER_FULFILLMENT_V1, ORDER_FULFILLMENT, TRAVEL_BOOKING)

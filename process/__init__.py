@@ -32,6 +32,14 @@ from sagalog.process.replay import (
     snapshot_of,
     state_at,
 )
+from sagalog.process.timeline_plot import (
+    ChartBar,
+    ChartMarker,
+    PlotUnavailableError,
+    TimelineChart,
+    plot_timeline,
+    timeline_chart,
+)
 from sagalog.process.timers import TimerIndex
 from sagalog.process.whatif import (
     CommandRecord,
@@ -47,6 +55,8 @@ from sagalog.process.whatif import (
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "AsyncSagaManager",
+    "ChartBar",
+    "ChartMarker",
     "CommandRecord",
     "CompleteCompensation",
     "CompleteStep",
@@ -60,6 +70,7 @@ __all__ = [
     "FailStep",
     "InvalidReplyError",
     "PendingCommand",
+    "PlotUnavailableError",
     "Reaction",
     "ReplayStep",
     "Reply",
@@ -68,6 +79,7 @@ __all__ = [
     "SagaSnapshot",
     "StartSaga",
     "StepSnapshot",
+    "TimelineChart",
     "TimerIndex",
     "VersionOutOfRangeError",
     "WhatIfReport",
@@ -75,10 +87,12 @@ __all__ = [
     "explain",
     "load_definition",
     "parse_database_url",
+    "plot_timeline",
     "replay",
     "saga_id_for",
     "snapshot_of",
     "state_at",
+    "timeline_chart",
     "utc_now",
     "what_if",
     "what_if_events",

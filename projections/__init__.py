@@ -8,7 +8,8 @@ transaction as its tracking record. ``SagaProjector`` keeps it up with a
 ``SagaManager``'s log (``catch_up``, ``run``, ``rebuild``); ``SagaProjection`` is
 the same thing as an eventsourcing ``Projection`` for eventsourcing's
 ``ProjectionRunner``. ``SagaViews.stuck`` answers "which sagas are stuck, and
-why". See docs/projections.md.
+why"; ``definition_versions`` which definition versions the sagas run on. See
+docs/projections.md.
 """
 
 from sagalog.projections.engine import create_view_engine
@@ -43,12 +44,20 @@ from sagalog.projections.stuck import (
     format_duration,
     parse_duration,
 )
+from sagalog.projections.versions import (
+    UNPROJECTED,
+    DefinitionVersionUsage,
+    definition_versions,
+    started_sagas,
+)
 from sagalog.projections.view import DEFAULT_PROJECTION_NAME, SagaViews
 
 __all__ = [
     "ACTIVE_STATUSES",
     "DEFAULT_PROJECTION_NAME",
     "SCHEMA_VERSION",
+    "UNPROJECTED",
+    "DefinitionVersionUsage",
     "ProjectionIntegrityError",
     "ProjectionStatus",
     "SagaLogReader",
@@ -63,6 +72,7 @@ __all__ = [
     "TimelineEntry",
     "apply_event",
     "create_view_engine",
+    "definition_versions",
     "evolve_summary",
     "format_duration",
     "metadata",
@@ -70,6 +80,7 @@ __all__ = [
     "runner_env",
     "saga_summary",
     "saga_timeline",
+    "started_sagas",
     "timeline_entry",
     "tracking",
 ]
