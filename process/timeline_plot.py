@@ -304,7 +304,9 @@ def plot_timeline(
             )
             continue
         style, colour, _ = _MARKERS[marker.kind]
-        y = _lane_y(row_of[marker.step], marker.lane) if marker.step in row_of else -0.6
+        # A dead letter sits between the lanes, so it never hides the failure beside it.
+        lane = None if marker.kind == "dead_lettered" else marker.lane
+        y = _lane_y(row_of[marker.step], lane) if marker.step in row_of else -0.6
         if marker.until is not None:  # a retry: dotted from the failure to when it is due
             due = chart.seconds(marker.until)
             ax.plot([x, due], [y, y], color=colour, linestyle=":", linewidth=1.2, zorder=4)
