@@ -69,7 +69,7 @@ class Transition:
 
 def capture(scenario: str) -> tuple[UUID, list[Transition], int]:
     """Run one saga on ``memory://``; return its id, its transitions and commands sent."""
-    manager, relay, transport, _participants = open_stack("memory://", scenario)
+    manager, relay, transport, participants = open_stack("memory://", scenario)
     captured: list[Transition] = []
     recorder = manager.recorder
     original = recorder.insert_events
@@ -87,7 +87,7 @@ def capture(scenario: str) -> tuple[UUID, list[Transition], int]:
 
     setattr(recorder, "insert_events", recording)  # noqa: B010 - wrap one instance only
     try:
-        (saga_id,) = drive(manager, relay, transport, 1)
+        (saga_id,) = drive(manager, relay, transport, participants, 1)
         commands = transport.sent
     finally:
         close_relay(relay)

@@ -3,10 +3,15 @@
 The wiring is the demo's (``sagalog.infrastructure.demo``) without its simulated
 clock and failures: a real ``SagaManager`` on the database under test, the real
 ``CommandRelay`` following the manager's log, the ``InProcessTransport``, and
-participants that answer every command at once by calling the manager's
-``handle_*`` methods. The driver starts every saga, then repeats "relay drains
-the log → transport delivers → participants reply" until nothing moves, so all
-sagas are in flight together and each reply is one transaction of the manager.
+participants that answer every command at once. The driver starts every saga,
+then repeats "relay drains the log → transport delivers → participants reply"
+until nothing moves, so all sagas are in flight together.
+
+Batched (the default): the sagas are started with ``manager.start_many`` and
+the participants' replies of one delivery round are handed to
+``manager.handle_many``, which commits up to ``max_batch_size`` (500) sagas'
+transitions per transaction. One by one (``batched=False``): ``manager.start``
+per saga and one ``handle_*`` call, hence one transaction, per reply.
 """
 
 from __future__ import annotations
@@ -32,14 +37,14 @@ from bench_common import (
     saga_data,
     step_result,
 )
-from eventsourcing.application import project_aggregate
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from sagalog.domain import Command, CommandKind, Saga
 from sagalog.infrastructure.relay import CommandRelay
 from sagalog.infrastructure.transport import InProcessTransport
-from sagalog.process import SagaManager
+from sagalog.process import Reply, SagaManager
+from sagalog.process.manager import project_saga
 
 SAGA_TYPE = BENCH_DEFINITION.name
 ENDING_TOPICS = {
@@ -49,16 +54,41 @@ ENDING_TOPICS = {
 
 
 class Participants:
-    """Every service at once: answers each command immediately, through the manager."""
+    """Every service at once: answers each command immediately, through the manager.
 
-    def __init__(self, manager: SagaManager, scenario: str) -> None:
+    Batched, the replies are queued and :meth:`flush` hands them to
+    ``manager.handle_many``; otherwise each is handled at once, one transaction each.
+    """
+
+    def __init__(self, manager: SagaManager, scenario: str, *, batched: bool = True) -> None:
         self.manager = manager
         self.fail_step = FAILING_STEP if scenario == "b" else None
+        self.batched = batched
         self.replies = 0
+        self.queued: list[Reply] = []
+
+    def reply_to(self, command: Command) -> Reply:
+        """The reply a participant sends for ``command``."""
+        failed = command.kind is CommandKind.ACTION and command.step == self.fail_step
+        if failed:
+            return Reply.to(command, error="declined")
+        return Reply.to(command, result=step_result(str(command.command_id)))
+
+    def flush(self) -> int:
+        """Hand the queued replies to ``manager.handle_many``; return how many."""
+        queued, self.queued = self.queued, []
+        if queued:
+            for reply, result in zip(queued, self.manager.handle_many(queued), strict=True):
+                if isinstance(result, Exception):
+                    raise RuntimeError(f"reply {reply.message_id} was refused: {result!r}")
+        return len(queued)
 
     def handle(self, command: Command) -> None:
         """Reply to ``command`` (the manager records the outcome and the next command)."""
         self.replies += 1
+        if self.batched:
+            self.queued.append(self.reply_to(command))
+            return
         message_id = f"{command.command_id}:reply"
         if command.kind is CommandKind.ACTION:
             if command.step == self.fail_step:
@@ -84,34 +114,41 @@ class Participants:
 
 
 def close_relay(relay: CommandRelay) -> None:
-    """Close the relay's own connection pool (``CommandRelay`` has no ``close()``)."""
-    datastore = getattr(relay.tracking, "datastore", None)
-    close = getattr(datastore, "close", None)
-    if callable(close):
-        close()
+    """Close the relay's own connection pool."""
+    relay.close()
 
 
 def open_stack(
-    url: str, scenario: str, env: Mapping[str, str] | None = None
+    url: str, scenario: str, env: Mapping[str, str] | None = None, *, batched: bool = True
 ) -> tuple[SagaManager, CommandRelay, InProcessTransport, Participants]:
     """A manager on ``url``, its relay, an in-process transport and the participants."""
     manager = SagaManager([BENCH_DEFINITION], url, env=env)
     transport = InProcessTransport()
-    participants = Participants(manager, scenario)
+    participants = Participants(manager, scenario, batched=batched)
     transport.subscribe_all(participants.handle)
     relay = CommandRelay(manager, transport)
     return manager, relay, transport, participants
 
 
 def drive(
-    manager: SagaManager, relay: CommandRelay, transport: InProcessTransport, n: int, first: int = 0
+    manager: SagaManager,
+    relay: CommandRelay,
+    transport: InProcessTransport,
+    participants: Participants,
+    n: int,
+    first: int = 0,
 ) -> list[UUID]:
     """Start ``n`` sagas, then pump, deliver and reply until every saga has ended."""
-    ids = [manager.start(SAGA_TYPE, saga_data(first + i)) for i in range(n)]
+    datas = [saga_data(first + i) for i in range(n)]
+    if participants.batched:
+        ids = manager.start_many(SAGA_TYPE, datas)
+    else:
+        ids = [manager.start(SAGA_TYPE, data) for data in datas]
     while True:
         relay.drain()
         if transport.deliver() == 0:
             return ids
+        participants.flush()
 
 
 def count_endings(manager: SagaManager, scenario: str) -> int:
@@ -135,11 +172,12 @@ def throughput(params: dict[str, Any]) -> dict[str, Any]:
     scenario: str = params["scenario"]
     n: int = params["n"]
     env: dict[str, str] | None = params.get("env")
-    manager, relay, transport, participants = open_stack(url, scenario, env)
+    batched: bool = params.get("batched", True)
+    manager, relay, transport, participants = open_stack(url, scenario, env, batched=batched)
     try:
         gc.collect()
         started = time.perf_counter()
-        drive(manager, relay, transport, n)
+        drive(manager, relay, transport, participants, n)
         seconds = time.perf_counter() - started
         ended = count_endings(manager, scenario) if n else 0
         events = manager.recorder.max_notification_id() or 0
@@ -156,6 +194,7 @@ def throughput(params: dict[str, Any]) -> dict[str, Any]:
         "ended_as_expected": ended,
         "events": events,
         "replies": participants.replies,
+        "batched": batched,
         "tables": {"events": table, "timers": timers, "relay_tracking": relay_table},
     }
 
@@ -184,7 +223,8 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
 
     Sagas start at ``rate`` per second (open loop: on a fixed schedule, whatever
     the system does). Participants queue their reply the moment a command is
-    delivered; the driver hands queued replies to the manager in order. Mode
+    delivered; the driver hands all replies queued so far to the manager in one
+    ``handle_many`` call (one transaction), as a reply consumer would. Mode
     ``inline``: the driver pumps the relay right after each reply (the
     pipeline's own latency). Mode ``thread``: the relay runs in its own thread,
     polling every ``poll`` seconds when idle (``CommandRelay.run``). Scenario a.
@@ -198,6 +238,7 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
     transport = TimedTransport()
     inbox: deque[Command] = deque()
     transport.subscribe_all(inbox.append)
+    replier = Participants(manager, "a")
     relay = CommandRelay(manager, transport)
     stop = threading.Event()
     worker: threading.Thread | None = None
@@ -224,19 +265,18 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
                 transport.deliver()
                 continue
             if inbox:
-                command = inbox.popleft()
-                message_id = f"{command.command_id}:reply"
-                transport.reply_at[command.saga_id] = time.perf_counter()
-                manager.handle_step_completed(
-                    command.saga_id,
-                    command.step,
-                    step_result(str(command.command_id)),
-                    message_id=message_id,
-                    attempt=command.attempt,
-                )
-                if command.step == "send_confirmation":
-                    transport.reply_at.pop(command.saga_id, None)
-                    completed += 1
+                # Every reply queued so far goes to the manager at once (handle_many).
+                commands = list(inbox)
+                inbox.clear()
+                handed = time.perf_counter()
+                for command in commands:
+                    transport.reply_at[command.saga_id] = handed
+                results = manager.handle_many([replier.reply_to(c) for c in commands])
+                assert not any(isinstance(r, Exception) for r in results), results
+                for command in commands:
+                    if command.step == "send_confirmation":
+                        transport.reply_at.pop(command.saga_id, None)
+                        completed += 1
                 if mode == "inline":
                     relay.pump()
                 transport.deliver()
@@ -278,9 +318,11 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
     """Rebuild stored sagas: ``manager.get`` per saga, and its parts, in events per second.
 
     ``get``: ``manager.get(saga_id)`` for every stored saga (read + decode + apply).
+    ``get_many``: ``manager.get_many(ids)`` over all of them (one query per 500
+    sagas, then decode + apply): the bulk rebuild.
     ``select``: ``recorder.select_events`` only (the database read).
     ``decode``: ``mapper.to_domain_event`` over events already read (the transcoder).
-    ``decode_apply``: decode, then ``project_aggregate`` (rebuild without I/O).
+    ``decode_apply``: decode, then the manager's ``project_saga`` (rebuild without I/O).
     ``log_scan``: the notification log read in pages of 1000 and decoded, as
     projections and the relay read it.
     """
@@ -288,6 +330,7 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
     reps: int = params.get("reps", 3)
     results: dict[str, list[float]] = {
         "get": [],
+        "get_many": [],
         "select": [],
         "decode": [],
         "decode_apply": [],
@@ -319,6 +362,14 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
                 manager.get(saga_id)
             results["get"].append(_rate(events, time.perf_counter() - t))
 
+            gc.collect()
+            t = time.perf_counter()
+            rebuilt = 0
+            for manager in managers:
+                rebuilt += len(manager.get_many(s for m, s in ids if m is manager))
+            results["get_many"].append(_rate(events, time.perf_counter() - t))
+            assert rebuilt == len(ids), (rebuilt, len(ids))
+
             stored: list[tuple[SagaManager, list[StoredEvent]]] = []
             t = time.perf_counter()
             for manager, saga_id in ids:
@@ -335,7 +386,7 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
             t = time.perf_counter()
             for manager, rows in stored:
                 to_domain_event = manager.mapper.to_domain_event
-                saga = project_aggregate(None, [to_domain_event(row) for row in rows])
+                saga = project_saga(None, [to_domain_event(row) for row in rows])
                 assert isinstance(saga, Saga)
             results["decode_apply"].append(_rate(events, time.perf_counter() - t))
 
@@ -429,14 +480,14 @@ def profile(params: dict[str, Any]) -> dict[str, Any]:
     url: str = params["url"]
     n: int = params["n"]
     out = Path(params["out"])
-    manager, relay, transport, _participants = open_stack(url, "a")
+    manager, relay, transport, participants = open_stack(url, "a")
     profiler = cProfile.Profile()
     counter = StatementCounter()
     try:
         counter.install()
         started = time.perf_counter()
         profiler.enable()
-        drive(manager, relay, transport, n)
+        drive(manager, relay, transport, participants, n)
         profiler.disable()
         seconds = time.perf_counter() - started
     finally:
@@ -502,7 +553,7 @@ def memory(params: dict[str, Any]) -> dict[str, Any]:
     n: int = params["n"]
     window: int = params.get("window", 1000)
     checkpoints: list[int] = sorted(params.get("checkpoints", [n]))
-    manager, relay, transport, _participants = open_stack(url, "a")
+    manager, relay, transport, participants = open_stack(url, "a")
     samples: list[dict[str, float]] = []
     done = 0
     gc.collect()
@@ -514,7 +565,7 @@ def memory(params: dict[str, Any]) -> dict[str, Any]:
         pending = list(checkpoints)
         while done < n:
             size = min(window, n - done)
-            drive(manager, relay, transport, size, first=done)
+            drive(manager, relay, transport, participants, size, first=done)
             done += size
             if pending and done >= pending[0]:
                 pending.pop(0)

@@ -175,17 +175,9 @@ def reply_to(command: Command, *, result: Any = None, error: str | None = None) 
     Its message id is derived from the command id, so answering the same command
     twice gives the same reply id, which the manager recognises as a duplicate.
     """
-    failed = error is not None
-    return Reply(
-        message_id=f"{command.command_id}:reply",
-        saga_id=command.saga_id,
-        step=command.step,
-        kind=command.kind,
-        outcome="failed" if failed else "completed",
-        attempt=command.attempt,
-        result=None if failed or command.kind is CommandKind.COMPENSATION else result,
-        error=(error or "failed")[:_MAX_ERROR] if failed else None,
-    )
+    if error is not None:
+        error = (error or "failed")[:_MAX_ERROR]
+    return Reply.to(command, result=result, error=error)
 
 
 class Participant(ConsumerLoop):

@@ -55,6 +55,7 @@ at, and times come back in UTC.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -217,6 +218,15 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
         with self._database_lock:
             return len(self._saga_timers)
 
+    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """The stored events of each of ``saga_ids`` that has any, oldest first."""
+        found: dict[UUID, list[StoredEvent]] = {}
+        for saga_id in dict.fromkeys(saga_ids):
+            events = list(self.select_events(saga_id))
+            if events:
+                found[saga_id] = events
+        return found
+
 
 class POPOSagaFactory(popo.POPOFactory):
     """eventsourcing's POPO factory, but honouring the recorder topics.
@@ -276,6 +286,11 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             "ORDER BY due_at, saga_id LIMIT ?"
         )
         self.count_timers_statement = f"SELECT COUNT(*) FROM {table}"
+        self.select_events_of_statement = (
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
+            "WHERE originator_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY originator_id, originator_version"
+        )
 
     def create_table(self) -> None:
         """Create the tables, again if another process created them at the same moment.
@@ -346,3 +361,21 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(self.count_timers_statement)
             return int(c.fetchone()[0])
+
+    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """The stored events of each of ``saga_ids`` that has any, oldest first, in one query.
+
+        The ids travel as one JSON array parameter (``json_each``), so any number
+        of them fits SQLite's limit on bound variables.
+        """
+        found: dict[UUID, list[StoredEvent]] = {}
+        if not saga_ids:
+            return found
+        ids = json.dumps([saga_id.hex for saga_id in dict.fromkeys(saga_ids)])
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.select_events_of_statement, (ids,))
+            rows = c.fetchall()
+        for originator_id, version, topic, state in rows:
+            saga_id = UUID(originator_id)
+            found.setdefault(saga_id, []).append(StoredEvent(saga_id, version, topic, state))
+        return found

@@ -55,8 +55,18 @@ class CommandRelay:
         factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
             Environment(self.name, env)
         )
+        self._factory = factory
         self.tracking = factory.tracking_recorder()
         self.delivered = 0
+
+    def close(self) -> None:
+        """Close the relay's own connections (its tracking store); the manager stays open.
+
+        The relay reads the manager's log through the manager's recorder but keeps
+        its position through a store of its own, with its own connection pool,
+        which would otherwise stay open until garbage collection.
+        """
+        self._factory.close()
 
     @property
     def position(self) -> int:

@@ -11,6 +11,13 @@ records them durably. The flow of one reply (see docs/process-manager.md):
 4. on an optimistic-concurrency conflict (another manager recorded a transition
    of the same saga first) the saga is reloaded and the reply decided again.
 
+``handle_many`` runs the same flow for many replies, across many sagas, and
+commits all their transitions in one transaction (see its docstring for what
+happens on a conflict or a bad reply). The sagas recorded last are kept in a
+bounded :class:`~sagalog.process.cache.SagaCache`, so the next decision about a
+saga usually needs no read; the store's optimistic-concurrency check, not the
+cache, guarantees that nothing is decided on a stale saga and recorded.
+
 Commands are not sent from here: the command relay follows this application's
 notification log (the log *is* the outbox), so a command is never sent unless
 its event is committed.
@@ -23,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
@@ -36,19 +43,28 @@ from sagalog.domain import (
     ReplyOutcome,
     Saga,
     SagaDefinition,
+    SagalogError,
     SagaNotFoundError,
 )
+from sagalog.process.cache import SagaCache
 from sagalog.process.database import DatabaseUnavailableError, parse_database_url
-from sagalog.process.messages import Reply
+from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
-from sagalog.process.timers import SAGA_TIMERS_KWARG, TimerIndex
+from sagalog.process.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
 
 logger = logging.getLogger("sagalog.manager")
 
 T = TypeVar("T")
 
 Clock = Callable[[], datetime]
+
+#: What ``handle_many`` reports for one reply: its outcome, or the typed error
+#: (a :class:`~sagalog.domain.SagalogError`, or :class:`ConcurrencyConflictError`)
+#: that ``handle`` would have raised for it alone.
+ReplyResult: TypeAlias = ReplyOutcome | Exception
+
+ReplyInput: TypeAlias = Reply | dict[str, Any] | str | bytes
 
 
 def utc_now() -> datetime:
@@ -58,6 +74,20 @@ def utc_now() -> datetime:
 
 class ConcurrencyConflictError(RecordConflictError):
     """A transition kept conflicting with other writers past the retry budget."""
+
+
+def project_saga(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) -> Saga | None:
+    """Rebuild a saga from its events: eventsourcing's projector without its assert.
+
+    eventsourcing's ``project_aggregate`` asserts ``isinstance(event,
+    CanMutateProtocol)`` for every event; on Python 3.11 that runtime-protocol
+    check costs about as much as decoding the event. Every event read from a
+    saga's stream is a ``Saga.Event`` (``mutate`` is called on it either way).
+    """
+    aggregate: Any = saga
+    for event in events:
+        aggregate = cast("Saga.Event", event).mutate(aggregate)
+    return cast("Saga | None", aggregate)
 
 
 class SagaManager(ProcessApplication[UUID]):
@@ -74,6 +104,12 @@ class SagaManager(ProcessApplication[UUID]):
 
     #: How often a transition is re-decided after an optimistic-concurrency conflict.
     max_conflict_retries: int = 20
+    #: How many sagas the manager keeps in memory between transitions (0: none).
+    #: The environment setting ``SAGALOG_SAGA_CACHE_SIZE`` overrides it.
+    saga_cache_size: int = 10_000
+    #: At most this many replies (or new sagas) are committed in one transaction
+    #: by ``handle_many`` (``start_many``); longer lists are recorded in chunks.
+    max_batch_size: int = 500
 
     def __init__(
         self,
@@ -111,6 +147,9 @@ class SagaManager(ProcessApplication[UUID]):
                 "environment with sagalog.process.parse_database_url(...).eventsourcing_env()"
             )
         self.timers: TimerIndex = self.recorder
+        self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
+        size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
+        self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
 
     # -- starting ----------------------------------------------------------------
 
@@ -134,10 +173,36 @@ class SagaManager(ProcessApplication[UUID]):
         if saga_id is not None and self._exists(saga_id):
             return self._existing_start(saga_id, saga_type)
         try:
-            self._record_saga(saga)
+            self._record_sagas([saga])
         except RecordConflictError:
             return self._existing_start(new_id, saga_type)
+        self.saga_cache.put(saga)
         return new_id
+
+    def start_many(
+        self,
+        saga_type: str,
+        datas: Iterable[dict[str, Any]],
+        *,
+        version: int | None = None,
+    ) -> list[UUID]:
+        """Start one new saga of ``saga_type`` per item of ``datas``; return their ids.
+
+        The sagas get fresh ids and are committed together, up to
+        ``max_batch_size`` per transaction: a list of orders arriving at once
+        costs one commit instead of one each. Every item is validated before
+        anything is written; an invalid one raises and nothing of its chunk is
+        recorded. (To start a saga idempotently under a known id, use ``start``.)
+        """
+        definition = self.registry.get(saga_type, version)
+        now = self.clock()
+        sagas = [Saga.start(definition, data, saga_id=uuid4(), now=now) for data in datas]
+        for first in range(0, len(sagas), self.max_batch_size):
+            chunk = sagas[first : first + self.max_batch_size]
+            self._record_sagas(chunk)
+            for saga in chunk:
+                self.saga_cache.put(saga)
+        return [saga.id for saga in sagas]
 
     def _existing_start(self, saga_id: UUID, saga_type: str) -> UUID:
         existing = self.get(saga_id)
@@ -216,22 +281,106 @@ class SagaManager(ProcessApplication[UUID]):
             ),
         )
 
-    def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
+    def handle(self, reply: ReplyInput) -> ReplyOutcome:
         """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
         message = Reply.parse(reply)
-        return self._transition(
-            message.saga_id,
-            lambda saga, now: saga.answer(
-                message.step,
-                message.kind,
-                message.outcome == "completed",
-                now=now,
-                result=message.result,
-                error=message.error or "",
-                attempt=message.attempt,
-                message_id=message.message_id,
-            ),
-        )
+        return self._transition(message.saga_id, lambda saga, now: _answer(saga, message, now))
+
+    def handle_many(
+        self, replies: Iterable[ReplyInput], *, now: datetime | None = None
+    ) -> list[ReplyResult]:
+        """Handle many reply messages, across many sagas, in as few commits as possible.
+
+        Returns one result per reply, in order: its :class:`ReplyOutcome`, or
+        the typed error ``handle`` would have raised for it alone (an
+        :class:`InvalidReplyError`, ``SagaNotFoundError``, ``UnexpectedReplyError``,
+        …, or :class:`ConcurrencyConflictError`). A bad reply does not hold up
+        the others.
+
+        Up to ``max_batch_size`` replies are decided in order (replies to one
+        saga one after another on the same saga) and all their transitions —
+        events and wake-up times — are committed in **one** transaction. When
+        that commit conflicts (another manager moved one of the sagas first),
+        nothing of it is recorded and every reply of the chunk is handled again
+        one by one, as ``handle`` does, so none is lost or applied twice. A
+        reply counts as handled once its result is returned. If the database
+        fails, the error is raised; chunks already returned stay committed, so
+        hand the replies again: each has a ``message_id`` and a repeat is a
+        duplicate that changes nothing.
+        """
+        items = list(replies)
+        results: list[ReplyResult | None] = [None] * len(items)
+        parsed: list[tuple[int, Reply]] = []
+        for index, item in enumerate(items):
+            try:
+                parsed.append((index, Reply.parse(item)))
+            except InvalidReplyError as exc:
+                results[index] = exc
+        for first in range(0, len(parsed), self.max_batch_size):
+            self._handle_chunk(parsed[first : first + self.max_batch_size], results, now)
+        return [result for result in results if result is not None]
+
+    def _handle_chunk(
+        self,
+        chunk: Sequence[tuple[int, Reply]],
+        results: list[ReplyResult | None],
+        now: datetime | None,
+    ) -> None:
+        """Decide ``chunk`` on its sagas, commit once; redo one by one what that cannot."""
+        moment = now if now is not None else self.clock()
+        sagas: dict[UUID, Saga] = {}
+        for saga_id in dict.fromkeys(reply.saga_id for _index, reply in chunk):
+            cached = self.saga_cache.take(saga_id)
+            if cached is not None:
+                sagas[saga_id] = cached
+        from_cache = set(sagas)
+        missing = [reply.saga_id for _index, reply in chunk if reply.saga_id not in sagas]
+        sagas.update(self.get_many(missing))
+        decided: dict[UUID, list[tuple[int, Reply]]] = {}
+        one_by_one: dict[UUID, list[tuple[int, Reply]]] = {}
+        for index, reply in chunk:
+            saga_id = reply.saga_id
+            if saga_id in one_by_one:
+                one_by_one[saga_id].append((index, reply))
+                continue
+            saga = sagas.get(saga_id)
+            if saga is None:
+                results[index] = SagaNotFoundError(f"no saga with id {saga_id}")
+                continue
+            decided.setdefault(saga_id, []).append((index, reply))
+            version = saga.version
+            outcome: ReplyResult
+            try:
+                outcome = _answer(saga, reply, moment)
+            except SagalogError as exc:
+                outcome = exc
+            # A cached copy may be stale, so only a decision that records something
+            # is trusted on it (the commit checks its version); a failed decision
+            # that changed the saga halfway cannot be recorded. Either way, that
+            # saga's replies are decided again one by one, on a fresh read.
+            suspect = saga_id in from_cache and not (
+                isinstance(outcome, ReplyOutcome) and outcome.applied
+            )
+            if suspect or (isinstance(outcome, Exception) and saga.version != version):
+                del sagas[saga_id]
+                one_by_one[saga_id] = decided.pop(saga_id)
+                continue
+            results[index] = outcome
+        try:
+            self._record_sagas([saga for saga in sagas.values() if saga.pending_events])
+        except RecordConflictError:
+            logger.debug("conflict in a batch of %d replies; handling them one by one", len(chunk))
+            for saga_id, replies in decided.items():
+                one_by_one.setdefault(saga_id, []).extend(replies)
+        else:
+            for saga in sagas.values():
+                self.saga_cache.put(saga)
+        for replies in one_by_one.values():
+            for index, reply in sorted(replies, key=lambda item: item[0]):
+                try:
+                    results[index] = self.handle(reply)
+                except (SagalogError, ConcurrencyConflictError) as exc:
+                    results[index] = exc
 
     # -- the clock ---------------------------------------------------------------
 
@@ -290,12 +439,43 @@ class SagaManager(ProcessApplication[UUID]):
     def get(self, saga_id: UUID, version: int | None = None) -> Saga:
         """The saga ``saga_id`` as it is now, or as it was at ``version``."""
         try:
-            saga: object = self.repository.get(saga_id, version=version)
+            saga: object = self.repository.get(
+                saga_id, version=version, projector_func=project_saga
+            )
         except AggregateNotFoundError:
             raise SagaNotFoundError(f"no saga with id {saga_id}") from None
         if not isinstance(saga, Saga):
             raise SagaNotFoundError(f"{saga_id} is not a saga")
         return saga
+
+    def get_many(self, saga_ids: Iterable[UUID]) -> dict[UUID, Saga]:
+        """The sagas ``saga_ids`` as they are now, read in bulk, in the order asked for.
+
+        Unknown ids are left out. One query per ``max_batch_size`` ids instead of
+        one per saga, then each saga is rebuilt from its events, so rebuilding
+        many sagas (recovery, audits, a batch of replies) costs their decoding
+        rather than a round trip each. It reads every event of each saga
+        (snapshots, which sagalog does not take, would be ignored).
+        """
+        ids = list(dict.fromkeys(saga_ids))
+        found: dict[UUID, Saga] = {}
+        if self._bulk_reader is None:
+            for saga_id in ids:
+                try:
+                    found[saga_id] = self.get(saga_id)
+                except SagaNotFoundError:
+                    continue
+            return found
+        to_domain_event = self.mapper.to_domain_event
+        for first in range(0, len(ids), self.max_batch_size):
+            page_ids = ids[first : first + self.max_batch_size]
+            page = self._bulk_reader.select_events_of(page_ids)
+            for saga_id in page_ids:  # in the order asked for
+                stored = page.get(saga_id)
+                saga = project_saga(None, map(to_domain_event, stored)) if stored else None
+                if isinstance(saga, Saga):
+                    found[saga_id] = saga
+        return found
 
     def history(self, saga_id: UUID) -> list[Saga.Event]:
         """The saga's events, oldest first."""
@@ -309,9 +489,22 @@ class SagaManager(ProcessApplication[UUID]):
 
     # -- recording ---------------------------------------------------------------
 
-    def _record_saga(self, saga: Saga, tracking: Tracking | None = None) -> None:
-        processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-        processing.collect_events(saga, **{SAGA_TIMERS_KWARG: {saga.id: saga.next_wakeup}})
+    def _record_sagas(self, sagas: Sequence[Saga]) -> None:
+        """Commit the pending events and wake-up times of ``sagas`` in one transaction.
+
+        The events are collected straight from the sagas: eventsourcing's
+        ``collect_events`` would run two runtime-protocol ``isinstance`` checks
+        per saga, which cost more than the rest of collecting.
+        """
+        if not sagas:
+            return
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        timers: dict[UUID, datetime | None] = {}
+        for saga in sagas:
+            processing.events.extend(saga.collect_events())
+            processing.aggregates[saga.id] = saga
+            timers[saga.id] = saga.next_wakeup
+        processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
@@ -323,20 +516,42 @@ class SagaManager(ProcessApplication[UUID]):
         *,
         now: datetime | None = None,
     ) -> T:
-        """Load, decide, record; on a version conflict reload and decide again."""
+        """Load (from the cache if there), decide, record; on a conflict reload, decide again.
+
+        A decision on a cached saga that records nothing, or raises, is made
+        again on a fresh read: the cached copy may be stale (see
+        :mod:`sagalog.process.cache`). The saga goes back into the cache only
+        once its events are committed.
+        """
         if not isinstance(saga_id, UUID):
             raise SagaNotFoundError(f"saga ids are UUIDs, not {type(saga_id).__name__}")
+        fresh = False
         for attempt in range(self.max_conflict_retries):
-            saga = self.get(saga_id)
-            answer = decide(saga, now if now is not None else self.clock())
+            saga = None if fresh else self.saga_cache.take(saga_id)
+            cached = saga is not None
+            if saga is None:
+                saga = self.get(saga_id)
+            try:
+                answer = decide(saga, now if now is not None else self.clock())
+            except SagalogError:
+                if cached:
+                    fresh = True
+                    continue
+                raise
             if not saga.pending_events:
+                if cached:
+                    fresh = True
+                    continue
+                self.saga_cache.put(saga)
                 return answer
             try:
-                self._record_saga(saga)
+                self._record_sagas([saga])
             except RecordConflictError:
                 logger.debug("conflict on saga %s (try %d); reloading", saga_id, attempt + 1)
+                fresh = True
                 time.sleep(0.001 * attempt)
                 continue
+            self.saga_cache.put(saga)
             return answer
         raise ConcurrencyConflictError(
             f"saga {saga_id}: still conflicting after {self.max_conflict_retries} tries"
@@ -391,6 +606,7 @@ class SagaManager(ProcessApplication[UUID]):
 
     def _react(self, reaction: Reaction, event: Any, cause: str, now: datetime) -> Saga | None:
         saga_id = reaction.saga_id(event)
+        self.saga_cache.discard(saga_id)  # recorded here, outside the cache
         if isinstance(reaction, StartSaga):
             if self._exists(saga_id):
                 return None
@@ -413,6 +629,20 @@ class SagaManager(ProcessApplication[UUID]):
             message_id=cause,
         )
         return saga
+
+
+def _answer(saga: Saga, message: Reply, now: datetime) -> ReplyOutcome:
+    """Decide the reply ``message`` on ``saga``."""
+    return saga.answer(
+        message.step,
+        message.kind,
+        message.outcome == "completed",
+        now=now,
+        result=message.result,
+        error=message.error or "",
+        attempt=message.attempt,
+        message_id=message.message_id,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

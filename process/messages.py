@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
-from sagalog.domain import CommandKind, SagalogError
+from sagalog.domain import Command, CommandKind, SagalogError
 
 
 class InvalidReplyError(SagalogError, ValueError):
@@ -58,3 +58,23 @@ class Reply(BaseModel):
                 for err in exc.errors()
             )
             raise InvalidReplyError(f"invalid reply: {problems}") from None
+
+    @classmethod
+    def to(cls, command: Command, *, result: JsonValue = None, error: str | None = None) -> Reply:
+        """The reply to ``command``: completed with ``result``, or failed with ``error``.
+
+        Its message id is derived from the command id, so answering the same
+        command twice gives the same reply id, which the manager recognises as a
+        duplicate. A compensation reply carries no result.
+        """
+        failed = error is not None
+        return cls(
+            message_id=f"{command.command_id}:reply",
+            saga_id=command.saga_id,
+            step=command.step,
+            kind=command.kind,
+            outcome="failed" if failed else "completed",
+            attempt=command.attempt,
+            result=None if failed or command.kind is CommandKind.COMPENSATION else result,
+            error=error,
+        )

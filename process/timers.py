@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from eventsourcing.persistence import StoredEvent
+
 #: Keyword argument of ``insert_events`` carrying ``{saga_id: wakeup_at or None}``.
 SAGA_TIMERS_KWARG = "saga_timers"
 
@@ -33,4 +35,13 @@ class TimerIndex(Protocol):
 
     def count_timers(self) -> int:
         """How many sagas have a wake-up time (for metrics and tests)."""
+        ...
+
+
+@runtime_checkable
+class BulkEventReader(Protocol):
+    """A recorder that reads the events of many sagas in one query."""
+
+    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
+        """The stored events of each of ``saga_ids`` that has any, oldest first."""
         ...

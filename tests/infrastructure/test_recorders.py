@@ -327,6 +327,27 @@ def test_a_conflicting_event_insert_rolls_the_timer_back(app: TimerTestApp) -> N
         app.repository.get(other.id)
 
 
+def test_after_a_conflict_the_store_takes_the_next_write_and_returns_ids_in_order(
+    app: TimerTestApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused write leaves no transaction open (PostgreSQL: no pool rollback warning)."""
+    job = save_job(app, at(1))
+    stale = cast(Job, app.repository.get(job.id))
+    fresh = cast(Job, app.repository.get(job.id))
+    fresh.run()
+    app.save(fresh, saga_timers={job.id: at(2)})
+    stale.run()
+    with caplog.at_level("WARNING"), pytest.raises(RecordConflictError):
+        app.save(stale, saga_timers={job.id: at(9)})
+    assert not [r for r in caplog.records if "rolling back" in r.getMessage()]
+    first, second = Job(), Job()
+    recordings = app.save(first, second, saga_timers={first.id: at(4), second.id: None})
+    ids = [r.notification.id for r in recordings]
+    assert ids == sorted(ids)
+    assert len(ids) == 2
+    assert timers(app).select_due_timers(at(10), 10) == [(job.id, at(2)), (first.id, at(4))]
+
+
 def test_the_processing_path_commits_timers_with_the_tracking_record(app: TimerTestApp) -> None:
     job = save_job(app, None)
     app.job_id, app.next_due = job.id, at(5)

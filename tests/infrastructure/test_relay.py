@@ -130,6 +130,27 @@ def test_position_survives_a_restart(database_url: str, backend: str, tmp_path: 
         again.close()
 
 
+def test_close_releases_the_relays_store_and_a_new_relay_resumes(
+    database_url: str, backend: str
+) -> None:
+    if backend == "memory":
+        pytest.skip("an in-memory store is private to one relay")
+    app = SagaManager([TWO_STEPS], database_url)
+    try:
+        app.start("Two", {})
+        relay = CommandRelay(app, FlakyTransport())
+        assert relay.drain() == 1
+        relay.close()
+        app.start("Two", {})
+        again = CommandRelay(app, FlakyTransport())
+        try:
+            assert again.drain() == 1
+        finally:
+            again.close()
+    finally:
+        app.close()
+
+
 def test_in_process_transport_refuses_commands_nobody_handles() -> None:
     transport = InProcessTransport()
     seen: list[str] = []

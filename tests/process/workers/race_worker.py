@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid5
 
-from eventsourcing.persistence import RecordConflictError, Tracking
+from eventsourcing.persistence import RecordConflictError
 
 from sagalog.domain import Command, CommandKind, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step
 from sagalog.process import Reply, SagaManager
@@ -161,9 +161,9 @@ class CountingManager(SagaManager):
         super().__init__(*args, **kwargs)
         self.conflicts = 0
 
-    def _record_saga(self, saga: Saga, tracking: Tracking | None = None) -> None:
+    def _record_sagas(self, sagas: Sequence[Saga]) -> None:
         try:
-            super()._record_saga(saga, tracking)
+            super()._record_sagas(sagas)
         except RecordConflictError:
             self.conflicts += 1
             raise
