@@ -89,6 +89,7 @@ def test_show_plot_refuses_a_path_it_cannot_write(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_show_plot_reports_a_write_the_system_refuses(demo_url: str, failed_saga: str) -> None:
     target = Path("/proc/sagalog-timeline.png")  # /proc takes no new files, not even root's
     result = invoke("show", failed_saga, "--database-url", demo_url, "--plot", str(target))
