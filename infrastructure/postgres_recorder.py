@@ -121,11 +121,11 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         )
         self.upsert_timers_statement = SQL(
             "INSERT INTO {schema}.{table} (saga_id, due_at) "
-            "SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) "
+            "SELECT * FROM unnest(%b::uuid[], %b::timestamptz[]) "
             "ON CONFLICT (saga_id) DO UPDATE SET due_at = EXCLUDED.due_at"
         ).format(schema=schema, table=table)
         self.delete_timers_statement = SQL(
-            "DELETE FROM {schema}.{table} WHERE saga_id = ANY(%s::uuid[])"
+            "DELETE FROM {schema}.{table} WHERE saga_id = ANY(%b::uuid[])"
         ).format(schema=schema, table=table)
         self.select_due_timers_statement = SQL(
             "SELECT saga_id, due_at FROM {schema}.{table} WHERE due_at <= %s "
@@ -134,12 +134,13 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         self.count_timers_statement = SQL("SELECT COUNT(*) AS n FROM {schema}.{table}").format(
             schema=schema, table=table
         )
-        # The events as four parallel arrays: psycopg dumps bytea and uuid arrays
-        # cheaply, whereas an array of eventsourcing's composite type is dumped
-        # as text, escaping every byte of every event's state with a regex.
+        # The events as four parallel arrays sent in binary (``%b``): psycopg dumps
+        # those without escaping, whereas an array of eventsourcing's composite type
+        # (or any array sent as text) is escaped element by element with a regex.
+        # The timer and bulk-read statements above and below send binary arrays too.
         self.insert_event_arrays_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(schema=schema, table=Identifier(self.events_table_name))
         self.notify_statement = SQL("NOTIFY {channel}").format(
@@ -147,7 +148,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         )
         self.select_events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(schema=schema, table=Identifier(self.events_table_name))
 
     def create_table(self) -> None:
