@@ -1,13 +1,24 @@
-"""The laws of DESIGN.md as checks over one saga's events, plus a small model of the log.
+"""The laws of DESIGN.md as checks over one saga's events, plus a model of the log.
 
-Every check takes the saga's definition, id and events (oldest first, as
-``Saga.collect_events`` or ``SagaManager.history`` give them) and raises
-``AssertionError`` naming the law it found broken. They know nothing of how the
-events were produced, so end-to-end tests can run them on a manager's history too.
+Every ``check_*`` function takes the saga's definition, id and events (oldest
+first, as ``SagaManager.history`` or ``Saga.collect_events`` give them) and raises
+``AssertionError`` naming the law it found broken; :func:`check_all` runs them all
+and raises :class:`LawViolation`, which adds the saga and its numbered history to
+the message. They know nothing of how the events were produced, so they judge the
+``Saga`` aggregate, a ``SagaManager`` on any backend, or a log read back from a
+production store alike::
+
+    from sagalog.testing.laws import check_all
+
+    check_all(definition, saga_id, manager.history(saga_id))
 
 The model functions (:func:`sent_commands`, :func:`outstanding_command`,
-:func:`pending_retry`, :func:`effects`, ...) read the log the way an outside
-observer would, independently of the aggregate's own ``evolve`` code.
+:func:`pending_retry`, :func:`effects`, :func:`reply_would_apply`, ...) read the
+log the way an outside observer would, independently of the aggregate's own
+``evolve`` code, so that a test compares two independent accounts of a saga.
+
+The checks are ``assert`` statements: run them under pytest (which rewrites them
+into detailed reports), never under ``python -O`` (which removes them).
 """
 
 from __future__ import annotations
@@ -19,8 +30,51 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sagalog.domain import CommandKind, RetryPolicy, Saga, SagaDefinition, command_id_for
+from sagalog.domain import (
+    CommandKind,
+    RetryPolicy,
+    Saga,
+    SagaDefinition,
+    SagalogError,
+    UnexpectedReplyError,
+    UnknownStepError,
+    command_id_for,
+)
 
+__all__ = [
+    "ACTION_OUTCOMES",
+    "COMPENSATION_OUTCOMES",
+    "TERMINAL_EVENTS",
+    "Effect",
+    "Events",
+    "LawViolation",
+    "Sent",
+    "Timer",
+    "check_all",
+    "check_commands_carry_their_inputs",
+    "check_failures_follow_retry_policies",
+    "check_law1_effects",
+    "check_law2_compensations",
+    "check_law3_absorbing",
+    "check_law6_command_ids",
+    "compensation_began",
+    "describe_history",
+    "effects",
+    "expected_reply_error",
+    "is_dead_lettered",
+    "is_ended",
+    "latest_attempt",
+    "operator_may",
+    "outstanding_command",
+    "pending_retry",
+    "processed_message_ids",
+    "reply_would_apply",
+    "sent_commands",
+    "timers",
+    "violation",
+]
+
+#: A saga's events, oldest first.
 Events = Sequence[Saga.Event]
 
 #: Outcome events of an action, and of a compensation.
@@ -77,6 +131,60 @@ class Timer:
     kind: CommandKind
     attempt: int
     is_retry: bool
+
+
+class LawViolation(AssertionError):
+    """A law of DESIGN.md broken by one saga.
+
+    The message says which law and how, then which saga (id, definition name and
+    version) and its numbered event history, so that a failing property test
+    reads as a story of what happened.
+    """
+
+
+#: Event fields worth showing in a history line, in this order.
+_SHOWN_FIELDS = (
+    "step",
+    "kind",
+    "attempt",
+    "attempts",
+    "command_name",
+    "result",
+    "error",
+    "failed_step",
+    "reason",
+    "actor",
+    "deadline",
+    "due_at",
+)
+
+
+def describe_history(events: Events) -> str:
+    """The events one per line, numbered by version, with the fields that tell the story."""
+    lines = []
+    for event in events:
+        shown = [
+            f"{name}={getattr(event, name)!r}"
+            for name in _SHOWN_FIELDS
+            if getattr(event, name, None) is not None
+        ]
+        cause = f" <- {event.causation_id}" if event.causation_id else ""
+        lines.append(
+            f"  {event.originator_version:>3}. {type(event).__name__}"
+            f"{' ' if shown else ''}{' '.join(shown)}{cause}"
+        )
+    return "\n".join(lines)
+
+
+def violation(
+    problem: str, definition: SagaDefinition, saga_id: UUID, events: Events
+) -> LawViolation:
+    """A :class:`LawViolation` saying ``problem`` about the saga, with its history."""
+    return LawViolation(
+        f"{problem}\n"
+        f"saga {saga_id} ({definition.name} v{definition.version}), "
+        f"{len(events)} events:\n{describe_history(events)}"
+    )
 
 
 # -- the model ------------------------------------------------------------------
@@ -205,6 +313,41 @@ def effects(events: Events) -> list[Effect]:
     return found
 
 
+def reply_would_apply(
+    events: Events, step: str, kind: CommandKind, attempt: int | None, message_id: str | None
+) -> bool:
+    """Law 4's oracle: a reply changes the saga exactly when it answers the outstanding
+    command (naming its attempt or none) with a message id never consumed before."""
+    if message_id is not None and message_id in processed_message_ids(events):
+        return False
+    command = outstanding_command(events)
+    if command is None:
+        return False
+    return command.step == step and command.kind is kind and attempt in (None, command.attempt)
+
+
+def expected_reply_error(
+    definition: SagaDefinition,
+    events: Events,
+    step: str,
+    kind: CommandKind,
+    attempt: int | None,
+) -> type[SagalogError] | None:
+    """The typed error a reply must be refused with, judged from the definition and the
+    log: an unknown step, a compensation reply for a step without one, a reply about a
+    command never sent or an attempt never made; ``None`` when the reply is admissible."""
+    if not definition.has_step(step):
+        return UnknownStepError
+    if kind is CommandKind.COMPENSATION and not definition.step(step).compensatable:
+        return UnexpectedReplyError
+    sent = latest_attempt(events, step, kind)
+    if sent == 0:
+        return UnexpectedReplyError
+    if attempt is not None and not 1 <= attempt <= sent:
+        return UnexpectedReplyError
+    return None
+
+
 def is_ended(events: Events) -> bool:
     """Whether the log holds ``SagaCompleted`` or ``SagaFailed``."""
     return any(isinstance(e, TERMINAL_EVENTS) for e in events)
@@ -224,6 +367,22 @@ def is_dead_lettered(events: Events) -> bool:
 def compensation_began(events: Events) -> bool:
     """Whether ``CompensationRequested`` is in the log."""
     return any(isinstance(e, Saga.CompensationRequested) for e in events)
+
+
+def operator_may(verb: str, definition: SagaDefinition, events: Events) -> bool:
+    """Whether an operator may ``retry``, ``resolve`` or ``abort`` the saga now: retry and
+    resolve only a dead-lettered saga; abort only a running one before its pivot (not
+    once compensation began, nor while a retriable step is under way)."""
+    if verb != "abort":
+        return is_dead_lettered(events)
+    sent = sent_commands(events)
+    current = sent[-1].step if sent else None
+    return (
+        not is_ended(events)
+        and not is_dead_lettered(events)
+        and not compensation_began(events)
+        and not (current is not None and definition.step(current).retriable)
+    )
 
 
 # -- the laws ---------------------------------------------------------------------
@@ -478,11 +637,18 @@ def check_commands_carry_their_inputs(definition: SagaDefinition, events: Events
 
 
 def check_all(definition: SagaDefinition, saga_id: UUID, events: Events) -> None:
-    """Every law that can be judged from the log alone."""
-    outstanding_command(events)
-    check_law1_effects(definition, events)
-    check_failures_follow_retry_policies(definition, events)
-    check_law2_compensations(definition, events)
-    check_law3_absorbing(events)
-    check_law6_command_ids(saga_id, events)
-    check_commands_carry_their_inputs(definition, events)
+    """Every law that can be judged from the log alone; a broken one raises
+    :class:`LawViolation` with the saga's history."""
+    try:
+        outstanding_command(events)
+        check_law1_effects(definition, events)
+        check_failures_follow_retry_policies(definition, events)
+        check_law2_compensations(definition, events)
+        check_law3_absorbing(events)
+        check_law6_command_ids(saga_id, events)
+        check_commands_carry_their_inputs(definition, events)
+    except LawViolation:
+        raise
+    except AssertionError as broken:
+        problem = str(broken) or f"a law check failed: {type(broken).__name__}"
+        raise violation(problem, definition, saga_id, events) from broken

@@ -1,7 +1,10 @@
-"""Hypothesis strategies for sagalog's tests, all in this one module.
+"""Hypothesis strategies for saga tests, all in this one module.
 
-Import them as ``from strategies import definitions, saga_data, reply_schedules``
-(``tests/`` is on ``sys.path`` under pytest's default import mode).
+``from sagalog.testing.strategies import definitions, saga_data, reply_schedules``
+(or the same names from ``sagalog.testing``). sagalog's own property tests draw
+from here, and so can yours: arbitrary definitions to test code that handles any
+saga, and reply schedules to drive your own definition through every order of
+events its participants could produce.
 
 Definitions
     :func:`definitions` draws valid :class:`~sagalog.domain.SagaDefinition` objects of
@@ -17,8 +20,8 @@ Payloads
     :func:`error_texts` draw what participants and callers pass in.
 
 Time
-    :data:`EPOCH` is the fixed, timezone-aware instant tests start their fake clock at;
-    :func:`aware_datetimes` draws other instants.
+    :data:`EPOCH` (from :mod:`sagalog.testing.clock`) is the fixed, timezone-aware
+    instant tests start their clock at; :func:`aware_datetimes` draws other instants.
 
 Reply schedules
     A reply schedule (:func:`reply_schedules`) is a list of abstract *moves* that a test
@@ -48,7 +51,7 @@ Reply schedules
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -57,11 +60,49 @@ from typing import Any, TypeAlias, TypeVar
 from hypothesis import strategies as st
 
 from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
+from sagalog.testing.clock import EPOCH
+from sagalog.testing.laws import Sent
+
+__all__ = [
+    "EPOCH",
+    "UNKNOWN_STEP",
+    "AdvanceClock",
+    "Delivery",
+    "JSONValue",
+    "Move",
+    "OperatorAction",
+    "OperatorVerb",
+    "Redeliver",
+    "Reply",
+    "StepKind",
+    "StrayReply",
+    "aware_datetimes",
+    "clock_advances",
+    "command_names",
+    "definitions",
+    "delays",
+    "error_texts",
+    "json_keys",
+    "json_values",
+    "moves",
+    "operator_actions",
+    "operator_names",
+    "pick_back",
+    "picks",
+    "redeliveries",
+    "replies",
+    "reply_schedules",
+    "retry_policies",
+    "saga_data",
+    "saga_names",
+    "step_kinds",
+    "step_results",
+    "steps",
+    "stray_replies",
+    "timeouts",
+]
 
 T = TypeVar("T")
-
-#: Where tests start their fake clock: a fixed, timezone-aware instant.
-EPOCH = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 #: A JSON value as Python holds it after ``json.loads``.
 JSONValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
@@ -274,6 +315,23 @@ def aware_datetimes() -> st.SearchStrategy[datetime]:
 
 # -- reply schedules -----------------------------------------------------------
 
+#: A step name no definition can have (step names are identifiers), for stray replies.
+UNKNOWN_STEP = "Unknown-Step"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One concrete reply as handed to a saga or a manager (kept to redeliver it
+    verbatim): about the ``kind`` command of ``step``, succeeded or not."""
+
+    step: str
+    kind: CommandKind
+    succeeded: bool
+    attempt: int | None
+    message_id: str | None
+    result: Any = None
+    error: str = "failed"
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -294,6 +352,24 @@ class Reply:
     error: str
     cite_attempt: bool
     with_message_id: bool
+
+    def delivery(
+        self, sent: Sequence[Sent], fresh_message_id: Callable[[], str]
+    ) -> Delivery | None:
+        """This reply, aimed at the command ``pick`` places back in ``sent`` (the commands
+        sent so far, oldest first); ``None`` when nothing was sent."""
+        target = pick_back(sent, self.pick)
+        if target is None:
+            return None
+        return Delivery(
+            step=target.step,
+            kind=target.kind,
+            succeeded=self.succeeded,
+            attempt=target.attempt if self.cite_attempt else None,
+            message_id=fresh_message_id() if self.with_message_id else None,
+            result=self.result,
+            error=self.error,
+        )
 
 
 @dataclass(frozen=True)
@@ -319,6 +395,15 @@ class StrayReply:
     kind: CommandKind
     attempt: int | None
     succeeded: bool
+
+    def delivery(self, step_names: Sequence[str], message_id: str) -> Delivery:
+        """This reply made concrete for a definition with steps ``step_names``."""
+        step = (
+            UNKNOWN_STEP
+            if self.step_index is None
+            else step_names[self.step_index % len(step_names)]
+        )
+        return Delivery(step, self.kind, self.succeeded, self.attempt, message_id, error="stray")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("domain", "process", "projections", "infrastructure")
+PACKAGES = ("domain", "process", "projections", "infrastructure", "testing")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def test_wheel_maps_each_folder_to_a_typed_sagalog_package(wheel: Path) -> None:
 
 @pytest.mark.slow
 def test_wheel_imports_and_runs_in_a_fresh_environment(wheel: Path, tmp_path: Path) -> None:
+    """Without extras: the core, and the testing kit's hypothesis-free half (a scenario
+    runs; the pytest plugin is registered under ``pytest11``)."""
     env_dir = tmp_path / "env"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -46,6 +48,12 @@ def test_wheel_imports_and_runs_in_a_fresh_environment(wheel: Path, tmp_path: Pa
     probe = (
         "from sagalog.domain import SagaDefinition, Step, RetryPolicy, SagaStatus, Saga\n"
         "from sagalog.process import SagaManager\n"
+        "from sagalog.testing import ManualClock, scenario, completed\n"
+        "from importlib.metadata import entry_points\n"
+        "(plugin,) = [e for e in entry_points(group='pytest11') if e.name == 'sagalog']\n"
+        "assert plugin.value == 'sagalog.testing.plugin', plugin\n"
+        "one_step = SagaDefinition('O', [Step(name='a', action='A.Do')])\n"
+        "scenario(one_step).when(completed('a')).then_status(SagaStatus.COMPLETED)\n"
         "import sagalog.domain, pathlib\n"
         "print(pathlib.Path(sagalog.domain.__file__).parent.parent.parent.name)\n"
     )

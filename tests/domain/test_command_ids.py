@@ -7,9 +7,9 @@ from uuid import UUID
 from hypothesis import given
 from hypothesis import strategies as st
 from saga_builders import SAGA_ID, at, order_definition, start
-from strategies import step_names
 
 from sagalog.domain import CommandKind, RetryPolicy, Saga, command_id_for
+from sagalog.testing.strategies import step_names
 
 OTHER_SAGA = UUID("87654321-4321-8765-4321-876543218765")
 

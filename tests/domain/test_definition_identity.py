@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from strategies import definitions
 
 from sagalog.domain import RetryPolicy, SagaDefinition, Step
+from sagalog.testing.strategies import definitions
 
 
 def build(**changes: Any) -> SagaDefinition:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from pydantic import ValidationError
-from strategies import StepKind, definitions, retry_policies
 
 from sagalog.domain import (
     DEFAULT_RETRIABLE_RETRY,
@@ -17,6 +16,7 @@ from sagalog.domain import (
     SagaDefinition,
     Step,
 )
+from sagalog.testing.strategies import StepKind, definitions, retry_policies
 
 
 def refused(build: Any, *fragments: str) -> str:

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import retry_policies
 
 from sagalog.domain import RetryPolicy
+from sagalog.testing.strategies import retry_policies
 
 
 def test_delays_grow_by_the_backoff_factor_up_to_the_cap() -> None:

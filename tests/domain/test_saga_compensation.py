@@ -16,7 +16,6 @@ from saga_builders import (
     reach_compensation_of_payment,
     start,
 )
-from strategies import definitions
 
 from sagalog.domain import (
     CommandKind,
@@ -28,6 +27,7 @@ from sagalog.domain import (
     Step,
     StepStatus,
 )
+from sagalog.testing.strategies import definitions
 
 
 def test_compensation_runs_newest_first_and_one_at_a_time() -> None:

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from hypothesis import given
 from saga_builders import SAGA_ID, T0, at, collect, event_names, order_definition, start
-from strategies import definitions, saga_data
 
 from sagalog.domain import (
     CommandKind,
@@ -16,6 +15,7 @@ from sagalog.domain import (
     StepStatus,
     command_id_for,
 )
+from sagalog.testing.strategies import definitions, saga_data
 
 
 def test_start_records_saga_started_then_dispatches_the_first_step() -> None:

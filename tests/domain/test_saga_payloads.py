@@ -10,9 +10,9 @@ import pytest
 from eventsourcing.application import Application
 from hypothesis import given
 from saga_builders import SAGA_ID, T0, at, order_definition, start
-from strategies import json_values, saga_data
 
 from sagalog.domain import MAX_PAYLOAD_BYTES, InvalidPayloadError, Saga
+from sagalog.testing.strategies import json_values, saga_data
 
 
 def in_memory_application() -> Application[UUID]:

@@ -6,24 +6,10 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
-import hypothesis_profiles  # noqa: F401 - loads the hypothesis profile in force
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sagas import ORDER, FakeClock
-from strategies import (
-    EPOCH,
-    AdvanceClock,
-    Move,
-    OperatorAction,
-    OperatorVerb,
-    Redeliver,
-    Reply,
-    StrayReply,
-    definitions,
-    reply_schedules,
-    saga_data,
-)
 
 from sagalog.domain import (
     CommandKind,
@@ -43,6 +29,22 @@ from sagalog.process.whatif import (
     what_if_events,
     what_if_many,
 )
+from sagalog.testing.profiles import load_profile
+from sagalog.testing.strategies import (
+    EPOCH,
+    AdvanceClock,
+    Move,
+    OperatorAction,
+    OperatorVerb,
+    Redeliver,
+    Reply,
+    StrayReply,
+    definitions,
+    reply_schedules,
+    saga_data,
+)
+
+load_profile()  # the hypothesis profile SAGALOG_HYPOTHESIS_PROFILE chooses
 
 
 def _with_charge_retry(policy: RetryPolicy, version: int = 2) -> SagaDefinition:

@@ -1,16 +1,8 @@
-"""Load the hypothesis profile chosen by ``SAGALOG_HYPOTHESIS_PROFILE`` (see
-``tests/hypothesis_profiles.py``), with ``tests/`` importable by plain module name
-(``strategies``, ``hypothesis_profiles``) as pytest's default import mode gives."""
+"""Load the hypothesis profile that ``SAGALOG_HYPOTHESIS_PROFILE`` chooses (``dev`` by
+default; see ``sagalog.testing.profiles``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from sagalog.testing.profiles import load_profile
 
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-import hypothesis_profiles  # noqa: E402
-
-PROFILE = hypothesis_profiles.ACTIVE_PROFILE
+PROFILE = load_profile()

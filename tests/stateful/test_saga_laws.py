@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
-import law_checks as laws
 import pytest
 from eventsourcing.application import Application
 from hypothesis import event as note_event
@@ -42,9 +40,25 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
-from strategies import (
+
+from sagalog.domain import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TEXT_LENGTH,
+    CommandKind,
+    InvalidPayloadError,
+    InvalidTransitionError,
+    Outcome,
+    ReplyOutcome,
+    Saga,
+    SagaDefinition,
+    SagalogError,
+    SagaStatus,
+)
+from sagalog.testing import laws
+from sagalog.testing.strategies import (
     EPOCH,
     AdvanceClock,
+    Delivery,
     OperatorAction,
     OperatorVerb,
     Redeliver,
@@ -61,25 +75,6 @@ from strategies import (
     step_results,
     stray_replies,
 )
-
-from sagalog.domain import (
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT_LENGTH,
-    CommandKind,
-    InvalidPayloadError,
-    InvalidTransitionError,
-    Outcome,
-    ReplyOutcome,
-    Saga,
-    SagaDefinition,
-    SagalogError,
-    SagaStatus,
-    UnexpectedReplyError,
-    UnknownStepError,
-)
-
-#: A step name no generated definition has (generated names are lower case).
-UNKNOWN_STEP = "Unknown-Step"
 
 #: Ways of passing input that must be refused with ``InvalidPayloadError``.
 MALFORMED = (
@@ -99,39 +94,17 @@ MALFORMED = (
 )
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One reply as handed to the saga (kept to redeliver it verbatim)."""
-
-    step: str
-    kind: CommandKind
-    succeeded: bool
-    attempt: int | None
-    message_id: str | None
-    result: Any = None
-    error: str = "failed"
-
-
 def deliver(saga: Saga, reply: Delivery, now: datetime) -> ReplyOutcome:
     """Hand ``reply`` to the saga through the method its kind and outcome call for."""
-    if reply.kind is CommandKind.ACTION:
-        if reply.succeeded:
-            return saga.complete_step(
-                reply.step,
-                reply.result,
-                now=now,
-                attempt=reply.attempt,
-                message_id=reply.message_id,
-            )
-        return saga.fail_step(
-            reply.step, reply.error, now=now, attempt=reply.attempt, message_id=reply.message_id
-        )
-    if reply.succeeded:
-        return saga.complete_compensation(
-            reply.step, now=now, attempt=reply.attempt, message_id=reply.message_id
-        )
-    return saga.fail_compensation(
-        reply.step, reply.error, now=now, attempt=reply.attempt, message_id=reply.message_id
+    return saga.answer(
+        reply.step,
+        reply.kind,
+        reply.succeeded,
+        now=now,
+        result=reply.result,
+        error=reply.error,
+        attempt=reply.attempt,
+        message_id=reply.message_id,
     )
 
 
@@ -232,17 +205,8 @@ class SagaLaws(RuleBasedStateMachine):
 
     def would_apply(self, reply: Delivery) -> bool:
         """Law 4's oracle: applied iff it answers the outstanding command, new message id."""
-        if reply.message_id is not None and reply.message_id in laws.processed_message_ids(
-            self.events
-        ):
-            return False
-        command = laws.outstanding_command(self.events)
-        if command is None:
-            return False
-        return (
-            command.step == reply.step
-            and command.kind is reply.kind
-            and reply.attempt in (None, command.attempt)
+        return laws.reply_would_apply(
+            self.events, reply.step, reply.kind, reply.attempt, reply.message_id
         )
 
     def hand_over(self, reply: Delivery) -> ReplyOutcome:
@@ -270,19 +234,9 @@ class SagaLaws(RuleBasedStateMachine):
 
     def expected_error(self, reply: Delivery) -> type[SagalogError] | None:
         """The typed error a reply must raise, judged from the definition and the log."""
-        if not self.definition.has_step(reply.step):
-            return UnknownStepError
-        if (
-            reply.kind is CommandKind.COMPENSATION
-            and not self.definition.step(reply.step).compensatable
-        ):
-            return UnexpectedReplyError
-        sent = laws.latest_attempt(self.events, reply.step, reply.kind)
-        if sent == 0:
-            return UnexpectedReplyError
-        if reply.attempt is not None and not 1 <= reply.attempt <= sent:
-            return UnexpectedReplyError
-        return None
+        return laws.expected_reply_error(
+            self.definition, self.events, reply.step, reply.kind, reply.attempt
+        )
 
     # -- rules -------------------------------------------------------------------
 
@@ -329,19 +283,9 @@ class SagaLaws(RuleBasedStateMachine):
     @rule(move=replies(python_forms=True))
     def participant_replies(self, move: Reply) -> None:
         """A reply to the latest command sent, or (reordered, stale) to an earlier one."""
-        target = pick_back(laws.sent_commands(self.events), move.pick)
-        assert target is not None
-        self.hand_over(
-            Delivery(
-                step=target.step,
-                kind=target.kind,
-                succeeded=move.succeeded,
-                attempt=target.attempt if move.cite_attempt else None,
-                message_id=self.fresh_message_id() if move.with_message_id else None,
-                result=move.result,
-                error=move.error,
-            )
-        )
+        reply = move.delivery(laws.sent_commands(self.events), self.fresh_message_id)
+        assert reply is not None
+        self.hand_over(reply)
 
     @rule(result=step_results(), with_message_id=st.booleans(), cite_attempt=st.booleans())
     def participant_succeeds(self, result: Any, with_message_id: bool, cite_attempt: bool) -> None:
@@ -406,15 +350,7 @@ class SagaLaws(RuleBasedStateMachine):
     @rule(move=stray_replies())
     def stray_reply(self, move: StrayReply) -> None:
         """A reply naming any step, kind and attempt: typed errors, or judged like any reply."""
-        names = self.definition.step_names
-        reply = Delivery(
-            step=UNKNOWN_STEP if move.step_index is None else names[move.step_index % len(names)],
-            kind=move.kind,
-            succeeded=move.succeeded,
-            attempt=move.attempt,
-            message_id=self.fresh_message_id(),
-            error="stray",
-        )
+        reply = move.delivery(self.definition.step_names, self.fresh_message_id())
         error = self.expected_error(reply)
         if error is None:
             self.hand_over(reply)
@@ -442,17 +378,7 @@ class SagaLaws(RuleBasedStateMachine):
         """Retry and resolve only a dead-lettered saga; abort only a running one before
         its pivot. Every operator event records who and why."""
         saga = self.saga
-        dead = laws.is_dead_lettered(self.events)
-        if move.verb is OperatorVerb.ABORT:
-            sent = laws.sent_commands(self.events)
-            current = sent[-1].step if sent else None
-            allowed = (
-                self.running()
-                and not laws.compensation_began(self.events)
-                and not (current is not None and self.definition.step(current).retriable)
-            )
-        else:
-            allowed = dead
+        allowed = laws.operator_may(move.verb.value, self.definition, self.events)
         call: Callable[[], None] = {
             OperatorVerb.RETRY: lambda: saga.retry(
                 actor=move.actor, reason=move.reason, now=self.now

@@ -1,0 +1,112 @@
+"""The sagalog testing kit: test your own sagas the way sagalog tests itself.
+
+* :mod:`sagalog.testing.strategies` — hypothesis strategies for definitions, saga
+  data and reply schedules;
+* :class:`SagaLawsMachine` — a hypothesis state machine you subclass with your
+  definition (and, optionally, participants with effects on a world you model)
+  to check the laws of DESIGN.md and the Garcia-Molina property on it;
+* :func:`scenario` — given / when / then for one saga on a real manager;
+* :mod:`sagalog.testing.laws` — the laws as checks over any saga's events;
+* :mod:`sagalog.testing.plugin` — pytest fixtures (``saga_manager``,
+  ``saga_manager_factory``, ``saga_clock``, ...), loaded automatically;
+* :class:`ManualClock` and :mod:`sagalog.testing.profiles` (hypothesis profiles).
+
+Install with ``pip install "sagalog[testing]"``. Names are imported on first use,
+so ``import sagalog.testing`` (and the pytest plugin) needs hypothesis only for
+the names that use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sagalog.testing.clock import EPOCH, ManualClock
+    from sagalog.testing.laws import LawViolation, check_all
+    from sagalog.testing.machine import Participant, SagaLawsMachine
+    from sagalog.testing.plugin import SagaManagerFactory
+    from sagalog.testing.profiles import load_profile
+    from sagalog.testing.replies import send_reply
+    from sagalog.testing.scenario import (
+        Scenario,
+        aborted,
+        compensated,
+        compensation_failed,
+        completed,
+        failed,
+        resolved,
+        retried,
+        scenario,
+        time_passes,
+    )
+    from sagalog.testing.strategies import (
+        definitions,
+        reply_schedules,
+        saga_data,
+    )
+
+#: Where each public name lives.
+_HOMES = {
+    "EPOCH": "clock",
+    "ManualClock": "clock",
+    "LawViolation": "laws",
+    "check_all": "laws",
+    "Participant": "machine",
+    "SagaLawsMachine": "machine",
+    "SagaManagerFactory": "plugin",
+    "load_profile": "profiles",
+    "send_reply": "replies",
+    "Scenario": "scenario",
+    "aborted": "scenario",
+    "compensated": "scenario",
+    "compensation_failed": "scenario",
+    "completed": "scenario",
+    "failed": "scenario",
+    "resolved": "scenario",
+    "retried": "scenario",
+    "scenario": "scenario",
+    "time_passes": "scenario",
+    "definitions": "strategies",
+    "reply_schedules": "strategies",
+    "saga_data": "strategies",
+}
+
+__all__ = [
+    "EPOCH",
+    "LawViolation",
+    "ManualClock",
+    "Participant",
+    "SagaLawsMachine",
+    "SagaManagerFactory",
+    "Scenario",
+    "aborted",
+    "check_all",
+    "compensated",
+    "compensation_failed",
+    "completed",
+    "definitions",
+    "failed",
+    "load_profile",
+    "reply_schedules",
+    "resolved",
+    "retried",
+    "saga_data",
+    "scenario",
+    "send_reply",
+    "time_passes",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,567 @@
+"""``SagaLawsMachine``: check the laws of DESIGN.md on your own saga definition.
+
+Subclass it, name your definition, and let hypothesis play every reply schedule
+its participants could produce against a real ``SagaManager``::
+
+    from sagalog.testing import SagaLawsMachine
+
+    class OrderSagaLaws(SagaLawsMachine):
+        definition = order_fulfillment
+
+    TestOrderSagaLaws = OrderSagaLaws.TestCase
+
+Each example starts one saga (data drawn from :attr:`SagaLawsMachine.data`) on a
+fresh manager (in memory unless :attr:`SagaLawsMachine.database_url` says
+otherwise) with a :class:`~sagalog.testing.clock.ManualClock`, then plays rules:
+participants answer the pending command or an older one (reordered and stale
+replies), succeed several times in a row, fail; the transport redelivers; stray
+replies name any step, kind and attempt; time passes and the manager ticks
+(timeouts, retries); operators retry, resolve and abort; and everyone cooperates
+until the saga ends. After every rule it checks:
+
+* laws 1, 2, 3, 6, the retry policies and the commands' inputs over the stored
+  history (:func:`sagalog.testing.laws.check_all`);
+* law 3 on the live saga: once ``COMPLETED`` or ``FAILED`` nothing changes;
+* law 4: each reply is applied exactly when it answers the outstanding command
+  with a new message id; duplicates, stale and refused replies record nothing;
+* law 5: every version seen rebuilds from the store to what was seen;
+* the timer index holds the saga's next wake-up, and a running saga always waits
+  on a command or a timer.
+
+**Participants with effects.** Give :attr:`SagaLawsMachine.participants` a
+function per command name (action or compensation) that applies the command to a
+world you model — ``def charge(world, command): world.balance += ...`` — and
+return a fresh world from :meth:`SagaLawsMachine.new_world`. An action or
+compensation takes effect exactly when the manager accepts its success reply (a
+participant that fails, or answers after a timeout or for a superseded attempt,
+changed nothing: the contract sagas place on participants). The machine then
+checks the Garcia-Molina property on effects after every compensation and every
+rule: the world equals the world before the saga with the actions still in force
+applied (the completed ones not yet compensated). So once a saga is ``FAILED``
+the world is as before it (steps without a compensation aside), and once it is
+``COMPLETED`` every step's effect is present. A compensation that does not undo
+its action fails the test with a message naming that compensation. Participants
+must be deterministic functions of the world and the command: the machine replays
+them on a copy of the starting world to know what the world should be.
+
+A failure raises :class:`~sagalog.testing.laws.LawViolation`: which law, which
+saga, and its numbered event history.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from sagalog.domain import (
+    Command,
+    CommandKind,
+    InvalidTransitionError,
+    Outcome,
+    ReplyOutcome,
+    Saga,
+    SagaDefinition,
+    SagalogError,
+    SagaStatus,
+)
+from sagalog.process import SagaManager
+from sagalog.testing import laws
+from sagalog.testing.clock import ManualClock
+from sagalog.testing.replies import send_reply
+from sagalog.testing.strategies import (
+    AdvanceClock,
+    Delivery,
+    OperatorAction,
+    OperatorVerb,
+    Redeliver,
+    Reply,
+    StrayReply,
+    clock_advances,
+    error_texts,
+    operator_actions,
+    pick_back,
+    redeliveries,
+    replies,
+    saga_data,
+    stray_replies,
+)
+
+__all__ = ["Participant", "SagaLawsMachine"]
+
+#: A participant's effect: applies ``command`` to the world and returns the step's
+#: result (any JSON value; ignored for compensations). It may change the world in
+#: place; the machine compares worlds with ``==``.
+Participant = Callable[[Any, Command], Any]
+
+#: How many moves cooperating participants and operators get to end a saga.
+_MAX_MOVES_TO_END = 500
+
+#: What the cooperative operator does to a dead-lettered saga.
+_RESOLVE_BY_HAND = OperatorAction(OperatorVerb.RESOLVE, "cooperative.operator", "ending the saga")
+
+#: Later than any timer: the timer index is asked for everything up to here.
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class SagaLawsMachine(RuleBasedStateMachine):
+    """A hypothesis state machine that checks the laws on one saga per example.
+
+    Set :attr:`definition` in a subclass; optionally :attr:`data`,
+    :attr:`database_url`, :attr:`participants` with :meth:`new_world`, and override
+    :meth:`open_manager` / :meth:`close_manager` to run on a manager of your own.
+    Add ``@invariant()`` methods of your own for properties of your world.
+    """
+
+    #: The definition under test, or a strategy drawing one per example.
+    definition: ClassVar[SagaDefinition | st.SearchStrategy[SagaDefinition]]
+    #: The saga data, drawn per example; ``None`` draws small JSON objects.
+    data: ClassVar[st.SearchStrategy[dict[str, Any]] | None] = None
+    #: Where the manager stores sagas: ``memory://`` or a ``sqlite:///`` or PostgreSQL URL.
+    database_url: ClassVar[str] = "memory://"
+    #: Effects of commands on the world, by command name (see the module docs).
+    participants: ClassVar[Mapping[str, Participant]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.saga_id: UUID = uuid4()
+        self._manager: SagaManager | None = None
+        self._definition: SagaDefinition | None = None
+        self.world: Any = None
+        self.world_before: Any = None
+        self.took_effect: list[Command] = []
+        self.undone: set[str] = set()
+        self.delivered: list[Delivery] = []
+        self.seen: dict[int, Saga] = {}
+        self.unchecked_versions: list[int] = []
+        self.ended_at: tuple[SagaStatus, int] | None = None
+        self._message_count = 0
+
+    # -- hooks -------------------------------------------------------------------
+
+    def new_world(self) -> Any:
+        """A fresh world for the participants to act on (``None`` without participants)."""
+        return None
+
+    def open_manager(self, definition: SagaDefinition) -> SagaManager:
+        """The manager this example runs on, knowing ``definition``."""
+        return SagaManager([definition], self.database_url, clock=self.clock)
+
+    def close_manager(self, manager: SagaManager) -> None:
+        """Release what :meth:`open_manager` opened."""
+        manager.close()
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def manager(self) -> SagaManager:
+        """The manager of this example."""
+        assert self._manager is not None, "the saga has not been started"
+        return self._manager
+
+    @property
+    def saga_definition(self) -> SagaDefinition:
+        """The definition this example's saga runs (drawn, if :attr:`definition` is a strategy)."""
+        assert self._definition is not None, "the saga has not been started"
+        return self._definition
+
+    @property
+    def saga(self) -> Saga:
+        """The saga as the manager has it now."""
+        return self.manager.get(self.saga_id)
+
+    def history(self) -> list[Saga.Event]:
+        """The saga's stored events, oldest first."""
+        return self.manager.history(self.saga_id)
+
+    def require(self, condition: bool, problem: str) -> None:
+        """Fail with a :class:`~sagalog.testing.laws.LawViolation` saying ``problem``
+        (and showing the saga's history) unless ``condition`` holds."""
+        if not condition:
+            raise laws.violation(problem, self.saga_definition, self.saga_id, self.history())
+
+    def _fresh_message_id(self) -> str:
+        self._message_count += 1
+        return f"msg-{self._message_count}"
+
+    def _remember(self) -> None:
+        saga = self.saga
+        if saga.version not in self.seen:
+            self.unchecked_versions.append(saga.version)
+        self.seen[saga.version] = copy.deepcopy(saga)
+
+    def _head(self) -> int | None:
+        head: int | None = self.manager.recorder.max_notification_id()
+        return head
+
+    def _definitions(self) -> st.SearchStrategy[SagaDefinition]:
+        chosen = getattr(type(self), "definition", None)
+        if isinstance(chosen, SagaDefinition):
+            return st.just(chosen)
+        if isinstance(chosen, st.SearchStrategy):
+            return chosen
+        raise TypeError(
+            f"{type(self).__name__} must set definition = <a SagaDefinition> (or a strategy "
+            f"of them), not {chosen!r}"
+        )
+
+    # -- effects -----------------------------------------------------------------
+
+    def _command_answered(self, sent: laws.Sent) -> Command:
+        event = self.history()[sent.index]
+        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
+        return event.command()
+
+    def _take_effect(self, command: Command, result: Any) -> Any:
+        """``command`` succeeded at its participant: apply its effect to the world and
+        return the step's result (``result`` when no participant is given)."""
+        participant = self.participants.get(command.name)
+        if participant is not None:
+            outcome = participant(self.world, command)
+            result = outcome if command.kind is CommandKind.ACTION else None
+        if command.kind is CommandKind.ACTION:
+            self.took_effect.append(command)
+        else:
+            self.undone.add(command.step)
+            self._check_the_world(undoing=command)
+        return result
+
+    def _expected_world(self) -> Any:
+        expected = copy.deepcopy(self.world_before)
+        for command in self.took_effect:
+            participant = self.participants.get(command.name)
+            if participant is not None and command.step not in self.undone:
+                participant(expected, command)
+        return expected
+
+    def _check_the_world(self, undoing: Command | None = None) -> None:
+        if not self.participants or self.world == (expected := self._expected_world()):
+            return
+        in_force = [c.name for c in self.took_effect if c.step not in self.undone]
+        if undoing is not None:
+            action = self.saga_definition.step(undoing.step).action
+            problem = (
+                f"Garcia-Molina: compensation {undoing.name!r} of step {undoing.step!r} did not "
+                f"undo {action!r}: with {in_force or 'no action'} in force the world should be "
+                f"{expected!r}, but after {undoing.name!r} it is {self.world!r}"
+            )
+        else:
+            status = self.saga.status
+            problem = (
+                f"Garcia-Molina: the saga is {status.value}; with {in_force or 'no action'} in "
+                f"force the world should be {expected!r}, but it is {self.world!r} (are the "
+                "participants deterministic functions of the world and the command?)"
+            )
+        self.require(False, problem)
+
+    # -- delivering replies ------------------------------------------------------
+
+    def _deliver(self, reply: Delivery) -> ReplyOutcome | None:
+        """Hand ``reply`` to the manager and judge the outcome by law 4's oracle."""
+        events = self.history()
+        refusal = laws.expected_reply_error(
+            self.saga_definition, events, reply.step, reply.kind, reply.attempt
+        )
+        applies = refusal is None and laws.reply_would_apply(
+            events, reply.step, reply.kind, reply.attempt, reply.message_id
+        )
+        processed = laws.processed_message_ids(events)
+        latest = laws.latest_attempt(events, reply.step, reply.kind)
+        head = self._head()
+        result = reply.result
+        if applies and reply.succeeded:
+            outstanding = laws.outstanding_command(events)
+            assert outstanding is not None
+            result = self._take_effect(self._command_answered(outstanding), reply.result)
+        try:
+            outcome = send_reply(
+                self.manager,
+                self.saga_id,
+                reply.step,
+                reply.kind,
+                reply.succeeded,
+                result=result,
+                error=reply.error,
+                attempt=reply.attempt,
+                message_id=reply.message_id,
+            )
+        except SagalogError as refused:
+            self.require(
+                refusal is not None and isinstance(refused, refusal),
+                f"law 4: {reply} was refused with {refused!r}; expected "
+                f"{refusal.__name__ if refusal else 'no error'}",
+            )
+            self.require(self._head() == head, f"law 4: the refused {reply} recorded events")
+            return None
+        self.require(
+            refusal is None,
+            f"{reply} gave {outcome}; it must be refused with "
+            f"{refusal.__name__ if refusal else ''}",
+        )
+        self.require(
+            outcome.applied == applies,
+            f"law 4: {reply} gave {outcome}; the outstanding command was "
+            f"{laws.outstanding_command(events)}",
+        )
+        if not outcome.applied:
+            self.require(self._head() == head, f"law 4: {reply} ({outcome}) recorded events")
+            self.require(bool(outcome.reason), f"{outcome} for {reply} does not say why")
+            if reply.message_id is not None and reply.message_id in processed:
+                self.require(outcome.outcome is Outcome.DUPLICATE, f"{reply} gave {outcome}")
+            elif reply.attempt is not None and reply.attempt < latest:
+                self.require(outcome.outcome is Outcome.STALE, f"{reply} gave {outcome}")
+        elif reply.message_id is not None:
+            self.delivered.append(replace(reply, result=result))
+        self._remember()
+        return outcome
+
+    def _succeed(self, sent: laws.Sent, message_id: str | None) -> ReplyOutcome | None:
+        return self._deliver(
+            Delivery(sent.step, sent.kind, True, sent.attempt, message_id, {"done": sent.step})
+        )
+
+    def _require_applied(self, target: laws.Sent, outcome: ReplyOutcome | None) -> None:
+        self.require(
+            outcome is not None and outcome.applied,
+            f"law 4: the success of outstanding {target} was not applied: {outcome}",
+        )
+
+    # -- rules -------------------------------------------------------------------
+
+    @initialize(draw=st.data())
+    def start_the_saga(self, draw: st.DataObject) -> None:
+        """Start one saga of the definition with drawn data; starting it again with the
+        same id records nothing (starts are idempotent). With a head start its first
+        steps (up to all but the last) succeed at once, so that the rules also begin
+        from deep states with much to compensate."""
+        definition = draw.draw(self._definitions(), label="definition")
+        data = draw.draw(self.data if self.data is not None else saga_data(), label="data")
+        self._definition = definition
+        self._manager = self.open_manager(definition)
+        self.world = self.new_world()
+        self.world_before = copy.deepcopy(self.world)
+        start = (definition.name, data)
+        self.manager.start(*start, saga_id=self.saga_id, version=definition.version)
+        head = self._head()
+        again = self.manager.start(*start, saga_id=self.saga_id, version=definition.version)
+        self.require(again == self.saga_id, f"starting again gave {again}, not {self.saga_id}")
+        self.require(self._head() == head, "starting an existing saga again recorded events")
+        self._remember()
+        head_start = draw.draw(st.integers(0, len(definition.steps) - 1), label="head start")
+        for _ in range(head_start):
+            target = laws.outstanding_command(self.history())
+            if target is None or target.kind is not CommandKind.ACTION:
+                break
+            self._require_applied(target, self._succeed(target, None))
+
+    @rule(move=replies())
+    def a_participant_replies(self, move: Reply) -> None:
+        """A reply to the latest command sent or, reordered or stale, to an earlier one."""
+        reply = move.delivery(laws.sent_commands(self.history()), self._fresh_message_id)
+        assert reply is not None
+        self._deliver(reply)
+
+    @rule(error=error_texts(), cite_attempt=st.booleans())
+    def the_outstanding_command_fails(self, error: str, cite_attempt: bool) -> None:
+        """The command the saga waits on fails: drives sagas into retries, compensation
+        and dead letters (a no-op when the saga waits on nothing)."""
+        target = laws.outstanding_command(self.history())
+        if target is not None:
+            attempt = target.attempt if cite_attempt else None
+            message_id = self._fresh_message_id()
+            self._deliver(
+                Delivery(target.step, target.kind, False, attempt, message_id, None, error)
+            )
+
+    @rule(count=st.integers(1, 8), with_message_ids=st.booleans())
+    def participants_succeed_in_turn(self, count: int, with_message_ids: bool) -> None:
+        """Up to ``count`` outstanding commands succeed in turn, forward or backward: takes
+        sagas deep, with much to compensate, and through their compensations."""
+        for _ in range(count):
+            target = laws.outstanding_command(self.history())
+            if target is None:
+                return
+            message_id = self._fresh_message_id() if with_message_ids else None
+            self._require_applied(target, self._succeed(target, message_id))
+
+    @rule(move=redeliveries())
+    def the_transport_redelivers(self, move: Redeliver) -> None:
+        """At-least-once delivery: an applied reply arrives again with the same message id
+        and is a duplicate. (Nothing to do until a reply with a message id was applied.)"""
+        reply = pick_back(self.delivered, move.pick)
+        if reply is not None:
+            outcome = self._deliver(reply)
+            self.require(
+                outcome is not None and outcome.outcome is Outcome.DUPLICATE,
+                f"law 4: redelivered {reply} gave {outcome}, not a duplicate",
+            )
+
+    @rule(move=stray_replies())
+    def a_stray_reply_arrives(self, move: StrayReply) -> None:
+        """A reply naming any step, kind and attempt: refused with a typed error when it
+        cannot be about a command sent, otherwise judged like any reply."""
+        names = self.saga_definition.step_names
+        self._deliver(move.delivery(names, self._fresh_message_id()))
+
+    @rule(move=clock_advances())
+    def time_passes(self, move: AdvanceClock) -> None:
+        """The clock moves on and the manager ticks; the saga moves exactly when one of
+        its timers (a deadline or a retry, read from its log) is due."""
+        events = self.history()
+        running = not laws.is_ended(events) and not laws.is_dead_lettered(events)
+        pending = laws.timers(events) if running else []
+        if move.to_next_wakeup and pending:
+            self.clock.move_to(min(t.due for t in pending))
+        else:
+            self.clock.advance(move.seconds)
+        due = any(t.due <= self.clock.now for t in pending)
+        version = self.saga.version
+        self.manager.tick(self.clock.now)
+        moved = self.saga.version > version
+        self.require(
+            moved == due,
+            f"at {self.clock.now} the saga {'moved' if moved else 'stood still'}; "
+            f"its timers: {pending}",
+        )
+        self._remember()
+
+    @rule(move=operator_actions())
+    def an_operator_acts(self, move: OperatorAction) -> None:
+        """Retry and resolve only a dead-lettered saga, abort only a running one before
+        its pivot; anything else is refused and records nothing."""
+        self._operator(move)
+
+    def _operator(self, move: OperatorAction) -> None:
+        events = self.history()
+        allowed = laws.operator_may(move.verb.value, self.saga_definition, events)
+        dead_letter = self.saga.dead_letter
+        head = self._head()
+        if allowed and move.verb.value == "resolve" and dead_letter is not None:
+            sent = [
+                s
+                for s in laws.sent_commands(events)
+                if (s.step, s.kind) == (dead_letter.step, dead_letter.kind)
+            ]
+            self._take_effect(self._command_answered(sent[-1]), None)
+        act = getattr(self.manager, move.verb.value)
+        try:
+            act(self.saga_id, actor=move.actor, reason=move.reason)
+        except InvalidTransitionError as refused:
+            self.require(not allowed, f"the operator's {move.verb.value} was refused: {refused}")
+            self.require(self._head() == head, f"the refused {move.verb.value} recorded events")
+            return
+        self.require(allowed, f"the operator's {move.verb.value} was not refused")
+        self._remember()
+
+    # -- the laws, after every rule ------------------------------------------------
+
+    @invariant()
+    def the_stored_history_obeys_the_laws(self) -> None:
+        """Laws 1, 2, 3, 4 (outstanding commands), 6, retry policies, command inputs."""
+        if self._definition is not None:
+            laws.check_all(self.saga_definition, self.saga_id, self.history())
+
+    @invariant()
+    def law3_completed_and_failed_are_absorbing(self) -> None:
+        if self._definition is None:
+            return
+        saga = self.saga
+        if self.ended_at is not None:
+            self.require(
+                (saga.status, saga.version) == self.ended_at,
+                f"law 3: the saga ended as {self.ended_at} and is now {saga.status} at "
+                f"version {saga.version}",
+            )
+        elif saga.status.is_terminal:
+            self.ended_at = (saga.status, saga.version)
+
+    @invariant()
+    def law5_every_version_rebuilds_to_what_was_seen(self) -> None:
+        if self._definition is None:
+            return
+        for version in self.unchecked_versions:
+            rebuilt = self.manager.get(self.saga_id, version=version)
+            self.require(
+                rebuilt == self.seen[version],
+                f"law 5: the saga rebuilt at version {version} differs from the live one then",
+            )
+        self.unchecked_versions.clear()
+
+    @invariant()
+    def a_running_saga_waits_on_a_command_or_a_timer(self) -> None:
+        if self._definition is None:
+            return
+        saga = self.saga
+        if saga.status in (SagaStatus.PENDING, SagaStatus.COMPENSATING):
+            self.require(
+                saga.pending_command is not None or saga.next_wakeup is not None,
+                f"liveness: a {saga.status.value} saga waits on no command and no timer",
+            )
+
+    @invariant()
+    def the_timer_index_holds_the_next_wakeup(self) -> None:
+        if self._definition is None:
+            return
+        wakeup = self.saga.next_wakeup
+        indexed = dict(self.manager.timers.select_due_timers(_FAR_FUTURE, 1_000_000))
+        self.require(
+            indexed.get(self.saga_id) == wakeup,
+            f"the timer index says {indexed.get(self.saga_id)}; the saga wakes at {wakeup}",
+        )
+
+    @invariant()
+    def garcia_molina_the_world_holds_exactly_the_actions_in_force(self) -> None:
+        """With participants: the world is the starting world with the actions that
+        took effect and were not compensated; so FAILED means as before the saga."""
+        if self._definition is not None:
+            self._check_the_world()
+
+    def everyone_cooperates_to_the_end(self) -> None:
+        """Liveness, at the end of every example: participants succeed, timers fire and an
+        operator resolves dead letters until the saga ends, which it must within a
+        bounded number of moves; the ended saga (and the world) must obey the laws.
+        This also takes every saga stopped midway through its compensations, so a
+        broken compensation shows even when the rules stopped before it ran."""
+        for _ in range(_MAX_MOVES_TO_END):
+            events = self.history()
+            if laws.is_ended(events):
+                self.the_stored_history_obeys_the_laws()
+                self.garcia_molina_the_world_holds_exactly_the_actions_in_force()
+                return
+            if laws.is_dead_lettered(events):
+                self._operator(_RESOLVE_BY_HAND)
+                continue
+            target = laws.outstanding_command(events)
+            if target is not None:
+                self._require_applied(target, self._succeed(target, None))
+                continue
+            wakeup = self.saga.next_wakeup
+            self.require(wakeup is not None, "liveness: a running saga waits on nothing")
+            assert wakeup is not None
+            version = self.saga.version
+            self.manager.tick(self.clock.move_to(wakeup))
+            self.require(self.saga.version > version, f"liveness: nothing fired at {wakeup}")
+            self._remember()
+        self.require(False, f"liveness: the saga did not end within {_MAX_MOVES_TO_END} moves")
+
+    def teardown(self) -> None:
+        """Take the saga to its end (see :meth:`everyone_cooperates_to_the_end`), then
+        close the manager. After a failed rule or invariant (hypothesis calls teardown
+        while that exception propagates) the saga is left as it is: finishing it
+        would run its participants again and report a second failure."""
+        if self._manager is None:
+            return
+        try:
+            if sys.exc_info()[1] is None:
+                self.everyone_cooperates_to_the_end()
+        finally:
+            self.close_manager(self._manager)
+            self._manager = None
