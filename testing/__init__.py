@@ -5,7 +5,8 @@
 * :class:`SagaLawsMachine` — a hypothesis state machine you subclass with your
   definition (and, optionally, participants with effects on a world you model)
   to check the laws of DESIGN.md and the Garcia-Molina property on it;
-* :func:`scenario` — given / when / then for one saga on a real manager;
+* :func:`scenario` (in :mod:`sagalog.testing.scenarios`) — given / when / then for
+  one saga on a real manager;
 * :mod:`sagalog.testing.laws` — the laws as checks over any saga's events;
 * :mod:`sagalog.testing.plugin` — pytest fixtures (``saga_manager``,
   ``saga_manager_factory``, ``saga_clock``, ...), loaded automatically;
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sagalog.testing.plugin import SagaManagerFactory
     from sagalog.testing.profiles import load_profile
     from sagalog.testing.replies import send_reply
-    from sagalog.testing.scenario import (
+    from sagalog.testing.scenarios import (
         Scenario,
         aborted,
         compensated,
@@ -57,16 +58,16 @@ _HOMES = {
     "SagaManagerFactory": "plugin",
     "load_profile": "profiles",
     "send_reply": "replies",
-    "Scenario": "scenario",
-    "aborted": "scenario",
-    "compensated": "scenario",
-    "compensation_failed": "scenario",
-    "completed": "scenario",
-    "failed": "scenario",
-    "resolved": "scenario",
-    "retried": "scenario",
-    "scenario": "scenario",
-    "time_passes": "scenario",
+    "Scenario": "scenarios",
+    "aborted": "scenarios",
+    "compensated": "scenarios",
+    "compensation_failed": "scenarios",
+    "completed": "scenarios",
+    "failed": "scenarios",
+    "resolved": "scenarios",
+    "retried": "scenarios",
+    "scenario": "scenarios",
+    "time_passes": "scenarios",
     "definitions": "strategies",
     "reply_schedules": "strategies",
     "saga_data": "strategies",

@@ -164,7 +164,7 @@ def describe_history(events: Events) -> str:
     lines = []
     for event in events:
         shown = [
-            f"{name}={getattr(event, name)!r}"
+            f"{name}={_shown(getattr(event, name))}"
             for name in _SHOWN_FIELDS
             if getattr(event, name, None) is not None
         ]
@@ -174,6 +174,11 @@ def describe_history(events: Events) -> str:
             f"{' ' if shown else ''}{' '.join(shown)}{cause}"
         )
     return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    """A field's value for a history line: instants in ISO form, the rest as repr."""
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
 
 
 def violation(
