@@ -347,6 +347,11 @@ class SagaLawsMachine(RuleBasedStateMachine):
         self._definition = definition
         self._manager = self.open_manager(definition)
         self.world = self.new_world()
+        if self.participants and self.world is None:
+            raise TypeError(
+                f"{type(self).__name__} has participants but new_world() returned None; "
+                "override new_world to return the world they act on"
+            )
         self.world_before = copy.deepcopy(self.world)
         start = (definition.name, data)
         self.manager.start(*start, saga_id=self.saga_id, version=definition.version)

@@ -103,6 +103,15 @@ def test_a_machine_without_a_definition_says_what_to_set() -> None:
         run_state_machine_as_test(NoDefinition, settings=HUNT)
 
 
+def test_participants_without_a_world_say_what_to_override() -> None:
+    class NoWorld(SagaLawsMachine):
+        definition = ORDER
+        participants = PARTICIPANTS
+
+    with pytest.raises(TypeError, match=r"override new_world"):
+        run_state_machine_as_test(NoWorld, settings=HUNT)
+
+
 def test_the_machine_reaches_every_ending_of_the_shop_saga() -> None:
     """The rules are rich enough to end sagas both ways (and dead-letter them)."""
     seen: set[SagaStatus] = set()
@@ -115,3 +124,15 @@ def test_the_machine_reaches_every_ending_of_the_shop_saga() -> None:
 
     run_state_machine_as_test(Watched, settings=settings(HUNT, max_examples=100))
     assert {SagaStatus.COMPLETED, SagaStatus.FAILED} <= seen
+
+
+def test_the_shop_laws_hold_on_every_backend(database_url: str) -> None:
+    """``database_url`` puts the machine's managers on SQLite or PostgreSQL."""
+
+    class OnTheTestStore(ShopLaws):
+        pass
+
+    OnTheTestStore.database_url = database_url
+    run_state_machine_as_test(
+        OnTheTestStore, settings=settings(HUNT, max_examples=10, phases=[Phase.generate])
+    )
