@@ -88,6 +88,7 @@ from sagalog.testing.strategies import (
     error_texts,
     operator_actions,
     pick_back,
+    picks,
     redeliveries,
     replies,
     saga_data,
@@ -303,7 +304,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             return None
         self.require(
             refusal is None,
-            f"{reply} gave {outcome}; it must be refused with "
+            f"law 4: {reply} gave {outcome}; it must be refused with "
             f"{refusal.__name__ if refusal else ''}",
         )
         self.require(
@@ -313,11 +314,17 @@ class SagaLawsMachine(RuleBasedStateMachine):
         )
         if not outcome.applied:
             self.require(self._head() == head, f"law 4: {reply} ({outcome}) recorded events")
-            self.require(bool(outcome.reason), f"{outcome} for {reply} does not say why")
+            self.require(bool(outcome.reason), f"law 4: {outcome} for {reply} does not say why")
             if reply.message_id is not None and reply.message_id in processed:
-                self.require(outcome.outcome is Outcome.DUPLICATE, f"{reply} gave {outcome}")
+                self.require(
+                    outcome.outcome is Outcome.DUPLICATE,
+                    f"law 4: {reply} reuses a consumed message id but gave {outcome}",
+                )
             elif reply.attempt is not None and reply.attempt < latest:
-                self.require(outcome.outcome is Outcome.STALE, f"{reply} gave {outcome}")
+                self.require(
+                    outcome.outcome is Outcome.STALE,
+                    f"law 4: {reply} answers an older attempt but gave {outcome}",
+                )
         elif reply.message_id is not None:
             self.delivered.append(replace(reply, result=result))
         self._remember()
@@ -408,6 +415,22 @@ class SagaLawsMachine(RuleBasedStateMachine):
                 outcome is not None and outcome.outcome is Outcome.DUPLICATE,
                 f"law 4: redelivered {reply} gave {outcome}, not a duplicate",
             )
+
+    @rule(pick=picks(), succeeded=st.booleans())
+    def a_consumed_message_id_comes_back_on_another_reply(self, pick: int, succeeded: bool) -> None:
+        """A message id already consumed, now on a reply to the command the saga waits on:
+        a duplicate, whatever it says. (Nothing to do before a reply with a message id
+        was applied, or when the saga waits on nothing.)"""
+        used = pick_back(self.delivered, pick)
+        target = laws.outstanding_command(self.history())
+        if used is None or target is None:
+            return
+        reply = Delivery(target.step, target.kind, succeeded, None, used.message_id)
+        outcome = self._deliver(reply)
+        self.require(
+            outcome is not None and outcome.outcome is Outcome.DUPLICATE,
+            f"law 4: {reply} reuses consumed message id {used.message_id!r} but gave {outcome}",
+        )
 
     @rule(move=stray_replies())
     def a_stray_reply_arrives(self, move: StrayReply) -> None:
@@ -540,6 +563,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
             if laws.is_ended(events):
                 self.the_stored_history_obeys_the_laws()
                 self.garcia_molina_the_world_holds_exactly_the_actions_in_force()
+                self.unchecked_versions = sorted(self.seen)
+                self.law5_every_version_rebuilds_to_what_was_seen()
                 return
             if laws.is_dead_lettered(events):
                 self._operator(_RESOLVE_BY_HAND)

@@ -128,9 +128,7 @@ def saga_backend() -> str:
 
 
 @pytest.fixture
-def saga_manager_factory(
-    tmp_path: Path, saga_clock: ManualClock
-) -> Iterator[SagaManagerFactory]:
+def saga_manager_factory(tmp_path: Path, saga_clock: ManualClock) -> Iterator[SagaManagerFactory]:
     """Makes managers on fresh stores; closes them after the test."""
     factory = SagaManagerFactory(tmp_path, saga_clock)
     yield factory
