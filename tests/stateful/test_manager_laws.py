@@ -24,9 +24,7 @@ def _examples(backend: str) -> int:
     return configured if backend == "memory" else max(10, configured // 10)
 
 
-def test_laws_hold_through_the_manager_for_any_definition(
-    database_url: str, backend: str
-) -> None:
+def test_laws_hold_through_the_manager_for_any_definition(database_url: str, backend: str) -> None:
     class AnyDefinitionLaws(SagaLawsMachine):
         definition = definitions()
 
