@@ -222,10 +222,11 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
     """Reply handed to the manager → next command accepted by the transport, at a fixed load.
 
     Sagas start at ``rate`` per second (open loop: on a fixed schedule, whatever
-    the system does). Participants queue their reply the moment a command is
+    the system does); the sagas due when the driver comes round start together
+    (``start_many``). Participants queue their reply the moment a command is
     delivered; the driver hands all replies queued so far to the manager in one
     ``handle_many`` call (one transaction), as a reply consumer would. Mode
-    ``inline``: the driver pumps the relay right after each reply (the
+    ``inline``: the driver pumps the relay right after each write (the
     pipeline's own latency). Mode ``thread``: the relay runs in its own thread,
     polling every ``poll`` seconds when idle (``CommandRelay.run``). Scenario a.
     """
@@ -254,16 +255,16 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
         begin = time.perf_counter()
         interval = 1.0 / rate
         while completed < n:
+            recorded = False
             now = time.perf_counter()
-            due = begin + started_sagas * interval
-            if started_sagas < n and now >= due:
-                lag_max = max(lag_max, now - due)
-                manager.start(SAGA_TYPE, saga_data(started_sagas))
-                started_sagas += 1
-                if mode == "inline":
-                    relay.pump()
-                transport.deliver()
-                continue
+            due_by_now = min(n, int((now - begin) / interval) + 1)
+            if due_by_now > started_sagas:
+                lag_max = max(lag_max, now - (begin + started_sagas * interval))
+                # The sagas due by now start together (start_many: one transaction).
+                datas = [saga_data(i) for i in range(started_sagas, due_by_now)]
+                manager.start_many(SAGA_TYPE, datas)
+                started_sagas = due_by_now
+                recorded = True
             if inbox:
                 # Every reply queued so far goes to the manager at once (handle_many).
                 commands = list(inbox)
@@ -277,12 +278,11 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
                     if command.step == "send_confirmation":
                         transport.reply_at.pop(command.saga_id, None)
                         completed += 1
-                if mode == "inline":
-                    relay.pump()
-                transport.deliver()
-                continue
+                recorded = True
+            if recorded and mode == "inline":
+                relay.pump()
             transport.deliver()
-            if not inbox:
+            if not recorded and not inbox:
                 time.sleep(0.0002)
         seconds = time.perf_counter() - begin
     finally:
