@@ -106,7 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
             from sagalog.testing.profiles import load_profile
         except ImportError:  # hypothesis not installed: no profile to load
             return
-        load_profile()
+        try:
+            load_profile()
+        except ValueError as unknown:
+            raise pytest.UsageError(str(unknown)) from None
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -86,3 +87,28 @@ def test_loading_the_plugin_imports_neither_hypothesis_nor_the_manager() -> None
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "[]"
+
+
+def _pytest_in(directory: Path, profile: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest on ``directory`` in a fresh process with ``SAGALOG_HYPOTHESIS_PROFILE``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        env={**os.environ, "SAGALOG_HYPOTHESIS_PROFILE": profile},
+    )
+
+
+def test_the_plugin_loads_the_profile_the_environment_names(tmp_path: Path) -> None:
+    (tmp_path / "test_profile.py").write_text(
+        "from hypothesis import settings\n\n"
+        "def test_the_ci_profile_is_loaded():\n"
+        "    assert settings().max_examples == 500\n",
+        encoding="utf-8",
+    )
+    ran = _pytest_in(tmp_path, "ci")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    refused = _pytest_in(tmp_path, "nightly")
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "SAGALOG_HYPOTHESIS_PROFILE='nightly' names no sagalog profile" in refused.stderr
