@@ -48,7 +48,7 @@ from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from sagalog.domain import ReplyOutcome, Saga
-from sagalog.process.manager import SagaManager
+from sagalog.process.manager import ReplyResult, SagaManager
 from sagalog.process.messages import Reply
 
 P = ParamSpec("P")
@@ -117,6 +117,18 @@ class AsyncSagaManager:
     async def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
         """:meth:`SagaManager.handle`, awaited: validate a reply message and apply it."""
         return await self._call(self.manager.handle, reply)
+
+    async def start_many(
+        self, saga_type: str, datas: list[dict[str, Any]], *, version: int | None = None
+    ) -> list[UUID]:
+        """:meth:`SagaManager.start_many`, awaited: many new sagas, few commits."""
+        return await self._call(self.manager.start_many, saga_type, datas, version=version)
+
+    async def handle_many(
+        self, replies: list[Reply | dict[str, Any] | str | bytes]
+    ) -> list[ReplyResult]:
+        """:meth:`SagaManager.handle_many`, awaited: an outcome or a typed error per reply."""
+        return await self._call(self.manager.handle_many, replies)
 
     async def handle_step_completed(
         self,
@@ -215,6 +227,10 @@ class AsyncSagaManager:
     async def get(self, saga_id: UUID, version: int | None = None) -> Saga:
         """:meth:`SagaManager.get`, awaited (the saga object is the caller's own copy)."""
         return await self._call(self.manager.get, saga_id, version)
+
+    async def get_many(self, saga_ids: list[UUID]) -> dict[UUID, Saga]:
+        """:meth:`SagaManager.get_many`, awaited: many sagas read in bulk."""
+        return await self._call(self.manager.get_many, saga_ids)
 
     async def history(self, saga_id: UUID) -> list[Saga.Event]:
         """:meth:`SagaManager.history`, awaited."""

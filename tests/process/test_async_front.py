@@ -234,3 +234,27 @@ def test_bad_pool_sizes_are_refused(manager: SagaManager) -> None:
         AsyncSagaManager(manager, max_workers=0)
     with pytest.raises(ValueError, match="max_pending"):
         AsyncSagaManager(manager, max_workers=4, max_pending=2)
+
+
+def test_batches_through_the_async_front_give_one_result_per_reply(
+    manager: SagaManager,
+) -> None:
+    async def scenario() -> tuple[list[Any], dict[UUID, Saga]]:
+        async with AsyncSagaManager(manager) as front:
+            ids = await front.start_many("Order", [{"order": i} for i in range(3)])
+            replies: list[Any] = [
+                {
+                    "message_id": f"{saga_id}:r",
+                    "saga_id": str(saga_id),
+                    "step": "reserve",
+                    "outcome": "completed",
+                }
+                for saga_id in ids
+            ]
+            results = await front.handle_many([*replies, {"message_id": "x"}])
+            return results, await front.get_many(ids)
+
+    results, sagas = asyncio.run(scenario())
+    assert results[:3] == [ReplyOutcome(Outcome.APPLIED)] * 3
+    assert isinstance(results[3], InvalidReplyError)
+    assert [saga.current_step for saga in sagas.values()] == ["charge"] * 3
