@@ -39,6 +39,7 @@ from eventsourcing.persistence import PersistenceError, RecordConflictError, Tra
 from eventsourcing.system import ProcessApplication
 
 from sagalog.domain import (
+    CommandKind,
     InvalidTransitionError,
     ReplyOutcome,
     Saga,
@@ -278,6 +279,40 @@ class SagaManager(ProcessApplication[UUID]):
             saga_id,
             lambda saga, now: saga.fail_compensation(
                 step_name, error, now=now, attempt=attempt, message_id=message_id
+            ),
+        )
+
+    def answer(
+        self,
+        saga_id: UUID,
+        step_name: str,
+        kind: CommandKind,
+        succeeded: bool,
+        *,
+        result: Any = None,
+        error: str = "",
+        attempt: int | None = None,
+        message_id: str | None = None,
+    ) -> ReplyOutcome:
+        """Any outcome of any command of ``step_name``, given as data.
+
+        Routes to what the matching ``handle_*`` method does (``kind`` action or
+        compensation, ``succeeded`` or not) through ``Saga.answer``, the one
+        routing that reply messages and upstream reactions use too: for callers
+        that hold the kind and outcome as values rather than choosing a method.
+        ``result`` counts only for a completed action, ``error`` only for a failure.
+        """
+        return self._transition(
+            saga_id,
+            lambda saga, now: saga.answer(
+                step_name,
+                kind,
+                succeeded,
+                now=now,
+                result=result,
+                error=error,
+                attempt=attempt,
+                message_id=message_id,
             ),
         )
 

@@ -1,10 +1,10 @@
 """Handing one reply to a ``SagaManager``, whichever kind and outcome it is.
 
-The manager has one method per outcome (``handle_step_completed``, ...) plus
-``handle(Reply)`` for messages, which require a message id. Tests that draw the
-kind and outcome as data (a reply schedule, a scenario) go through
-:func:`send_reply`, which picks the method and passes a missing message id on as
-``None`` (a reply that cannot be recognised when redelivered).
+Tests that draw the kind and outcome as data (a reply schedule, a scenario) go
+through :func:`send_reply`, which hands them to ``SagaManager.answer`` — the
+manager's own routing to the matching ``handle_*`` transition, shared with
+reply messages and reactions — and passes a missing message id on as ``None``
+(a reply that cannot be recognised when redelivered).
 """
 
 from __future__ import annotations
@@ -31,18 +31,13 @@ def send_reply(
     message_id: str | None = None,
 ) -> ReplyOutcome:
     """Tell ``manager`` that the ``kind`` command of ``step`` succeeded or failed."""
-    if kind is CommandKind.ACTION:
-        if succeeded:
-            return manager.handle_step_completed(
-                saga_id, step, result, attempt=attempt, message_id=message_id
-            )
-        return manager.handle_step_failed(
-            saga_id, step, error, attempt=attempt, message_id=message_id
-        )
-    if succeeded:
-        return manager.handle_compensation_completed(
-            saga_id, step, attempt=attempt, message_id=message_id
-        )
-    return manager.handle_compensation_failed(
-        saga_id, step, error, attempt=attempt, message_id=message_id
+    return manager.answer(
+        saga_id,
+        step,
+        kind,
+        succeeded,
+        result=result,
+        error=error,
+        attempt=attempt,
+        message_id=message_id,
     )
