@@ -309,6 +309,12 @@ def latency(params: dict[str, Any]) -> dict[str, Any]:
 
 # -- (e) replay -------------------------------------------------------------------
 
+#: eventsourcing's own transcoder and mapper: the baseline rows of the replay.
+REFERENCE_TRANSCODER_ENV = {
+    "TRANSCODER_TOPIC": "eventsourcing.persistence:JSONTranscoder",
+    "MAPPER_TOPIC": "eventsourcing.persistence:Mapper",
+}
+
 
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
@@ -325,6 +331,10 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
     ``decode_apply``: decode, then the manager's ``project_saga`` (rebuild without I/O).
     ``log_scan``: the notification log read in pages of 1000 and decoded, as
     projections and the relay read it.
+    ``get_many_reference`` and ``decode_reference``: the same as ``get_many`` and
+    ``decode``, by managers on the same stores that use eventsourcing's own
+    ``JSONTranscoder`` and ``Mapper`` (the baseline of ``FastJSONTranscoder``),
+    measured in the same repetition.
     """
     urls: list[str] = params["urls"]
     reps: int = params.get("reps", 3)
@@ -335,9 +345,15 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
         "decode": [],
         "decode_apply": [],
         "log_scan": [],
+        "get_many_reference": [],
+        "decode_reference": [],
     }
     totals = {"sagas": 0, "events": 0}
     managers = [SagaManager([BENCH_DEFINITION], url) for url in urls]
+    references = {
+        manager: SagaManager([BENCH_DEFINITION], url, env=REFERENCE_TRANSCODER_ENV)
+        for manager, url in zip(managers, urls, strict=True)
+    }
     try:
         ids: list[tuple[SagaManager, UUID]] = []
         for manager in managers:
@@ -370,6 +386,14 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
             results["get_many"].append(_rate(events, time.perf_counter() - t))
             assert rebuilt == len(ids), (rebuilt, len(ids))
 
+            gc.collect()
+            t = time.perf_counter()
+            rebuilt = 0
+            for manager, reference in references.items():
+                rebuilt += len(reference.get_many(s for m, s in ids if m is manager))
+            results["get_many_reference"].append(_rate(events, time.perf_counter() - t))
+            assert rebuilt == len(ids), (rebuilt, len(ids))
+
             stored: list[tuple[SagaManager, list[StoredEvent]]] = []
             t = time.perf_counter()
             for manager, saga_id in ids:
@@ -382,6 +406,13 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
                 for row in rows:
                     to_domain_event(row)
             results["decode"].append(_rate(events, time.perf_counter() - t))
+
+            t = time.perf_counter()
+            for manager, rows in stored:
+                to_domain_event = references[manager].mapper.to_domain_event
+                for row in rows:
+                    to_domain_event(row)
+            results["decode_reference"].append(_rate(events, time.perf_counter() - t))
 
             t = time.perf_counter()
             for manager, rows in stored:
@@ -405,7 +436,7 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
                     position = page[-1].id
             results["log_scan"].append(_rate(scanned, time.perf_counter() - t))
     finally:
-        for manager in managers:
+        for manager in [*managers, *references.values()]:
             manager.close()
     return {"totals": totals, "events_per_s": results}
 

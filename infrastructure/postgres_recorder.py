@@ -28,7 +28,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from sagalog.infrastructure.recorders import (
@@ -267,14 +267,20 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         found: dict[UUID, list[StoredEvent]] = {}
         if not saga_ids:
             return found
-        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+        # Plain tuples: a dict per row would cost more than the rest of reading it.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
             curs.execute(self.select_events_of_statement, (list(dict.fromkeys(saga_ids)),))
             rows = curs.fetchall()
-        for row in rows:
-            saga_id = row["originator_id"]
-            found.setdefault(saga_id, []).append(
-                StoredEvent(saga_id, row["originator_version"], row["topic"], bytes(row["state"]))
-            )
+        last_id: UUID | None = None
+        events: list[StoredEvent] = []
+        for saga_id, version, topic, state in rows:
+            if saga_id != last_id:
+                last_id = saga_id
+                events = found.setdefault(saga_id, [])
+            events.append(StoredEvent(saga_id, version, topic, bytes(state)))
         return found
 
     @_retry_transient

@@ -375,7 +375,13 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(self.select_events_of_statement, (ids,))
             rows = c.fetchall()
+        # The rows come saga by saga: parse each saga's id once, not once per event.
+        last_text: str | None = None
+        events: list[StoredEvent] = []
         for originator_id, version, topic, state in rows:
-            saga_id = UUID(originator_id)
-            found.setdefault(saga_id, []).append(StoredEvent(saga_id, version, topic, state))
+            if originator_id != last_text:
+                last_text = originator_id
+                saga_id = UUID(originator_id)
+                events = found.setdefault(saga_id, [])
+            events.append(StoredEvent(saga_id, version, topic, state))
         return found

@@ -35,7 +35,13 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import PersistenceError, RecordConflictError, Tracking
+from eventsourcing.persistence import (
+    Mapper,
+    PersistenceError,
+    RecordConflictError,
+    Tracking,
+    Transcoder,
+)
 from eventsourcing.system import ProcessApplication
 
 from sagalog.domain import (
@@ -53,6 +59,7 @@ from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
 from sagalog.process.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
+from sagalog.process.transcoding import FastJSONTranscoder, SagaMapper
 
 logger = logging.getLogger("sagalog.manager")
 
@@ -151,6 +158,31 @@ class SagaManager(ProcessApplication[UUID]):
         self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
         size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
         self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """A :class:`~sagalog.process.transcoding.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
+
+        It reads events as eventsourcing's ``Mapper`` does, with less work per
+        event; the environment's compressor and cipher are passed to it.
+        """
+        if self.env.get(self.factory.MAPPER_TOPIC):
+            return super().construct_mapper()
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=SagaMapper)
+
+    def construct_transcoder(self) -> Transcoder:
+        """eventsourcing's JSON format, decoded faster, unless ``TRANSCODER_TOPIC`` names one.
+
+        :class:`~sagalog.process.transcoding.FastJSONTranscoder` writes the same
+        bytes as eventsourcing's ``JSONTranscoder`` and decodes them to the same
+        objects, so stores written by either keep loading. A transcoder named
+        by the environment (``TRANSCODER_TOPIC``) is used as eventsourcing would;
+        compressor and cipher settings apply either way (the mapper adds them).
+        """
+        if self.env.get(self.factory.TRANSCODER_TOPIC):
+            return super().construct_transcoder()
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     # -- starting ----------------------------------------------------------------
 
