@@ -15,7 +15,7 @@ default; everything is durable and every message persistent)::
               queue <prefix>.replies  ◄─────────────────┘   (default exchange)
                  │
                  ▼
-              ReplyConsumer ──► SagaManager.handle(reply), then ack
+              ReplyConsumer ──► SagaManager.handle_many(batch), then ack
                  │ invalid / keeps failing
                  ▼
               queue <prefix>.replies.dead-letter   (reason in the headers)
@@ -27,17 +27,21 @@ Guarantees:
   otherwise it raises :class:`TransportError`, so the relay keeps its position
   and sends again later. Delivery is at least once; the command id is the
   message id, so participants drop duplicates.
-* :class:`ReplyConsumer` acks a reply only after ``manager.handle`` returned, i.e.
-  after the transition was committed. A consumer that dies before that leaves the
-  reply unacked and the broker redelivers it; a reply handled twice is a
-  duplicate the saga ignores (its ``message_id``).
+* :class:`ReplyConsumer` takes the replies the broker has delivered (up to
+  ``batch_size``, waiting at most ``batch_wait`` for more after the first), hands
+  them to ``manager.handle_many`` — one transaction for the lot — and acks them
+  only after it returned, i.e. after their transitions were committed. A
+  consumer that dies before that, or whose database fails, leaves the replies
+  unacked and the broker redelivers them; a reply handled twice is a duplicate
+  the saga ignores (its ``message_id``).
 * A reply that can never be valid (malformed, unknown saga or step, unexpected)
   or that keeps failing is *published to the dead-letter queue* with the reason
   in its headers, confirmed, and only then acked: never silently dropped. The
-  consumer goes on with the next reply.
-* One reply is in flight per consumer (prefetch 1) and a lost connection puts an
-  unacked reply back at the head of its queue, so a consumer sees a saga's replies
-  in order; reconnection backs off exponentially.
+  consumer goes on with the rest of the batch.
+* A batch is handled in delivery order (``handle_many`` decides a saga's replies
+  one after another, in the order given), and a lost connection puts the unacked
+  replies back at the head of their queue, so a consumer sees a saga's replies in
+  order; reconnection backs off exponentially.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +61,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from eventsourcing.persistence import PersistenceError, RecordConflictError
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
@@ -69,7 +76,7 @@ from sagalog.domain import (
     UnknownStepError,
 )
 from sagalog.infrastructure.transport import TransportError
-from sagalog.process import InvalidReplyError, Reply, SagaManager
+from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
 
 logger = logging.getLogger("sagalog.rabbitmq")
 
@@ -104,6 +111,11 @@ INVALID_REPLY_ERRORS: tuple[type[BaseException], ...] = (
     UnexpectedReplyError,
     InvalidTransitionError,
 )
+
+#: The database failing (down, locked, refusing writes): the replies stay unacked and
+#: are handed over again after a backoff, however long it takes; never dead-lettered.
+#: (A ``RecordConflictError`` is a conflict between writers, not one of these.)
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (PersistenceError, DatabaseUnavailableError)
 
 #: The longest reason text put in a dead-letter header.
 _MAX_REASON = 2000
@@ -340,21 +352,33 @@ class Delivery:
         """The application headers (empty if none)."""
         return dict(self.properties.headers or {})
 
-    def ack(self) -> None:
-        """Acknowledge: the broker forgets the message."""
-        self.channel.basic_ack(self.method.delivery_tag or 0)
+    def ack(self, *, multiple: bool = False) -> None:
+        """Acknowledge: the broker forgets the message (with ``multiple``, every
+        unacked message of this channel delivered up to and including this one)."""
+        self.channel.basic_ack(self.method.delivery_tag or 0, multiple=multiple)
 
 
 class ConsumerLoop:
-    """Consume one queue, one message at a time, reconnecting with backoff.
+    """Consume one queue, a batch of messages at a time, reconnecting with backoff.
 
     Subclasses set up the topology in :meth:`declare` (returning the queue) and
-    handle each message in :meth:`on_message`, which must ack (or dead-letter and
-    ack) before returning. An exception that escapes ``on_message`` leaves the
-    message unacked: a broker error reconnects (and the message is redelivered),
-    anything else stops the loop and closes the connection, so the broker redelivers
-    the message to the next consumer.
+    handle what arrives in :meth:`on_batch` — by default each message in turn by
+    :meth:`on_message` — which must ack (or dead-letter and ack) every message
+    before returning. A batch is what the broker has delivered, in delivery
+    order: up to ``prefetch`` messages (the broker sends no more while that many
+    are unacked), waiting at most ``batch_wait`` seconds after the first for the
+    rest. The default, ``prefetch`` 1, is one message at a time.
+
+    An exception that escapes ``on_batch`` leaves its messages unacked: a broker
+    error reconnects (and the messages are redelivered), anything else stops the
+    loop and closes the connection, so the broker redelivers the messages to the
+    next consumer.
     """
+
+    #: The most messages delivered and not yet acked, i.e. the largest batch.
+    prefetch: int = 1
+    #: How long to wait for more messages after the first of a batch (seconds).
+    batch_wait: float = 0.0
 
     def __init__(
         self,
@@ -375,6 +399,7 @@ class ConsumerLoop:
         self.reconnects = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
+        self._connection: BlockingConnection | None = None
 
     def declare(self, channel: BlockingChannel) -> str:
         """Declare what this consumer needs; return the queue to consume."""
@@ -383,6 +408,17 @@ class ConsumerLoop:
     def on_message(self, delivery: Delivery) -> None:
         """Handle one message; ack it (or dead-letter and ack it) when done."""
         raise NotImplementedError
+
+    def on_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle the messages of one batch, in delivery order, and ack them all.
+
+        By default each goes to :meth:`on_message`; a stop request leaves the
+        rest of the batch unacked, for the broker to deliver again.
+        """
+        for delivery in deliveries:
+            self.on_message(delivery)
+            if self._stop.is_set():
+                return
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the message in hand."""
@@ -394,8 +430,21 @@ class ConsumerLoop:
         return self._stop.is_set()
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` unless stopped; True if stopped meanwhile."""
-        return self._stop.wait(seconds)
+        """Sleep up to ``seconds`` unless stopped; True if stopped meanwhile.
+
+        While consuming, the connection is serviced meanwhile (heartbeats, and
+        deliveries kept for the next batch), so a long pause does not lose it.
+        """
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return self._stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            connection.process_data_events(time_limit=min(remaining, self.poll_interval))
+        return True
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume until ``stop`` is set (or :meth:`stop` called), reconnecting as needed."""
@@ -432,19 +481,35 @@ class ConsumerLoop:
         channel = connection.channel()
         channel.confirm_delivery()
         queue = self.declare(channel)
-        channel.basic_qos(prefetch_count=1)
+        channel.basic_qos(prefetch_count=self.prefetch)
+        received: deque[Delivery] = deque()
+
+        def receive(
+            ch: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+        ) -> None:
+            received.append(Delivery(ch, method, properties, body))
+
+        tag = channel.basic_consume(queue, receive)
+        self._connection = connection
         self.ready.set()
-        for method, properties, body in channel.consume(
-            queue, inactivity_timeout=self.poll_interval
-        ):
-            if method is None or properties is None or body is None:
-                if self._stop.is_set():
-                    break
-                continue
-            self.on_message(Delivery(channel, method, properties, body))
-            if self._stop.is_set():
-                break
-        channel.cancel()
+        try:
+            while not self._stop.is_set():
+                if not received:
+                    connection.process_data_events(time_limit=self.poll_interval)
+                    continue
+                # What the broker has delivered, topped up for at most batch_wait.
+                deadline = time.monotonic() + self.batch_wait
+                while len(received) < self.prefetch:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    connection.process_data_events(time_limit=remaining)
+                batch = [received.popleft() for _ in range(min(len(received), self.prefetch))]
+                self.on_batch(batch)
+            # Deliveries still held go back to the queue with the connection.
+            channel.basic_cancel(tag)
+        finally:
+            self._connection = None
 
     def dead_letter(
         self,
@@ -454,8 +519,12 @@ class ConsumerLoop:
         *,
         error: BaseException | None = None,
         attempts: int = 1,
+        ack: bool = True,
     ) -> None:
-        """Publish ``delivery`` to dead-letter ``queue`` with ``reason`` (confirmed), then ack."""
+        """Publish ``delivery`` to dead-letter ``queue`` with ``reason`` (confirmed), then ack.
+
+        With ``ack=False`` the caller acks (e.g. a whole batch at once, afterwards).
+        """
         headers = delivery.headers
         headers[HEADER_DEAD_LETTER_REASON] = reason[:_MAX_REASON]
         headers[HEADER_DEAD_LETTER_ERROR] = type(error).__name__ if error else "none"
@@ -477,24 +546,46 @@ class ConsumerLoop:
             ),
             mandatory=True,
         )
-        delivery.ack()
+        if ack:
+            delivery.ack()
 
 
 # -- the reply side -----------------------------------------------------------------
 
 ReplyCallback = Callable[[Reply, ReplyOutcome, Delivery], None]
+
+#: Replies handed to ``handle_many`` at most at once (the consumer's prefetch window).
+DEFAULT_REPLY_BATCH_SIZE = 200
+#: How long a batch waits for more replies after its first (seconds).
+DEFAULT_REPLY_BATCH_WAIT = 0.005
 DeadLetterCallback = Callable[[Delivery, str, BaseException | None], None]
 
 
 class ReplyConsumer(ConsumerLoop):
-    """Consumes participants' replies and hands each to ``manager.handle``.
+    """Consumes participants' replies in batches and hands each batch to ``manager.handle_many``.
 
-    The reply is acked only after ``handle`` returned (the transition is
-    committed). A reply that fails validation or that the saga rejects goes to the
-    replies' dead-letter queue at once; a reply whose handling raises anything
-    else (a database hiccup, a conflict storm) is retried in place with backoff —
-    keeping its saga's later replies behind it — and dead-lettered after
-    ``max_attempts``. Either way the consumer goes on with the next reply.
+    A batch is what the broker has delivered: up to ``batch_size`` replies (the
+    prefetch window), waiting at most ``batch_wait`` seconds after the first for
+    more, so a lone reply is not held back. ``handle_many`` commits the batch's
+    transitions in one transaction and returns a result per reply; only then are
+    the replies acked, with one ``basic.ack`` (``multiple``) up to the last.
+
+    * A reply that fails validation or that the saga rejects goes to the
+      replies' dead-letter queue (confirmed) before the batch is acked.
+    * A reply whose result is any other error (a conflict storm) is handed over
+      again, with backoff, and dead-lettered after ``max_attempts``. If the
+      batch as a whole raises something that is not the database, its replies
+      are handed over one at a time, so only the culprit is retried that way.
+    * If the database fails (``DATABASE_ERRORS``), nothing is acked: the batch
+      is handed over again after a backoff (0.05 s doubling to ``max_backoff``)
+      until the database is back or the consumer stops — then the broker
+      redelivers the replies. Replies of the batch that had been committed come
+      back as duplicates the saga ignores by their ``message_id``.
+
+    A batch is handed over in delivery order, and ``handle_many`` decides a
+    saga's replies one after another in that order, so per-saga order is kept;
+    only a reply retried after a conflict comes after its saga's later replies of
+    the same batch (the saga judges a reordered reply, as any late one).
 
     Runs in one thread; the manager may be shared with other threads (the relay).
     """
@@ -505,6 +596,8 @@ class ReplyConsumer(ConsumerLoop):
         url: str | None = None,
         *,
         topology: Topology | None = None,
+        batch_size: int = DEFAULT_REPLY_BATCH_SIZE,
+        batch_wait: float = DEFAULT_REPLY_BATCH_WAIT,
         max_attempts: int = 5,
         retry_backoff: float = 0.05,
         on_reply: ReplyCallback | None = None,
@@ -517,52 +610,146 @@ class ReplyConsumer(ConsumerLoop):
         )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if batch_wait < 0:
+            raise ValueError("batch_wait must not be negative")
         self.manager = manager
+        self.prefetch = batch_size
+        self.batch_wait = batch_wait
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.on_reply = on_reply
         self.on_dead_letter = on_dead_letter
         self.handled = 0
         self.dead_lettered = 0
+        #: Batches acked so far.
+        self.batches = 0
+        #: Times the database failed under a batch (each left it unacked and retried).
+        self.database_errors = 0
+
+    @property
+    def batch_size(self) -> int:
+        """The most replies handed to ``handle_many`` at once (the prefetch window)."""
+        return self.prefetch
 
     def declare(self, channel: BlockingChannel) -> str:
         self.topology.declare(channel)
         return self.topology.replies_queue
 
     def on_message(self, delivery: Delivery) -> None:
-        try:
-            reply = Reply.parse(delivery.body)
-        except InvalidReplyError as exc:
-            self._reject(delivery, str(exc), exc, 1)
+        self.on_batch([delivery])
+
+    def on_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle ``deliveries`` in one ``handle_many``; dead-letter the invalid; ack all."""
+        if not deliveries:
             return
-        attempt = 0
-        while True:
-            attempt += 1
+        replies: dict[int, Reply] = {}
+        results: dict[int, ReplyOutcome] = {}
+        dead: dict[int, tuple[str, BaseException, int]] = {}
+        for index, delivery in enumerate(deliveries):
             try:
-                outcome = self.manager.handle(reply)
-            except INVALID_REPLY_ERRORS as exc:
-                self._reject(delivery, f"{type(exc).__name__}: {exc}", exc, attempt, reply)
-                return
-            except Exception as exc:
-                if attempt >= self.max_attempts:
-                    reason = f"failed {attempt} times, last: {type(exc).__name__}: {exc}"
-                    self._reject(delivery, reason, exc, attempt, reply)
-                    return
-                delay = min(self.max_backoff, self.retry_backoff * 2 ** (attempt - 1))
+                replies[index] = Reply.parse(delivery.body)
+            except InvalidReplyError as exc:
+                dead[index] = (str(exc), exc, 1)
+        attempts = [0] * len(deliveries)
+        todo = list(replies)
+        rounds = 0
+        while todo:
+            answers = self._decide([replies[index] for index in todo])
+            again: list[int] = []
+            for index, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, ReplyOutcome):
+                    results[index] = answer
+                    continue
+                if isinstance(answer, DATABASE_ERRORS) and not isinstance(
+                    answer, RecordConflictError
+                ):
+                    self.database_errors += 1  # not counted against the reply
+                    again.append(index)
+                    continue
+                attempts[index] += 1
+                if isinstance(answer, INVALID_REPLY_ERRORS):
+                    reason = f"{type(answer).__name__}: {answer}"
+                    dead[index] = (reason, answer, attempts[index])
+                elif attempts[index] >= self.max_attempts:
+                    reason = (
+                        f"failed {attempts[index]} times, last: {type(answer).__name__}: {answer}"
+                    )
+                    dead[index] = (reason, answer, attempts[index])
+                else:
+                    again.append(index)
+                    self._log_retry(replies[index], answer, attempts[index])
+            todo = again
+            if todo:
+                rounds += 1
+                if self.wait(min(self.max_backoff, self.retry_backoff * 2 ** (rounds - 1))):
+                    raise _Stopping from None  # unacked: redelivered to the next consumer
+        # Every reply has its outcome, committed, or is to be dead-lettered: publish
+        # the dead letters (each confirmed), then ack the whole batch at once.
+        for index, (reason, error, tries) in sorted(dead.items()):  # in delivery order
+            self.dead_letter(
+                deliveries[index],
+                self.topology.replies_dead_letter_queue,
+                reason,
+                error=error,
+                attempts=tries,
+                ack=False,
+            )
+        deliveries[-1].ack(multiple=True)
+        self.batches += 1
+        for index, delivery in enumerate(deliveries):
+            reply = replies.get(index)
+            if index in dead:
+                reason, error, _tries = dead[index]
+                self._note_dead_letter(delivery, reason, error, reply)
+            elif reply is not None:
+                self._note_reply(reply, results[index], delivery)
+
+    def _decide(self, replies: list[Reply]) -> list[ReplyOutcome | BaseException]:
+        """``handle_many(replies)``, handed over again while the database fails.
+
+        Anything else raised for a batch of several is narrowed down by handing
+        the replies over one at a time; for a single reply it is its result.
+        """
+        failures = 0
+        while True:
+            try:
+                return list(self.manager.handle_many(replies))
+            except DATABASE_ERRORS as exc:
+                failures += 1
+                self.database_errors += 1
+                delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
                 logger.warning(
-                    "reply %s of saga %s failed (attempt %d): %s; retrying in %.2fs",
-                    reply.message_id,
-                    reply.saga_id,
-                    attempt,
+                    "the database failed on a batch of %d replies (%s); "
+                    "they stay unacked, retrying in %.2fs",
+                    len(replies),
                     _describe(exc),
                     delay,
-                    extra=_reply_log_fields(reply),
                 )
                 if self.wait(delay):
                     raise _Stopping from None  # unacked: redelivered to the next consumer
-                continue
-            break
-        delivery.ack()
+            except Exception as exc:
+                if len(replies) == 1:
+                    return [exc]
+                logger.warning(
+                    "a batch of %d replies failed (%s); handing them over one at a time",
+                    len(replies),
+                    _describe(exc),
+                )
+                return [self._decide([reply])[0] for reply in replies]
+
+    def _log_retry(self, reply: Reply, error: BaseException, attempt: int) -> None:
+        logger.warning(
+            "reply %s of saga %s failed (attempt %d): %s; retrying",
+            reply.message_id,
+            reply.saga_id,
+            attempt,
+            _describe(error),
+            extra=_reply_log_fields(reply),
+        )
+
+    def _note_reply(self, reply: Reply, outcome: ReplyOutcome, delivery: Delivery) -> None:
         self.handled += 1
         logger.log(
             logging.DEBUG if outcome.applied else logging.INFO,
@@ -577,21 +764,9 @@ class ReplyConsumer(ConsumerLoop):
         if self.on_reply is not None:
             self.on_reply(reply, outcome, delivery)
 
-    def _reject(
-        self,
-        delivery: Delivery,
-        reason: str,
-        error: BaseException,
-        attempts: int,
-        reply: Reply | None = None,
+    def _note_dead_letter(
+        self, delivery: Delivery, reason: str, error: BaseException, reply: Reply | None
     ) -> None:
-        self.dead_letter(
-            delivery,
-            self.topology.replies_dead_letter_queue,
-            reason,
-            error=error,
-            attempts=attempts,
-        )
         self.dead_lettered += 1
         fields: dict[str, Any] = {
             "correlation_id": delivery.properties.correlation_id,

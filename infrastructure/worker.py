@@ -12,7 +12,8 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
   summary and timeline tables up with the log, many events per transaction;
 * **replies** (with ``replies``, e.g. the RabbitMQ
   :class:`~sagalog.infrastructure.rabbitmq.ReplyConsumer`) — consumes participants'
-  replies, acknowledging each after its transition is committed;
+  replies in batches of what the broker has delivered, one transaction per batch
+  (``SagaManager.handle_many``), acknowledging them after it committed;
 * **metrics** (with ``metrics_port``) — a follower of the log feeds
   :class:`~sagalog.infrastructure.metrics.SagaMetrics`, served on ``/metrics``
   with the relay and projection lags and the stuck sagas by reason (needs the
@@ -29,10 +30,11 @@ participants are not part of the worker (they live in ``sagalog demo``).
 Shutdown: SIGINT or SIGTERM (or :meth:`Worker.stop`) sets the stop event and
 nothing else — a signal never interrupts a thread. Each loop finishes the unit
 it is in (one tick, one relay batch, one projection batch — each committed
-whole or not at all) and returns; the worker joins the threads, closes its
-connections and exits 0. If a loop fails for good (anything but the transient
-database and transport errors the loops retry themselves), the others are
-stopped too and the worker exits 1.
+whole or not at all — or one batch of replies, acked once committed) and
+returns; the worker joins the threads, closes its connections and exits 0. If
+a loop fails for good (anything but the transient database and transport
+errors the loops retry themselves), the others are stopped too and the worker
+exits 1.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -46,6 +46,7 @@ from sagalog.infrastructure.rabbitmq import (
 from sagalog.infrastructure.relay import CommandRelay
 from sagalog.infrastructure.transport import TransportError
 from sagalog.process import Reply, SagaManager
+from sagalog.process.manager import ReplyInput, ReplyResult
 
 ORDER = SagaDefinition(
     "Order",
@@ -340,18 +341,18 @@ def test_poison_replies_are_dead_lettered_with_reasons_and_the_next_is_processed
 
 
 class FlakyManager(SagaManager):
-    """A manager whose ``handle`` raises a non-validation error the first ``failures`` times."""
+    """A manager whose ``handle_many`` raises a non-database error the first ``failures`` times."""
 
     def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.failures = failures
         self.calls = 0
 
-    def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
+    def handle_many(self, replies: Iterable[ReplyInput], **kwargs: Any) -> list[ReplyResult]:
         self.calls += 1
         if self.calls <= self.failures:
-            raise RuntimeError(f"database hiccup #{self.calls}")
-        return super().handle(reply)
+            raise RuntimeError(f"hiccup #{self.calls}")
+        return super().handle_many(replies, **kwargs)
 
 
 @pytest.mark.parametrize(("failures", "expect_dead"), [(2, False), (10, True)])
@@ -396,9 +397,9 @@ class Crash(BaseException):
 
 
 class CrashingManager(SagaManager):
-    """Dies inside ``handle`` before anything is committed."""
+    """Dies inside ``handle_many`` before anything is committed."""
 
-    def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
+    def handle_many(self, replies: Iterable[ReplyInput], **kwargs: Any) -> list[ReplyResult]:
         raise Crash("killed before commit")
 
 
@@ -471,8 +472,10 @@ def test_consumer_reconnects_and_loses_or_reorders_no_reply(
         if len(handled) == 4:
             assert close_connections(name) == 1  # the broker drops us mid-stream
 
+    # Batches of four: the loss comes after the first batch was acked, with the
+    # next ones delivered to the lost connection and not yet acked.
     consumer = ReplyConsumer(
-        manager, broker_url, topology=topology, on_reply=note, connection_name=name
+        manager, broker_url, topology=topology, on_reply=note, connection_name=name, batch_size=4
     )
     published = []
     for i, saga_id in enumerate(sagas):
