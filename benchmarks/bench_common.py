@@ -259,6 +259,7 @@ def machine() -> Machine:
 PACKAGES: tuple[str, ...] = (
     "sagalog",
     "eventsourcing",
+    "orjson",
     "psycopg",
     "pydantic",
     "dbos",
