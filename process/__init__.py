@@ -44,6 +44,7 @@ from sagalog.process.timers import TimerIndex
 from sagalog.process.whatif import (
     CommandRecord,
     DefinitionImportError,
+    DefinitionMismatchError,
     WhatIfReport,
     WhatIfSummary,
     load_definition,
@@ -65,6 +66,7 @@ __all__ = [
     "DatabaseUrl",
     "DatabaseUrlError",
     "DefinitionImportError",
+    "DefinitionMismatchError",
     "DefinitionRegistry",
     "FailCompensation",
     "FailStep",

@@ -37,6 +37,7 @@ from sagalog.process.replay import SagaSnapshot, snapshot_of
 __all__ = [
     "CommandRecord",
     "DefinitionImportError",
+    "DefinitionMismatchError",
     "RecordedInput",
     "SkippedInput",
     "WhatIfReport",
@@ -51,6 +52,15 @@ __all__ = [
 
 class DefinitionImportError(SagalogError, ValueError):
     """``module:attribute`` could not be imported, or is not a ``SagaDefinition``."""
+
+
+class DefinitionMismatchError(SagalogError, ValueError):
+    """A what-if was asked with a definition of another saga type than the saga's.
+
+    Replaying an ``OrderFulfillment`` saga's replies through a ``TravelBooking``
+    definition matches none of its steps and "diverges" at the first command:
+    a report that looks like an answer but is a mistake, so it is refused.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,8 @@ class WhatIfSummary:
 
     reports: tuple[WhatIfReport, ...]
     missing: tuple[UUID, ...] = field(default=())
+    #: Sagas of another type than the definition's, left out (see DefinitionMismatchError).
+    other_type: tuple[UUID, ...] = field(default=())
 
     @property
     def total(self) -> int:
@@ -431,6 +443,7 @@ def what_if(manager: SagaManager, saga_id: UUID, definition: SagaDefinition) -> 
     """Replay saga ``saga_id``'s recorded inputs through ``definition``, in memory only.
 
     :class:`~sagalog.domain.SagaNotFoundError` if there is no such saga;
+    :class:`DefinitionMismatchError` if ``definition`` is of another saga type;
     ``TypeError`` if ``definition`` is not a ``SagaDefinition``.
     """
     if not isinstance(definition, SagaDefinition):
@@ -446,6 +459,11 @@ def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> What
         raise SagaNotFoundError("a saga's events begin with SagaStarted")
     started = events[0]
     saga_id = started.originator_id
+    if definition.name != started.saga_type:
+        raise DefinitionMismatchError(
+            f"saga {saga_id} is a {started.saga_type!r} saga; {_label(definition)} "
+            f"defines {definition.name!r} sagas"
+        )
     original: Any = None
     for event in events:
         original = event.mutate(original)
@@ -478,15 +496,24 @@ def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> What
 def what_if_many(
     manager: SagaManager, saga_ids: Iterable[UUID], definition: SagaDefinition
 ) -> WhatIfSummary:
-    """:func:`what_if` over many sagas; ids with no saga are listed in ``missing``."""
+    """:func:`what_if` over many sagas.
+
+    Ids with no saga are listed in ``missing``, sagas of another type than
+    ``definition``'s in ``other_type``; neither counts in the totals.
+    """
     reports: list[WhatIfReport] = []
     missing: list[UUID] = []
+    other_type: list[UUID] = []
     for saga_id in saga_ids:
         try:
             reports.append(what_if(manager, saga_id, definition))
         except SagaNotFoundError:
             missing.append(saga_id)
-    return WhatIfSummary(reports=tuple(reports), missing=tuple(missing))
+        except DefinitionMismatchError:
+            other_type.append(saga_id)
+    return WhatIfSummary(
+        reports=tuple(reports), missing=tuple(missing), other_type=tuple(other_type)
+    )
 
 
 def load_definition(spec: str) -> SagaDefinition:

@@ -25,6 +25,8 @@ SHOP_RETRYING_CHARGE = SagaDefinition(
     version=2,
 )
 NOT_A_DEFINITION = "CliShop"
+#: ``CLI_SHOP``'s steps under another saga type: a what-if with it is refused.
+OTHER_TYPE = SagaDefinition("CliWarehouse", list(CLI_SHOP.steps), version=1)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,19 @@ def test_replay_against_a_bad_definition_is_one_line_and_exit_2(
     assert result.exit_code == 2
     assert result.stdout == ""
     assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_replay_against_a_definition_of_another_saga_type_is_one_line_and_exit_2(
+    seeded: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = seeded
+    spec = "test_cli_replay:OTHER_TYPE"
+    result = invoke("replay", ids["completed"], "--against", spec, "--database-url", url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "is a 'CliShop' saga" in result.stderr
+    assert "defines 'CliWarehouse' sagas" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -23,6 +23,7 @@ from sagalog.process import SagaManager
 from sagalog.process.whatif import (
     CommandRecord,
     DefinitionImportError,
+    DefinitionMismatchError,
     load_definition,
     recorded_inputs,
     what_if,
@@ -258,6 +259,19 @@ def test_what_if_many_counts_the_sagas_that_would_end_differently(
 def test_an_unknown_saga_is_an_error(manager: SagaManager) -> None:
     with pytest.raises(SagaNotFoundError):
         what_if(manager, uuid4(), ORDER)
+
+
+def test_a_definition_of_another_saga_type_is_refused(
+    manager: SagaManager, clock: FakeClock
+) -> None:
+    saga_id = _charge_succeeds_on_retry(manager, clock)
+    other = SagaDefinition("Warehouse", list(ORDER.steps), version=ORDER.version)
+    with pytest.raises(DefinitionMismatchError, match="defines 'Warehouse' sagas"):
+        what_if(manager, saga_id, other)
+    with pytest.raises(DefinitionMismatchError):
+        what_if_events(manager.history(saga_id), other)
+    summary = what_if_many(manager, [saga_id], other)
+    assert (summary.total, summary.other_type) == (0, (saga_id,))
 
 
 def test_a_definition_must_be_a_saga_definition(manager: SagaManager, clock: FakeClock) -> None:
