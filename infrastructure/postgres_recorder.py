@@ -146,7 +146,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         self.notify_statement = SQL("NOTIFY {channel}").format(
             channel=Identifier(self.channel_name)
         )
-        self.select_events_of_statement = SQL(
+        self.select_event_rows_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(schema=schema, table=Identifier(self.events_table_name))
@@ -208,7 +208,11 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         timers = saga_timers_kwarg(kwargs)
         with self.datastore.get_connection() as conn:
             try:
-                with conn.pipeline() as pipeline, conn.cursor() as curs, conn.cursor() as ids:
+                with (
+                    conn.pipeline() as pipeline,
+                    conn.cursor() as curs,
+                    conn.cursor(row_factory=tuple_row) as ids,
+                ):
                     curs.execute("BEGIN")
                     self._write_timers(curs, timers)
                     for statement in self.lock_table_statements:
@@ -227,7 +231,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
                     )
                     curs.execute("COMMIT")
                     pipeline.sync()
-                    return [int(row["notification_id"]) for row in ids.fetchall()]
+                    return [row[0] for row in ids.fetchall()]
             except BaseException:
                 _roll_back(conn)
                 raise
@@ -262,9 +266,11 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         return [(row["saga_id"], row["due_at"].astimezone(UTC)) for row in rows]
 
     @_retry_transient
-    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
-        """The stored events of each of ``saga_ids`` that has any, oldest first, in one query."""
-        found: dict[UUID, list[StoredEvent]] = {}
+    def select_event_rows_of(
+        self, saga_ids: Sequence[UUID]
+    ) -> dict[UUID, list[tuple[int, str, bytes]]]:
+        """``(originator_version, topic, state)`` of each saga's events, in one query."""
+        found: dict[UUID, list[tuple[int, str, bytes]]] = {}
         if not saga_ids:
             return found
         # Plain tuples: a dict per row would cost more than the rest of reading it.
@@ -272,15 +278,15 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             self.datastore.get_connection() as conn,
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            curs.execute(self.select_events_of_statement, (list(dict.fromkeys(saga_ids)),))
+            curs.execute(self.select_event_rows_of_statement, (list(dict.fromkeys(saga_ids)),))
             rows = curs.fetchall()
         last_id: UUID | None = None
-        events: list[StoredEvent] = []
+        events: list[tuple[int, str, bytes]] = []
         for saga_id, version, topic, state in rows:
             if saga_id != last_id:
                 last_id = saga_id
                 events = found.setdefault(saga_id, [])
-            events.append(StoredEvent(saga_id, version, topic, bytes(state)))
+            events.append((version, topic, state))
         return found
 
     @_retry_transient

@@ -218,13 +218,15 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
         with self._database_lock:
             return len(self._saga_timers)
 
-    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
-        """The stored events of each of ``saga_ids`` that has any, oldest first."""
-        found: dict[UUID, list[StoredEvent]] = {}
+    def select_event_rows_of(
+        self, saga_ids: Sequence[UUID]
+    ) -> dict[UUID, list[tuple[int, str, bytes]]]:
+        """``(originator_version, topic, state)`` of each saga's events, oldest first."""
+        found: dict[UUID, list[tuple[int, str, bytes]]] = {}
         for saga_id in dict.fromkeys(saga_ids):
-            events = list(self.select_events(saga_id))
-            if events:
-                found[saga_id] = events
+            rows = [(e.originator_version, e.topic, e.state) for e in self.select_events(saga_id)]
+            if rows:
+                found[saga_id] = rows
         return found
 
 
@@ -286,7 +288,7 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             "ORDER BY due_at, saga_id LIMIT ?"
         )
         self.count_timers_statement = f"SELECT COUNT(*) FROM {table}"
-        self.select_events_of_statement = (
+        self.select_event_rows_of_statement = (
             f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name} "
             "WHERE originator_id IN (SELECT value FROM json_each(?)) "
             "ORDER BY originator_id, originator_version"
@@ -362,26 +364,27 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             c.execute(self.count_timers_statement)
             return int(c.fetchone()[0])
 
-    def select_events_of(self, saga_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
-        """The stored events of each of ``saga_ids`` that has any, oldest first, in one query.
+    def select_event_rows_of(
+        self, saga_ids: Sequence[UUID]
+    ) -> dict[UUID, list[tuple[int, str, bytes]]]:
+        """``(originator_version, topic, state)`` of each saga's events, in one query.
 
         The ids travel as one JSON array parameter (``json_each``), so any number
         of them fits SQLite's limit on bound variables.
         """
-        found: dict[UUID, list[StoredEvent]] = {}
+        found: dict[UUID, list[tuple[int, str, bytes]]] = {}
         if not saga_ids:
             return found
         ids = json.dumps([saga_id.hex for saga_id in dict.fromkeys(saga_ids)])
         with self.datastore.transaction(commit=False) as c:
-            c.execute(self.select_events_of_statement, (ids,))
+            c.execute(self.select_event_rows_of_statement, (ids,))
             rows = c.fetchall()
         # The rows come saga by saga: parse each saga's id once, not once per event.
         last_text: str | None = None
-        events: list[StoredEvent] = []
+        events: list[tuple[int, str, bytes]] = []
         for originator_id, version, topic, state in rows:
             if originator_id != last_text:
                 last_text = originator_id
-                saga_id = UUID(originator_id)
-                events = found.setdefault(saga_id, [])
-            events.append(StoredEvent(saga_id, version, topic, state))
+                events = found.setdefault(UUID(originator_id), [])
+            events.append((version, topic, state))
         return found

@@ -39,6 +39,7 @@ from eventsourcing.persistence import (
     Mapper,
     PersistenceError,
     RecordConflictError,
+    StoredEvent,
     Tracking,
     Transcoder,
 )
@@ -172,9 +173,10 @@ class SagaManager(ProcessApplication[UUID]):
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON format, decoded faster, unless ``TRANSCODER_TOPIC`` names one.
 
-        :class:`~sagalog.process.transcoding.FastJSONTranscoder` writes the same
-        bytes as eventsourcing's ``JSONTranscoder`` and decodes them to the same
-        objects, so stores written by either keep loading. A transcoder named
+        :class:`~sagalog.process.transcoding.FastJSONTranscoder` writes what
+        eventsourcing's ``JSONTranscoder`` writes (some floats spelled otherwise,
+        ``1e-7`` for ``1e-07``) and decodes its bytes to the same objects, so
+        stores written by either keep loading in both. A transcoder named
         by the environment (``TRANSCODER_TOPIC``) is used as eventsourcing would;
         compressor and cipher settings apply either way (the mapper adds them).
         """
@@ -533,13 +535,22 @@ class SagaManager(ProcessApplication[UUID]):
                 except SagaNotFoundError:
                     continue
             return found
-        to_domain_event = self.mapper.to_domain_event
+        mapper = self.mapper
+        event_from_row: Callable[[UUID, int, str, bytes], DomainEventProtocol[Any]] = (
+            mapper.event_from_row
+            if isinstance(mapper, SagaMapper)
+            else lambda saga_id, version, topic, state: mapper.to_domain_event(
+                StoredEvent(saga_id, version, topic, state)
+            )
+        )
         for first in range(0, len(ids), self.max_batch_size):
             page_ids = ids[first : first + self.max_batch_size]
-            page = self._bulk_reader.select_events_of(page_ids)
+            page = self._bulk_reader.select_event_rows_of(page_ids)
             for saga_id in page_ids:  # in the order asked for
-                stored = page.get(saga_id)
-                saga = project_saga(None, map(to_domain_event, stored)) if stored else None
+                rows = page.get(saga_id)
+                if not rows:
+                    continue
+                saga = project_saga(None, [event_from_row(saga_id, *row) for row in rows])
                 if isinstance(saga, Saga):
                     found[saga_id] = saga
         return found
