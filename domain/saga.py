@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
+from eventsourcing.utils import resolve_topic
 
 from sagalog.domain.commands import Command, command_id_for
 from sagalog.domain.definition import SagaDefinition, Step
@@ -39,6 +40,9 @@ from sagalog.domain.status import (
 
 _DEFINITION_CACHE: dict[str, SagaDefinition] = {}
 _DEFINITION_CACHE_SIZE = 256
+
+_ACTION = CommandKind.ACTION
+_COMPENSATION = CommandKind.COMPENSATION
 
 #: The dataclass fields of each saga event class, in declaration order (``Saga._trigger``).
 _EVENT_FIELDS: dict[type[Any], tuple[str, ...]] = {}
@@ -155,7 +159,7 @@ class Saga(Aggregate):
             if aggregate is None:
                 return super().mutate(aggregate)
             saga_id = aggregate._id
-            if self.originator_id != saga_id:
+            if self.originator_id is not saga_id and self.originator_id != saga_id:
                 raise OriginatorIDError(self.originator_id, saga_id)
             next_version = aggregate._version + 1
             if self.originator_version != next_version:
@@ -183,6 +187,26 @@ class Saga(Aggregate):
         definition_version: int
         definition_fingerprint: str
         data: dict[str, Any]
+
+        def mutate(self, aggregate: Any) -> Any:
+            """eventsourcing's ``Created.mutate`` for a ``Saga``, without its introspection.
+
+            ``Created.mutate`` resolves the aggregate's class, then looks up (with
+            ``inspect``) which of the event's fields its ``__base_init__`` and
+            ``__init__`` take, for every saga created or rebuilt. A ``Saga``'s
+            ``__init__`` takes none (its state comes from :meth:`apply`), so here the
+            shell gets eventsourcing's base attributes (id, version, creation and
+            modification time, no pending events) directly, then the event is
+            applied. An event naming another class, or given a saga, goes
+            eventsourcing's way.
+            """
+            if aggregate is not None or resolve_topic(self.originator_topic) is not Saga:
+                return super().mutate(aggregate)
+            saga: Saga = Saga.__new__(Saga)
+            saga.__base_init__(self.originator_id, self.originator_version, self.timestamp)
+            saga.__init__()  # type: ignore[misc]  # the (empty) dataclass __init__
+            self.apply(saga)
+            return saga
 
         def apply(self, aggregate: Any) -> None:
             saga: Saga = aggregate
@@ -213,19 +237,23 @@ class Saga(Aggregate):
             saga.current_step = self.step
             if saga.status is SagaStatus.STARTED:
                 saga.status = SagaStatus.PENDING
-            saga.pending_command = self.command()
+            saga._pending_dispatch = self
 
-        def command(self) -> Command:
-            """The command this event carries (all the relay needs to send it)."""
+        def command(self, payload: dict[str, Any] | None = None) -> Command:
+            """The command this event carries (all the relay needs to send it).
+
+            ``payload`` replaces the event's own (a copy, for a command that must
+            not share the saga's dicts); by default the command carries the event's.
+            """
             return Command(
                 command_id=self.command_id,
                 saga_id=self.originator_id,
                 saga_type=self.saga_type,
                 step=self.step,
-                kind=CommandKind.ACTION,
+                kind=_ACTION,
                 name=self.command_name,
                 attempt=self.attempt,
-                payload=self.payload,
+                payload=self.payload if payload is None else payload,
                 deadline=self.deadline,
                 causation_id=self.causation_id,
             )
@@ -242,7 +270,7 @@ class Saga(Aggregate):
             st.status = StepStatus.COMPLETED
             st.result = self.result
             st.deadline = None
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class StepFailed(Event):
         """A step's action failed, with the participant's error."""
@@ -257,7 +285,7 @@ class Saga(Aggregate):
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class StepTimedOut(Event):
         """No outcome arrived for a step's action before its deadline."""
@@ -272,7 +300,7 @@ class Saga(Aggregate):
             st.last_error = f"timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             st.deadline = None
             saga.last_error = st.last_error
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class StepRetryScheduled(Event):
         """The action will be attempted again (as ``attempt``) at ``due_at``."""
@@ -299,7 +327,7 @@ class Saga(Aggregate):
             saga.status = SagaStatus.COMPENSATING
             saga.failure_reason = self.reason
             saga.failed_step = self.failed_step
-            saga.pending_command = None
+            saga._pending_dispatch = None
             for st in saga.steps.values():
                 if st.status in (StepStatus.DISPATCHED, StepStatus.RETRY_SCHEDULED):
                     st.status = StepStatus.ABANDONED
@@ -333,19 +361,23 @@ class Saga(Aggregate):
             st.deadline = self.deadline
             st.retry_due_at = None
             saga.current_step = self.step
-            saga.pending_command = self.command()
+            saga._pending_dispatch = self
 
-        def command(self) -> Command:
-            """The command this event carries (all the relay needs to send it)."""
+        def command(self, payload: dict[str, Any] | None = None) -> Command:
+            """The command this event carries (all the relay needs to send it).
+
+            ``payload`` replaces the event's own (a copy, for a command that must
+            not share the saga's dicts); by default the command carries the event's.
+            """
             return Command(
                 command_id=self.command_id,
                 saga_id=self.originator_id,
                 saga_type=self.saga_type,
                 step=self.step,
-                kind=CommandKind.COMPENSATION,
+                kind=_COMPENSATION,
                 name=self.command_name,
                 attempt=self.attempt,
-                payload=self.payload,
+                payload=self.payload if payload is None else payload,
                 deadline=self.deadline,
                 causation_id=self.causation_id,
             )
@@ -360,7 +392,7 @@ class Saga(Aggregate):
             st = saga.steps[self.step]
             st.status = StepStatus.COMPENSATED
             st.deadline = None
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class CompensationFailed(Event):
         """A step's compensation failed, with the participant's error."""
@@ -375,7 +407,7 @@ class Saga(Aggregate):
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class CompensationTimedOut(Event):
         """No outcome arrived for a compensation before its deadline."""
@@ -392,7 +424,7 @@ class Saga(Aggregate):
             )
             st.deadline = None
             saga.last_error = st.last_error
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class CompensationRetryScheduled(Event):
         """The compensation will be attempted again (as ``attempt``) at ``due_at``."""
@@ -415,7 +447,7 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             saga.status = SagaStatus.COMPLETED
             saga.current_step = None
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class SagaFailed(Event):
         """The saga failed and every completed compensatable step was undone. Absorbing.
@@ -442,7 +474,7 @@ class Saga(Aggregate):
             saga.status = SagaStatus.FAILED
             saga.failure_reason = self.reason
             saga.current_step = None
-            saga.pending_command = None
+            saga._pending_dispatch = None
 
     class SagaDeadLettered(Event):
         """Retries are exhausted where the saga may not give up: an operator must act."""
@@ -525,7 +557,9 @@ class Saga(Aggregate):
         self.dead_letter: DeadLetter | None = None
         self.processed_messages: set[str] = set()
         self.next_wakeup: datetime | None = None
-        self.pending_command: Command | None = None
+        #: The event of the command pending now; its ``Command`` is built when asked
+        #: for (``pending_command``), not for every dispatch applied on a rebuild.
+        self._pending_dispatch: Saga.StepDispatched | Saga.CompensationDispatched | None = None
         self.aborted_by: str | None = None
 
     # -- creation ----------------------------------------------------------------
@@ -565,6 +599,12 @@ class Saga(Aggregate):
         return saga
 
     # -- read side ---------------------------------------------------------------
+
+    @property
+    def pending_command(self) -> Command | None:
+        """The command dispatched last and not yet answered, if any."""
+        dispatch = self._pending_dispatch
+        return None if dispatch is None else dispatch.command()
 
     @property
     def results(self) -> dict[str, Any]:

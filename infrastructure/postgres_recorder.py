@@ -18,18 +18,23 @@ from uuid import UUID
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    Notification,
     OperationalError,
     PersistenceError,
     ProgrammingError,
     StoredEvent,
     Tracking,
 )
-from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.postgres import (
+    PostgresDatastore,
+    PostgresProcessRecorder,
+    PostgresTrackingRecorder,
+)
 from eventsourcing.utils import retry
 from psycopg import Connection, Cursor
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from sagalog.infrastructure.recorders import (
     as_utc,
@@ -38,7 +43,7 @@ from sagalog.infrastructure.recorders import (
     timers_table_name,
 )
 
-__all__ = ["PostgresSagaRecorder"]
+__all__ = ["PostgresSagaRecorder", "PostgresSagaTrackingRecorder"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -150,6 +155,8 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(schema=schema, table=Identifier(self.events_table_name))
+        self._notifications_table = (schema, Identifier(self.events_table_name))
+        self._select_notifications_statements: dict[tuple[bool, bool, bool, bool], Composed] = {}
 
     def create_table(self) -> None:
         """Create the tables, again if another process created them at the same moment.
@@ -256,6 +263,68 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             curs.execute(self.delete_timers_statement, (delete_ids,), prepare=True)
 
     @_retry_transient
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """eventsourcing's ``select_notifications``: the same rows, read as plain tuples.
+
+        eventsourcing composes the statement on every call and reads each row as a
+        dict; the relay and the projections call this for every batch they follow,
+        so here each shape of statement (which of ``start``, ``stop``, ``topics``
+        are given) is composed once, and rows come back as binary tuples.
+        """
+        key = (start is not None, inclusive_of_start, stop is not None, bool(topics))
+        statement = self._select_notifications_statements.get(key)
+        if statement is None:
+            statement = self._select_notifications_statements[key] = (
+                self._select_notifications_statement(*key)
+            )
+        params: list[Any] = []
+        if start is not None:
+            params.append(start)
+        if stop is not None:
+            params.append(stop)
+        if topics:
+            if not isinstance(topics, tuple | list) or not all(isinstance(t, str) for t in topics):
+                raise TypeError(f"topics must be a list or tuple of strings, not {topics!r}")
+            params.append(list(topics))
+        params.append(limit)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(statement, params, prepare=True)
+            rows = curs.fetchall()
+        return [
+            Notification(originator_id, version, topic, state, notification_id)
+            for notification_id, originator_id, version, topic, state in rows
+        ]
+
+    def _select_notifications_statement(
+        self, has_start: bool, inclusive_of_start: bool, has_stop: bool, has_topics: bool
+    ) -> Composed:
+        """The statement eventsourcing composes for this shape of call, columns named."""
+        conditions: list[str] = []
+        if has_start:
+            conditions.append("notification_id>=%s" if inclusive_of_start else "notification_id>%s")
+        if has_stop:
+            conditions.append("notification_id <= %s")
+        if has_topics:
+            conditions.append("topic = ANY(%s)")
+        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+        schema, table = self._notifications_table
+        return SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {schema}.{table}" + where + " ORDER BY notification_id LIMIT %s"
+        ).format(schema=schema, table=table)
+
+    @_retry_transient
     def select_due_timers(self, now: datetime, limit: int) -> Sequence[tuple[UUID, datetime]]:
         """Sagas due at or before ``now``, earliest first (ties by id), at most ``limit``."""
         now = as_utc(now, "now")
@@ -297,6 +366,40 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             row = curs.fetchone()
         assert row is not None
         return int(row["n"])
+
+
+class PostgresSagaTrackingRecorder(PostgresTrackingRecorder):
+    """eventsourcing's tracking recorder, recording a position in one round trip.
+
+    A position recorded on its own (the command relay's, once per batch it sent)
+    is one upsert. eventsourcing wraps it in ``BEGIN`` … ``COMMIT`` sent one at
+    a time: three round trips. The connections are in autocommit mode, so the
+    upsert alone is the same transaction, committed by the server as it returns.
+    A position that is not ahead of the recorded one is refused with the same
+    ``IntegrityError``. Legacy multi-row tracking tables go eventsourcing's way.
+    """
+
+    @_retry_transient
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record ``tracking`` (an upsert that only moves the position forward)."""
+        if not self.datastore.single_row_tracking:
+            super().insert_tracking(tracking)
+            return
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                self.insert_tracking_statement,
+                {
+                    "application_name": tracking.application_name,
+                    "notification_id": tracking.notification_id,
+                },
+                prepare=True,
+            )
+            if curs.fetchone() is None:
+                msg = (
+                    "Failed to record tracking for "
+                    f"{tracking.application_name} {tracking.notification_id}"
+                )
+                raise IntegrityError(msg)
 
 
 def _roll_back(conn: Connection[DictRow]) -> None:

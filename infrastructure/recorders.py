@@ -77,12 +77,16 @@ from eventsourcing.utils import resolve_topic
 from sagalog.process.timers import SAGA_TIMERS_KWARG
 
 if TYPE_CHECKING:
-    from sagalog.infrastructure.postgres_recorder import PostgresSagaRecorder
+    from sagalog.infrastructure.postgres_recorder import (
+        PostgresSagaRecorder,
+        PostgresSagaTrackingRecorder,
+    )
 
 __all__ = [
     "POPOSagaFactory",
     "POPOSagaRecorder",
     "PostgresSagaRecorder",
+    "PostgresSagaTrackingRecorder",
     "SQLiteSagaRecorder",
     "timers_table_name",
 ]
@@ -93,7 +97,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def __getattr__(name: str) -> Any:
-    """Import :class:`PostgresSagaRecorder` only when it is asked for.
+    """Import :class:`PostgresSagaRecorder` (and its tracking recorder) only when asked for.
 
     It lives in :mod:`sagalog.infrastructure.postgres_recorder` because psycopg is
     an optional extra (``sagalog[postgres]``): memory and SQLite users must be able
@@ -101,16 +105,16 @@ def __getattr__(name: str) -> Any:
     ``sagalog.infrastructure.recorders:PostgresSagaRecorder`` with ``getattr``,
     which reaches this hook.
     """
-    if name == "PostgresSagaRecorder":
+    if name in ("PostgresSagaRecorder", "PostgresSagaTrackingRecorder"):
         try:
-            from sagalog.infrastructure.postgres_recorder import PostgresSagaRecorder
+            from sagalog.infrastructure import postgres_recorder
         except ImportError as e:
             msg = (
                 f"PostgreSQL support needs psycopg ({e}); "
                 "install it with: pip install 'sagalog[postgres]'"
             )
             raise ImportError(msg) from e
-        return PostgresSagaRecorder
+        return getattr(postgres_recorder, name)
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 

@@ -10,6 +10,15 @@ is at least once, and each command keeps its deterministic ``command_id`` so
 participants drop the duplicate. A transport error leaves the position at the
 last command that was accepted and the relay retries with exponential backoff.
 
+The relay also follows its manager as eventsourcing's followers do
+(``manager.lead(relay)``): after each commit the manager hands it what it just
+recorded, and the next pump sends those commands without reading them back from
+the log, as long as they continue the relay's position without a gap. Anything
+else — a gap (another process wrote in between, a rolled-back insert used up an
+id), a relay that fell behind, a restart — is read from the log as before, so
+the pushed recordings only ever save a read; the position is recorded the same
+way either way.
+
 Run one relay per saga database: two relays on one database would both send.
 """
 
@@ -17,12 +26,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import InfrastructureFactory, PersistenceError, Tracking
+import orjson
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    Notification,
+    PersistenceError,
+    Recording,
+    Tracking,
+)
+from eventsourcing.system import RecordingEvent, RecordingEventReceiver
 from eventsourcing.utils import Environment, get_topic
 
-from sagalog.domain import Saga
+from sagalog.domain import Command, Saga
 from sagalog.infrastructure.transport import Transport, TransportError
 from sagalog.process import SagaManager
 
@@ -31,8 +51,11 @@ logger = logging.getLogger("sagalog.relay")
 #: Topics of the events that carry a command.
 COMMAND_TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in Saga.COMMAND_EVENTS)
 
+#: At most this many pushed recordings wait for a pump; beyond, the relay reads the log.
+MAX_PUSHED = 50_000
 
-class CommandRelay:
+
+class CommandRelay(RecordingEventReceiver[UUID]):
     """Delivers the commands recorded by ``manager`` to ``transport``, at least once."""
 
     name = "CommandRelay"
@@ -58,19 +81,50 @@ class CommandRelay:
         self._factory = factory
         self.tracking = factory.tracking_recorder()
         self.delivered = 0
+        #: The position this relay recorded last (``None``: read it from the store).
+        #: One relay runs per saga database, so after the first read only this relay
+        #: moves its position; any failure of a pump forgets it, to be read again.
+        self._position: int | None = None
+        #: Recordings the manager pushed after its commits, oldest first.
+        self._pushed: deque[Recording[UUID]] = deque()
+        self._pushed_lock = threading.Lock()
+        self._wakeup = threading.Event()
+        manager.lead(self)
+
+    def receive_recording_event(self, new_recording_event: RecordingEvent[UUID]) -> None:
+        """Take what the manager just committed (called on the manager's thread).
+
+        The recordings wait for the next pump; if too many wait, they are dropped
+        and the relay reads the log instead (nothing is lost either way).
+        """
+        with self._pushed_lock:
+            if len(self._pushed) + len(new_recording_event.recordings) > MAX_PUSHED:
+                self._pushed.clear()
+            else:
+                self._pushed.extend(new_recording_event.recordings)
+        self._wakeup.set()
 
     def close(self) -> None:
         """Close the relay's own connections (its tracking store); the manager stays open.
 
         The relay reads the manager's log through the manager's recorder but keeps
         its position through a store of its own, with its own connection pool,
-        which would otherwise stay open until garbage collection.
+        which would otherwise stay open until garbage collection. The manager
+        stops pushing its recordings to it.
         """
+        if self in self.manager.followers:
+            self.manager.followers.remove(self)
+        with self._pushed_lock:
+            self._pushed.clear()
         self._factory.close()
 
     @property
     def position(self) -> int:
-        """Notification id of the last command handed over (0 before the first)."""
+        """Notification id up to which the log is relayed (0 before the first command).
+
+        Every command at or before it was handed over. It may be past the last
+        command (a saga's later events, which carry none, are passed over too).
+        """
         return self.tracking.max_tracking_id(self.manager.name) or 0
 
     def lag(self, limit: int = 10_000) -> int:
@@ -88,25 +142,92 @@ class CommandRelay:
         """Send one batch of commands recorded since the position; return how many.
 
         Raises :class:`TransportError` after recording the position of the
-        commands that were accepted before the failure.
+        commands that were accepted before the failure. The position is read from
+        the store on the first pump and after any failed one; otherwise the relay
+        starts where its last pump recorded it (saving a read per batch).
         """
-        notifications = self.manager.recorder.select_notifications(
-            start=self.position + 1, limit=self.batch_size, topics=COMMAND_TOPICS
-        )
-        sent_up_to: int | None = None
+        position = self._position
+        if position is None:
+            position = self.position
+        self._position = None  # until this pump has recorded its position
+        last_sent: int | None = None  # the last command the transport accepted
+        last_seen: int | None = None  # the last notification of the batch
         count = 0
+        done = False
         try:
-            for notification in notifications:
-                event = self.manager.mapper.to_domain_event(notification)
-                if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
-                    self.transport.send(event.command())
+            for notification_id, command in self._commands_after(position):
+                if command is not None:
+                    self.transport.send(command)
                     count += 1
-                sent_up_to = notification.id
+                    last_sent = notification_id
+                last_seen = notification_id
+            done = True
         finally:
+            # Past the events between commands only when the whole batch went out;
+            # after a failure, up to the last command accepted.
+            sent_up_to = last_seen if done else last_sent
             if sent_up_to is not None:
                 self.tracking.insert_tracking(Tracking(self.manager.name, sent_up_to))
                 self.delivered += count
+        self._position = position if sent_up_to is None else sent_up_to
         return count
+
+    def _commands_after(self, position: int) -> Iterator[tuple[int, Command | None]]:
+        """The next batch after ``position``: each notification id and its command, if any.
+
+        Pushed recordings that continue ``position`` without a gap are used as
+        they are (their commands get a copy of the payload, so a participant in
+        this process cannot change the saga's own data); otherwise the batch is
+        read from the log, only command events, as eventsourcing stores them.
+        """
+        pushed = self._take_pushed(position)
+        if pushed is not None:
+            for recording in pushed:
+                event = recording.domain_event
+                command = None
+                if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                    command = event.command(orjson.loads(orjson.dumps(event.payload)))
+                yield recording.notification.id, command
+            return
+        notifications: list[Notification] = list(
+            self.manager.recorder.select_notifications(
+                start=position + 1, limit=self.batch_size, topics=COMMAND_TOPICS
+            )
+        )
+        to_domain_event = self.manager.mapper.to_domain_event
+        for notification in notifications:
+            event = to_domain_event(notification)
+            command = None
+            if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                command = event.command()
+            yield notification.id, command
+
+    def _take_pushed(self, position: int) -> list[Recording[UUID]] | None:
+        """Pushed recordings from ``position + 1`` on, gap-free, up to a batch of commands.
+
+        ``None`` when they cannot be used (none waiting, or the first does not
+        follow ``position``): the log is read instead and what waited is dropped.
+        """
+        with self._pushed_lock:
+            pushed = self._pushed
+            while pushed and pushed[0].notification.id <= position:
+                pushed.popleft()
+            if not pushed or pushed[0].notification.id != position + 1:
+                pushed.clear()
+                return None
+            taken: list[Recording[UUID]] = []
+            commands = 0
+            expected = position + 1
+            while pushed and commands < self.batch_size:
+                recording = pushed[0]
+                if recording.notification.id != expected:
+                    break
+                pushed.popleft()
+                taken.append(recording)
+                expected += 1
+                if recording.notification.topic in COMMAND_TOPICS:
+                    commands += 1
+            return taken
 
     def drain(self) -> int:
         """Pump until nothing is left; return how many commands were sent."""
@@ -130,4 +251,6 @@ class CommandRelay:
                 continue
             backoff = self.initial_backoff
             if sent == 0:
-                stop.wait(poll_interval)
+                # Woken early when the manager pushes what it committed.
+                self._wakeup.wait(poll_interval)
+                self._wakeup.clear()

@@ -247,6 +247,9 @@ class DatabaseUrl:
             "PROCESS_RECORDER_TOPIC": _RECORDER_TOPICS[self.kind],
             "APPLICATION_RECORDER_TOPIC": _RECORDER_TOPICS[self.kind],
         }
+        if self.kind == "postgresql":
+            # Positions recorded on their own (the relay's) in one round trip.
+            env["TRACKING_RECORDER_TOPIC"] = f"{_RECORDERS_MODULE}:PostgresSagaTrackingRecorder"
         if self.kind == "memory":
             env["PERSISTENCE_MODULE"] = _POPO_FACTORY_TOPIC
         elif self.kind == "sqlite":

@@ -166,7 +166,11 @@ class FastJSONTranscoder(JSONTranscoder):
         """A transcoder with no transcodings registered yet, as ``JSONTranscoder()``."""
         super().__init__()
         self._fast: dict[str, Callable[[Any], Any]] = {}
+        #: ``datetime_iso`` is eventsourcing's own ``DatetimeAsISO`` (decoded inline).
+        self._datetime_iso_inline = False
         self._fast_encoders: dict[type[Any], tuple[str, Callable[[Any], Any]]] = {}
+        #: Per type, the value encoded last and its envelope (see :meth:`encode_flat`).
+        self._last_envelopes: dict[type[Any], tuple[Any, dict[str, Any]]] = {}
 
     def register(self, transcoding: Transcoding) -> None:
         """Register ``transcoding``, with its faster decoder and encoder if it has them."""
@@ -176,6 +180,8 @@ class FastJSONTranscoder(JSONTranscoder):
             self._fast.pop(transcoding.name, None)
         else:
             self._fast[transcoding.name] = fast
+        self._datetime_iso_inline = self._fast.get("datetime_iso") is _datetime_from_iso
+        self._last_envelopes.clear()
         encoder = _FAST_ENCODERS.get(type(transcoding))
         if encoder is None:
             self._fast_encoders.pop(transcoding.type, None)
@@ -204,13 +210,23 @@ class FastJSONTranscoder(JSONTranscoder):
         hook writes them, so either way eventsourcing reads the state back.
         """
         encoders = self._fast_encoders
+        last = self._last_envelopes
         for key, value in state.items():
             kind = type(value)
             if kind in _PLAIN_TYPES:
                 continue
             fast = encoders.get(kind)
             if fast is not None:
-                state[key] = {"_type_": fast[0], "_data_": fast[1](value)}
+                # The same object as the last one of its type (a batch's timestamp,
+                # a saga's id in each of its events): the same envelope, shared
+                # (nothing changes an envelope; the states are written and dropped).
+                previous = last.get(kind)
+                if previous is not None and previous[0] is value:
+                    state[key] = previous[1]
+                else:
+                    envelope = {"_type_": fast[0], "_data_": fast[1](value)}
+                    last[kind] = (value, envelope)
+                    state[key] = envelope
             elif kind is not float or not math.isfinite(value):
                 return self.encode(state)
         try:
@@ -245,35 +261,38 @@ class FastJSONTranscoder(JSONTranscoder):
             return obj
         if type(obj) is dict:
             if fields:
-                keys = [
-                    key
+                pairs = [
+                    (key, value)
                     for key in fields
                     if type(value := obj.get(key)) is dict and "_type_" in value
                 ]
-                if len(keys) == expected:
-                    self._decode_keys(obj, keys)
+                if len(pairs) == expected:
+                    self._decode_pairs(obj, pairs)
                     return obj
-            keys = [key for key, value in obj.items() if type(value) is dict and "_type_" in value]
-            if len(keys) == expected:
-                self._decode_keys(obj, keys)
+            pairs = [
+                (key, value)
+                for key, value in obj.items()
+                if type(value) is dict and "_type_" in value
+            ]
+            if len(pairs) == expected:
+                self._decode_pairs(obj, pairs)
                 return obj
         return self._decode_deep(obj)
 
-    def _decode_keys(self, obj: dict[str, Any], keys: list[str]) -> None:
-        """Turn the top-level envelopes at ``keys`` into values, all envelopes being there.
+    def _decode_pairs(self, obj: dict[str, Any], pairs: list[tuple[str, Any]]) -> None:
+        """Turn the top-level envelopes ``(key, value)`` into values, all envelopes being there.
 
         The caller counted the ``"_type_"`` strings in the bytes: every key
         ``_type_`` anywhere in ``obj`` (``obj``'s own included) is one of them.
-        When that many top-level values at ``keys`` are objects with a
+        When that many top-level values in ``pairs`` are objects with a
         ``_type_`` key, all are accounted for: no envelope is nested deeper (nor
         inside those values), so decoding these is what ``json`` would do.
-        eventsourcing's own ``datetime_iso`` and ``uuid_hex`` of a string are
-        decoded inline (a function call each would cost a tenth of the event).
+        eventsourcing's own ``datetime_iso`` of a string is decoded inline (a
+        function call would cost a tenth of the event).
         """
         fast = self._fast
-        datetime_iso = fast.get("datetime_iso") is _datetime_from_iso
-        for key in keys:
-            value = obj[key]
+        datetime_iso = self._datetime_iso_inline
+        for key, value in pairs:
             if len(value) != 2:
                 continue
             data = value.get("_data_", _MISSING)

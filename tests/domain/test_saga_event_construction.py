@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 from random import Random
+from typing import Any
 from uuid import uuid4
 
 import pytest
-from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
+from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
 from saga_builders import SAGA_ID, T0, at, collect, order_definition
 
 from sagalog.domain import CommandKind, RetryPolicy, Saga, SagalogError
@@ -118,3 +119,15 @@ def test_an_event_of_another_saga_or_out_of_order_is_refused_as_eventsourcing_do
         event.mutate(rebuilt)
     assert rebuilt.version == saga.version
     assert rebuilt.modified_on == saga.modified_on == at(1)
+
+
+def test_a_saga_rebuilt_from_its_start_is_the_one_eventsourcings_created_builds() -> None:
+    saga = Saga.start(order_definition(), {"order": 8}, saga_id=SAGA_ID, now=T0, message_id="m")
+    started = collect(saga)[0]
+    assert isinstance(started, Saga.SagaStarted)
+    ours = started.mutate(None)
+    theirs: Any = Aggregate.Created.mutate(started, None)  # eventsourcing's own
+    assert type(ours) is type(theirs) is Saga
+    assert vars(ours) == vars(theirs)
+    assert (ours.id, ours.version, ours.created_on, ours.modified_on) == (SAGA_ID, 1, T0, T0)
+    assert ours.pending_events == []

@@ -152,6 +152,12 @@ def test_recorder_topics_resolve_to_the_recorder_classes(kind: str) -> None:
     recorder = resolve_topic(env["PROCESS_RECORDER_TOPIC"])
     assert recorder is EXPECTED_RECORDER["postgres" if kind == "postgresql" else kind]
     assert resolve_topic(env["APPLICATION_RECORDER_TOPIC"]) is recorder
+    if kind == "postgresql":
+        from sagalog.infrastructure.postgres_recorder import PostgresSagaTrackingRecorder
+
+        assert resolve_topic(env["TRACKING_RECORDER_TOPIC"]) is PostgresSagaTrackingRecorder
+    else:
+        assert "TRACKING_RECORDER_TOPIC" not in env
 
 
 def test_the_popo_factory_may_be_named_by_class_or_by_module() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 
 from sagalog.domain import Command, RetryPolicy, SagaDefinition, Step
 from sagalog.infrastructure.relay import CommandRelay
@@ -77,10 +79,12 @@ def test_transport_error_keeps_the_position_and_retry_sends_the_rest(
     manager.start("Two", {"n": 2})
     with pytest.raises(TransportError):
         relay.pump()
-    assert relay.position == position
+    assert relay.position == position  # not past the refused command
+    assert relay.lag() == 1
     transport.down = False
     assert relay.drain() == 1
     assert relay.position > position
+    assert relay.lag() == 0
     assert len(transport.accepted) == 2
 
 
@@ -179,3 +183,106 @@ def _command(name: str) -> Command:
         payload={},
         deadline=None,
     )
+
+
+@pytest.mark.requires_database(reason="each relay on memory:// keeps its position to itself")
+def test_the_recorded_position_is_committed_and_the_next_pump_starts_there(
+    manager: SagaManager,
+) -> None:
+    # The relay remembers the position it recorded; what it recorded is in the store.
+    transport = FlakyTransport()
+    relay = CommandRelay(manager, transport)
+    manager.start("Two", {"n": 1})
+    assert relay.drain() == 1
+    reader = CommandRelay(manager, FlakyTransport())
+    try:
+        assert reader.position == relay.position > 0
+    finally:
+        reader.close()
+    manager.start("Two", {"n": 2})
+    assert relay.pump() == 1
+    assert relay.pump() == 0
+    assert [c.saga_id for c in transport.accepted][-1] != transport.accepted[0].saga_id
+    relay.close()
+
+
+def test_after_a_failed_pump_the_position_is_read_from_the_store_again(
+    manager: SagaManager,
+) -> None:
+    transport = FlakyTransport()
+    relay = CommandRelay(manager, transport)
+    manager.start("Two", {"n": 1})
+    relay.drain()
+    transport.down = True
+    manager.start("Two", {"n": 2})
+    with pytest.raises(TransportError):
+        relay.pump()
+    # Moved by hand past saga 2's command (one relay per database is the rule; this
+    # only shows that the relay does not trust what it remembered after a failure).
+    head = manager.recorder.max_notification_id() or 0
+    relay.tracking.insert_tracking(Tracking(manager.name, head))
+    transport.down = False
+    assert relay.pump() == 0
+    assert [c.saga_id for c in transport.accepted] == [transport.accepted[0].saga_id]
+    relay.close()
+
+
+def test_commands_pushed_by_the_manager_are_sent_without_reading_the_log(
+    manager: SagaManager,
+) -> None:
+    transport = FlakyTransport()
+    relay = CommandRelay(manager, transport)
+    relay.drain()  # the position is known
+    reads: list[int] = []
+    select = manager.recorder.select_notifications
+
+    def counting_select(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return select(*args, **kwargs)
+
+    manager.recorder.select_notifications = counting_select  # type: ignore[method-assign]
+    try:
+        first = manager.start("Two", {"n": 1})
+        assert relay.pump() == 1
+        assert reads == []
+        sent = transport.accepted[-1]
+        assert sent.saga_id == first
+        # Its payload is a copy: a participant in this process cannot change the saga.
+        sent.payload["data"]["n"] = 99
+        cached = manager.saga_cache.take(first)
+        assert cached is not None
+        assert cached.data == {"n": 1}
+        manager.saga_cache.put(cached)
+        # A gap (an id the relay did not see pushed) sends it to the log.
+        relay._pushed.clear()
+        manager.start("Two", {"n": 2})
+        with relay._pushed_lock:
+            relay._pushed.popleft()
+        assert relay.pump() == 1
+        assert reads == [1]
+        assert relay.lag() == 0
+    finally:
+        del manager.recorder.select_notifications
+        relay.close()
+    assert relay not in manager.followers
+
+
+def test_postgres_records_a_position_in_one_statement_and_refuses_going_back(
+    manager: SagaManager, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("the one-statement tracking recorder is PostgreSQL's")
+    from eventsourcing.persistence import IntegrityError, Tracking
+
+    from sagalog.infrastructure.recorders import PostgresSagaTrackingRecorder
+
+    relay = CommandRelay(manager, FlakyTransport())
+    try:
+        assert type(relay.tracking) is PostgresSagaTrackingRecorder
+        relay.tracking.insert_tracking(Tracking(manager.name, 41))
+        assert relay.position == 41
+        with pytest.raises(IntegrityError):
+            relay.tracking.insert_tracking(Tracking(manager.name, 40))
+        assert relay.position == 41
+    finally:
+        relay.close()

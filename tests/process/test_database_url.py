@@ -300,6 +300,7 @@ def test_postgresql_env_has_only_what_the_url_says_plus_required_keys() -> None:
         "POSTGRES_PASSWORD": "",
         "PROCESS_RECORDER_TOPIC": f"{RECORDERS}:PostgresSagaRecorder",
         "APPLICATION_RECORDER_TOPIC": f"{RECORDERS}:PostgresSagaRecorder",
+        "TRACKING_RECORDER_TOPIC": f"{RECORDERS}:PostgresSagaTrackingRecorder",
     }
 
 

@@ -313,6 +313,24 @@ def test_looking_in_named_fields_first_decodes_the_same_object(
     assert outcome(lambda b: new.decode_fields(b, fields), written) == outcome(old.decode, written)
 
 
+def test_values_repeated_across_states_are_written_as_each_state_alone() -> None:
+    # encode_flat reuses the envelope of the object it wrote last (by identity only).
+    old, new = transcoders()
+    saga_id = uuid4()
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    same_instant = moment.astimezone(timezone(timedelta(hours=1)))  # equal, other text
+    states = [
+        {"timestamp": moment, "correlation_id": saga_id, "n": 1},
+        {"timestamp": moment, "correlation_id": saga_id, "n": 2},
+        {"timestamp": same_instant, "correlation_id": uuid4(), "n": 3},
+        {"timestamp": moment, "correlation_id": saga_id, "n": 4},
+    ]
+    for state in states:
+        assert new.encode_flat(dict(state)) == old.encode(dict(state))
+    new.register(UUIDAsText())  # a replaced transcoding: nothing remembered is reused
+    assert new.encode_flat({"id": saga_id}) == old.encode({"id": saga_id})
+
+
 def test_a_flat_state_with_what_orjson_refuses_falls_back_to_json() -> None:
     old, new = transcoders()
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
