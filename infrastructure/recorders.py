@@ -162,9 +162,10 @@ def saga_timers_kwarg(kwargs: Mapping[str, Any]) -> dict[UUID, datetime | None]:
         if not isinstance(saga_id, UUID):
             msg = f"{SAGA_TIMERS_KWARG} keys must be UUIDs, got {saga_id!r}"
             raise TypeError(msg)
-        timers[saga_id] = (
-            None if due_at is None else as_utc(due_at, f"wake-up time of saga {saga_id}")
-        )
+        if due_at is None or (type(due_at) is datetime and due_at.tzinfo is UTC):
+            timers[saga_id] = due_at  # already what as_utc gives (the saga's own clock)
+        else:
+            timers[saga_id] = as_utc(due_at, f"wake-up time of saga {saga_id}")
     return timers
 
 

@@ -74,7 +74,7 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         self.batch_size = batch_size
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
-        env = manager.database_url.eventsourcing_env(self.name)
+        env = manager.database_url.application_env(self.name)
         factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
             Environment(self.name, env)
         )

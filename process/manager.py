@@ -26,6 +26,7 @@ its event is committed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -136,7 +137,9 @@ class SagaManager(ProcessApplication[UUID]):
         if database_url is None and env is not None:
             database_url = env.get("SAGALOG_DATABASE_URL")
         self.database_url = parse_database_url(database_url)
-        merged: dict[str, str] = dict(self.database_url.eventsourcing_env(self.name))
+        merged: dict[str, str] = self.database_url.application_env(
+            self.name, {**os.environ, **(env or {})}
+        )
         if env:
             merged.update(env)
         self.clock: Clock = clock or utc_now

@@ -169,8 +169,8 @@ class FastJSONTranscoder(JSONTranscoder):
         #: ``datetime_iso`` is eventsourcing's own ``DatetimeAsISO`` (decoded inline).
         self._datetime_iso_inline = False
         self._fast_encoders: dict[type[Any], tuple[str, Callable[[Any], Any]]] = {}
-        #: Per type, the value encoded last and its envelope (see :meth:`encode_flat`).
-        self._last_envelopes: dict[type[Any], tuple[Any, dict[str, Any]]] = {}
+        #: Per field name, the value encoded last and its envelope (:meth:`encode_flat`).
+        self._last_envelopes: dict[str, tuple[Any, dict[str, Any]]] = {}
 
     def register(self, transcoding: Transcoding) -> None:
         """Register ``transcoding``, with its faster decoder and encoder if it has them."""
@@ -217,15 +217,15 @@ class FastJSONTranscoder(JSONTranscoder):
                 continue
             fast = encoders.get(kind)
             if fast is not None:
-                # The same object as the last one of its type (a batch's timestamp,
-                # a saga's id in each of its events): the same envelope, shared
-                # (nothing changes an envelope; the states are written and dropped).
-                previous = last.get(kind)
+                # The same object as the last one under this key (a batch's
+                # timestamp, a saga's id in each of its events): the same envelope,
+                # shared (nothing changes an envelope; states are written, dropped).
+                previous = last.get(key)
                 if previous is not None and previous[0] is value:
                     state[key] = previous[1]
                 else:
                     envelope = {"_type_": fast[0], "_data_": fast[1](value)}
-                    last[kind] = (value, envelope)
+                    last[key] = (value, envelope)
                     state[key] = envelope
             elif kind is not float or not math.isfinite(value):
                 return self.encode(state)

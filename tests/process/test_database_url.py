@@ -10,6 +10,7 @@ from sagalog.domain.errors import SagalogError
 from sagalog.process.database import (
     DATABASE_URL_ENV_VAR,
     DEFAULT_DATABASE_URL,
+    DEFAULT_POSTGRES_POOL_SIZE,
     DEFAULT_SQLITE_LOCK_TIMEOUT,
     DatabaseUnavailableError,
     DatabaseUrl,
@@ -351,4 +352,37 @@ def test_process_layer_does_not_import_infrastructure() -> None:
     assert all(name.split(".")[0] != "eventsourcing" for name in imported)
     assert all(
         not name.startswith("sagalog.") or name == "sagalog.domain.errors" for name in imported
+    )
+
+
+def test_the_application_env_defaults_the_postgres_pool_to_one_connection() -> None:
+    url = parse_database_url("postgresql://saga@h/db")
+    env = url.application_env("SagaManager", environ={})
+    assert env["SAGAMANAGER_POSTGRES_POOL_SIZE"] == str(DEFAULT_POSTGRES_POOL_SIZE) == "1"
+    assert {k: v for k, v in env.items() if k != "SAGAMANAGER_POSTGRES_POOL_SIZE"} == (
+        url.eventsourcing_env("SagaManager")
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "environ"),
+    [
+        ("postgresql://saga@h/db?pool_size=4", {}),
+        ("postgresql://saga@h/db", {"POSTGRES_POOL_SIZE": "4"}),
+        ("postgresql://saga@h/db", {"SAGAMANAGER_POSTGRES_POOL_SIZE": "4"}),
+    ],
+)
+def test_a_pool_size_from_the_url_or_the_environment_is_left_alone(
+    url: str, environ: dict[str, str]
+) -> None:
+    env = parse_database_url(url).application_env("SagaManager", environ=environ)
+    assert env.get("SAGAMANAGER_POSTGRES_POOL_SIZE") in (None, "4")
+    assert env.get("SAGAMANAGER_POSTGRES_POOL_SIZE") != str(DEFAULT_POSTGRES_POOL_SIZE)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///x.db"])
+def test_other_backends_get_no_pool_default(url: str) -> None:
+    parsed = parse_database_url(url)
+    assert parsed.application_env("SagaManager", environ={}).keys() == (
+        parsed.eventsourcing_env("SagaManager").keys()
     )
