@@ -349,11 +349,13 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         ):
             curs.execute(self.select_event_rows_of_statement, (list(dict.fromkeys(saga_ids)),))
             rows = curs.fetchall()
-        last_id: UUID | None = None
+        # Rows come stream by stream. ``UUID.__eq__`` is Python code, so the ids
+        # are told apart by their ``int`` (compared in C) instead.
+        last_int = -1
         events: list[tuple[int, str, bytes]] = []
         for saga_id, version, topic, state in rows:
-            if saga_id != last_id:
-                last_id = saga_id
+            if saga_id.int != last_int:
+                last_int = saga_id.int
                 events = found.setdefault(saga_id, [])
             events.append((version, topic, state))
         return found

@@ -351,6 +351,8 @@ class SagaMapper(Mapper[UUID]):
     ) -> None:
         """A mapper as eventsourcing's, with an empty per-class memory."""
         super().__init__(transcoder, compressor=compressor, cipher=cipher)
+        #: Event classes by topic (eventsourcing's ``resolve_topic``, remembered here).
+        self._topic_classes: dict[str, type[Any]] = {}
         #: Per event class read with a UUID id: its class version and typed fields.
         self._read_classes: dict[type[Any], tuple[int, tuple[str, ...]]] = {}
         self._decode_fields = (
@@ -417,7 +419,9 @@ class SagaMapper(Mapper[UUID]):
         from the database, so no ``StoredEvent`` is made for an event decoded on
         the fast path.
         """
-        cls = resolve_topic(topic)
+        cls: Any = self._topic_classes.get(topic)
+        if cls is None:
+            cls = self._topic_classes[topic] = resolve_topic(topic)
         known = self._read_classes.get(cls) if type(originator_id) is UUID else None
         if known is None:
             if stored_event is None:

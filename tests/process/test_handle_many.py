@@ -214,3 +214,31 @@ def test_get_many_rebuilds_each_saga_as_get_does_and_leaves_out_unknown_ids(
     assert list(found) == ids
     for saga_id in ids:
         assert found[saga_id].__dict__ == manager.get(saga_id).__dict__
+
+
+def test_bulk_reads_keep_each_stream_apart_even_one_that_does_not_start_at_version_one(
+    manager: SagaManager, backend: str
+) -> None:
+    # The PostgreSQL bulk read sends a stream's id only with its version-1 event and
+    # checks that the rows after it follow on; a stream written some other way (no
+    # saga's is) must still come back whole and apart from its neighbours.
+    ids = manager.start_many("Order", [{"order": i} for i in range(3)])
+    manager.handle_many([done(ids[0], "reserve"), done(ids[1], "reserve")])
+    first = manager.recorder.select_events(ids[1], limit=1)[0]
+    odd = UUID(int=ids[1].int + 1)  # sorts right after ids[1]: its rows follow them
+    head = len(manager.recorder.select_events(ids[1]))
+    manager.recorder.insert_events(
+        [
+            StoredEvent(odd, head + 1, first.topic, first.state),
+            StoredEvent(odd, head + 2, first.topic, first.state),
+        ]
+    )
+    reader = manager.recorder
+    assert hasattr(reader, "select_event_rows_of")
+    rows = reader.select_event_rows_of([*ids, odd])
+    assert [version for version, _topic, _state in rows[odd]] == [head + 1, head + 2]
+    for saga_id in ids:
+        assert rows[saga_id] == [
+            (e.originator_version, e.topic, e.state)
+            for e in manager.recorder.select_events(saga_id)
+        ]
