@@ -180,6 +180,7 @@ def floor_postgres(params: dict[str, Any]) -> dict[str, Any]:
     try:
         gc.collect()
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for wave_index, wave in enumerate(waves):
             for first in range(0, len(wave), batch):
                 chunk = wave[first : first + batch]
@@ -223,6 +224,7 @@ def floor_postgres(params: dict[str, Any]) -> dict[str, Any]:
                 # One statement in autocommit mode: its own transaction.
                 conn.execute(upsert_tracking, ("SagaManager", position), prepare=True)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         row = conn.execute(
             f"SELECT count(*), coalesce(sum(length(state)), 0) FROM {events_table}"
         ).fetchone()
@@ -233,6 +235,7 @@ def floor_postgres(params: dict[str, Any]) -> dict[str, Any]:
         "n": n,
         "seconds": seconds,
         "sagas_per_s": n / seconds if n and seconds else None,
+        "cpu_seconds": cpu_seconds,
         "ended_as_expected": n,
         "events": int(row[0]),
         "state_bytes": int(row[1]),
@@ -276,6 +279,7 @@ def floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
         gc.collect()
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for wave_index, wave in enumerate(waves):
             for first in range(0, len(wave), batch):
                 chunk = wave[first : first + batch]
@@ -305,6 +309,7 @@ def floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
                 conn.execute(upsert_tracking, ("SagaManager", position))
                 conn.execute("COMMIT")
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         count, size = conn.execute(
             f"SELECT count(*), coalesce(sum(length(state)), 0) FROM {names['events']}"
         ).fetchone()
@@ -314,6 +319,7 @@ def floor_sqlite(params: dict[str, Any]) -> dict[str, Any]:
         "n": n,
         "seconds": seconds,
         "sagas_per_s": n / seconds if n and seconds else None,
+        "cpu_seconds": cpu_seconds,
         "ended_as_expected": n,
         "events": int(count),
         "state_bytes": int(size),

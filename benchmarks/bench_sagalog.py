@@ -177,8 +177,10 @@ def throughput(params: dict[str, Any]) -> dict[str, Any]:
     try:
         gc.collect()
         started = time.perf_counter()
+        cpu_started = time.process_time()
         drive(manager, relay, transport, participants, n)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         ended = count_endings(manager, scenario) if n else 0
         events = manager.recorder.max_notification_id() or 0
         table = getattr(manager.recorder, "events_table_name", None)
@@ -191,6 +193,7 @@ def throughput(params: dict[str, Any]) -> dict[str, Any]:
         "n": n,
         "seconds": seconds,
         "sagas_per_s": n / seconds if n and seconds else None,
+        "cpu_seconds": cpu_seconds,
         "ended_as_expected": ended,
         "events": events,
         "replies": participants.replies,
