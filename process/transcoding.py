@@ -242,58 +242,16 @@ class FastJSONTranscoder(JSONTranscoder):
         """``decode(data)``, looking for the envelopes in the top-level ``fields`` first.
 
         ``fields`` names, each once, where a state is expected to hold its typed
-        values (a saga event's UUID and datetime fields). If the envelopes found there
-        are all the ``"_type_"`` keys the bytes contain, only they are decoded;
-        otherwise every top-level value is looked at, then every value at any
-        depth, as :meth:`decode` does. The object is the same either way.
-
-        The common case — no backslash, no long run of digits, a JSON object
-        whose envelopes are all in ``fields`` and hold strings for the fast
-        decoders — is decoded in this one call (a saga event's state nearly
-        always is; every rebuild runs this once per event). Anything else, met
-        at any point, is decoded again from the bytes by the general path.
+        values (a saga event's UUID and datetime fields). The bytes are screened
+        and parsed once; the envelopes found in ``fields`` are decoded in place
+        (:meth:`_decode_named`), and if they are all the ``"_type_"`` keys the
+        bytes contain, that is the object — a saga event's state nearly always
+        is, and every rebuild runs this once per event. Otherwise the other
+        top-level values are looked at, then every value at any depth, as
+        :meth:`decode` does. The object is the same either way: a decoded
+        envelope held a string, so nothing was nested in it.
         """
-        if fields and _BACKSLASH not in data and _LONG_DIGITS not in data.translate(_SCREEN):
-            try:
-                obj = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return JSONTranscoder.decode(self, data)
-            if type(obj) is dict:
-                fast = self._fast
-                datetime_iso = self._datetime_iso_inline
-                found = 0
-                try:
-                    for key in fields:
-                        value = obj.get(key)
-                        if type(value) is not dict or len(value) != 2 or "_type_" not in value:
-                            continue
-                        name = value["_type_"]
-                        item = value.get("_data_", _MISSING)
-                        if type(item) is not str or type(name) is not str:
-                            break
-                        if datetime_iso and name == "datetime_iso":
-                            obj[key] = _from_iso(item)
-                        elif (shared := _recent_uuids.get(item)) is not None and (
-                            fast.get(name) is _uuid_from_hex
-                        ):
-                            obj[key] = shared  # the saga's id, again: no call at all
-                        else:
-                            decoder = fast.get(name)
-                            if decoder is None:
-                                break
-                            obj[key] = decoder(item)
-                        found += 1
-                    else:
-                        if found == data.count(_TYPE_KEY):
-                            return obj
-                except ValueError:
-                    pass  # a malformed value: raised (or not) as the general path does
-        return self._decode_general(data, fields)
-
-    def _decode_general(self, data: bytes, fields: tuple[str, ...]) -> Any:
-        """:meth:`decode_fields` for any bytes: screens, then the envelopes wherever they are."""
-        screened = data.translate(_SCREEN)
-        if _LONG_DIGITS in screened:
+        if _LONG_DIGITS in data.translate(_SCREEN):
             return JSONTranscoder.decode(self, data)
         try:
             obj = orjson.loads(data)
@@ -304,25 +262,59 @@ class FastJSONTranscoder(JSONTranscoder):
         expected = data.count(_TYPE_KEY)
         if expected == 0:
             return obj
-        if type(obj) is dict:
-            if fields:
-                pairs = [
-                    (key, value)
-                    for key in fields
-                    if type(value := obj.get(key)) is dict and "_type_" in value
-                ]
-                if len(pairs) == expected:
-                    self._decode_pairs(obj, pairs)
-                    return obj
-            pairs = [
-                (key, value)
-                for key, value in obj.items()
-                if type(value) is dict and "_type_" in value
-            ]
-            if len(pairs) == expected:
-                self._decode_pairs(obj, pairs)
+        if type(obj) is not dict:
+            return self._decode_deep(obj)
+        found = 0
+        if fields:
+            try:
+                found = self._decode_named(obj, fields)
+            except ValueError:
+                # A malformed value: parse again and let the whole-object path
+                # decide what is raised, in the document's order as ``json`` does.
+                obj = orjson.loads(data)
+                found = 0
+            if found == expected:
                 return obj
+        pairs = [
+            (key, value) for key, value in obj.items() if type(value) is dict and "_type_" in value
+        ]
+        if len(pairs) == expected - found:
+            self._decode_pairs(obj, pairs)
+            return obj
         return self._decode_deep(obj)
+
+    def _decode_named(self, obj: dict[str, Any], fields: tuple[str, ...]) -> int:
+        """Decode, in place, the envelopes in ``obj``'s ``fields`` that hold a string; how many.
+
+        Stops at the first envelope it cannot decode this way (a value that is
+        not a string, a name without a fast decoder), leaving it and the rest to
+        the caller. A repeated decoded UUID (the saga's id in each of its events)
+        is taken from the shared ones without a call.
+        """
+        fast = self._fast
+        datetime_iso = self._datetime_iso_inline
+        found = 0
+        for key in fields:
+            value = obj.get(key)
+            if type(value) is not dict or len(value) != 2 or "_type_" not in value:
+                continue
+            name = value["_type_"]
+            item = value.get("_data_", _MISSING)
+            if type(item) is not str or type(name) is not str:
+                break
+            if datetime_iso and name == "datetime_iso":
+                obj[key] = _from_iso(item)
+            elif (shared := _recent_uuids.get(item)) is not None and (
+                fast.get(name) is _uuid_from_hex
+            ):
+                obj[key] = shared
+            else:
+                decoder = fast.get(name)
+                if decoder is None:
+                    break
+                obj[key] = decoder(item)
+            found += 1
+        return found
 
     def _decode_pairs(self, obj: dict[str, Any], pairs: list[tuple[str, Any]]) -> None:
         """Turn the top-level envelopes ``(key, value)`` into values, all envelopes being there.

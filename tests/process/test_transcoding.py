@@ -411,6 +411,7 @@ ENVELOPE = b'{"_type_":"uuid_hex","_data_":"5c0b3cbe0ad94b1b8e2a4a6a1ba3ef4e"}'
         b'{"a":[{"_type_":"nobody","_data_":1}],"t":{"_type_":"datetime_iso","_data_":"late"}}',
         b'{"t":{"_type_":"uuid_hex","_data_":"5c0b3cbe0ad94b1b8e2a4a6a1ba3ef4e"},"s":"\\n"}',
         b'{"t":{"_type_":null,"_data_":"x"}}',
+        b'{"a":{"_type_":"nobody","_data_":1},"t":{"_type_":"datetime_iso","_data_":"late"}}',
         b'{"t":{"_type_":"datetime_iso","_data_":null}}',
         b"[1,2",  # truncated
         b"\xff\xfe",  # not UTF-8
