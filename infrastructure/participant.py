@@ -60,6 +60,8 @@ from sagalog.infrastructure.rabbitmq import (
     publish_reply,
 )
 from sagalog.process import Reply
+from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT
+from sagalog.process.sqlite_wal import use_wal
 
 logger = logging.getLogger("sagalog.participant")
 
@@ -115,7 +117,7 @@ class SQLiteProcessedCommands:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db, DEFAULT_SQLITE_LOCK_TIMEOUT)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS processed_commands "
             "(command_id TEXT PRIMARY KEY, reply TEXT NOT NULL, "

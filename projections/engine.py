@@ -29,6 +29,7 @@ from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.pool import StaticPool
 
 from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, DatabaseUrl, parse_database_url
+from sagalog.process.sqlite_wal import use_wal
 
 __all__ = ["WRITE_OPTION", "create_view_engine", "is_private_memory"]
 
@@ -52,7 +53,7 @@ def create_view_engine(database_url: DatabaseUrl | str | None) -> Engine:
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
         )
-        _explicit_sqlite_transactions(engine, wal=False)
+        _explicit_sqlite_transactions(engine, wal_timeout=None)
         return engine
     if url.kind == "sqlite":
         assert url.path is not None
@@ -63,7 +64,9 @@ def create_view_engine(database_url: DatabaseUrl | str | None) -> Engine:
                 "check_same_thread": False,
             },
         )
-        _explicit_sqlite_transactions(engine, wal=True)
+        _explicit_sqlite_transactions(
+            engine, wal_timeout=float(url.lock_timeout or DEFAULT_SQLITE_LOCK_TIMEOUT)
+        )
         return engine
     connect_args: dict[str, Any] = {}
     if url.connect_timeout is not None:
@@ -87,25 +90,23 @@ def create_view_engine(database_url: DatabaseUrl | str | None) -> Engine:
     return engine
 
 
-def _explicit_sqlite_transactions(engine: Engine, *, wal: bool) -> None:
+def _explicit_sqlite_transactions(engine: Engine, *, wal_timeout: float | None) -> None:
     """Let SQLAlchemy, not pysqlite, decide where SQLite transactions begin.
 
     pysqlite's own handling starts a transaction lazily at the first write,
     which would let a read-then-write transaction see a snapshot older than
     its write lock. SQLAlchemy's documented recipe: autocommit at the driver,
-    and an explicit ``BEGIN`` from the ``begin`` event.
+    and an explicit ``BEGIN`` from the ``begin`` event. With ``wal_timeout``
+    (a file), each new connection puts the file in WAL mode, waiting up to that
+    many seconds for other connections to let it (:func:`use_wal`).
     """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            if wal:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-        finally:
-            cursor.close()
+        if wal_timeout is not None:
+            use_wal(dbapi_connection, wal_timeout)
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
