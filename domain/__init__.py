@@ -3,7 +3,7 @@
 Nothing here touches a database, a clock or a network; time is passed in.
 """
 
-from sagalog.domain.commands import Command, command_id_for
+from sagalog.domain.commands import Command, command_id_for, idempotency_key_for
 from sagalog.domain.definition import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_RETRIABLE_RETRY,
@@ -51,4 +51,5 @@ __all__ = [
     "UnknownSagaTypeError",
     "UnknownStepError",
     "command_id_for",
+    "idempotency_key_for",
 ]

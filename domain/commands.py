@@ -39,6 +39,20 @@ def command_id_for(saga_id: UUID, step: str, kind: CommandKind, attempt: int) ->
     return command_id
 
 
+def idempotency_key_for(saga_id: UUID, step: str, kind: CommandKind) -> UUID:
+    """The idempotency key of ``(saga, step, kind)``: the same for every attempt.
+
+    ``command_id`` changes with each attempt, so a participant that keyed its own
+    database on it would run a step's action twice when an attempt that timed out
+    executes late beside the next one. This key is the one to record effects under:
+    ``uuid5(saga_id, f"{step}\\x1f{kind.value}")``, one for a step's action and one
+    for its compensation.
+    """
+    name = f"{step}\x1f{_KIND_TEXT[kind]}".encode()
+    digest = sha1(saga_id.int.to_bytes(16, "big") + name, usedforsecurity=False).digest()
+    return UUID(int=(int.from_bytes(digest[:16], "big") & _V5_CLEAR) | _V5_SET)
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """A command to deliver to a participant, as recorded in the saga's log."""
@@ -54,10 +68,16 @@ class Command:
     deadline: datetime | None
     causation_id: str | None = None
 
+    @property
+    def idempotency_key(self) -> UUID:
+        """The key shared by every attempt of this command's step and kind."""
+        return idempotency_key_for(self.saga_id, self.step, self.kind)
+
     def to_message(self) -> dict[str, Any]:
         """A JSON-ready dict of the command, for transports."""
         return {
             "command_id": str(self.command_id),
+            "idempotency_key": str(self.idempotency_key),
             "saga_id": str(self.saga_id),
             "correlation_id": str(self.saga_id),
             "causation_id": self.causation_id,

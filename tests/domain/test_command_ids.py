@@ -99,3 +99,17 @@ def test_a_command_id_is_the_uuid5_of_its_inputs(
         str(expected),
     )
     assert hash(found) == hash(expected)
+
+
+def test_the_idempotency_key_is_shared_by_every_attempt_of_one_step_and_kind() -> None:
+    from sagalog.domain import idempotency_key_for
+
+    first = idempotency_key_for(SAGA_ID, "charge_payment", CommandKind.ACTION)
+    assert first == uuid5(SAGA_ID, "charge_payment\x1faction")
+    assert first != idempotency_key_for(SAGA_ID, "charge_payment", CommandKind.COMPENSATION)
+    assert first != idempotency_key_for(OTHER_SAGA, "charge_payment", CommandKind.ACTION)
+    command = start().pending_command
+    assert command is not None
+    key = idempotency_key_for(SAGA_ID, command.step, CommandKind.ACTION)
+    assert command.idempotency_key == key
+    assert command.to_message()["idempotency_key"] == str(key)
