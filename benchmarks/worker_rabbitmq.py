@@ -34,7 +34,7 @@ import pika
 from bench_common import BENCH_DEFINITION, STEPS, saga_data
 from projection_catchup import DEFAULT_POSTGRES, _postgres_schema
 
-from sagalog.domain import SagaStatus
+from sagalog.domain import CommandKind, SagaStatus, command_id_for
 from sagalog.infrastructure.rabbitmq import (
     DEFAULT_REPLY_BATCH_SIZE,
     ReplyConsumer,
@@ -52,7 +52,13 @@ def one_run(manager: SagaManager, broker: str, *, sagas: int, batch_size: int) -
         topology.declare(channel)
         for step in STEPS:
             for saga_id in ids:
-                body = {"message_id": f"{saga_id}:{step}", "saga_id": str(saga_id), "step": step}
+                command_id = command_id_for(saga_id, step, CommandKind.ACTION, 1)
+                body = {
+                    "message_id": f"{saga_id}:{step}",
+                    "saga_id": str(saga_id),
+                    "command_id": str(command_id),
+                    "step": step,
+                }
                 channel.basic_publish(
                     "",
                     topology.replies_queue,

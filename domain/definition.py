@@ -23,8 +23,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -156,6 +158,11 @@ class Step(_DefinitionPart):
     compensation_retry: RetryPolicy = Field(default=DEFAULT_COMPENSATION_RETRY)
     compensation_timeout: timedelta | None = None
     retriable: bool = False
+    #: Whether the compensation also runs when the action's outcome is unknown (its
+    #: last attempt timed out, or it was in flight when the saga began to roll back).
+    #: The default, ``True``, assumes an unknown outcome may be a done one; ``False``
+    #: is for an action its participant refuses once its deadline has passed (fenced).
+    compensate_uncertain: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +186,19 @@ class Step(_DefinitionPart):
                 "remove its compensation or make it not retriable"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump leaves out settings added later while they hold their default.
+
+        A definition's fingerprint is the hash of its dump, so a definition written
+        before ``compensate_uncertain`` existed keeps its fingerprint (and stored sagas
+        keep matching it) unless it sets the new field.
+        """
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("compensate_uncertain") is True:
+            del dumped["compensate_uncertain"]
+        return dumped
 
     @property
     def compensatable(self) -> bool:

@@ -102,6 +102,26 @@ _ACTION_DONE = frozenset(
     }
 )
 _COMPENSATION_DONE = frozenset({StepStatus.COMPENSATED, StepStatus.COMPENSATION_RESOLVED})
+#: Step states once its compensation was dispatched (or resolved by hand).
+_COMPENSATION_STARTED = frozenset(
+    {
+        StepStatus.COMPENSATION_DISPATCHED,
+        StepStatus.COMPENSATION_RETRY_SCHEDULED,
+        StepStatus.COMPENSATED,
+        StepStatus.COMPENSATION_FAILED,
+        StepStatus.COMPENSATION_RESOLVED,
+    }
+)
+#: Step states in which an action that was dispatched has no known success.
+_ACTION_NOT_DONE = frozenset(
+    {
+        StepStatus.DISPATCHED,
+        StepStatus.RETRY_SCHEDULED,
+        StepStatus.FAILED,
+        StepStatus.TIMED_OUT,
+        StepStatus.ABANDONED,
+    }
+)
 
 #: Bound on how many timer firings one call to ``fire_due`` performs (zero-delay retries).
 _MAX_FIRINGS_PER_CALL = 1000
@@ -157,6 +177,14 @@ class StepState:
     deadline: datetime | None = None
     retry_due_at: datetime | None = None
     history: list[str] = field(default_factory=list)
+    #: An attempt of the action ended without an answer (it timed out, or was in
+    #: flight when the saga began to roll back): the action may have been done.
+    uncertain: bool = False
+    #: A success arrived after its attempt had timed out or been abandoned
+    #: (``StepCompletedLate``): the action was done, late.
+    late: bool = False
+    #: The latest attempt of the action timed out (rather than failed or succeeded).
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +296,7 @@ class Saga(Aggregate):
             st = saga.steps[self.step]
             st.status = _StepStatus.DISPATCHED
             st.attempt = self.attempt
+            st.timed_out = False
             st.deadline = self.deadline
             st.retry_due_at = None
             saga.current_step = self.step
@@ -306,7 +335,42 @@ class Saga(Aggregate):
             st.status = _StepStatus.COMPLETED
             st.result = self.result
             st.deadline = None
+            st.uncertain = False
             saga._pending_dispatch = None
+
+    class StepCompletedLate(Event):
+        """A success arrived for an attempt whose outcome the saga no longer waited for.
+
+        The attempt had timed out, or was in flight when the saga began to roll back:
+        the action did happen, late. The fact is recorded with the participant's result
+        (which the compensation then carries), and if the saga is rolling back and the
+        step's compensation was not yet planned, it is added to the plan. It never moves
+        a saga forward and never changes a ``COMPLETED`` or ``FAILED`` status.
+        """
+
+        step: str
+        attempt: int
+        result: Any
+        #: The saga's wake-up, unchanged by this fact (a retry or a deadline still due).
+        next_wakeup: datetime | None
+
+        def wakeup_at(self) -> datetime | None:
+            return self.next_wakeup
+
+        def evolve(self, saga: Saga) -> None:
+            st = saga.steps[self.step]
+            st.late = True
+            st.result = self.result
+            if (
+                saga.status in (_SagaStatus.COMPENSATING, _SagaStatus.DEAD_LETTERED)
+                and st.status not in _COMPENSATION_STARTED
+                and self.step not in saga.compensation_plan
+                and saga.definition.step(self.step).compensatable
+            ):
+                planned = {*saga.compensation_plan, self.step}
+                saga.compensation_plan = [
+                    step.name for step in reversed(saga.definition.steps) if step.name in planned
+                ]
 
     class StepFailed(Event):
         """A step's action failed, with the participant's error."""
@@ -335,6 +399,8 @@ class Saga(Aggregate):
             st.status = _StepStatus.TIMED_OUT
             st.last_error = f"timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             st.deadline = None
+            st.uncertain = True
+            st.timed_out = True
             saga.last_error = st.last_error
             saga._pending_dispatch = None
 
@@ -354,10 +420,26 @@ class Saga(Aggregate):
             st.retry_due_at = self.due_at
 
     class CompensationRequested(Event):
-        """The saga rolls back: completed compensatable steps will be undone, newest first."""
+        """The saga rolls back: its completed and uncertain steps will be undone, newest first.
+
+        ``uncertain_steps`` names the compensatable steps whose action was dispatched
+        and whose outcome is unknown (timed out, or in flight now): they are
+        compensated like completed ones. It was added in class version 2; events
+        recorded before carry ``None`` ("old rules": only completed steps were
+        planned), so old logs rebuild to the state they had. Steps in flight are
+        marked uncertain either way, so such old sagas can be found and repaired.
+        """
+
+        class_version = 2
 
         reason: str
         failed_step: str | None
+        uncertain_steps: list[str] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 planned only completed steps: no uncertain step was recorded."""
+            state["uncertain_steps"] = None
 
         def evolve(self, saga: Saga) -> None:
             saga.status = _SagaStatus.COMPENSATING
@@ -365,14 +447,20 @@ class Saga(Aggregate):
             saga.failed_step = self.failed_step
             saga._pending_dispatch = None
             for st in saga.steps.values():
+                if st.status is _StepStatus.DISPATCHED:
+                    st.uncertain = True
                 if st.status in (_StepStatus.DISPATCHED, _StepStatus.RETRY_SCHEDULED):
                     st.status = _StepStatus.ABANDONED
                     st.deadline = None
                     st.retry_due_at = None
+            uncertain = self.uncertain_steps or ()
             saga.compensation_plan = [
                 step.name
                 for step in reversed(saga.definition.steps)
-                if step.compensatable and saga.steps[step.name].status is _StepStatus.COMPLETED
+                if step.compensatable
+                and (
+                    saga.steps[step.name].status is _StepStatus.COMPLETED or step.name in uncertain
+                )
             ]
             saga.current_step = None
 
@@ -565,6 +653,27 @@ class Saga(Aggregate):
             st.retry_due_at = None
             saga.dead_letter = None
 
+    class OperatorCompensationRequested(Event):
+        """An operator had a failed saga compensate steps whose action may still be in force.
+
+        For a ``FAILED`` saga recorded before uncertain steps were compensated, or one
+        whose step reported a late success after the saga had ended: the saga rolls
+        back again (``COMPENSATING``) through ``steps``, newest first, and ends
+        ``FAILED`` once more. The one change of a ``FAILED`` status, made by a person.
+        """
+
+        steps: list[str]
+        actor: str
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            saga.status = _SagaStatus.COMPENSATING
+            planned = set(self.steps)
+            saga.compensation_plan = [
+                step.name for step in reversed(saga.definition.steps) if step.name in planned
+            ]
+            saga.current_step = None
+
     class SagaAborted(Event):
         """An operator stopped a running saga; compensation follows."""
 
@@ -657,6 +766,28 @@ class Saga(Aggregate):
         return self.definition.fingerprint
 
     @property
+    def effects_in_force(self) -> list[str]:
+        """Steps of a ``FAILED`` saga whose action may be in force, uncompensated.
+
+        Empty for sagas run under today's rules, which compensate uncertain steps.
+        Not empty for a saga recorded before that, which failed leaving a timed-out
+        or abandoned step uncompensated, or for a step whose success came after the
+        saga had ended (a late fact): ``compensate`` rolls those back.
+        """
+        if self.status is not _SagaStatus.FAILED:
+            return []
+        return [
+            step.name
+            for step in reversed(self.definition.steps)
+            if step.compensatable
+            and self.steps[step.name].status not in _COMPENSATION_STARTED
+            and (
+                self.steps[step.name].late
+                or (self.steps[step.name].uncertain and step.compensate_uncertain)
+            )
+        ]
+
+    @property
     def is_terminal(self) -> bool:
         """Whether the saga reached ``COMPLETED`` or ``FAILED``."""
         return self.status.is_terminal
@@ -676,10 +807,32 @@ class Saga(Aggregate):
         now: datetime,
         attempt: int | None = None,
         message_id: str | None = None,
+        command_id: UUID | None = None,
     ) -> ReplyOutcome:
-        """A participant reports that a step's action succeeded."""
+        """A participant reports that a step's action succeeded.
+
+        A success for an attempt whose outcome the saga no longer waits for (it timed
+        out, or the saga began to roll back while it was in flight) is a late fact:
+        ``StepCompletedLate`` is recorded and the outcome is ``LATE``.
+        """
         _check_now(now)
         result = check_json(result, f"result of step {step!r}")
+        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
+        late = self._judge_late_success(step, attempt, message_id)
+        if late is not None:
+            self._trigger(
+                self.StepCompletedLate,
+                now,
+                message_id,
+                step=step,
+                attempt=late,
+                result=result,
+                next_wakeup=self.next_wakeup,
+            )
+            return ReplyOutcome(
+                Outcome.LATE,
+                f"step {step!r} attempt {late} succeeded after the saga stopped waiting for it",
+            )
         verdict = self._judge_action_reply(step, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
@@ -698,10 +851,12 @@ class Saga(Aggregate):
         now: datetime,
         attempt: int | None = None,
         message_id: str | None = None,
+        command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's action failed."""
         _check_now(now)
         check_text(error, f"error of step {step!r}")
+        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
         verdict = self._judge_action_reply(step, attempt, message_id, succeeded=False)
         if verdict is not None:
             return verdict
@@ -717,9 +872,11 @@ class Saga(Aggregate):
         now: datetime,
         attempt: int | None = None,
         message_id: str | None = None,
+        command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation succeeded."""
         _check_now(now)
+        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
         verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
@@ -738,10 +895,12 @@ class Saga(Aggregate):
         now: datetime,
         attempt: int | None = None,
         message_id: str | None = None,
+        command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation failed."""
         _check_now(now)
         check_text(error, f"error of compensation {step!r}")
+        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
         verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=False)
         if verdict is not None:
             return verdict
@@ -768,21 +927,34 @@ class Saga(Aggregate):
         error: str = "",
         attempt: int | None = None,
         message_id: str | None = None,
+        command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """Any outcome of any command: routes to the four reply methods above.
 
         For callers that receive outcomes as data (reply messages, upstream events)
-        rather than as one call per outcome.
+        rather than as one call per outcome. ``command_id`` binds the reply to the
+        command it answers: one this saga never sent is refused.
         """
         if kind is CommandKind.ACTION:
             if succeeded:
                 return self.complete_step(
-                    step, result, now=now, attempt=attempt, message_id=message_id
+                    step,
+                    result,
+                    now=now,
+                    attempt=attempt,
+                    message_id=message_id,
+                    command_id=command_id,
                 )
-            return self.fail_step(step, error, now=now, attempt=attempt, message_id=message_id)
+            return self.fail_step(
+                step, error, now=now, attempt=attempt, message_id=message_id, command_id=command_id
+            )
         if succeeded:
-            return self.complete_compensation(step, now=now, attempt=attempt, message_id=message_id)
-        return self.fail_compensation(step, error, now=now, attempt=attempt, message_id=message_id)
+            return self.complete_compensation(
+                step, now=now, attempt=attempt, message_id=message_id, command_id=command_id
+            )
+        return self.fail_compensation(
+            step, error, now=now, attempt=attempt, message_id=message_id, command_id=command_id
+        )
 
     # -- the clock ---------------------------------------------------------------
 
@@ -888,6 +1060,30 @@ class Saga(Aggregate):
             )
         self._trigger(self.SagaAborted, now, None, actor=actor, reason=reason)
         self._begin_compensation(f"aborted by {actor}: {reason}", None, now, None)
+
+    def compensate(self, *, actor: str, reason: str, now: datetime) -> list[str]:
+        """Compensate the steps of a ``FAILED`` saga that may still be in force.
+
+        See :attr:`effects_in_force`; returns the steps whose compensation follows.
+        """
+        _check_now(now)
+        actor, reason = _check_operator(actor, reason)
+        steps = self.effects_in_force
+        if not steps:
+            raise InvalidTransitionError(
+                f"saga {self.id} is {self.status.value} and has no step whose action may be "
+                "in force uncompensated; only such a FAILED saga can be compensated again"
+            )
+        self._trigger(
+            self.OperatorCompensationRequested,
+            now,
+            None,
+            steps=steps,
+            actor=actor,
+            reason=reason,
+        )
+        self._dispatch_next_compensation(now, None)
+        return steps
 
     # -- decisions shared by the commands above ----------------------------------
 
@@ -1037,13 +1233,34 @@ class Saga(Aggregate):
         self, reason: str, failed_step: str | None, now: datetime, cause: str | None
     ) -> None:
         self._trigger(
-            self.CompensationRequested, now, cause, reason=reason, failed_step=failed_step
+            self.CompensationRequested,
+            now,
+            cause,
+            reason=reason,
+            failed_step=failed_step,
+            uncertain_steps=self._uncertain_steps(),
         )
         self._dispatch_next_compensation(now, cause)
 
+    def _uncertain_steps(self) -> list[str]:
+        """The compensatable steps whose action may have been done though no success came.
+
+        A step in flight now, or one an attempt of which timed out, unless the step
+        opted out (``compensate_uncertain=False``) and no late success says it was done.
+        """
+        uncertain = []
+        for step in self.definition.steps:
+            st = self.steps[step.name]
+            if not step.compensatable or st.status not in _ACTION_NOT_DONE:
+                continue
+            in_doubt = st.uncertain or st.status is _StepStatus.DISPATCHED
+            if st.late or (in_doubt and step.compensate_uncertain):
+                uncertain.append(step.name)
+        return uncertain
+
     def _dispatch_next_compensation(self, now: datetime, cause: str | None) -> None:
         for name in self.compensation_plan:
-            if self.steps[name].status is _StepStatus.COMPLETED:
+            if self.steps[name].status not in _COMPENSATION_STARTED:
                 self._dispatch_compensation(self.definition.step(name), 1, now, cause)
                 return
         self._trigger(
@@ -1074,6 +1291,58 @@ class Saga(Aggregate):
                 f"(latest attempt is {sent})"
             )
         return f"attempt {attempt} of the {what} of step {step!r} was superseded by attempt {sent}"
+
+    def _attempt_named(
+        self, step: str, kind: CommandKind, attempt: int | None, command_id: UUID | None
+    ) -> int | None:
+        """The attempt a reply is about: ``attempt``, or the one ``command_id`` names.
+
+        A reply that names a command id must answer a command this saga sent for that
+        step and kind (any attempt so far); otherwise it is refused, so that a reply
+        cannot drive a saga just by knowing its id.
+        """
+        if command_id is None:
+            return attempt
+        self._require_step(step)
+        st = self.steps[step]
+        sent = st.attempt if kind is _ACTION else st.compensation_attempt
+        for number in range(sent, 0, -1):
+            if command_id_for(self.id, step, kind, number) == command_id:
+                if attempt is not None and attempt != number:
+                    raise UnexpectedReplyError(
+                        f"the reply names command {command_id} (attempt {number}) but "
+                        f"attempt {attempt!r}"
+                    )
+                return number
+        raise UnexpectedReplyError(
+            f"saga {self.id} never sent command {command_id} (the {kind.value} of step "
+            f"{step!r}, attempts 1..{sent})"
+        )
+
+    def _judge_late_success(
+        self, step: str, attempt: int | None, message_id: str | None
+    ) -> int | None:
+        """The attempt of a late success to record, or ``None`` if the reply is not one.
+
+        Late: the step's outcome is in doubt (an attempt timed out, or it was in flight
+        when the saga rolled back), no late success was recorded yet, and the reply is
+        not the answer the saga is waiting for right now.
+        """
+        self._require_step(step)
+        st = self.steps[step]
+        if not st.uncertain or st.late:
+            return None
+        if message_id is not None:
+            check_text(message_id, "message_id")
+            if message_id in self.processed_messages:
+                return None
+        if attempt is not None and (not isinstance(attempt, int) or not 1 <= attempt <= st.attempt):
+            return None
+        number = st.attempt if attempt is None else attempt
+        waiting = st.status is _StepStatus.DISPATCHED and number == st.attempt
+        if waiting and self.status in (_SagaStatus.STARTED, _SagaStatus.PENDING):
+            return None
+        return number
 
     def _judge_action_reply(
         self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool

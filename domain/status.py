@@ -57,6 +57,9 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     STALE = "stale"
+    #: A success that came after its attempt timed out or the saga stopped going
+    #: forward: recorded as a fact (``StepCompletedLate``), it only adds a compensation.
+    LATE = "late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +71,8 @@ class ReplyOutcome:
 
     @property
     def applied(self) -> bool:
-        """True when the reply changed the saga."""
-        return self.outcome is Outcome.APPLIED
+        """True when the reply changed the saga (applied, or recorded as a late fact)."""
+        return self.outcome is Outcome.APPLIED or self.outcome is Outcome.LATE
 
 
 APPLIED = ReplyOutcome(Outcome.APPLIED)

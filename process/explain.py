@@ -29,7 +29,15 @@ def explain(saga: Saga, *, now: datetime | None = None) -> list[str]:
     elif status is SagaStatus.FAILED:
         lines += _failure(saga)
         lines += _compensations(saga)
-        lines.append("Nothing is left to do: a failed saga never changes again.")
+        in_force = saga.effects_in_force
+        if in_force:
+            lines.append(
+                f"{_names(in_force)} may still be in force, uncompensated: run `sagalog "
+                f"compensate {saga.id} --actor ... --reason ...` to compensate "
+                f"{'it' if len(in_force) == 1 else 'them'}."
+            )
+        else:
+            lines.append("Nothing is left to do: a failed saga never changes again.")
     elif status is SagaStatus.DEAD_LETTERED:
         lines += _dead_lettered(saga)
     elif status is SagaStatus.COMPENSATING:
@@ -83,6 +91,8 @@ def _completed(saga: Saga) -> list[str]:
 
 
 def _failed_step(saga: Saga) -> str | None:
+    if saga.failed_step is not None:
+        return saga.failed_step
     for name, st in saga.steps.items():
         if st.status in _FAILED_ACTION:
             return name
@@ -97,17 +107,60 @@ def _failure(saga: Saga) -> list[str]:
     if failed is not None:
         st = saga.steps[failed]
         allowed = saga.definition.step(failed).retry.max_attempts
-        how = "timed out" if st.status is StepStatus.TIMED_OUT else "failed"
+        how = "timed out" if st.timed_out else "failed"
         lines.append(
             f"Step {failed!r} {how} on attempt {st.attempt} of {allowed} allowed, "
             f"with error: {st.last_error}."
         )
     elif saga.aborted_by is None and saga.failure_reason:
         lines.append(f"It rolled back because {saga.failure_reason}.")
-    abandoned = [name for name, st in saga.steps.items() if st.status is StepStatus.ABANDONED]
+    abandoned = [
+        name
+        for name, st in saga.steps.items()
+        if st.status is StepStatus.ABANDONED and not st.uncertain
+    ]
     if abandoned:
         lines.append(f"The command of {_names(abandoned)} was abandoned when rollback began.")
+    lines += _uncertain(saga)
     return lines
+
+
+def _uncertain(saga: Saga) -> list[str]:
+    """One sentence per step whose outcome was unknown, or whose success came late."""
+    lines: list[str] = []
+    for name, st in saga.steps.items():
+        if not (st.uncertain or st.late):
+            continue
+        if st.late:
+            what = f"{name}: succeeded late (attempt {st.attempt}, after the saga stopped waiting)"
+        elif st.timed_out:
+            what = f"{name}: outcome unknown at timeout"
+        else:
+            what = f"{name}: outcome unknown when rollback began (it was in flight)"
+        lines.append(f"{what}; {_compensation_state(saga, name)}.")
+    return lines
+
+
+def _compensation_state(saga: Saga, name: str) -> str:
+    status = saga.steps[name].status
+    step = saga.definition.step(name)
+    if status is StepStatus.COMPENSATED:
+        return "compensated"
+    if status is StepStatus.COMPENSATION_RESOLVED:
+        return "compensated by hand"
+    if status in (StepStatus.COMPENSATION_DISPATCHED, StepStatus.COMPENSATION_RETRY_SCHEDULED):
+        return "its compensation is under way"
+    if status is StepStatus.COMPENSATION_FAILED:
+        return "its compensation failed"
+    if not step.compensatable:
+        return "it has no compensation"
+    if name in saga.effects_in_force:
+        return "NOT compensated: it may still be in force"
+    if name in saga.compensation_plan:
+        return "to be compensated"
+    if not step.compensate_uncertain and not saga.steps[name].late:
+        return "not compensated (the step opts out: its participant refuses it once expired)"
+    return "not compensated"
 
 
 def _compensations(saga: Saga) -> list[str]:
@@ -145,6 +198,14 @@ def _compensations(saga: Saga) -> list[str]:
 def _todo_label(name: str, status: StepStatus) -> str:
     if status is StepStatus.COMPLETED:
         return name
+    if status in (
+        StepStatus.TIMED_OUT,
+        StepStatus.ABANDONED,
+        StepStatus.FAILED,
+        StepStatus.DISPATCHED,
+        StepStatus.RETRY_SCHEDULED,
+    ):
+        return f"{name} (uncertain)"
     if status is StepStatus.COMPENSATION_FAILED:
         return f"{name} (its compensation failed)"
     return f"{name} (under way)"
@@ -245,9 +306,14 @@ def _dead_lettered(saga: Saga) -> list[str]:
 
 
 def _remaining_after(saga: Saga, step: str) -> bool:
-    return any(
-        saga.steps[n].status is StepStatus.COMPLETED for n in saga.compensation_plan if n != step
+    started = (
+        StepStatus.COMPENSATION_DISPATCHED,
+        StepStatus.COMPENSATION_RETRY_SCHEDULED,
+        StepStatus.COMPENSATED,
+        StepStatus.COMPENSATION_FAILED,
+        StepStatus.COMPENSATION_RESOLVED,
     )
+    return any(saga.steps[n].status not in started for n in saga.compensation_plan if n != step)
 
 
 def _when(moment: datetime | None) -> str:

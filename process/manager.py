@@ -506,6 +506,17 @@ class SagaManager(ProcessApplication[UUID]):
         """Stop the running saga ``saga_id`` and compensate what it has done."""
         self._transition(saga_id, lambda saga, now: saga.abort(actor=actor, reason=reason, now=now))
 
+    def compensate(self, saga_id: UUID, *, actor: str, reason: str) -> list[str]:
+        """Compensate the steps of the ``FAILED`` saga ``saga_id`` that may be in force.
+
+        For sagas recorded before uncertain steps were compensated, and for late
+        successes that came after a saga ended (``Saga.effects_in_force``).
+        Returns the steps whose compensation is dispatched, newest first.
+        """
+        return self._transition(
+            saga_id, lambda saga, now: saga.compensate(actor=actor, reason=reason, now=now)
+        )
+
     # -- reading -----------------------------------------------------------------
 
     def get(self, saga_id: UUID, version: int | None = None) -> Saga:
@@ -723,6 +734,7 @@ def _answer(saga: Saga, message: Reply, now: datetime) -> ReplyOutcome:
         error=message.error or "",
         attempt=message.attempt,
         message_id=message.message_id,
+        command_id=message.command_id,
     )
 
 

@@ -18,14 +18,16 @@ class Reply(BaseModel):
     """A participant's answer to one command.
 
     ``saga_id`` is the correlation id; ``message_id`` identifies this reply so a
-    redelivered copy is recognised; ``attempt`` (optional) names the attempt the
-    reply is about, so that a late answer to a superseded attempt is stale.
+    redelivered copy is recognised; ``command_id`` names the command it answers
+    (the saga refuses a reply to a command it never sent); ``attempt`` (optional,
+    implied by ``command_id``) names the attempt the reply is about.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     message_id: str = Field(min_length=1, max_length=200)
     saga_id: UUID
+    command_id: UUID
     step: str = Field(min_length=1, max_length=100)
     kind: CommandKind = CommandKind.ACTION
     outcome: Literal["completed", "failed"]
@@ -71,6 +73,7 @@ class Reply(BaseModel):
         return cls(
             message_id=f"{command.command_id}:reply",
             saga_id=command.saga_id,
+            command_id=command.command_id,
             step=command.step,
             kind=command.kind,
             outcome="failed" if failed else "completed",

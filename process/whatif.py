@@ -297,6 +297,7 @@ def _end_text(state: SagaSnapshot) -> str:
 
 _REPLY_EVENTS: dict[type[Saga.Event], tuple[CommandKind, str]] = {
     Saga.StepCompleted: (CommandKind.ACTION, "completed"),
+    Saga.StepCompletedLate: (CommandKind.ACTION, "completed"),
     Saga.StepFailed: (CommandKind.ACTION, "failed"),
     Saga.CompensationCompleted: (CommandKind.COMPENSATION, "completed"),
     Saga.CompensationFailed: (CommandKind.COMPENSATION, "failed"),
@@ -311,7 +312,10 @@ def recorded_inputs(events: list[Saga.Event]) -> list[RecordedInput]:
     previous: Saga.Event | None = None
     for event in events:
         found = _input_of(event, previous)
-        previous = event
+        if not isinstance(event, Saga.StepCompletedLate):
+            # A late fact leaves the timers alone: a retry scheduled before it is still
+            # what the next dispatch follows.
+            previous = event
         if found is None:
             continue
         if (
@@ -351,11 +355,18 @@ def _input_of(event: Saga.Event, previous: Saga.Event | None) -> RecordedInput |
         and previous.timestamp < at
     ):
         return RecordedInput(version=version, at=at, kind="tick")
-    if isinstance(event, Saga.OperatorRetried | Saga.OperatorResolved | Saga.SagaAborted):
+    if isinstance(
+        event,
+        Saga.OperatorRetried
+        | Saga.OperatorResolved
+        | Saga.SagaAborted
+        | Saga.OperatorCompensationRequested,
+    ):
         action = {
             Saga.OperatorRetried: "retry",
             Saga.OperatorResolved: "resolve",
             Saga.SagaAborted: "abort",
+            Saga.OperatorCompensationRequested: "compensate",
         }[type(event)]
         return RecordedInput(
             version=version,
@@ -397,6 +408,8 @@ def _feed(saga: Saga, item: RecordedInput) -> str | None:
                 saga.retry(actor=item.actor, reason=item.reason, now=item.at)
             elif item.action == "resolve":
                 saga.resolve(actor=item.actor, reason=item.reason, now=item.at)
+            elif item.action == "compensate":
+                saga.compensate(actor=item.actor, reason=item.reason, now=item.at)
             else:
                 saga.abort(actor=item.actor, reason=item.reason, now=item.at)
             return None

@@ -76,6 +76,9 @@ class SagaSummary:
     dead_lettered_at: datetime | None
     dead_letter_step: str | None
     dead_letter_kind: str | None
+    step_marks: dict[str, str] | None
+    in_force_since: datetime | None
+    in_force_steps: str | None
 
     def as_row(self) -> dict[str, Any]:
         """The row as a dict of column values (shallow: values are immutable)."""
@@ -219,24 +222,125 @@ def _unchanged(row: Row, event: Any) -> None:
     """Events that change nothing here beyond what every event changes."""
 
 
+# -- step marks: what the log says of each compensatable step ------------------------
+#
+# ``step_marks`` maps each compensatable step to letters: its kind, ``c`` (compensated
+# when uncertain) or ``o`` (opted out), then ``f`` while its action is in flight, ``d``
+# when its outcome is in doubt (an attempt timed out, or it was in flight when the saga
+# rolled back), ``l`` when a late success was recorded, ``x`` once its compensation was
+# dispatched. A FAILED saga with a step marked ``l``, or ``c`` and ``d``, and not ``x``
+# has an effect in force: the same rule as ``Saga.effects_in_force``.
+
+
+def _marks_of(definition: dict[str, Any]) -> dict[str, str] | None:
+    marks = {
+        step["name"]: "c" if step.get("compensate_uncertain", True) else "o"
+        for step in definition.get("steps", ())
+        if step.get("compensation") is not None
+    }
+    return marks or None
+
+
+def _mark(row: Row, step: str, add: str = "", remove: str = "") -> None:
+    marks = row["step_marks"]
+    if not marks or step not in marks:
+        return
+    letters = marks[step]
+    changed = "".join(c for c in letters if c not in remove)
+    changed += "".join(c for c in add if c not in changed)
+    if changed != letters:
+        row["step_marks"] = {**marks, step: changed}
+
+
+def _update_in_force(row: Row, at: datetime) -> None:
+    marks = row["step_marks"]
+    steps = []
+    if marks and row["status"] == SagaStatus.FAILED.value:
+        steps = [
+            name
+            for name, letters in marks.items()
+            if "x" not in letters and ("l" in letters or ("c" in letters and "d" in letters))
+        ]
+    if steps:
+        row["in_force_steps"] = ",".join(reversed(steps))
+        row["in_force_since"] = row["in_force_since"] or at
+    else:
+        row["in_force_steps"] = row["in_force_since"] = None
+
+
+def _action_dispatched(row: Row, event: Any) -> None:
+    _step_dispatched(row, event)
+    _mark(row, event.step, add="f")
+
+
+def _action_completed(row: Row, event: Any) -> None:
+    _mark(row, event.step, remove="fd")
+
+
+def _action_failed(row: Row, event: Any) -> None:
+    _failed(row, event)
+    _mark(row, event.step, remove="f")
+
+
+def _action_timed_out(row: Row, event: Any) -> None:
+    _step_timed_out(row, event)
+    _mark(row, event.step, add="d", remove="f")
+
+
+def _rollback_requested(row: Row, event: Any) -> None:
+    _compensation_requested(row, event)
+    for name, letters in list((row["step_marks"] or {}).items()):
+        if "f" in letters:
+            _mark(row, name, add="d", remove="f")
+
+
+def _compensation_of_step_dispatched(row: Row, event: Any) -> None:
+    _compensation_dispatched(row, event)
+    _mark(row, event.step, add="x")
+
+
+def _late_success(row: Row, event: Any) -> None:
+    _mark(row, event.step, add="l")
+    _update_in_force(row, event.timestamp)
+
+
+def _ended_failed(row: Row, event: Any) -> None:
+    _saga_failed(row, event)
+    _update_in_force(row, event.timestamp)
+
+
+def _operator_compensates(row: Row, event: Any) -> None:
+    row["current_step"] = None
+    _with_status(row, SagaStatus.COMPENSATING, event.timestamp)
+    _update_in_force(row, event.timestamp)
+
+
+def _operator_resolved(row: Row, event: Any) -> None:
+    _operator_moved_on(row, event)
+    if CommandKind(event.kind) is CommandKind.ACTION:
+        _mark(row, event.step, remove="fd")
+
+
 _EVOLVE: dict[type[Any], Callable[[Row, Any], None]] = {
     Saga.SagaStarted: _unchanged,  # the row was built from the event already
-    Saga.StepDispatched: _step_dispatched,
-    Saga.StepCompleted: _unchanged,
-    Saga.StepFailed: _failed,
-    Saga.StepTimedOut: _step_timed_out,
+    Saga.StepDispatched: _action_dispatched,
+    Saga.StepCompleted: _action_completed,
+    Saga.StepCompletedLate: _late_success,
+    Saga.StepFailed: _action_failed,
+    Saga.StepTimedOut: _action_timed_out,
     Saga.StepRetryScheduled: _unchanged,
-    Saga.CompensationRequested: _compensation_requested,
-    Saga.CompensationDispatched: _compensation_dispatched,
+    Saga.CompensationRequested: _rollback_requested,
+    Saga.CompensationDispatched: _compensation_of_step_dispatched,
     Saga.CompensationCompleted: _unchanged,
     Saga.CompensationFailed: _failed,
     Saga.CompensationTimedOut: _compensation_timed_out,
     Saga.CompensationRetryScheduled: _unchanged,
     Saga.SagaCompleted: _saga_completed,
-    Saga.SagaFailed: _saga_failed,
+    Saga.SagaFailed: _ended_failed,
     Saga.SagaDeadLettered: _dead_lettered,
     Saga.OperatorRetried: _operator_moved_on,
-    Saga.OperatorResolved: _operator_moved_on,
+    Saga.OperatorResolved: _operator_resolved,
+    Saga.OperatorCompensationRequested: _operator_compensates,
     Saga.SagaAborted: _unchanged,
 }
 
@@ -296,6 +400,9 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
             "dead_lettered_at": None,
             "dead_letter_step": None,
             "dead_letter_kind": None,
+            "step_marks": _marks_of(event.definition),
+            "in_force_since": None,
+            "in_force_steps": None,
         }
     elif version != row["last_version"] + 1:
         raise ProjectionIntegrityError(
@@ -337,6 +444,10 @@ def _detail(event: Any) -> str:
         return f"{event.command_name}{due}"
     if isinstance(event, Saga.StepCompleted):
         return f"result={_short_json(event.result)}"
+    if isinstance(event, Saga.StepCompletedLate):
+        return f"late success of attempt {event.attempt}: result={_short_json(event.result)}"
+    if isinstance(event, Saga.OperatorCompensationRequested):
+        return f"{', '.join(event.steps)} by {event.actor}: {event.reason}"
     if isinstance(event, Saga.StepFailed | Saga.CompensationFailed):
         return str(event.error)
     if isinstance(event, Saga.StepTimedOut | Saga.CompensationTimedOut):

@@ -27,12 +27,13 @@ Indexes, and the query each serves:
 * ``(status, updated_at, saga_id)`` — ``list --status``, newest first;
 * ``(saga_type, updated_at, saga_id)`` — ``list --type``;
 * ``(updated_at, saga_id)`` — ``list`` without a filter;
-* four *partial* indexes on columns that are NULL unless the saga is a
+* five *partial* indexes on columns that are NULL unless the saga is a
   candidate for one stuck reason, so they hold only the few live sagas and stay
   small however many finished sagas the table holds (each also ends in
   ``saga_id``, the tie-breaker of every ordered query): ``next_deadline``
   (DEADLINE_MISSED), ``last_progress_at`` (NO_PROGRESS), ``compensating_since``
-  (COMPENSATION_TOO_LONG), ``dead_lettered_at`` (DEAD_LETTERED). Their
+  (COMPENSATION_TOO_LONG), ``dead_lettered_at`` (DEAD_LETTERED), ``in_force_since``
+  (EFFECT_IN_FORCE). Their
   predicate is ``col IS NOT NULL``, which both PostgreSQL and SQLite prove from
   a query's ``col < :cutoff`` even when ``:cutoff`` is a bound parameter.
 """
@@ -43,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -72,7 +74,7 @@ __all__ = [
 ]
 
 #: Version of the view tables' shape and meaning; part of their names.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SUMMARY_TABLE_NAME = f"saga_summary_v{SCHEMA_VERSION}"
 TIMELINE_TABLE_NAME = f"saga_timeline_v{SCHEMA_VERSION}"
@@ -140,6 +142,14 @@ saga_summary = Table(
     Column("dead_lettered_at", UTCDateTime),
     Column("dead_letter_step", String(200)),
     Column("dead_letter_kind", String(16)),
+    # Per compensatable step, what the log says of its action's outcome and its
+    # compensation (see ``sagalog.projections.rows``); NULL for a saga without any.
+    Column("step_marks", JSON),
+    # A FAILED saga whose steps named in ``in_force_steps`` may still be in force,
+    # uncompensated (recorded before uncertain steps were compensated, or a late
+    # success after the end): since when. NULL otherwise.
+    Column("in_force_since", UTCDateTime),
+    Column("in_force_steps", Text),
 )
 
 # saga_id ends every index so that ties come out of the index in the queries' order
@@ -148,7 +158,13 @@ _c = saga_summary.c
 Index(f"ix_{SUMMARY_TABLE_NAME}_status_updated", _c.status, _c.updated_at, _c.saga_id)
 Index(f"ix_{SUMMARY_TABLE_NAME}_type_updated", _c.saga_type, _c.updated_at, _c.saga_id)
 Index(f"ix_{SUMMARY_TABLE_NAME}_updated", _c.updated_at, _c.saga_id)
-for _name in ("next_deadline", "last_progress_at", "compensating_since", "dead_lettered_at"):
+for _name in (
+    "next_deadline",
+    "last_progress_at",
+    "compensating_since",
+    "dead_lettered_at",
+    "in_force_since",
+):
     _column = _c[_name]
     Index(
         f"ix_{SUMMARY_TABLE_NAME}_{_name}",

@@ -1,5 +1,9 @@
-"""What "stuck" means: four reasons, each a question the summary table can answer.
+"""What "stuck" means: five reasons, each a question the summary table can answer.
 
+* ``EFFECT_IN_FORCE`` — the saga ``FAILED`` but a step's action may still be in
+  force, uncompensated: it timed out or was in flight under the rules before
+  uncertain steps were compensated, or its success came after the saga ended.
+  An operator compensates it (``sagalog compensate``).
 * ``DEAD_LETTERED`` — retries are exhausted where the saga may not give up; it
   waits for an operator (``sagalog retry | resolve``).
 * ``DEADLINE_MISSED`` — the saga's next wake-up (a command's deadline or a
@@ -40,6 +44,7 @@ __all__ = [
 class StuckReason(StrEnum):
     """Why a saga is reported as stuck, most urgent first."""
 
+    EFFECT_IN_FORCE = "EFFECT_IN_FORCE"
     DEAD_LETTERED = "DEAD_LETTERED"
     DEADLINE_MISSED = "DEADLINE_MISSED"
     COMPENSATION_TOO_LONG = "COMPENSATION_TOO_LONG"

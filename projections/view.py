@@ -374,7 +374,7 @@ class SagaViews(TrackingRecorder):
     ) -> list[StuckSaga]:
         """Sagas that are stuck at ``now`` (default: the wall clock), most urgent first.
 
-        Four narrow queries, one per reason, each an ordered range scan of its
+        Five narrow queries, one per reason, each an ordered range scan of its
         own partial index with a ``LIMIT`` that returns only ids and times; the
         results are merged in Python so a saga appears once, under its most
         urgent reason; then the summary rows of the ``limit`` sagas kept are
@@ -409,6 +409,7 @@ class SagaViews(TrackingRecorder):
                 ),
             )
         queries: list[tuple[StuckReason, ColumnElement[Any], ColumnElement[bool]]] = [
+            (StuckReason.EFFECT_IN_FORCE, s.in_force_since, s.in_force_since.is_not(None)),
             (StuckReason.DEAD_LETTERED, s.dead_lettered_at, s.dead_lettered_at.is_not(None)),
             (
                 StuckReason.DEADLINE_MISSED,
@@ -463,7 +464,12 @@ def _stuck_saga(
         else f"at {since.isoformat(timespec='seconds')}"
     )
     step = summary.current_step or "-"
-    if reason is StuckReason.DEAD_LETTERED:
+    if reason is StuckReason.EFFECT_IN_FORCE:
+        detail = (
+            f"failed {ago} with {summary.in_force_steps} possibly in force, uncompensated; "
+            f"compensate it with: sagalog compensate {summary.saga_id} --actor NAME --reason TEXT"
+        )
+    elif reason is StuckReason.DEAD_LETTERED:
         detail = (
             f"{summary.dead_letter_kind} of {summary.dead_letter_step} gave up {ago}: "
             f"{summary.last_error or 'no error recorded'}"

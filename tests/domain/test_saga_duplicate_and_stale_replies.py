@@ -115,12 +115,28 @@ def test_a_reply_while_a_retry_is_scheduled_is_stale() -> None:
     assert outcome.outcome is Outcome.STALE
 
 
-def test_a_late_reply_for_a_step_abandoned_by_an_abort_is_stale() -> None:
+def test_a_late_failure_for_a_step_abandoned_by_an_abort_is_stale() -> None:
     saga = start()
     saga.complete_step("reserve_inventory", now=at(1))
     saga.abort(actor="ops", reason="cancel", now=at(2))
-    outcome = judged_without_change(saga, lambda: saga.complete_step("charge_payment", now=at(3)))
+    outcome = judged_without_change(
+        saga, lambda: saga.fail_step("charge_payment", "declined", now=at(3))
+    )
     assert outcome.outcome is Outcome.STALE
+    assert saga.status is SagaStatus.COMPENSATING
+
+
+def test_a_late_success_for_a_step_abandoned_by_an_abort_is_a_recorded_fact() -> None:
+    saga = start()
+    saga.complete_step("reserve_inventory", now=at(1))
+    saga.abort(actor="ops", reason="cancel", now=at(2))
+    saga.collect_events()
+    outcome = saga.complete_step("charge_payment", {"charge": "c-1"}, now=at(3))
+    assert outcome.outcome is Outcome.LATE
+    (late,) = saga.collect_events()
+    assert isinstance(late, Saga.StepCompletedLate)
+    assert (late.step, late.attempt, late.result) == ("charge_payment", 1, {"charge": "c-1"})
+    assert saga.steps["charge_payment"].late
     assert saga.status is SagaStatus.COMPENSATING
 
 

@@ -19,7 +19,14 @@ import pytest
 from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
 from saga_builders import SAGA_ID, T0, at, collect, order_definition
 
-from sagalog.domain import CommandKind, RetryPolicy, Saga, SagalogError
+from sagalog.domain import (
+    CommandKind,
+    RetryPolicy,
+    Saga,
+    SagaDefinition,
+    SagalogError,
+    Step,
+)
 
 
 def _events_of_every_path() -> list[Saga.Event]:
@@ -66,7 +73,30 @@ def _events_of_every_path() -> list[Saga.Event]:
             except SagalogError:
                 continue
         events += collect(saga)
-    return events
+    return events + _events_of_a_late_effect_repaired()
+
+
+def _events_of_a_late_effect_repaired() -> list[Saga.Event]:
+    """A step that opted out of compensation when uncertain times out; its success comes
+    after the saga failed (``StepCompletedLate``); an operator compensates it."""
+    definition = SagaDefinition(
+        "Late",
+        [
+            Step(
+                name="hold",
+                action="Svc.Hold",
+                compensation="Svc.Release",
+                timeout=timedelta(seconds=5),
+                compensate_uncertain=False,
+            )
+        ],
+    )
+    saga = Saga.start(definition, {}, saga_id=SAGA_ID, now=T0)
+    saga.fire_due(at(5))
+    saga.complete_step("hold", {"h": 1}, now=at(6))
+    saga.compensate(actor="ops", reason="late hold", now=at(7))
+    saga.complete_compensation("hold", now=at(8))
+    return collect(saga)
 
 
 EVENTS = _events_of_every_path()

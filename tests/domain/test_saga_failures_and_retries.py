@@ -116,7 +116,12 @@ def test_a_step_times_out_when_the_clock_reaches_its_deadline_not_before() -> No
     assert collect(saga) == []
     assert saga.fire_due(deadline) == 1
     events = collect(saga)
-    assert event_names(events) == ["StepTimedOut", "CompensationRequested", "SagaFailed"]
+    # The timed-out step may have been done: it is compensated (uncertain).
+    assert event_names(events) == [
+        "StepTimedOut",
+        "CompensationRequested",
+        "CompensationDispatched",
+    ]
     timed_out = events[0]
     assert isinstance(timed_out, Saga.StepTimedOut)
     assert (timed_out.step, timed_out.attempt, timed_out.deadline) == (
@@ -124,19 +129,31 @@ def test_a_step_times_out_when_the_clock_reaches_its_deadline_not_before() -> No
         1,
         deadline,
     )
-    assert saga.steps["reserve_inventory"].status is StepStatus.TIMED_OUT
-    assert saga.status is SagaStatus.FAILED
+    requested = events[1]
+    assert isinstance(requested, Saga.CompensationRequested)
+    assert requested.uncertain_steps == ["reserve_inventory"]
+    assert saga.steps["reserve_inventory"].status is StepStatus.COMPENSATION_DISPATCHED
+    assert saga.steps["reserve_inventory"].uncertain
+    assert saga.status is SagaStatus.COMPENSATING
 
 
-def test_a_late_reply_after_a_timeout_is_stale_and_changes_nothing() -> None:
+def test_a_late_success_after_a_timeout_is_recorded_and_compensated() -> None:
     saga = start()
     saga.fire_due(at(30))
     saga.collect_events()
-    version = saga.version
-    outcome = saga.complete_step("reserve_inventory", now=at(31))
-    assert outcome.outcome is Outcome.STALE
-    assert saga.version == version
+    outcome = saga.complete_step("reserve_inventory", {"held": 3}, now=at(31))
+    assert outcome.outcome is Outcome.LATE
+    events = collect(saga)
+    assert event_names(events) == ["StepCompletedLate"]
+    assert saga.steps["reserve_inventory"].late
+    assert saga.status is SagaStatus.COMPENSATING
+    saga.complete_compensation("reserve_inventory", now=at(32))
+    compensation = collect(saga)[0]
+    assert isinstance(compensation, Saga.CompensationCompleted)
     assert saga.status is SagaStatus.FAILED
+    again = saga.complete_step("reserve_inventory", {"held": 3}, now=at(33))
+    assert again.outcome is Outcome.DUPLICATE
+    assert collect(saga) == []
 
 
 def test_a_retriable_step_is_retried_then_dead_lettered_never_compensated() -> None:
@@ -163,6 +180,7 @@ def test_a_retriable_step_is_retried_then_dead_lettered_never_compensated() -> N
 def test_fire_due_does_nothing_once_the_saga_has_ended() -> None:
     saga = start()
     saga.fire_due(at(30))
+    saga.complete_compensation("reserve_inventory", now=at(31))
     saga.collect_events()
     assert saga.status is SagaStatus.FAILED
     assert saga.fire_due(at(100_000)) == 0

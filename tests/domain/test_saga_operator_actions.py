@@ -129,7 +129,14 @@ def test_aborting_before_the_pivot_compensates_what_was_done() -> None:
     assert requested.reason == "aborted by erin: customer cancelled"
     assert requested.failed_step is None
     assert saga.aborted_by == "erin"
-    assert saga.steps["charge_payment"].status is StepStatus.ABANDONED
+    # The payment was in flight: it may have been charged, so it is refunded first.
+    assert requested.uncertain_steps == ["charge_payment"]
+    assert saga.steps["charge_payment"].status is StepStatus.COMPENSATION_DISPATCHED
+    assert saga.steps["charge_payment"].uncertain
+    assert saga.compensation_plan == ["charge_payment", "reserve_inventory"]
+    assert saga.pending_command is not None
+    assert saga.pending_command.step == "charge_payment"
+    saga.complete_compensation("charge_payment", now=at(3))
     assert saga.pending_command is not None
     assert saga.pending_command.step == "reserve_inventory"
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
-from sagalog.domain import RetryPolicy, SagaDefinition, Step
+from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
+from sagalog.process import SagaManager
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -54,3 +56,13 @@ ORDER = SagaDefinition(
         ),
     ],
 )
+
+
+def finish_compensations(manager: SagaManager, saga_id: UUID) -> list[str]:
+    """Answer every compensation ``saga_id`` dispatches with success; the steps, in order."""
+    undone: list[str] = []
+    while (command := manager.get(saga_id).pending_command) is not None:
+        assert command.kind is CommandKind.COMPENSATION, command
+        manager.handle_compensation_completed(saga_id, command.step)
+        undone.append(command.step)
+    return undone

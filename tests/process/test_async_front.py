@@ -10,9 +10,17 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sagas import ORDER, FakeClock
+from sagas import ORDER, FakeClock, finish_compensations
 
-from sagalog.domain import Outcome, ReplyOutcome, Saga, SagaNotFoundError, SagaStatus
+from sagalog.domain import (
+    CommandKind,
+    Outcome,
+    ReplyOutcome,
+    Saga,
+    SagaNotFoundError,
+    SagaStatus,
+    command_id_for,
+)
 from sagalog.process import InvalidReplyError, SagaManager
 from sagalog.process.asyncio_front import AsyncSagaManager
 
@@ -76,6 +84,7 @@ def test_concurrent_copies_of_one_reply_apply_once(manager: SagaManager) -> None
             reply = {
                 "message_id": "m-1",
                 "saga_id": str(saga_id),
+                "command_id": str(command_id_for(saga_id, "reserve", CommandKind.ACTION, 1)),
                 "step": "reserve",
                 "outcome": "completed",
             }
@@ -144,15 +153,19 @@ def test_tick_and_operator_actions_are_awaitable(manager: SagaManager) -> None:
             late = await front.start("Order", {"n": 1})
             aborted = await front.start("Order", {"n": 2})
             await front.abort(aborted, actor="ops", reason="customer cancelled")
+            # The reserve was in flight at the abort: it may have been done, so it is released.
+            await front.handle_compensation_completed(aborted, "reserve")
             moved = await front.tick(clock.advance(31))  # reserve of `late` times out
             assert moved == 1
             saga = await front.get(late)
-            assert saga.status is SagaStatus.FAILED
+            assert saga.status is SagaStatus.COMPENSATING  # reserve may have been done
             events = await front.history(aborted)
             assert any(isinstance(e, Saga.SagaAborted) for e in events)
             return late, aborted
 
     late, aborted = asyncio.run(scenario())
+    assert finish_compensations(manager, late) == ["reserve"]
+    assert manager.get(late).status is SagaStatus.FAILED
     assert manager.get(aborted).status is SagaStatus.FAILED
     assert any(isinstance(e, Saga.StepTimedOut) for e in manager.history(late))
 
@@ -246,6 +259,7 @@ def test_batches_through_the_async_front_give_one_result_per_reply(
                 {
                     "message_id": f"{saga_id}:r",
                     "saga_id": str(saga_id),
+                    "command_id": str(command_id_for(saga_id, "reserve", CommandKind.ACTION, 1)),
                     "step": "reserve",
                     "outcome": "completed",
                 }

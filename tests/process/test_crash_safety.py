@@ -87,8 +87,17 @@ def _spawn(number: int, database_url: str, ledger: Path, tmp_path: Path, *extra:
     log_path = tmp_path / f"worker-{number}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(WORKER), database_url, str(ledger),
-             "--sagas", str(SAGAS), "--run", str(number), *extra],
+            [
+                sys.executable,
+                str(WORKER),
+                database_url,
+                str(ledger),
+                "--sagas",
+                str(SAGAS),
+                "--run",
+                str(number),
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -162,9 +171,7 @@ def _describe_unfinished(reader: SagaManager, limit: int = 5) -> str:
 
 def _ended(reader: SagaManager) -> int:
     """How many sagas the store says ended (completed, failed or dead-lettered)."""
-    found = reader.recorder.select_notifications(
-        start=1, limit=1_000_000, topics=ENDING_TOPICS
-    )
+    found = reader.recorder.select_notifications(start=1, limit=1_000_000, topics=ENDING_TOPICS)
     return len({str(n.originator_id) for n in found})
 
 
@@ -180,8 +187,14 @@ def test_sigkilled_worker_loses_no_saga_and_dispatches_no_command_twice(
     try:
         # Run 0 dies inside relay.pump, after the broker confirmed commands the
         # relay has not yet recorded as sent.
-        first = _spawn(0, database_url, ledger, tmp_path,
-                       "--crash-after-sends", str(INJECTED_CRASH_AFTER_SENDS))
+        first = _spawn(
+            0,
+            database_url,
+            ledger,
+            tmp_path,
+            "--crash-after-sends",
+            str(INJECTED_CRASH_AFTER_SENDS),
+        )
         runs.append(first)
         _wait_ready(first)
         try:
@@ -328,4 +341,3 @@ def test_sigkilled_worker_loses_no_saga_and_dispatches_no_command_twice(
         f"{len(duplicates)} duplicates dropped by participants; replies: {dict(replies)}; "
         f"last run {final_seconds:.1f}s; events: {dict(kinds)}"
     )
-

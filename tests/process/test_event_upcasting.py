@@ -142,6 +142,7 @@ def test_an_aborted_saga_fails_with_no_failed_step(manager: SagaManager) -> None
     saga_id = manager.start("Shop", {"order": 8})
     manager.handle_step_completed(saga_id, "reserve")
     manager.abort(saga_id, actor="ops", reason="customer cancelled")
+    manager.handle_compensation_completed(saga_id, "charge")  # in flight at the abort
     manager.handle_compensation_completed(saga_id, "reserve")
     last = manager.history(saga_id)[-1]
     assert isinstance(last, Saga.SagaFailed)

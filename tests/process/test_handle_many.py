@@ -16,11 +16,13 @@ from eventsourcing.persistence import OperationalError, StoredEvent
 from sagas import ORDER, FakeClock
 
 from sagalog.domain import (
+    CommandKind,
     Outcome,
     ReplyOutcome,
     SagaNotFoundError,
     SagaStatus,
     UnexpectedReplyError,
+    command_id_for,
 )
 from sagalog.process import InvalidReplyError, Reply, SagaManager
 
@@ -39,9 +41,11 @@ class CommitCounter:
 
 
 def done(saga_id: UUID, step: str, message_id: str | None = None, **fields: Any) -> Reply:
+    attempt = fields.get("attempt") or 1
     return Reply(
         message_id=message_id or f"{saga_id}:{step}",
         saga_id=saga_id,
+        command_id=command_id_for(saga_id, step, CommandKind.ACTION, attempt),
         step=step,
         outcome="completed",
         **fields,

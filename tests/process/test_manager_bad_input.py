@@ -9,12 +9,14 @@ import pytest
 from sagas import ORDER, FakeClock
 
 from sagalog.domain import (
+    CommandKind,
     InvalidPayloadError,
     InvalidTransitionError,
     SagaNotFoundError,
     UnexpectedReplyError,
     UnknownSagaTypeError,
     UnknownStepError,
+    command_id_for,
 )
 from sagalog.process import InvalidReplyError, SagaManager
 
@@ -76,7 +78,13 @@ def test_malformed_reply_message(manager: SagaManager) -> None:
     _writes_nothing(
         manager,
         lambda: manager.handle(
-            {"message_id": "m", "saga_id": str(saga_id), "step": "reserve", "outcome": "failed"}
+            {
+                "message_id": "m",
+                "saga_id": str(saga_id),
+                "command_id": str(command_id_for(saga_id, "reserve", CommandKind.ACTION, 1)),
+                "step": "reserve",
+                "outcome": "failed",
+            }
         ),
         InvalidReplyError,
         "error",

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 from sagas import ORDER, FakeClock
 
-from sagalog.domain import Outcome, Saga, SagaStatus, StepStatus
+from sagalog.domain import CommandKind, Outcome, Saga, SagaStatus, StepStatus, command_id_for
 from sagalog.process import Reply, SagaManager
 
 
@@ -82,6 +82,7 @@ def test_reply_message_form_is_validated_and_applied(manager: SagaManager) -> No
         {
             "message_id": "m-1",
             "saga_id": str(saga_id),
+            "command_id": str(command_id_for(saga_id, "reserve", CommandKind.ACTION, 1)),
             "step": "reserve",
             "kind": "action",
             "outcome": "completed",
@@ -91,7 +92,13 @@ def test_reply_message_form_is_validated_and_applied(manager: SagaManager) -> No
     )
     assert outcome.applied
     again = manager.handle(
-        Reply(message_id="m-1", saga_id=saga_id, step="reserve", outcome="completed")
+        Reply(
+            message_id="m-1",
+            saga_id=saga_id,
+            command_id=command_id_for(saga_id, "reserve", CommandKind.ACTION, 1),
+            step="reserve",
+            outcome="completed",
+        )
     )
     assert again.outcome is Outcome.DUPLICATE
     assert manager.get(saga_id).steps["reserve"].result == {"r": 1}

@@ -49,7 +49,7 @@ def test_compensation_timeout_schedules_a_compensation_retry(
     assert manager.get(saga_id).steps["charge"].compensation_attempt == 2
 
 
-def test_step_timeout_then_retry_then_late_reply_is_stale(
+def test_step_timeout_then_retry_then_late_success_is_recorded_and_waits_for_the_retry(
     manager: SagaManager, clock: FakeClock
 ) -> None:
     saga_id = manager.start("Order", {})
@@ -58,7 +58,9 @@ def test_step_timeout_then_retry_then_late_reply_is_stale(
     saga = manager.get(saga_id)
     assert saga.steps["charge"].status is StepStatus.RETRY_SCHEDULED
     late = manager.handle_step_completed(saga_id, "charge", attempt=1)
-    assert late.outcome is Outcome.STALE
+    assert late.outcome is Outcome.LATE  # a fact: attempt 1 did charge
+    assert manager.get(saga_id).steps["charge"].late
+    assert manager.get(saga_id).steps["charge"].status is StepStatus.RETRY_SCHEDULED
     assert manager.tick(clock.advance(10)) == 1  # retry due: attempt 2 dispatched
     saga = manager.get(saga_id)
     assert saga.steps["charge"].status is StepStatus.DISPATCHED
@@ -76,7 +78,12 @@ def test_timers_survive_a_restart(database_url: str, backend: str, clock: FakeCl
     try:
         assert second.tick(clock.advance(31)) == 1
         saga = second.get(saga_id)
-        assert saga.status is SagaStatus.FAILED  # nothing completed, nothing to compensate
+        # The reserve timed out: it may have been done, so it is released.
+        assert saga.status is SagaStatus.COMPENSATING
+        assert saga.pending_command is not None
+        assert saga.pending_command.name == "Inventory.Release"
+        second.handle_compensation_completed(saga_id, "reserve")
+        assert second.get(saga_id).status is SagaStatus.FAILED
         assert second.timers.count_timers() == 0
     finally:
         second.close()
@@ -90,6 +97,7 @@ def test_dead_lettered_compensation_waits_for_an_operator_retry(
     manager.handle_step_completed(saga_id, "charge")
     manager.abort(saga_id, actor="alice", reason="customer cancelled")
     assert manager.get(saga_id).status is SagaStatus.COMPENSATING
+    manager.handle_compensation_completed(saga_id, "ship")  # in flight at the abort
     for _ in range(5):  # the default compensation policy: 5 attempts
         manager.handle_compensation_failed(saga_id, "charge", "psp down")
         manager.tick(clock.advance(120))
@@ -111,6 +119,7 @@ def test_operator_resolve_moves_a_dead_lettered_saga_on(
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")
     manager.abort(saga_id, actor="alice", reason="fraud suspected")
+    manager.handle_compensation_completed(saga_id, "charge")  # in flight at the abort
     for _ in range(5):  # reserve's compensation uses the default policy: 5 attempts
         manager.handle_compensation_failed(saga_id, "reserve", "warehouse offline")
         manager.tick(clock.advance(120))

@@ -49,8 +49,9 @@ def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
 
 
 def _eventful_saga(manager: SagaManager, clock: FakeClock) -> UUID:
-    """hotel ok; flight fails, is retried and succeeds; car times out; compensation of
-    the flight succeeds, the hotel's fails once and succeeds on its retry: FAILED."""
+    """hotel ok; flight fails, is retried and succeeds; car times out (uncertain, so it is
+    returned); compensation of the flight succeeds, the hotel's fails once and succeeds on
+    its retry: FAILED."""
     saga_id = manager.start("Trip", {"trip": 1})
     clock.advance(1)
     manager.handle_step_completed(saga_id, "hotel")
@@ -59,7 +60,9 @@ def _eventful_saga(manager: SagaManager, clock: FakeClock) -> UUID:
     manager.tick(clock.advance(2))
     clock.advance(1)
     manager.handle_step_completed(saga_id, "flight")
-    manager.tick(clock.advance(31))  # the car rental never answers
+    manager.tick(clock.advance(31))  # the car rental never answers: it may have rented
+    clock.advance(1)
+    manager.handle_compensation_completed(saga_id, "car")
     clock.advance(1)
     manager.handle_compensation_completed(saga_id, "flight")
     clock.advance(1)
@@ -83,6 +86,7 @@ def test_every_command_is_one_bar_from_dispatch_to_outcome(
         ("flight", "action", 1, "failed", 1.0),
         ("flight", "action", 2, "completed", 1.0),
         ("car", "action", 1, "timed_out", 31.0),
+        ("car", "compensation", 1, "completed", 1.0),
         ("flight", "compensation", 1, "completed", 1.0),
         ("hotel", "compensation", 1, "failed", 1.0),
         ("hotel", "compensation", 2, "completed", 1.0),
@@ -91,7 +95,7 @@ def test_every_command_is_one_bar_from_dispatch_to_outcome(
     assert chart.bars[-1].command == "Hotel.Cancel"
     assert chart.steps == ("hotel", "flight", "car")
     assert (chart.status, chart.failed_step) == (SagaStatus.FAILED, "car")
-    assert chart.seconds(chart.ended_at) == 43.0
+    assert chart.seconds(chart.ended_at) == 44.0
 
 
 def test_failures_timeouts_retries_and_the_rollback_are_marked(
@@ -104,11 +108,11 @@ def test_failures_timeouts_retries_and_the_rollback_are_marked(
         ("retry_scheduled", "flight", "action", 2.0),
         ("timed_out", "car", "action", 36.0),
         ("compensation_requested", None, None, 36.0),
-        ("failed", "hotel", "compensation", 38.0),
-        ("retry_scheduled", "hotel", "compensation", 38.0),
+        ("failed", "hotel", "compensation", 39.0),
+        ("retry_scheduled", "hotel", "compensation", 39.0),
     ]
     retries = [m for m in chart.markers if m.until is not None]
-    assert [chart.seconds(m.until) for m in retries if m.until] == [4.0, 42.0]
+    assert [chart.seconds(m.until) for m in retries if m.until] == [4.0, 43.0]
     assert "sold out" in chart.markers[0].label
     assert chart.title.startswith(f"Trip v1 — saga {chart.saga_id}\nFAILED (failed at car)")
 
@@ -156,5 +160,5 @@ def test_plot_timeline_writes_a_png_of_plausible_size(
     assert 10_000 < target.stat().st_size < 500_000
     axes = figure.axes[0]
     assert [t.get_text() for t in axes.get_yticklabels()] == ["hotel", "flight", "car"]
-    assert len(axes.patches) == 7  # one rectangle per bar
+    assert len(axes.patches) == 8  # one rectangle per bar
     assert axes.get_title(loc="left").startswith("Trip v1")

@@ -115,9 +115,21 @@ def test_two_managers_in_two_processes_record_each_transition_exactly_once(
             with log.open("w") as err:
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, str(WORKER), shared_database_url, str(epoch_path), tag,
-                         "--sagas", str(SAGAS), "--within", str(RUN_WITHIN)],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                        [
+                            sys.executable,
+                            str(WORKER),
+                            shared_database_url,
+                            str(epoch_path),
+                            tag,
+                            "--sagas",
+                            str(SAGAS),
+                            "--within",
+                            str(RUN_WITHIN),
+                        ],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
                     )
                 )
         for process, log in zip(processes, logs, strict=True):
@@ -131,8 +143,9 @@ def test_two_managers_in_two_processes_record_each_transition_exactly_once(
             try:
                 process.wait(timeout=RUN_WITHIN + 30)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"worker still running after {RUN_WITHIN + 30:.0f}s:\n"
-                            f"{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"worker still running after {RUN_WITHIN + 30:.0f}s:\n{log.read_text()[-3000:]}"
+                )
             assert process.returncode == 0, f"worker failed:\n{log.read_text()[-3000:]}"
             assert process.stdout is not None
             out = process.stdout.read().splitlines()
@@ -195,8 +208,10 @@ def test_two_managers_in_two_processes_record_each_transition_exactly_once(
     assert all(s["outcomes"].get("applied", 0) > 0 for s in summaries), (
         f"each manager should have recorded some transitions: {summaries}"
     )
-    print(f"\ntwo managers: ends {dict(ends)}; conflicts retried {conflicts}; "
-          f"verdicts {dict(verdicts)}; workers {summaries}")
+    print(
+        f"\ntwo managers: ends {dict(ends)}; conflicts retried {conflicts}; "
+        f"verdicts {dict(verdicts)}; workers {summaries}"
+    )
 
 
 def test_managers_started_at_the_same_instant_all_open_the_store(
@@ -225,8 +240,7 @@ def test_managers_started_at_the_same_instant_all_open_the_store(
     for _ in range(5):
         barrier = threading.Barrier(managers_per_round)
         threads = [
-            threading.Thread(target=open_store, args=(barrier,))
-            for _ in range(managers_per_round)
+            threading.Thread(target=open_store, args=(barrier,)) for _ in range(managers_per_round)
         ]
         for thread in threads:
             thread.start()

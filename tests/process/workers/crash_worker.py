@@ -70,7 +70,9 @@ MAX_IN_FLIGHT = 20
 START_RATE = 15.0
 
 _COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=12, initial_delay=timedelta(seconds=0.1), backoff_factor=1.5,
+    max_attempts=12,
+    initial_delay=timedelta(seconds=0.1),
+    backoff_factor=1.5,
     max_delay=timedelta(seconds=1),
 )
 _ACTION_RETRY = RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=0.1))
@@ -80,18 +82,44 @@ _COMPENSATION_TIMEOUT = timedelta(seconds=3)
 DEFINITION = SagaDefinition(
     "CrashOrder",
     [
-        Step(name="reserve", action="Inventory.Reserve", compensation="Inventory.Release",
-             timeout=_TIMEOUT, retry=_ACTION_RETRY, compensation_retry=_COMPENSATION_RETRY,
-             compensation_timeout=_COMPENSATION_TIMEOUT),
-        Step(name="charge", action="Payment.Charge", compensation="Payment.Refund",
-             timeout=_TIMEOUT, retry=_ACTION_RETRY, compensation_retry=_COMPENSATION_RETRY,
-             compensation_timeout=_COMPENSATION_TIMEOUT),
-        Step(name="ship", action="Shipping.Create", compensation="Shipping.Cancel",
-             timeout=_TIMEOUT, compensation_retry=_COMPENSATION_RETRY,
-             compensation_timeout=_COMPENSATION_TIMEOUT),
-        Step(name="notify", action="Mail.Send", retriable=True, timeout=_TIMEOUT,
-             retry=RetryPolicy(max_attempts=12, initial_delay=timedelta(seconds=0.05),
-                               backoff_factor=1.5, max_delay=timedelta(seconds=0.5))),
+        Step(
+            name="reserve",
+            action="Inventory.Reserve",
+            compensation="Inventory.Release",
+            timeout=_TIMEOUT,
+            retry=_ACTION_RETRY,
+            compensation_retry=_COMPENSATION_RETRY,
+            compensation_timeout=_COMPENSATION_TIMEOUT,
+        ),
+        Step(
+            name="charge",
+            action="Payment.Charge",
+            compensation="Payment.Refund",
+            timeout=_TIMEOUT,
+            retry=_ACTION_RETRY,
+            compensation_retry=_COMPENSATION_RETRY,
+            compensation_timeout=_COMPENSATION_TIMEOUT,
+        ),
+        Step(
+            name="ship",
+            action="Shipping.Create",
+            compensation="Shipping.Cancel",
+            timeout=_TIMEOUT,
+            compensation_retry=_COMPENSATION_RETRY,
+            compensation_timeout=_COMPENSATION_TIMEOUT,
+        ),
+        Step(
+            name="notify",
+            action="Mail.Send",
+            retriable=True,
+            timeout=_TIMEOUT,
+            retry=RetryPolicy(
+                max_attempts=12,
+                initial_delay=timedelta(seconds=0.05),
+                backoff_factor=1.5,
+                max_delay=timedelta(seconds=0.5),
+            ),
+        ),
     ],
 )
 
@@ -166,6 +194,7 @@ def _reply(
     return Reply(
         message_id=f"{command.command_id}:reply",
         saga_id=command.saga_id,
+        command_id=command.command_id,
         step=command.step,
         kind=command.kind,
         outcome=outcome,
@@ -188,8 +217,15 @@ class BrokerTransport:
         self.ledger.execute(
             "INSERT INTO queue (command_id, saga_id, step, kind, attempt, name, run) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (str(command.command_id), str(command.saga_id), command.step, command.kind.value,
-             command.attempt, command.name, self.run),
+            (
+                str(command.command_id),
+                str(command.saga_id),
+                command.step,
+                command.kind.value,
+                command.attempt,
+                command.name,
+                self.run,
+            ),
         )
         self.sent += 1
         if self.crash_after_sends and self.sent >= self.crash_after_sends:
@@ -219,8 +255,14 @@ class Participants:
         ).fetchall()
         for seq, command_id, saga_id, step, kind, attempt, name in rows:
             command = Command(
-                command_id=UUID(command_id), saga_id=UUID(saga_id), saga_type=DEFINITION.name,
-                step=step, kind=CommandKind(kind), name=name, attempt=attempt, payload={},
+                command_id=UUID(command_id),
+                saga_id=UUID(saga_id),
+                saga_type=DEFINITION.name,
+                step=step,
+                kind=CommandKind(kind),
+                name=name,
+                attempt=attempt,
+                payload={},
                 deadline=None,
             )
             self._handle(command)

@@ -58,15 +58,35 @@ _COMPENSATION_RETRY = RetryPolicy(max_attempts=3, initial_delay=_DELAY, max_dela
 DEFINITION = SagaDefinition(
     "Race",
     [
-        Step(name="a", action="A.Do", compensation="A.Undo", timeout=_TIMEOUT,
-             compensation_retry=_COMPENSATION_RETRY),
-        Step(name="b", action="B.Do", compensation="B.Undo", timeout=_TIMEOUT,
-             retry=RetryPolicy(max_attempts=2, initial_delay=_DELAY, max_delay=_DELAY),
-             compensation_retry=_COMPENSATION_RETRY),
-        Step(name="c", action="C.Do", compensation="C.Undo", timeout=_TIMEOUT,
-             compensation_retry=_COMPENSATION_RETRY),
-        Step(name="d", action="D.Send", retriable=True, timeout=_TIMEOUT,
-             retry=RetryPolicy(max_attempts=3, initial_delay=_DELAY, max_delay=_DELAY)),
+        Step(
+            name="a",
+            action="A.Do",
+            compensation="A.Undo",
+            timeout=_TIMEOUT,
+            compensation_retry=_COMPENSATION_RETRY,
+        ),
+        Step(
+            name="b",
+            action="B.Do",
+            compensation="B.Undo",
+            timeout=_TIMEOUT,
+            retry=RetryPolicy(max_attempts=2, initial_delay=_DELAY, max_delay=_DELAY),
+            compensation_retry=_COMPENSATION_RETRY,
+        ),
+        Step(
+            name="c",
+            action="C.Do",
+            compensation="C.Undo",
+            timeout=_TIMEOUT,
+            compensation_retry=_COMPENSATION_RETRY,
+        ),
+        Step(
+            name="d",
+            action="D.Send",
+            retriable=True,
+            timeout=_TIMEOUT,
+            retry=RetryPolicy(max_attempts=3, initial_delay=_DELAY, max_delay=_DELAY),
+        ),
     ],
 )
 
@@ -117,6 +137,7 @@ def planned_reply(index: int, command: Command, tag: str) -> Reply | None:
     return Reply(
         message_id=f"{command.command_id}:{'reply' if shared else tag}",
         saga_id=command.saga_id,
+        command_id=command.command_id,
         step=command.step,
         kind=command.kind,
         outcome=answer,
