@@ -116,7 +116,11 @@ class SQLiteProcessedCommands:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         use_wal(self._db, DEFAULT_SQLITE_LOCK_TIMEOUT)
-        migrate_sqlite_store(self._db)
+        try:
+            migrate_sqlite_store(self._db)
+        except BaseException:
+            self._db.close()
+            raise
 
     def get(self, command_id: UUID) -> str | None:
         with self._lock:
