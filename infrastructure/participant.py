@@ -59,6 +59,7 @@ from pydantic import ValidationError
 
 from sagalog.domain import Command, CommandKind, SagalogError
 from sagalog.infrastructure.fencing import (
+    Answer,
     Clock,
     Fence,
     FenceReason,
@@ -293,7 +294,7 @@ class Participant(ConsumerLoop):
         if command.name not in self.handlers and self.store.get(command.command_id) is None:
             self._reject(delivery, f"no handler for command {command.name!r}", None)
             return
-        answer = self.fence.answer(command, self._answer)
+        answer = self.answer(command)
         if answer.handling is Handling.DUPLICATE:
             logger.info(
                 "command %s (%s) already handled; answering again",
@@ -309,6 +310,11 @@ class Participant(ConsumerLoop):
             causation_id=str(command.command_id),
         )
         delivery.ack()
+
+    def answer(self, command: Command) -> Answer:
+        """Answer ``command`` through the fence with its handler, without the broker
+        (what ``on_message`` publishes; in-process use and tests call it directly)."""
+        return self.fence.answer(command, self._answer)
 
     def _answer(self, command: Command) -> Reply:
         handler = self.handlers[command.name]
