@@ -15,9 +15,10 @@ each command, with every fence on by default (:class:`Fencing`):
    first success, as its own reply, without running; a failed attempt had no
    effect, so a later one runs again;
 4. **deadline**: an action whose deadline passed, by the participant's clock plus
-   a skew margin, is refused; compensations are never fenced by deadline;
-5. otherwise the handler runs and its reply is recorded, with the fence it sets,
-   in one write.
+   a skew margin, is refused — unless it started here before a crash, when its
+   effect is unknown and it runs again; compensations are never fenced by deadline;
+5. otherwise the handler runs (an action marked started, a compensation's tombstone
+   written, first) and its reply is recorded, with the fence it sets, in one write.
 
 Refused commands are answered ``failed`` with the reason and never executed; they
 are counted by :class:`FenceReason`. The store (:class:`FenceStore`) keeps replies,
@@ -156,6 +157,14 @@ class FenceStore(ProcessedCommandStore, Protocol):
         """Remember that a compensation for ``(saga_id, step)`` arrived."""
         ...
 
+    def mark_started(self, command_id: UUID) -> None:
+        """Remember that ``command_id``'s handler is about to run (until its reply)."""
+        ...
+
+    def was_started(self, command_id: UUID) -> bool:
+        """Whether ``command_id``'s handler started without its reply being recorded."""
+        ...
+
 
 def action_key(command: Command) -> UUID:
     """The idempotency key of ``command``'s step's *action*, whatever its kind.
@@ -205,17 +214,23 @@ class Fence:
         clock: Clock | None = None,
     ) -> None:
         self.fencing = fencing if fencing is not None else Fencing()
-        if (self.fencing.tombstones or self.fencing.idempotency) and not isinstance(
-            store, FenceStore
-        ):
+        fenced = self.fencing.deadline or self.fencing.tombstones or self.fencing.idempotency
+        if fenced and not isinstance(store, FenceStore):
             missing = [
                 name
-                for name in ("record", "success", "is_tombstoned", "add_tombstone")
+                for name in (
+                    "record",
+                    "success",
+                    "is_tombstoned",
+                    "add_tombstone",
+                    "mark_started",
+                    "was_started",
+                )
                 if not callable(getattr(store, name, None))
             ]
             raise TypeError(
                 f"{type(store).__name__} cannot keep fences (no {', '.join(missing)}); "
-                "use a FenceStore or turn tombstones and idempotency off with Fencing(...)"
+                "use a FenceStore, or turn fencing off with Fencing.off()"
             )
         self.store = store
         self._fences: FenceStore | None = store if isinstance(store, FenceStore) else None
@@ -265,7 +280,7 @@ class Fence:
         if is_action and fencing.deadline and command.deadline is not None:
             now = _utc(self.clock())
             deadline = _utc(command.deadline)
-            if now + fencing.skew_margin >= deadline:
+            if now + fencing.skew_margin >= deadline and not self._started_before(command):
                 return self._refuse(
                     command,
                     FenceReason.DEADLINE_PASSED,
@@ -278,6 +293,10 @@ class Fence:
             # Before the handler: a crash inside it must still fence the action out.
             tombstone = (command.saga_id, command.step)
             fences.add_tombstone(*tombstone)
+        if is_action and fencing.deadline and fences is not None:
+            # Before the handler: redelivered after a crash inside it, the action may
+            # have had its effect, so it must run again (not be refused) to say so.
+            fences.mark_started(command.command_id)
         reply = execute(command)
         if (reply.saga_id, reply.step, reply.kind) != (command.saga_id, command.step, command.kind):
             raise ValueError(
@@ -291,6 +310,19 @@ class Fence:
             tombstone=tombstone,
         )
         return self._counted(Answer(reply, Handling.EXECUTED))
+
+    def _started_before(self, command: Command) -> bool:
+        """Whether ``command`` began here before and crashed: its effect is unknown."""
+        if self._fences is None or not self._fences.was_started(command.command_id):
+            return False
+        logger.warning(
+            "command %s (%s) was started before a crash; running it again past its "
+            "deadline, since its effect is unknown",
+            command.command_id,
+            command.name,
+            extra=command_log_fields(command),
+        )
+        return True
 
     def _record(
         self,
@@ -334,6 +366,7 @@ class InMemoryProcessedCommands:
         self._replies: dict[UUID, str] = {}
         self._successes: dict[UUID, str] = {}
         self._tombstones: set[tuple[UUID, str]] = set()
+        self._started: set[UUID] = set()
         self._lock = threading.Lock()
 
     def get(self, command_id: UUID) -> str | None:
@@ -354,6 +387,7 @@ class InMemoryProcessedCommands:
     ) -> None:
         with self._lock:
             self._replies.setdefault(command_id, reply_json)
+            self._started.discard(command_id)
             if success_key is not None:
                 self._successes.setdefault(success_key, reply_json)
             if tombstone is not None:
@@ -371,6 +405,14 @@ class InMemoryProcessedCommands:
         with self._lock:
             self._tombstones.add((saga_id, step))
 
+    def mark_started(self, command_id: UUID) -> None:
+        with self._lock:
+            self._started.add(command_id)
+
+    def was_started(self, command_id: UUID) -> bool:
+        with self._lock:
+            return command_id in self._started
+
     def __len__(self) -> int:
         return len(self._replies)
 
@@ -387,6 +429,9 @@ _CREATE_TABLES = (
     "CREATE TABLE IF NOT EXISTS fence_tombstones "
     "(saga_id TEXT NOT NULL, step TEXT NOT NULL, "
     "recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (saga_id, step))",
+    # actions whose handler started and whose reply is not recorded yet
+    "CREATE TABLE IF NOT EXISTS fence_started "
+    "(command_id TEXT PRIMARY KEY, recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
 )
 
 
@@ -465,6 +510,7 @@ def sqlite_record(
             "INSERT OR IGNORE INTO processed_commands (command_id, reply) VALUES (?, ?)",
             (str(command_id), reply_json),
         )
+        db.execute("DELETE FROM fence_started WHERE command_id = ?", (str(command_id),))
         if success_key is not None:
             db.execute(
                 "INSERT OR IGNORE INTO fence_successes (idempotency_key, command_id, reply) "
@@ -504,3 +550,16 @@ def sqlite_add_tombstone(db: sqlite3.Connection, saga_id: UUID, step: str) -> No
         "INSERT OR IGNORE INTO fence_tombstones (saga_id, step) VALUES (?, ?)",
         (str(saga_id), step),
     )
+
+
+def sqlite_mark_started(db: sqlite3.Connection, command_id: UUID) -> None:
+    """Record that ``command_id``'s handler is about to run (committed at once)."""
+    db.execute("INSERT OR IGNORE INTO fence_started (command_id) VALUES (?)", (str(command_id),))
+
+
+def sqlite_was_started(db: sqlite3.Connection, command_id: UUID) -> bool:
+    """Whether ``command_id`` started without its reply being recorded."""
+    row = db.execute(
+        "SELECT 1 FROM fence_started WHERE command_id = ?", (str(command_id),)
+    ).fetchone()
+    return row is not None

@@ -69,8 +69,10 @@ from sagalog.infrastructure.fencing import (
     migrate_sqlite_store,
     sqlite_add_tombstone,
     sqlite_is_tombstoned,
+    sqlite_mark_started,
     sqlite_record,
     sqlite_success,
+    sqlite_was_started,
 )
 from sagalog.infrastructure.fencing import (
     InMemoryProcessedCommands as InMemoryProcessedCommands,
@@ -158,6 +160,14 @@ class SQLiteProcessedCommands:
     def add_tombstone(self, saga_id: UUID, step: str) -> None:
         with self._lock:
             sqlite_add_tombstone(self._db, saga_id, step)
+
+    def mark_started(self, command_id: UUID) -> None:
+        with self._lock:
+            sqlite_mark_started(self._db, command_id)
+
+    def was_started(self, command_id: UUID) -> bool:
+        with self._lock:
+            return sqlite_was_started(self._db, command_id)
 
     def __len__(self) -> int:
         with self._lock:

@@ -158,6 +158,43 @@ def test_a_compensation_is_never_fenced_by_its_deadline(store: FenceStore) -> No
     assert bank.balance == 1000
 
 
+class Crash(BaseException):
+    """Stands for the process dying inside the handler, after its effect."""
+
+
+def test_an_action_started_before_a_crash_runs_again_past_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Its effect is unknown: refusing it as 'not executed' could be a lie, so it runs
+    again (the handler, keyed on the idempotency key, finds its own effect)."""
+    bank, saga = Bank(), uuid4()
+    path = tmp_path / "bank.db"
+    first_life = SQLiteProcessedCommands(path)
+
+    def debit_then_die(command: Command) -> Reply:
+        bank.execute(command)
+        raise Crash
+
+    try:
+        with pytest.raises(Crash):
+            Fence(first_life, clock=Clock()).answer(command(saga), debit_then_die)
+    finally:
+        first_life.close()
+    second_life = SQLiteProcessedCommands(path)
+    try:
+        fence = Fence(second_life, clock=Clock(NOW + timedelta(hours=1)))
+        redelivered = fence.answer(command(saga), bank.execute)
+        other = fence.answer(command(uuid4()), bank.execute)  # never started: refused
+        assert not second_life.was_started(command(saga).command_id)  # cleared with the reply
+    finally:
+        second_life.close()
+    assert redelivered.handling is Handling.EXECUTED
+    assert redelivered.reply.outcome == "completed"
+    assert other.reason is FenceReason.DEADLINE_PASSED
+    assert bank.calls == [("Bank.Debit", 1), ("Bank.Debit", 1)]
+    assert bank.balance == 900
+
+
 def test_an_action_without_a_deadline_is_not_fenced_by_time(store: FenceStore) -> None:
     bank = Bank()
     fence = Fence(store, clock=Clock(datetime(2100, 1, 1, tzinfo=UTC)))
@@ -334,7 +371,9 @@ def test_a_store_that_cannot_keep_fences_is_refused_unless_they_are_off() -> Non
     with pytest.raises(TypeError, match=r"RepliesOnly cannot keep fences \(no record, success"):
         Fence(RepliesOnly())
     store = RepliesOnly()
-    fence = Fence(store, Fencing(tombstones=False, idempotency=False), clock=Clock())
+    with pytest.raises(TypeError, match=r"turn fencing off with Fencing.off\(\)"):
+        Fence(RepliesOnly(), Fencing(tombstones=False, idempotency=False))
+    fence = Fence(store, Fencing.off(), clock=Clock())
     bank, saga = Bank(), uuid4()
     assert fence.answer(command(saga), bank.execute).handling is Handling.EXECUTED
     assert fence.answer(command(saga), bank.execute).handling is Handling.DUPLICATE

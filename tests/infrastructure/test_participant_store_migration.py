@@ -71,7 +71,7 @@ def test_opening_an_old_store_migrates_it_and_keeps_its_replies(old_store: Path)
     try:
         assert _schema(old_store) == (
             SQLITE_STORE_VERSION,
-            ["fence_successes", "fence_tombstones", "processed_commands"],
+            ["fence_started", "fence_successes", "fence_tombstones", "processed_commands"],
         )
         assert len(store) == 4
         old_debit = store.get(_command(SAGA, "debit", CommandKind.ACTION, 1).command_id)
