@@ -244,7 +244,8 @@ class Fence:
 
         ``execute`` runs the command and returns its reply (``Reply.to(command, …)``);
         it is called only when no fence answers first. An exception from it
-        propagates and nothing is recorded but a compensation's tombstone.
+        propagates, and nothing is recorded but what was written before it ran
+        (an action's started mark, a compensation's tombstone).
         """
         known = self.store.get(command.command_id)
         if known is not None:
