@@ -33,7 +33,7 @@ import logging
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -173,6 +173,18 @@ def action_key(command: Command) -> UUID:
     the debit it undoes); an action handler's own key is ``command.idempotency_key``.
     """
     return idempotency_key_for(command.saga_id, command.step, CommandKind.ACTION)
+
+
+def actions_in_force(successes: Iterable[str]) -> set[tuple[UUID, str]]:
+    """The (saga, step) pairs whose action succeeded and whose compensation did not,
+    from the reply JSON of a store's first successes (what a participant left done)."""
+    done: set[tuple[UUID, str]] = set()
+    undone: set[tuple[UUID, str]] = set()
+    for reply_json in successes:
+        reply = Reply.model_validate_json(reply_json)
+        pair = (reply.saga_id, reply.step)
+        (done if reply.kind is CommandKind.ACTION else undone).add(pair)
+    return done - undone
 
 
 def command_log_fields(command: Command) -> dict[str, Any]:
@@ -414,6 +426,12 @@ class InMemoryProcessedCommands:
         with self._lock:
             return command_id in self._started
 
+    def actions_in_force(self) -> set[tuple[UUID, str]]:
+        """(saga, step) pairs whose action succeeded here and whose compensation did not."""
+        with self._lock:
+            successes = list(self._successes.values())
+        return actions_in_force(successes)
+
     def __len__(self) -> int:
         return len(self._replies)
 
@@ -564,3 +582,8 @@ def sqlite_was_started(db: sqlite3.Connection, command_id: UUID) -> bool:
         "SELECT 1 FROM fence_started WHERE command_id = ?", (str(command_id),)
     ).fetchone()
     return row is not None
+
+
+def sqlite_successes(db: sqlite3.Connection) -> list[str]:
+    """The reply JSON of every first success recorded."""
+    return [str(row[0]) for row in db.execute("SELECT reply FROM fence_successes")]

@@ -65,6 +65,7 @@ from sagalog.infrastructure.fencing import (
     FenceReason,
     Fencing,
     Handling,
+    actions_in_force,
     command_log_fields,
     migrate_sqlite_store,
     sqlite_add_tombstone,
@@ -72,6 +73,7 @@ from sagalog.infrastructure.fencing import (
     sqlite_mark_started,
     sqlite_record,
     sqlite_success,
+    sqlite_successes,
     sqlite_was_started,
 )
 from sagalog.infrastructure.fencing import (
@@ -168,6 +170,12 @@ class SQLiteProcessedCommands:
     def was_started(self, command_id: UUID) -> bool:
         with self._lock:
             return sqlite_was_started(self._db, command_id)
+
+    def actions_in_force(self) -> set[tuple[UUID, str]]:
+        """(saga, step) pairs whose action succeeded here and whose compensation did not."""
+        with self._lock:
+            successes = sqlite_successes(self._db)
+        return actions_in_force(successes)
 
     def __len__(self) -> int:
         with self._lock:

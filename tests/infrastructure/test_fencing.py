@@ -29,6 +29,7 @@ from sagalog.infrastructure.participant import SQLiteProcessedCommands
 from sagalog.process import Reply
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+Store = InMemoryProcessedCommands | SQLiteProcessedCommands
 
 
 class Clock:
@@ -68,7 +69,7 @@ class Bank:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FenceStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield InMemoryProcessedCommands()
         return
@@ -387,3 +388,15 @@ def test_a_reply_for_another_command_is_refused_and_nothing_recorded(store: Fenc
         fence.answer(command(saga), lambda c: Reply.to(command(uuid4())))
     assert store.get(command(saga).command_id) is None
     assert store.success(idempotency_key_for(saga, "debit", CommandKind.ACTION)) is None
+
+
+def test_actions_in_force_are_the_successes_not_compensated(store: Store) -> None:
+    """What the crash tests count: actions a participant left done."""
+    bank, kept, undone, refused = Bank(), uuid4(), uuid4(), uuid4()
+    fence = Fence(store, clock=Clock())
+    fence.answer(command(kept), bank.execute)
+    fence.answer(command(undone), bank.execute)
+    fence.answer(command(undone, CommandKind.COMPENSATION), bank.execute)
+    fence.answer(command(refused, CommandKind.COMPENSATION), bank.execute)
+    fence.answer(command(refused), bank.execute)
+    assert store.actions_in_force() == {(kept, "debit")}
