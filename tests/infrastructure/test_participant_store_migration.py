@@ -134,3 +134,18 @@ def test_a_store_from_a_newer_sagalog_is_refused_and_left_alone(old_store: Path)
     with pytest.raises(StoreSchemaError, match="schema version 99 is newer"):
         SQLiteProcessedCommands(old_store)
     assert _schema(old_store) == (99, ["processed_commands"])
+
+
+def test_an_unreadable_old_reply_gives_no_fence_and_stops_no_migration(
+    old_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite3.connect(old_store) as db:
+        db.execute("INSERT INTO processed_commands (command_id, reply) VALUES ('x', '{not json')")
+    db.close()
+    store = SQLiteProcessedCommands(old_store)
+    try:
+        assert store.is_tombstoned(SAGA, "debit")
+        assert store.actions_in_force() == {(OTHER, "credit")}
+    finally:
+        store.close()
+    assert "store row x: unreadable reply, no fence from it" in caplog.text
