@@ -148,4 +148,4 @@ def test_an_unreadable_old_reply_gives_no_fence_and_stops_no_migration(
         assert store.actions_in_force() == {(OTHER, "credit")}
     finally:
         store.close()
-    assert "store row x: unreadable reply, no fence from it" in caplog.text
+    assert "store row x has an unreadable reply, no fence from it" in caplog.text
