@@ -6,10 +6,12 @@ serves every command of the demo sagas whose name starts with ``InventoryService
 draw seeded with the command id, so a run is repeatable and a command redelivered
 to a restarted process gets the same answer. With ``--store`` the processed
 command ids live in a SQLite file, so a participant killed and restarted midway
-does not handle a command twice.
+does not handle a command twice. Fencing is on (``--skew-margin SECONDS`` sets its
+margin, ``--no-fencing`` turns it off, to compare).
 
 On SIGTERM or SIGINT it stops after the command in hand and prints one JSON line
-with its counts (``{"service": …, "handled": …, "duplicates": …}``) on stdout.
+with its counts (``{"service": …, "handled": …, "duplicates": …, "repeated": …,
+"refused": {"deadline_passed": …, "compensated": …}}``) on stdout.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 from sagalog.domain import Command, CommandKind, SagaDefinition
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.fencing import FenceReason, Fencing
 from sagalog.infrastructure.participant import (
     CommandFailed,
     Handler,
@@ -77,6 +81,7 @@ def build(
     seed: int = 7,
     failure_rate: float = 0.0,
     compensation_failure_rate: float = 0.0,
+    fencing: Fencing | None = None,
 ) -> Participant:
     """The participant for ``service`` with the demo's handlers."""
     names = demo_services().get(service)
@@ -84,7 +89,12 @@ def build(
         raise SystemExit(f"no demo command belongs to service {service!r}")
     handler = demo_handler(seed, failure_rate, compensation_failure_rate)
     return Participant(
-        service, dict.fromkeys(names, handler), url=url, topology=topology, store=store
+        service,
+        dict.fromkeys(names, handler),
+        url=url,
+        topology=topology,
+        store=store,
+        fencing=fencing,
     )
 
 
@@ -98,7 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument("--compensation-failure-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--skew-margin", type=float, default=None, help="seconds before a deadline to refuse"
+    )
+    parser.add_argument("--no-fencing", action="store_true", help="turn every fence off")
     args = parser.parse_args(argv)
+    if args.no_fencing:
+        fencing = Fencing.off()
+    elif args.skew_margin is not None:
+        if args.skew_margin < 0:
+            parser.error("--skew-margin must not be negative")
+        fencing = Fencing(skew_margin=timedelta(seconds=args.skew_margin))
+    else:
+        fencing = Fencing()
     store = SQLiteProcessedCommands(args.store) if args.store else None
     participant = build(
         args.service,
@@ -108,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         failure_rate=args.failure_rate,
         compensation_failure_rate=args.compensation_failure_rate,
+        fencing=fencing,
     )
     stop = threading.Event()
 
@@ -123,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "service": args.service,
         "handled": participant.handled,
         "duplicates": participant.duplicates,
+        "repeated": participant.repeated,
+        "refused": {reason.value: participant.refused[reason] for reason in FenceReason},
         "dead_lettered": participant.dead_lettered,
     }
     sys.stdout.write(json.dumps(counts) + "\n")

@@ -89,6 +89,16 @@ class ParticipantProcess:
         """Duplicate commands the process reported dropping (over its lives)."""
         return sum(int(str(c.get("duplicates", 0))) for c in self.counts)
 
+    @property
+    def refused(self) -> Counter[str]:
+        """Commands the process refused by fencing, by reason (over its lives)."""
+        total: Counter[str] = Counter()
+        for counts in self.counts:
+            refused = counts.get("refused")
+            if isinstance(refused, dict):
+                total.update({str(k): int(v) for k, v in refused.items()})
+        return total
+
 
 def participant_command(
     service: str,

@@ -27,6 +27,8 @@ Metric names (all prefixed ``sagalog_``):
 ``observer_lag_events``                                 notifications beyond these metrics' position
 ``projection_lag_events``                               notifications not yet in the read views
 ``stuck_sagas{reason}``                                 the projections' stuck query, by reason
+``participant_commands_total{service,handling}``        a watched participant's fence, by handling
+``participant_commands_refused_total{service,reason}``  commands its fences refused, by reason
 =====================================================  ==========================================
 
 Durations use the events' own timestamps (the manager's clock), so they are
@@ -45,10 +47,11 @@ from uuid import UUID
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sagalog.domain import Saga
+from sagalog.infrastructure.fencing import Fence, FenceReason, Handling
 from sagalog.infrastructure.follower import ObservedEvent
 from sagalog.infrastructure.relay import COMMAND_TOPICS, CommandRelay
 
@@ -174,6 +177,32 @@ class _ScrapeTimeGauges(Collector):
         yield family
 
 
+class _FenceCounts(Collector):
+    """Each watched participant's fence counts, read at scrape time."""
+
+    def __init__(self, metrics: SagaMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        handled = CounterMetricFamily(
+            "sagalog_participant_commands",
+            "Commands a participant answered, by how: executed, duplicate, repeated, refused.",
+            labels=["service", "handling"],
+        )
+        refused = CounterMetricFamily(
+            "sagalog_participant_commands_refused",
+            "Commands a participant's fences refused (answered failed, not executed).",
+            labels=["service", "reason"],
+        )
+        for service, fence in sorted(self.metrics.fences.items()):
+            for handling in Handling:
+                handled.add_metric([service, handling.value], fence.counts[handling])
+            for reason in FenceReason:
+                refused.add_metric([service, reason.value], fence.refused[reason])
+        yield handled
+        yield refused
+
+
 class SagaMetrics:
     """sagalog's Prometheus metrics, in a registry of their own."""
 
@@ -247,7 +276,9 @@ class SagaMetrics:
         self.relay: CommandRelay | None = None
         self.stuck_query: StuckQuery | None = None
         self.stuck_reasons: tuple[str, ...] = ()
+        self.fences: dict[str, Fence] = {}
         self.registry.register(_ScrapeTimeGauges(self))
+        self.registry.register(_FenceCounts(self))
         self._dispatched: OrderedDict[tuple[UUID, str, str], datetime] = OrderedDict()
         self._max_open = max_open_dispatches
         self._lock = threading.Lock()
@@ -348,6 +379,13 @@ class SagaMetrics:
         """
         self.stuck_query = query
         self.stuck_reasons = tuple(str(getattr(r, "value", r)) for r in reasons)
+
+    def watch_fence(self, service: str, fence: Fence) -> None:
+        """Report ``fence``'s counts at scrape time, labelled ``service``.
+
+        For a RabbitMQ participant: ``metrics.watch_fence("bank", participant.fence)``.
+        """
+        self.fences[service] = fence
 
     # -- exposing ------------------------------------------------------------------------
 

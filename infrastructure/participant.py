@@ -34,6 +34,11 @@ drops that duplicate by its message id. The default store is in memory; give a
 database written in the same transaction as the effect) to survive restarts.
 A handler that crashes *between* its effect and the store write runs again on
 redelivery, so effects should be idempotent too, or share the store's transaction.
+
+Fencing (:mod:`sagalog.infrastructure.fencing`, on by default, ``fencing=`` to
+change): an action past its deadline, or for a step already compensated here, is
+answered failed without running; a step's action that already succeeded under its
+idempotency key is answered with that success. ``refused`` counts refusals by reason.
 """
 
 from __future__ import annotations
@@ -42,16 +47,41 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import ValidationError
 
 from sagalog.domain import Command, CommandKind, SagalogError
+from sagalog.infrastructure.fencing import (
+    Answer,
+    Clock,
+    Fence,
+    FenceReason,
+    Fencing,
+    Handling,
+    actions_in_force,
+    command_log_fields,
+    migrate_sqlite_store,
+    sqlite_add_tombstone,
+    sqlite_is_tombstoned,
+    sqlite_mark_started,
+    sqlite_record,
+    sqlite_success,
+    sqlite_successes,
+    sqlite_was_started,
+)
+from sagalog.infrastructure.fencing import (
+    InMemoryProcessedCommands as InMemoryProcessedCommands,
+)
+from sagalog.infrastructure.fencing import (
+    ProcessedCommandStore as ProcessedCommandStore,
+)
 from sagalog.infrastructure.rabbitmq import (
     HEADER_CAUSATION_ID,
     ConsumerLoop,
@@ -79,50 +109,23 @@ class InvalidCommandError(SagalogError, ValueError):
     """A command message that cannot be read (not JSON, a missing or wrong field)."""
 
 
-class ProcessedCommandStore(Protocol):
-    """Remembers the reply given to each command id (a participant's dedup memory)."""
-
-    def get(self, command_id: UUID) -> str | None:
-        """The reply JSON given to ``command_id``, or None if it was never handled."""
-        ...
-
-    def put(self, command_id: UUID, reply_json: str) -> None:
-        """Remember ``reply_json`` as the answer to ``command_id`` (first write wins)."""
-        ...
-
-
-class InMemoryProcessedCommands:
-    """A dict: duplicates are dropped while the process lives (the default)."""
-
-    def __init__(self) -> None:
-        self._replies: dict[UUID, str] = {}
-        self._lock = threading.Lock()
-
-    def get(self, command_id: UUID) -> str | None:
-        with self._lock:
-            return self._replies.get(command_id)
-
-    def put(self, command_id: UUID, reply_json: str) -> None:
-        with self._lock:
-            self._replies.setdefault(command_id, reply_json)
-
-    def __len__(self) -> int:
-        return len(self._replies)
-
-
 class SQLiteProcessedCommands:
-    """A SQLite file: duplicates are dropped across restarts of the participant."""
+    """A SQLite file: duplicates are dropped and fences kept across restarts.
+
+    A file written before fencing is migrated when opened (its completed replies
+    become first successes, its compensations tombstones).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         use_wal(self._db, DEFAULT_SQLITE_LOCK_TIMEOUT)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS processed_commands "
-            "(command_id TEXT PRIMARY KEY, reply TEXT NOT NULL, "
-            "recorded_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-        )
+        try:
+            migrate_sqlite_store(self._db)
+        except BaseException:
+            self._db.close()
+            raise
 
     def get(self, command_id: UUID) -> str | None:
         with self._lock:
@@ -132,11 +135,47 @@ class SQLiteProcessedCommands:
         return None if row is None else str(row[0])
 
     def put(self, command_id: UUID, reply_json: str) -> None:
+        """Remember ``reply_json`` as the answer to ``command_id`` (first write wins)."""
+        self.record(command_id, reply_json)
+
+    def record(
+        self,
+        command_id: UUID,
+        reply_json: str,
+        *,
+        success_key: UUID | None = None,
+        tombstone: tuple[UUID, str] | None = None,
+    ) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO processed_commands (command_id, reply) VALUES (?, ?)",
-                (str(command_id), reply_json),
+            sqlite_record(
+                self._db, command_id, reply_json, success_key=success_key, tombstone=tombstone
             )
+
+    def success(self, idempotency_key: UUID) -> str | None:
+        with self._lock:
+            return sqlite_success(self._db, idempotency_key)
+
+    def is_tombstoned(self, saga_id: UUID, step: str) -> bool:
+        with self._lock:
+            return sqlite_is_tombstoned(self._db, saga_id, step)
+
+    def add_tombstone(self, saga_id: UUID, step: str) -> None:
+        with self._lock:
+            sqlite_add_tombstone(self._db, saga_id, step)
+
+    def mark_started(self, command_id: UUID) -> None:
+        with self._lock:
+            sqlite_mark_started(self._db, command_id)
+
+    def was_started(self, command_id: UUID) -> bool:
+        with self._lock:
+            return sqlite_was_started(self._db, command_id)
+
+    def actions_in_force(self) -> set[tuple[UUID, str]]:
+        """(saga, step) pairs whose action succeeded here and whose compensation did not."""
+        with self._lock:
+            successes = sqlite_successes(self._db)
+        return actions_in_force(successes)
 
     def __len__(self) -> int:
         with self._lock:
@@ -186,10 +225,11 @@ class Participant(ConsumerLoop):
     """A service that handles saga commands from RabbitMQ and answers each with a reply.
 
     One durable queue per service (``<prefix>.service.<service>``) bound to the
-    command names of its handlers; one command in flight at a time; the reply is
-    remembered, published (confirmed), then the command acked. Commands that
-    cannot be read, and replies the handler's result cannot be put in, go to the
-    commands' dead-letter queue with the reason.
+    command names of its handlers; one command in flight at a time; each command
+    goes through a :class:`~sagalog.infrastructure.fencing.Fence` (``fencing``,
+    all on by default; ``clock`` is the participant's own, for the deadline), the
+    reply is remembered, published (confirmed), then the command acked. Commands
+    that cannot be read go to the commands' dead-letter queue with the reason.
     """
 
     def __init__(
@@ -202,6 +242,8 @@ class Participant(ConsumerLoop):
         store: ProcessedCommandStore | None = None,
         max_attempts: int = 3,
         retry_backoff: float = 0.05,
+        fencing: Fencing | None = None,
+        clock: Clock | None = None,
         **loop_options: float,
     ) -> None:
         super().__init__(
@@ -217,11 +259,30 @@ class Participant(ConsumerLoop):
         self.store: ProcessedCommandStore = (
             store if store is not None else InMemoryProcessedCommands()
         )
+        self.fence = Fence(self.store, fencing, clock=clock)
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
-        self.handled = 0
-        self.duplicates = 0
         self.dead_lettered = 0
+
+    @property
+    def handled(self) -> int:
+        """Commands whose handler ran."""
+        return self.fence.counts[Handling.EXECUTED]
+
+    @property
+    def duplicates(self) -> int:
+        """Commands answered again by command id (redelivered or re-sent)."""
+        return self.fence.counts[Handling.DUPLICATE]
+
+    @property
+    def repeated(self) -> int:
+        """Later attempts answered with an earlier attempt's success, without running."""
+        return self.fence.counts[Handling.REPEATED]
+
+    @property
+    def refused(self) -> Counter[FenceReason]:
+        """Commands refused by fencing, by reason (answered failed, nothing executed)."""
+        return self.fence.refused
 
     def handles(self, command_name: str) -> Callable[[Handler], Handler]:
         """Decorator: register the function as the handler of ``command_name``."""
@@ -248,24 +309,18 @@ class Participant(ConsumerLoop):
         except InvalidCommandError as exc:
             self._reject(delivery, str(exc), exc)
             return
-        known = self.store.get(command.command_id)
-        if known is not None:
-            self.duplicates += 1
+        if command.name not in self.handlers and self.store.get(command.command_id) is None:
+            self._reject(delivery, f"no handler for command {command.name!r}", None)
+            return
+        answer = self.answer(command)
+        if answer.handling is Handling.DUPLICATE:
             logger.info(
                 "command %s (%s) already handled; answering again",
                 command.command_id,
                 command.name,
-                extra=_command_log_fields(command),
+                extra=command_log_fields(command),
             )
-            reply = Reply.model_validate_json(known)
-        else:
-            answer = self._answer(command)
-            if answer is None:
-                self._reject(delivery, f"no handler for command {command.name!r}", None)
-                return
-            reply = answer
-            self.store.put(command.command_id, reply.model_dump_json())
-            self.handled += 1
+        reply = answer.reply
         publish_reply(
             delivery.channel,
             reply,
@@ -274,10 +329,13 @@ class Participant(ConsumerLoop):
         )
         delivery.ack()
 
-    def _answer(self, command: Command) -> Reply | None:
-        handler = self.handlers.get(command.name)
-        if handler is None:
-            return None
+    def answer(self, command: Command) -> Answer:
+        """Answer ``command`` through the fence with its handler, without the broker
+        (what ``on_message`` publishes; in-process use and tests call it directly)."""
+        return self.fence.answer(command, self._answer)
+
+    def _answer(self, command: Command) -> Reply:
+        handler = self.handlers[command.name]
         attempt = 0
         while True:
             attempt += 1
@@ -293,7 +351,7 @@ class Participant(ConsumerLoop):
                         command.name,
                         type(exc).__name__,
                         attempt,
-                        extra=_command_log_fields(command),
+                        extra=command_log_fields(command),
                     )
                     return reply_to(command, error=f"{type(exc).__name__}: {exc}")
                 self.wait(self.retry_backoff * 2 ** (attempt - 1))
@@ -318,16 +376,6 @@ class Participant(ConsumerLoop):
         )
 
 
-def _command_log_fields(command: Command) -> dict[str, Any]:
-    return {
-        "correlation_id": str(command.saga_id),
-        "step": command.step,
-        "attempt": command.attempt,
-        "message_id": str(command.command_id),
-        "causation_id": command.causation_id,
-    }
-
-
 def serve(
     service: str,
     handlers: Mapping[str, Handler],
@@ -336,9 +384,12 @@ def serve(
     topology: Topology | None = None,
     store: ProcessedCommandStore | None = None,
     stop: threading.Event | None = None,
+    fencing: Fencing | None = None,
 ) -> Participant:
     """Run a participant for ``handlers`` until ``stop`` is set; return it (with its counts)."""
-    participant = Participant(service, handlers, url=url, topology=topology, store=store)
+    participant = Participant(
+        service, handlers, url=url, topology=topology, store=store, fencing=fencing
+    )
     participant.run(stop)
     return participant
 

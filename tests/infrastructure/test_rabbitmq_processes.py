@@ -119,6 +119,8 @@ def test_a_participant_killed_midway_and_restarted_loses_and_repeats_nothing(
         payment.stop()
         [after_restart] = payment.counts
         assert after_restart["handled"] == 8
+        assert after_restart["refused"] == {"deadline_passed": 0, "compensated": 0}
+        assert payment.refused == {"deadline_passed": 0, "compensated": 0}
         assert _rows(stores["PaymentService"]) == 16  # one row per charge: none handled twice
         for saga_id in first + second:
             completed = [
