@@ -16,6 +16,7 @@ an action the saga's state refuses, unreachable database), 1 anything else.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import typer
@@ -37,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 # Typer >= 0.29 vendors click; its parse errors derive from TyperException.
 from typer.exceptions import TyperException as _ParseError
 
-from sagalog.domain import SagalogError, SagaStatus
+from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.transport import InProcessTransport, Transport
@@ -49,9 +51,12 @@ from sagalog.infrastructure.worker import (
     stop_on_signals,
 )
 from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.database import DATABASE_URL_ENV_VAR
 from sagalog.process.explain import explain as explain_saga
+from sagalog.process.loading import definitions_from, manager_class
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
 from sagalog.process.replay import replay as replay_saga
+from sagalog.process.stores import check_store_name
 from sagalog.process.timeline_plot import plot_timeline
 from sagalog.process.whatif import load_definition, what_if
 from sagalog.projections import (
@@ -236,6 +241,30 @@ def demo(
 #: Catching up more than this many events shows a progress bar.
 _PROGRESS_THRESHOLD = 2000
 
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="SAGALOG_APP",
+        show_envvar=True,
+        metavar="MODULE:CLASS",
+        help="Your SagaManager subclass, or just its name: its tables are named after it "
+        "(default: SagaManager). See docs/cli.md.",
+        show_default=False,
+    ),
+]
+DefinitionsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--definitions",
+        envvar="SAGALOG_DEFINITIONS",
+        show_envvar=True,
+        metavar="MODULE:ATTR",
+        help="Your saga definitions: a SagaDefinition or a list of them (default: "
+        "the --app class's, else the demo's).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
 ]
@@ -280,8 +309,45 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManager:
-    """Open the saga store; refuse to create a SQLite file that isn't there (a typo)."""
+#: Seconds the CLI waits for PostgreSQL when the URL names no ``connect_timeout``.
+DEFAULT_CONNECT_TIMEOUT = 5
+CONNECT_TIMEOUT_ENV_VAR = "SAGALOG_CONNECT_TIMEOUT"
+
+
+def _with_connect_timeout(database_url: str | None) -> str | None:
+    """``database_url`` with a short PostgreSQL ``connect_timeout`` unless it names one.
+
+    eventsourcing waits 30 s for a connection by default: too long for a command
+    typed at a prompt. ``SAGALOG_CONNECT_TIMEOUT`` (seconds) overrides the default.
+    """
+    url = parse_database_url(database_url)
+    if url.kind != "postgresql" or url.connect_timeout is not None:
+        return database_url
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV_VAR, "").strip()
+    if raw and not (raw.isdigit() and int(raw) >= 1):
+        raise _fail(f"{CONNECT_TIMEOUT_ENV_VAR} must be a whole number of seconds, not {raw!r}")
+    text = database_url if database_url is not None else os.environ[DATABASE_URL_ENV_VAR]
+    parts = urlsplit(text.strip())
+    query = "&".join(
+        q for q in (parts.query, f"connect_timeout={raw or DEFAULT_CONNECT_TIMEOUT}") if q
+    )
+    return urlunsplit(parts._replace(query=query))
+
+
+def _manager(
+    database_url: str | None,
+    app: str | None = None,
+    definitions: str | None = None,
+    *,
+    must_exist: bool = True,
+) -> SagaManager:
+    """Open the saga store of ``app``; refuse a missing SQLite file or another app's store.
+
+    ``app`` (``--app``) is the user's ``SagaManager`` subclass, whose name names the
+    tables; ``definitions`` (``--definitions``) the user's saga definitions, by
+    default the subclass's, or the demo's when neither is given. Operator actions
+    and timers need no definitions: every saga stores the whole definition it runs.
+    """
     url = parse_database_url(database_url)
     if must_exist and url.kind == "sqlite" and not url.is_sqlite_memory:
         assert url.path is not None
@@ -289,16 +355,27 @@ def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManage
             raise _fail(
                 f"no saga database at {url.path} (give --database-url, or run `sagalog demo`)"
             )
-    # The demo's definitions are known by default; operator actions and timers need
-    # none, because every saga stores the whole definition it runs.
-    return SagaManager(DEMO_DEFINITIONS, database_url)
+    database_url = _with_connect_timeout(database_url)
+    url = parse_database_url(database_url)
+    manager_type = manager_class(app) if app else SagaManager
+    chosen: list[SagaDefinition] | None
+    if definitions:
+        chosen = definitions_from(definitions)
+    elif app:
+        chosen = None  # the subclass's own (none for a bare name)
+    else:
+        chosen = list(DEMO_DEFINITIONS)
+    check_store_name(url, manager_type.name)
+    return manager_type(chosen, database_url)
 
 
 @contextmanager
-def _opened(database_url: str | None) -> Iterator[tuple[SagaManager, SagaProjector]]:
+def _opened(
+    database_url: str | None, app: str | None = None, definitions: str | None = None
+) -> Iterator[tuple[SagaManager, SagaProjector]]:
     """The manager and its projector, closed afterwards; errors as one line."""
     with _errors_as_one_line():
-        manager = _manager(database_url)
+        manager = _manager(database_url, app, definitions)
         try:
             projector = SagaProjector(manager)
             try:
@@ -437,6 +514,8 @@ def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
 @app.command("list")
 def list_sagas(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     status: Annotated[
         str | None,
         typer.Option(
@@ -452,7 +531,7 @@ def list_sagas(
 ) -> None:
     """List sagas, most recently changed first."""
     wanted = _status(status)
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         _catch_up(projector)
         rows = projector.views.list_sagas(status=wanted, saga_type=saga_type, limit=limit)
     if json_output:
@@ -467,6 +546,8 @@ def list_sagas(
 @app.command()
 def stuck(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 100,
     deadline_grace: Annotated[
         str, typer.Option(help="How late a deadline may be before it counts as missed.")
@@ -512,7 +593,7 @@ def stuck(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     now = _at(at)
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         _catch_up(projector)
         found = projector.views.stuck(now=now, policy=policy, limit=limit)
     if json_output:
@@ -577,6 +658,8 @@ def _print_stuck(found: list[StuckSaga]) -> None:
 def show(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
     plot: Annotated[
         Path | None,
@@ -593,7 +676,7 @@ def show(
     wanted = _saga_id(saga_id)
     if plot is not None:
         _check_plot_target(plot)
-    with _opened(database_url) as (manager, projector):
+    with _opened(database_url, app, definitions) as (manager, projector):
         _catch_up(projector)
         summary = projector.views.get(wanted)
         timeline = projector.views.timeline(wanted)
@@ -711,10 +794,12 @@ _EVENT_STYLE = {
 
 
 @contextmanager
-def _reading(database_url: str | None) -> Iterator[SagaManager]:
+def _reading(
+    database_url: str | None, app: str | None = None, definitions: str | None = None
+) -> Iterator[SagaManager]:
     """The manager alone (no projections), closed afterwards; errors as one line."""
     with _errors_as_one_line():
-        manager = _manager(database_url)
+        manager = _manager(database_url, app, definitions)
         try:
             yield manager
         finally:
@@ -725,6 +810,8 @@ def _reading(database_url: str | None) -> Iterator[SagaManager]:
 def replay(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     at: Annotated[
         int | None,
         typer.Option("--at", metavar="VERSION", help="Only the state right after this event."),
@@ -733,9 +820,10 @@ def replay(
         str | None,
         typer.Option(
             "--against",
-            metavar="MODULE:ATTRIBUTE",
+            metavar="MODULE:ATTRIBUTE|newest",
             help="What-if: replay the saga's recorded inputs through this SagaDefinition "
-            "(in memory; nothing is written) and show where its decisions diverge.",
+            "(in memory; nothing is written) and show where its decisions diverge. "
+            "'newest': the newest version of the saga's type in --definitions / --app.",
         ),
     ] = None,
     json_output: JsonOption = False,
@@ -748,9 +836,9 @@ def replay(
     if against is not None:
         if at is not None:
             raise _fail("--at and --against do not go together")
-        _what_if(wanted, against, database_url, json_output=json_output)
+        _what_if(wanted, against, (database_url, app, definitions), json_output=json_output)
         return
-    with _reading(database_url) as manager:
+    with _reading(database_url, app, definitions) as manager:
         if at is not None:
             state = state_at(manager, wanted, at)
             if json_output:
@@ -765,12 +853,20 @@ def replay(
     _print_replay(steps)
 
 
-def _what_if(saga_id: UUID, spec: str, database_url: str | None, *, json_output: bool) -> None:
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # the user's module, as `python -m` would find it
+def _what_if(
+    saga_id: UUID,
+    spec: str,
+    store: tuple[str | None, str | None, str | None],
+    *,
+    json_output: bool,
+) -> None:
+    """What-if against ``spec``, or against the newest registered version of its type."""
     with _errors_as_one_line():
-        definition = load_definition(spec)
-    with _reading(database_url) as manager:
+        definition = None if spec.strip() == "newest" else load_definition(spec)
+    with _reading(*store) as manager:
+        if definition is None:
+            saga_type = manager.get(saga_id).saga_type
+            definition = manager.registry.get(saga_type)
         report = what_if(manager, saga_id, definition)
     if json_output:
         _print_json(report.to_json())
@@ -889,11 +985,13 @@ def _print_state(state: SagaSnapshot) -> None:
 def explain(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Explain in a few sentences why a saga completed, failed, waits or is stuck."""
     wanted = _saga_id(saga_id)
-    with _reading(database_url) as manager:
+    with _reading(database_url, app, definitions) as manager:
         saga = manager.get(wanted)
         sentences = explain_saga(saga)
     if json_output:
@@ -903,17 +1001,76 @@ def explain(
         console.print(_escape(sentence), highlight=False, soft_wrap=True)
 
 
+# -- starting a saga ------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    saga_type: Annotated[
+        str, typer.Argument(metavar="SAGA_TYPE", help="The saga type (a definition's name).")
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="The saga's data: a JSON object, or @FILE holding one.",
+            show_default=False,
+        ),
+    ] = "{}",
+    saga_id: Annotated[
+        str | None,
+        typer.Option(
+            "--saga-id",
+            help="Start under this id (a UUID); starting it again changes nothing.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="This version of the definition (default: the newest)."),
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
+    """Start a saga of one of your definitions (--definitions or --app) and print its id."""
+    wanted = _saga_id(saga_id) if saga_id is not None else None
+    payload = _json_object(data)
+    with _opened(database_url, app, definitions) as (manager, _):
+        started = manager.start(saga_type, payload, saga_id=wanted, version=version)
+    console.print(str(started), highlight=False)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--data``: a JSON object given inline or as ``@FILE``."""
+    source = "--data"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        source = f"--data {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(_escape(f"{source}: cannot read: {exc.strerror or exc}")) from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _fail(_escape(f"{source}: not JSON: {exc}")) from None
+    if not isinstance(value, dict):
+        raise _fail(f"{source}: give a JSON object, not a {type(value).__name__}")
+    return value
+
+
 # -- operator actions ----------------------------------------------------------------
 
 
 def _operator_action(
     saga_id: str,
-    database_url: str | None,
+    store: tuple[str | None, str | None, str | None],
     act: Callable[[SagaManager, UUID], None],
     done: str,
 ) -> None:
     wanted = _saga_id(saga_id)
-    with _opened(database_url) as (manager, projector):
+    with _opened(*store) as (manager, projector):
         act(manager, wanted)
         projector.catch_up()
         summary = projector.views.get(wanted)
@@ -928,11 +1085,13 @@ def retry(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Try a dead-lettered saga's failed command once more."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.retry(sid, actor=actor, reason=reason),
         "retried",
     )
@@ -944,11 +1103,13 @@ def resolve(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Declare a dead-lettered saga's failed command done by hand; the saga moves on."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.resolve(sid, actor=actor, reason=reason),
         "resolved",
     )
@@ -960,11 +1121,13 @@ def abort(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Stop a running saga (before its pivot) and compensate what it has done."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
         "aborted",
     )
@@ -976,10 +1139,12 @@ def abort(
 @app.command()
 def versions(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Definition versions: sagas in flight and ended on each, and whether the code has it."""
-    with _opened(database_url) as (manager, projector):
+    with _opened(database_url, app, definitions) as (manager, projector):
         _catch_up(projector)
         usages = definition_versions(manager, projector.views)
     if json_output:
@@ -1045,10 +1210,12 @@ app.add_typer(projections_app, name="projections")
 @projections_app.command("status")
 def projections_status(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Where the projections stand: position in the log, lag, rows (does not catch up)."""
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         status = projector.status()
         stale = projector.views.stale_tables()
         by_status = projector.views.count_by_status()
@@ -1079,9 +1246,13 @@ def projections_status(
 
 
 @projections_app.command("rebuild")
-def projections_rebuild(database_url: DatabaseUrlOption = None) -> None:
+def projections_rebuild(
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
     """Empty the projections and rebuild them from the whole log."""
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         started = time.perf_counter()
         with _progress("rebuilding projections") as report:
             applied = projector.rebuild(report)
@@ -1101,6 +1272,8 @@ def projections_rebuild(database_url: DatabaseUrlOption = None) -> None:
 @app.command()
 def worker(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     tick_interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between two timer ticks when idle.")
     ] = 0.5,
@@ -1152,7 +1325,7 @@ def worker(
     if transport == "in-process" and not participants:
         raise _fail("--transport in-process needs --participants MODULE:FUNCTION")
     with _errors_as_one_line():
-        manager = _manager(database_url, must_exist=False)
+        manager = _manager(database_url, app, definitions, must_exist=False)
     try:
         chosen: Transport | None = None
         replies: StoppableLoop | None = None
