@@ -665,7 +665,7 @@ class SagaManager(ProcessApplication[UUID]):
         self, domain_event: DomainEventProtocol[Any], processing_event: ProcessingEvent[UUID]
     ) -> None:
         """Apply every declared reaction to ``domain_event`` (none: the event is ignored)."""
-        reactions = self._reactions_for(type(domain_event))
+        reactions = [r for r in self._reactions_for(type(domain_event)) if r.applies(domain_event)]
         if not reactions:
             return
         timers: dict[UUID, datetime | None] = processing_event.saved_kwargs.setdefault(
@@ -700,15 +700,7 @@ class SagaManager(ProcessApplication[UUID]):
         except SagaNotFoundError:
             logger.warning("%s refers to unknown saga %s; ignored", cause, saga_id)
             return None
-        saga.answer(
-            reaction.step,
-            reaction.kind,
-            reaction.succeeded,
-            now=now,
-            result=reaction.result(event) if reaction.succeeded else None,
-            error="" if reaction.succeeded else reaction.error(event),
-            message_id=cause,
-        )
+        reaction.decide(saga, event, now=now, cause=cause)
         return saga
 
 
