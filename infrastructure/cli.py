@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,9 @@ app = typer.Typer(
     help="sagalog: an event-sourced saga process manager.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's plain help wraps option text to the terminal's width; rich's help panel
+    # cuts long words (URLs, env var names) with an ellipsis below ~100 columns.
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -469,20 +472,49 @@ def _short(text: str | None, limit: int = 60) -> str:
 _WIDE = 120
 
 
+def _fits(*widths: int) -> bool:
+    """Whether columns of these minimum widths fit the console side by side (with borders)."""
+    return sum(widths) + 3 * len(widths) + 1 <= console.width
+
+
+def _longest(texts: Iterable[str], at_least: int = 0) -> int:
+    return max([at_least, *(len(text) for text in texts)])
+
+
+def _sagas_fit_wide(rows: list[SagaSummary]) -> bool:
+    """Whether the one-fact-per-column ``list`` table fits without cutting an id, type or status."""
+    return console.width >= _WIDE and _fits(
+        36,
+        _longest(row.saga_type for row in rows),
+        _longest(row.status for row in rows),
+        10,  # step (attempt), wrapped
+        10,  # updated: date over time
+        10,  # next wake-up: date over time
+        6,
+        10,  # last error, cut first
+    )
+
+
 def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
-    """The ``list`` table; a narrow one stacks two facts per cell (the id is never cut)."""
+    """The ``list`` table; a narrow one stacks two facts per cell (ids, types, statuses whole)."""
     table = Table(title=f"sagas ({len(rows)} shown, newest first)")
-    table.add_column("saga id" if wide else "saga id / type", no_wrap=True, min_width=36)
+    types = _longest((row.saga_type for row in rows), 4)
+    statuses = _longest((row.status for row in rows), 6)
+    table.add_column(
+        "saga id" if wide else "saga id / type",
+        no_wrap=True,
+        min_width=max(36, 0 if wide else types),
+    )
     if wide:
-        table.add_column("type")
-    table.add_column("status" if wide else "status / step", no_wrap=not wide)
+        table.add_column("type", no_wrap=True, min_width=types)
+    table.add_column("status" if wide else "status / step", min_width=statuses, no_wrap=wide)
     if wide:
-        table.add_column("step (attempt)")
-    table.add_column("updated (UTC)", no_wrap=not wide)
+        table.add_column("step (attempt)", min_width=10)
+    table.add_column("updated (UTC)", no_wrap=not wide, min_width=10)
     if wide:
-        table.add_column("next wake-up")
+        table.add_column("next wake-up", min_width=10)
         table.add_column("events", justify="right", min_width=6)
-        table.add_column("last error", overflow="ellipsis", max_width=40, no_wrap=True)
+        table.add_column("last error", overflow="fold", max_width=40, min_width=10)
     for row in rows:
         step = f"{row.current_step} ({row.attempt})" if row.current_step else "-"
         if wide:
@@ -540,7 +572,7 @@ def list_sagas(
     if not rows:
         console.print("no sagas" + (" matching the filters" if wanted or saga_type else ""))
         return
-    console.print(_sagas_table(rows, wide=console.width >= _WIDE))
+    console.print(_sagas_table(rows, wide=_sagas_fit_wide(rows)))
 
 
 @app.command()
