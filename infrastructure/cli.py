@@ -42,6 +42,7 @@ from typer.exceptions import TyperException as _ParseError
 from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.relay import outbox_of
 from sagalog.infrastructure.transport import InProcessTransport, Transport
 from sagalog.infrastructure.worker import (
     StoppableLoop,
@@ -1025,7 +1026,8 @@ def explain(
     wanted = _saga_id(saga_id)
     with _reading(database_url, app, definitions) as manager:
         saga = manager.get(wanted)
-        sentences = explain_saga(saga)
+        outbox = outbox_of(manager, saga) if saga.pending_command is not None else None
+        sentences = explain_saga(saga, outbox=outbox)
     if json_output:
         _print_json({"saga_id": str(wanted), "status": saga.status.value, "sentences": sentences})
         return

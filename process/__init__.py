@@ -8,7 +8,7 @@ from sagalog.process.database import (
     DatabaseUrlError,
     parse_database_url,
 )
-from sagalog.process.explain import explain
+from sagalog.process.explain import Outbox, explain
 from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import (
@@ -73,6 +73,7 @@ __all__ = [
     "FailCompensation",
     "FailStep",
     "InvalidReplyError",
+    "Outbox",
     "PendingCommand",
     "PlotUnavailableError",
     "Reaction",
