@@ -1358,62 +1358,72 @@ def worker(
         raise _fail("--participants needs --transport in-process")
     if transport == "in-process" and not participants:
         raise _fail("--transport in-process needs --participants MODULE:FUNCTION")
-    with _errors_as_one_line():
-        manager = _manager(database_url, app, definitions, must_exist=False)
-    try:
-        chosen: Transport | None = None
-        replies: StoppableLoop | None = None
-        if transport == "rabbitmq":
-            chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
-        if transport == "in-process":
-            assert participants is not None
-            in_process = InProcessTransport()
-            try:
-                load_participants(participants)(in_process, manager)
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
-            chosen = in_process
+    # The handlers go in first, before the store is opened (seconds on a remote
+    # PostgreSQL): a SIGINT or SIGTERM during startup stops the worker cleanly once
+    # it is built, instead of being lost (SIGINT is ignored in a script's background
+    # jobs) or killing it (SIGTERM's default).
+    stop_hooks: list[Callable[[], None]] = []
+
+    def stop() -> None:
+        for hook in stop_hooks:
+            hook()
+
+    with stop_on_signals(stop) as received:
         with _errors_as_one_line():
-            try:
-                runner = Worker(
-                    manager,
-                    transport=chosen,
-                    tick_interval=tick_interval,
-                    poll_interval=poll_interval,
-                    metrics_port=metrics_port,
-                    replies=replies,
-                )
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
-        relay = f"relay on ({transport})" if chosen else "relay off (no transport)"
-        if runner.metrics_server is not None:
-            relay += f", metrics on {runner.metrics_server.url}"
+            manager = _manager(database_url, app, definitions, must_exist=False)
         try:
-            with stop_on_signals(runner.stop) as received:
-                # Announced once the signal handlers are in place: from here on,
-                # SIGINT/SIGTERM stop the worker cleanly.
-                err_console.print(
-                    f"sagalog worker on {manager.database_url.masked}: timers every "
-                    f"{tick_interval:g} s, projections following, {relay}; "
-                    "stop with Ctrl-C or SIGTERM",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                runner.run()
-        except WorkerError as exc:
-            raise _fail(_escape(str(exc)), code=1) from None
+            chosen: Transport | None = None
+            replies: StoppableLoop | None = None
+            if transport == "rabbitmq":
+                chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
+            if transport == "in-process":
+                assert participants is not None
+                in_process = InProcessTransport()
+                try:
+                    load_participants(participants)(in_process, manager)
+                except ValueError as exc:
+                    raise _fail(str(exc)) from None
+                chosen = in_process
+            with _errors_as_one_line():
+                try:
+                    runner = Worker(
+                        manager,
+                        transport=chosen,
+                        tick_interval=tick_interval,
+                        poll_interval=poll_interval,
+                        metrics_port=metrics_port,
+                        replies=replies,
+                    )
+                except ValueError as exc:
+                    raise _fail(str(exc)) from None
+            relay = f"relay on ({transport})" if chosen else "relay off (no transport)"
+            if runner.metrics_server is not None:
+                relay += f", metrics on {runner.metrics_server.url}"
+            try:
+                stop_hooks.append(runner.stop)
+                if not received:  # a signal during startup: stop before running anything
+                    err_console.print(
+                        f"sagalog worker on {manager.database_url.masked}: timers every "
+                        f"{tick_interval:g} s, projections following, {relay}; "
+                        "stop with Ctrl-C or SIGTERM",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                    runner.run()
+            except WorkerError as exc:
+                raise _fail(_escape(str(exc)), code=1) from None
+            finally:
+                runner.close()
+            why = f" on signal {received[0]}" if received else ""
+            err_console.print(
+                f"sagalog worker stopped{why}: {runner.stats.sagas_ticked} sagas moved by timers, "
+                f"{runner.stats.commands_sent} commands sent, "
+                f"{runner.projector.events_applied} events projected",
+                highlight=False,
+                soft_wrap=True,
+            )
         finally:
-            runner.close()
-        why = f" on signal {received[0]}" if received else ""
-        err_console.print(
-            f"sagalog worker stopped{why}: {runner.stats.sagas_ticked} sagas moved by timers, "
-            f"{runner.stats.commands_sent} commands sent, "
-            f"{runner.projector.events_applied} events projected",
-            highlight=False,
-            soft_wrap=True,
-        )
-    finally:
-        manager.close()
+            manager.close()
 
 
 def _rabbitmq_worker_parts(

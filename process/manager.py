@@ -57,6 +57,7 @@ from sagalog.domain import (
 )
 from sagalog.process.cache import SagaCache
 from sagalog.process.database import DatabaseUnavailableError, parse_database_url
+from sagalog.process.lifecycle import ClosedAtExit
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
@@ -100,7 +101,7 @@ def project_saga(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) 
     return cast("Saga | None", aggregate)
 
 
-class SagaManager(ProcessApplication[UUID]):
+class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     """Runs sagas durably on eventsourcing: memory, SQLite or PostgreSQL.
 
     ``definitions`` may also be declared on a subclass (``definitions = [...]``), as
@@ -162,6 +163,7 @@ class SagaManager(ProcessApplication[UUID]):
         self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
         size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
         self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
+        self._close_at_exit()
 
     def construct_mapper(self) -> Mapper[UUID]:
         """A :class:`~sagalog.process.transcoding.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
