@@ -290,6 +290,7 @@ class DatabaseUrl:
         prefix = f"{app_name.upper()}_" if app_name else ""
         return {prefix + key: value for key, value in env.items()}
 
+
     def application_env(
         self, app_name: str, environ: Mapping[str, str] | None = None
     ) -> dict[str, str]:
