@@ -207,7 +207,7 @@ def settle(relay: CommandRelay, transport: InProcessTransport) -> None:
 
 def main(database_url: str = "memory://") -> dict[str, list[str]]:
     """Run both requests; print what happened; return each saga's event names."""
-    runner = SingleThreadedRunner(
+    runner: SingleThreadedRunner[UUID] = SingleThreadedRunner(
         System(pipes=[[Approvals, PurchaseSagas]]), env={"SAGALOG_DATABASE_URL": database_url}
     )
     runner.start()

@@ -94,8 +94,12 @@ def participants(
     The worker calls ``participants(transport, manager)`` (``--participants``).
     """
     accounts = bank or Bank(balances={"alice": 100, "bob": 20})
+
+    def bank_participant(command: Command) -> None:
+        manager.handle(accounts.handle(command))  # the reply goes back to the manager
+
     for name in ("Accounts.Debit", "Accounts.Credit", "Accounts.Refund", "Accounts.Reclaim"):
-        transport.subscribe(name, lambda command: manager.handle(accounts.handle(command)))
+        transport.subscribe(name, bank_participant)
     sent: list[str] = []
 
     def anything_else(command: Command) -> None:

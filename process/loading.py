@@ -60,11 +60,11 @@ def definitions_from(spec: str) -> list[SagaDefinition]:
     An iterable may be any collection (a list, a tuple, a ``DefinitionRegistry``'s
     values); a ``SagaManager`` subclass lends its ``definitions``.
     """
-    found = import_object(spec, what="definitions")
+    found: object = import_object(spec, what="definitions")
     if isinstance(found, SagaDefinition):
         return [found]
     if isinstance(found, type) and isinstance(getattr(found, "definitions", None), Iterable):
-        found = found.definitions
+        found = getattr(found, "definitions")  # noqa: B009 - any class with definitions
     if isinstance(found, dict):
         found = found.values()
     if isinstance(found, Iterable) and not isinstance(found, str | bytes):

@@ -94,7 +94,7 @@ class OrderSagas(SagaManager):
 
 @pytest.fixture
 def system(database_url: str) -> Iterator[SingleThreadedRunner[UUID]]:
-    runner = SingleThreadedRunner(
+    runner: SingleThreadedRunner[UUID] = SingleThreadedRunner(
         System(pipes=[[Orders, OrderSagas], [Inventory, OrderSagas]]),
         env={"SAGALOG_DATABASE_URL": database_url},
     )
