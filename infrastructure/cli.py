@@ -375,11 +375,15 @@ def _manager(
 
 @contextmanager
 def _opened(
-    database_url: str | None, app: str | None = None, definitions: str | None = None
+    database_url: str | None,
+    app: str | None = None,
+    definitions: str | None = None,
+    *,
+    must_exist: bool = True,
 ) -> Iterator[tuple[SagaManager, SagaProjector]]:
     """The manager and its projector, closed afterwards; errors as one line."""
     with _errors_as_one_line():
-        manager = _manager(database_url, app, definitions)
+        manager = _manager(database_url, app, definitions, must_exist=must_exist)
         try:
             projector = SagaProjector(manager)
             try:
@@ -1070,7 +1074,8 @@ def start(
     """Start a saga of one of your definitions (--definitions or --app) and print its id."""
     wanted = _saga_id(saga_id) if saga_id is not None else None
     payload = _json_object(data)
-    with _opened(database_url, app, definitions) as (manager, _):
+    # The first saga may create the store (as the worker may).
+    with _opened(database_url, app, definitions, must_exist=False) as (manager, _):
         started = manager.start(saga_type, payload, saga_id=wanted, version=version)
     console.print(str(started), highlight=False)
 

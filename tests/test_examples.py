@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from uuid import UUID
 
 import pytest
 
 from sagalog.domain import SagaStatus
+from sagalog.process import SagaManager
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -65,3 +70,67 @@ def test_the_approval_expires_by_its_timeout_and_a_revocation_aborts_it(
     assert "'approve' (1 attempt)" in out
     assert "aborted because of upstream event approval:ApprovalRequest.Revoked@" in out
     assert "budget reserved: {}" in out
+
+
+def test_the_worker_runs_the_money_transfer_participants(tmp_path: Path) -> None:
+    """As the example's docstring says: `start` then `worker --transport in-process`."""
+    url = f"sqlite:///{tmp_path / 'transfers.db'}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), *sys.path])}
+    common = ["--database-url", url, "--definitions", "money_transfer:TRANSFER"]
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagalog.infrastructure.cli",
+            "start",
+            "MoneyTransfer",
+            "--data",
+            '{"from": "alice", "to": "bob", "amount": 30}',
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    saga_id = UUID(started.stdout.strip())
+    stderr_path = tmp_path / "worker.err"
+    with stderr_path.open("w") as err:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sagalog.infrastructure.cli",
+                "worker",
+                *common,
+                "--transport",
+                "in-process",
+                "--participants",
+                "money_transfer:participants",
+                "--tick-interval",
+                "0.05",
+                "--poll-interval",
+                "0.05",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+    try:
+        manager = SagaManager([], url)
+        try:
+            deadline = time.monotonic() + 120
+            while manager.get(saga_id).status is not SagaStatus.COMPLETED:
+                assert worker.poll() is None, stderr_path.read_text()
+                assert time.monotonic() < deadline, stderr_path.read_text()
+                time.sleep(0.05)
+        finally:
+            manager.close()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, stderr_path.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert "commands sent" in stderr_path.read_text()
