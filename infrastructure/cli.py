@@ -2,12 +2,15 @@
 
 Every command takes ``--database-url`` (or ``SAGALOG_DATABASE_URL``); without
 either it uses the embedded SQLite default, ``sagalog.db`` in the working
-directory. Errors that a user can cause print one line and exit non-zero.
+directory. ``--app`` (``SAGALOG_APP``) names the user's ``SagaManager`` subclass,
+whose name names its tables, and ``--definitions`` (``SAGALOG_DEFINITIONS``) the
+user's saga definitions; a store holding only another manager's sagas is refused.
+Errors that a user can cause print one line and exit non-zero.
 
 Commands (see docs/cli.md): ``demo``; the listings ``list``, ``stuck``, ``show``
 (each catches the projections up before reading and has ``--json``); the debugging
 commands ``replay`` (time travel, and ``--against`` for what-if) and ``explain``;
-``versions`` (which definition versions the sagas run on); the operator
+``versions`` (which definition versions the sagas run on); ``start``; the operator
 actions ``retry``, ``resolve``, ``abort``; ``projections status | rebuild``; and
 ``worker``. Exit codes: 0 done, 2 a user error (bad option value, unknown saga,
 an action the saga's state refuses, unreachable database), 1 anything else.
