@@ -24,26 +24,23 @@ _lock = threading.Lock()
 class ClosedAtExit:
     """Mixin for an eventsourcing ``Application``: close once, at the latest at exit, quietly."""
 
-    _sagalog_open: bool = False
-
     def _close_at_exit(self) -> None:
-        """Call at the end of ``__init__``: this application is open until ``close``."""
-        self._sagalog_open = True
+        """Call at the end of ``__init__``: close this application at exit if still open."""
         with _lock:
             _open.add(self)
 
     def close(self) -> None:
         """Close the application's connections (again: nothing happens)."""
-        if not self.__dict__.get("_sagalog_open", False):
+        if self.__dict__.get("_sagalog_closed", False):
             return
-        self._sagalog_open = False
+        self._sagalog_closed = True
         with _lock:
             _open.discard(self)
         super().close()  # type: ignore[misc]
         _quiet_datastore(self)
 
     def __del__(self) -> None:
-        if self.__dict__.get("_sagalog_open", False):
+        if not self.__dict__.get("_sagalog_closed", False):
             # Not contextlib.suppress: at exit that module may be torn down already.
             try:  # noqa: SIM105
                 self.close()
