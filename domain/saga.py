@@ -1045,10 +1045,17 @@ class Saga(Aggregate):
         else:
             self._dispatch_next_compensation(now, None)
 
-    def abort(self, *, actor: str, reason: str, now: datetime) -> None:
-        """Stop a running saga before its pivot and compensate what it has done."""
+    def abort(
+        self, *, actor: str, reason: str, now: datetime, message_id: str | None = None
+    ) -> None:
+        """Stop a running saga before its pivot and compensate what it has done.
+
+        ``message_id`` names what caused it (an upstream event), recorded as the cause.
+        """
         _check_now(now)
         actor, reason = _check_operator(actor, reason)
+        if message_id is not None:
+            check_text(message_id, "message_id")
         if self.status not in (_SagaStatus.STARTED, _SagaStatus.PENDING):
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a running saga can be aborted"
@@ -1058,8 +1065,8 @@ class Saga(Aggregate):
                 f"saga {self.id} is past its pivot (step {self.current_step!r} is retriable); "
                 "it can only go forward"
             )
-        self._trigger(self.SagaAborted, now, None, actor=actor, reason=reason)
-        self._begin_compensation(f"aborted by {actor}: {reason}", None, now, None)
+        self._trigger(self.SagaAborted, now, message_id, actor=actor, reason=reason)
+        self._begin_compensation(f"aborted by {actor}: {reason}", None, now, message_id)
 
     def compensate(self, *, actor: str, reason: str, now: datetime) -> list[str]:
         """Compensate the steps of a ``FAILED`` saga that may still be in force.

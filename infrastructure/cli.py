@@ -2,12 +2,15 @@
 
 Every command takes ``--database-url`` (or ``SAGALOG_DATABASE_URL``); without
 either it uses the embedded SQLite default, ``sagalog.db`` in the working
-directory. Errors that a user can cause print one line and exit non-zero.
+directory. ``--app`` (``SAGALOG_APP``) names the user's ``SagaManager`` subclass,
+whose name names its tables, and ``--definitions`` (``SAGALOG_DEFINITIONS``) the
+user's saga definitions; a store holding only another manager's sagas is refused.
+Errors that a user can cause print one line and exit non-zero.
 
 Commands (see docs/cli.md): ``demo``; the listings ``list``, ``stuck``, ``show``
 (each catches the projections up before reading and has ``--json``); the debugging
 commands ``replay`` (time travel, and ``--against`` for what-if) and ``explain``;
-``versions`` (which definition versions the sagas run on); the operator
+``versions`` (which definition versions the sagas run on); ``start``; the operator
 actions ``retry``, ``resolve``, ``abort``; ``projections status | rebuild``; and
 ``worker``. Exit codes: 0 done, 2 a user error (bad option value, unknown saga,
 an action the saga's state refuses, unreachable database), 1 anything else.
@@ -16,13 +19,15 @@ an action the saga's state refuses, unreachable database), 1 anything else.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import typer
@@ -37,9 +42,10 @@ from sqlalchemy.exc import SQLAlchemyError
 # Typer >= 0.29 vendors click; its parse errors derive from TyperException.
 from typer.exceptions import TyperException as _ParseError
 
-from sagalog.domain import SagalogError, SagaStatus
+from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.relay import outbox_of
 from sagalog.infrastructure.transport import InProcessTransport, Transport
 from sagalog.infrastructure.worker import (
     StoppableLoop,
@@ -49,9 +55,12 @@ from sagalog.infrastructure.worker import (
     stop_on_signals,
 )
 from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.database import DATABASE_URL_ENV_VAR
 from sagalog.process.explain import explain as explain_saga
+from sagalog.process.loading import definitions_from, manager_class
 from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
 from sagalog.process.replay import replay as replay_saga
+from sagalog.process.stores import check_store_name
 from sagalog.process.timeline_plot import plot_timeline
 from sagalog.process.whatif import load_definition, what_if
 from sagalog.projections import (
@@ -70,6 +79,9 @@ app = typer.Typer(
     help="sagalog: an event-sourced saga process manager.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # click's plain help wraps option text to the terminal's width; rich's help panel
+    # cuts long words (URLs, env var names) with an ellipsis below ~100 columns.
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -236,6 +248,30 @@ def demo(
 #: Catching up more than this many events shows a progress bar.
 _PROGRESS_THRESHOLD = 2000
 
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        envvar="SAGALOG_APP",
+        show_envvar=True,
+        metavar="MODULE:CLASS",
+        help="Your SagaManager subclass, or just its name: its tables are named after it "
+        "(default: SagaManager). See docs/cli.md.",
+        show_default=False,
+    ),
+]
+DefinitionsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--definitions",
+        envvar="SAGALOG_DEFINITIONS",
+        show_envvar=True,
+        metavar="MODULE:ATTR",
+        help="Your saga definitions: a SagaDefinition or a list of them (default: "
+        "the --app class's, else the demo's).",
+        show_default=False,
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
 ]
@@ -280,8 +316,45 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[")
 
 
-def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManager:
-    """Open the saga store; refuse to create a SQLite file that isn't there (a typo)."""
+#: Seconds the CLI waits for PostgreSQL when the URL names no ``connect_timeout``.
+DEFAULT_CONNECT_TIMEOUT = 5
+CONNECT_TIMEOUT_ENV_VAR = "SAGALOG_CONNECT_TIMEOUT"
+
+
+def _with_connect_timeout(database_url: str | None) -> str | None:
+    """``database_url`` with a short PostgreSQL ``connect_timeout`` unless it names one.
+
+    eventsourcing waits 30 s for a connection by default: too long for a command
+    typed at a prompt. ``SAGALOG_CONNECT_TIMEOUT`` (seconds) overrides the default.
+    """
+    url = parse_database_url(database_url)
+    if url.kind != "postgresql" or url.connect_timeout is not None:
+        return database_url
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV_VAR, "").strip()
+    if raw and not (raw.isdigit() and int(raw) >= 1):
+        raise _fail(f"{CONNECT_TIMEOUT_ENV_VAR} must be a whole number of seconds, not {raw!r}")
+    text = database_url if database_url is not None else os.environ[DATABASE_URL_ENV_VAR]
+    parts = urlsplit(text.strip())
+    query = "&".join(
+        q for q in (parts.query, f"connect_timeout={raw or DEFAULT_CONNECT_TIMEOUT}") if q
+    )
+    return urlunsplit(parts._replace(query=query))
+
+
+def _manager(
+    database_url: str | None,
+    app: str | None = None,
+    definitions: str | None = None,
+    *,
+    must_exist: bool = True,
+) -> SagaManager:
+    """Open the saga store of ``app``; refuse a missing SQLite file or another app's store.
+
+    ``app`` (``--app``) is the user's ``SagaManager`` subclass, whose name names the
+    tables; ``definitions`` (``--definitions``) the user's saga definitions, by
+    default the subclass's, or the demo's when neither is given. Operator actions
+    and timers need no definitions: every saga stores the whole definition it runs.
+    """
     url = parse_database_url(database_url)
     if must_exist and url.kind == "sqlite" and not url.is_sqlite_memory:
         assert url.path is not None
@@ -289,16 +362,31 @@ def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManage
             raise _fail(
                 f"no saga database at {url.path} (give --database-url, or run `sagalog demo`)"
             )
-    # The demo's definitions are known by default; operator actions and timers need
-    # none, because every saga stores the whole definition it runs.
-    return SagaManager(DEMO_DEFINITIONS, database_url)
+    database_url = _with_connect_timeout(database_url)
+    url = parse_database_url(database_url)
+    manager_type = manager_class(app) if app else SagaManager
+    chosen: list[SagaDefinition] | None
+    if definitions:
+        chosen = definitions_from(definitions)
+    elif app:
+        chosen = None  # the subclass's own (none for a bare name)
+    else:
+        chosen = list(DEMO_DEFINITIONS)
+    check_store_name(url, manager_type.name)
+    return manager_type(chosen, database_url)
 
 
 @contextmanager
-def _opened(database_url: str | None) -> Iterator[tuple[SagaManager, SagaProjector]]:
+def _opened(
+    database_url: str | None,
+    app: str | None = None,
+    definitions: str | None = None,
+    *,
+    must_exist: bool = True,
+) -> Iterator[tuple[SagaManager, SagaProjector]]:
     """The manager and its projector, closed afterwards; errors as one line."""
     with _errors_as_one_line():
-        manager = _manager(database_url)
+        manager = _manager(database_url, app, definitions, must_exist=must_exist)
         try:
             projector = SagaProjector(manager)
             try:
@@ -392,20 +480,49 @@ def _short(text: str | None, limit: int = 60) -> str:
 _WIDE = 120
 
 
+def _fits(*widths: int) -> bool:
+    """Whether columns of these minimum widths fit the console side by side (with borders)."""
+    return sum(widths) + 3 * len(widths) + 1 <= console.width
+
+
+def _longest(texts: Iterable[str], at_least: int = 0) -> int:
+    return max([at_least, *(len(text) for text in texts)])
+
+
+def _sagas_fit_wide(rows: list[SagaSummary]) -> bool:
+    """Whether the one-fact-per-column ``list`` table fits without cutting an id, type or status."""
+    return console.width >= _WIDE and _fits(
+        36,
+        _longest(row.saga_type for row in rows),
+        _longest(row.status for row in rows),
+        10,  # step (attempt), wrapped
+        10,  # updated: date over time
+        10,  # next wake-up: date over time
+        6,
+        10,  # last error, cut first
+    )
+
+
 def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
-    """The ``list`` table; a narrow one stacks two facts per cell (the id is never cut)."""
+    """The ``list`` table; a narrow one stacks two facts per cell (ids, types, statuses whole)."""
     table = Table(title=f"sagas ({len(rows)} shown, newest first)")
-    table.add_column("saga id" if wide else "saga id / type", no_wrap=True, min_width=36)
+    types = _longest((row.saga_type for row in rows), 4)
+    statuses = _longest((row.status for row in rows), 6)
+    table.add_column(
+        "saga id" if wide else "saga id / type",
+        no_wrap=True,
+        min_width=max(36, 0 if wide else types),
+    )
     if wide:
-        table.add_column("type")
-    table.add_column("status" if wide else "status / step", no_wrap=not wide)
+        table.add_column("type", no_wrap=True, min_width=types)
+    table.add_column("status" if wide else "status / step", min_width=statuses, no_wrap=wide)
     if wide:
-        table.add_column("step (attempt)")
-    table.add_column("updated (UTC)", no_wrap=not wide)
+        table.add_column("step (attempt)", min_width=10)
+    table.add_column("updated (UTC)", no_wrap=not wide, min_width=10)
     if wide:
-        table.add_column("next wake-up")
+        table.add_column("next wake-up", min_width=10)
         table.add_column("events", justify="right", min_width=6)
-        table.add_column("last error", overflow="ellipsis", max_width=40, no_wrap=True)
+        table.add_column("last error", overflow="fold", max_width=40, min_width=10)
     for row in rows:
         step = f"{row.current_step} ({row.attempt})" if row.current_step else "-"
         if wide:
@@ -437,6 +554,8 @@ def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
 @app.command("list")
 def list_sagas(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     status: Annotated[
         str | None,
         typer.Option(
@@ -452,7 +571,7 @@ def list_sagas(
 ) -> None:
     """List sagas, most recently changed first."""
     wanted = _status(status)
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         _catch_up(projector)
         rows = projector.views.list_sagas(status=wanted, saga_type=saga_type, limit=limit)
     if json_output:
@@ -461,12 +580,14 @@ def list_sagas(
     if not rows:
         console.print("no sagas" + (" matching the filters" if wanted or saga_type else ""))
         return
-    console.print(_sagas_table(rows, wide=console.width >= _WIDE))
+    console.print(_sagas_table(rows, wide=_sagas_fit_wide(rows)))
 
 
 @app.command()
 def stuck(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 100,
     deadline_grace: Annotated[
         str, typer.Option(help="How late a deadline may be before it counts as missed.")
@@ -512,7 +633,7 @@ def stuck(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     now = _at(at)
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         _catch_up(projector)
         found = projector.views.stuck(now=now, policy=policy, limit=limit)
     if json_output:
@@ -577,6 +698,8 @@ def _print_stuck(found: list[StuckSaga]) -> None:
 def show(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
     plot: Annotated[
         Path | None,
@@ -593,7 +716,7 @@ def show(
     wanted = _saga_id(saga_id)
     if plot is not None:
         _check_plot_target(plot)
-    with _opened(database_url) as (manager, projector):
+    with _opened(database_url, app, definitions) as (manager, projector):
         _catch_up(projector)
         summary = projector.views.get(wanted)
         timeline = projector.views.timeline(wanted)
@@ -711,10 +834,12 @@ _EVENT_STYLE = {
 
 
 @contextmanager
-def _reading(database_url: str | None) -> Iterator[SagaManager]:
+def _reading(
+    database_url: str | None, app: str | None = None, definitions: str | None = None
+) -> Iterator[SagaManager]:
     """The manager alone (no projections), closed afterwards; errors as one line."""
     with _errors_as_one_line():
-        manager = _manager(database_url)
+        manager = _manager(database_url, app, definitions)
         try:
             yield manager
         finally:
@@ -725,6 +850,8 @@ def _reading(database_url: str | None) -> Iterator[SagaManager]:
 def replay(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     at: Annotated[
         int | None,
         typer.Option("--at", metavar="VERSION", help="Only the state right after this event."),
@@ -733,9 +860,10 @@ def replay(
         str | None,
         typer.Option(
             "--against",
-            metavar="MODULE:ATTRIBUTE",
+            metavar="MODULE:ATTRIBUTE|newest",
             help="What-if: replay the saga's recorded inputs through this SagaDefinition "
-            "(in memory; nothing is written) and show where its decisions diverge.",
+            "(in memory; nothing is written) and show where its decisions diverge. "
+            "'newest': the newest version of the saga's type in --definitions / --app.",
         ),
     ] = None,
     json_output: JsonOption = False,
@@ -748,9 +876,9 @@ def replay(
     if against is not None:
         if at is not None:
             raise _fail("--at and --against do not go together")
-        _what_if(wanted, against, database_url, json_output=json_output)
+        _what_if(wanted, against, (database_url, app, definitions), json_output=json_output)
         return
-    with _reading(database_url) as manager:
+    with _reading(database_url, app, definitions) as manager:
         if at is not None:
             state = state_at(manager, wanted, at)
             if json_output:
@@ -765,12 +893,20 @@ def replay(
     _print_replay(steps)
 
 
-def _what_if(saga_id: UUID, spec: str, database_url: str | None, *, json_output: bool) -> None:
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # the user's module, as `python -m` would find it
+def _what_if(
+    saga_id: UUID,
+    spec: str,
+    store: tuple[str | None, str | None, str | None],
+    *,
+    json_output: bool,
+) -> None:
+    """What-if against ``spec``, or against the newest registered version of its type."""
     with _errors_as_one_line():
-        definition = load_definition(spec)
-    with _reading(database_url) as manager:
+        definition = None if spec.strip() == "newest" else load_definition(spec)
+    with _reading(*store) as manager:
+        if definition is None:
+            saga_type = manager.get(saga_id).saga_type
+            definition = manager.registry.get(saga_type)
         report = what_if(manager, saga_id, definition)
     if json_output:
         _print_json(report.to_json())
@@ -889,13 +1025,16 @@ def _print_state(state: SagaSnapshot) -> None:
 def explain(
     saga_id: SagaIdArgument,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Explain in a few sentences why a saga completed, failed, waits or is stuck."""
     wanted = _saga_id(saga_id)
-    with _reading(database_url) as manager:
+    with _reading(database_url, app, definitions) as manager:
         saga = manager.get(wanted)
-        sentences = explain_saga(saga)
+        outbox = outbox_of(manager, saga) if saga.pending_command is not None else None
+        sentences = explain_saga(saga, outbox=outbox)
     if json_output:
         _print_json({"saga_id": str(wanted), "status": saga.status.value, "sentences": sentences})
         return
@@ -903,17 +1042,77 @@ def explain(
         console.print(_escape(sentence), highlight=False, soft_wrap=True)
 
 
+# -- starting a saga ------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    saga_type: Annotated[
+        str, typer.Argument(metavar="SAGA_TYPE", help="The saga type (a definition's name).")
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="The saga's data: a JSON object, or @FILE holding one.",
+            show_default=False,
+        ),
+    ] = "{}",
+    saga_id: Annotated[
+        str | None,
+        typer.Option(
+            "--saga-id",
+            help="Start under this id (a UUID); starting it again changes nothing.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="This version of the definition (default: the newest)."),
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
+    """Start a saga of one of your definitions (--definitions or --app) and print its id."""
+    wanted = _saga_id(saga_id) if saga_id is not None else None
+    payload = _json_object(data)
+    # The first saga may create the store (as the worker may).
+    with _opened(database_url, app, definitions, must_exist=False) as (manager, _):
+        started = manager.start(saga_type, payload, saga_id=wanted, version=version)
+    console.print(str(started), highlight=False)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--data``: a JSON object given inline or as ``@FILE``."""
+    source = "--data"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        source = f"--data {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(_escape(f"{source}: cannot read: {exc.strerror or exc}")) from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _fail(_escape(f"{source}: not JSON: {exc}")) from None
+    if not isinstance(value, dict):
+        raise _fail(f"{source}: give a JSON object, not a {type(value).__name__}")
+    return value
+
+
 # -- operator actions ----------------------------------------------------------------
 
 
 def _operator_action(
     saga_id: str,
-    database_url: str | None,
+    store: tuple[str | None, str | None, str | None],
     act: Callable[[SagaManager, UUID], None],
     done: str,
 ) -> None:
     wanted = _saga_id(saga_id)
-    with _opened(database_url) as (manager, projector):
+    with _opened(*store) as (manager, projector):
         act(manager, wanted)
         projector.catch_up()
         summary = projector.views.get(wanted)
@@ -928,11 +1127,13 @@ def retry(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Try a dead-lettered saga's failed command once more."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.retry(sid, actor=actor, reason=reason),
         "retried",
     )
@@ -944,11 +1145,13 @@ def resolve(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Declare a dead-lettered saga's failed command done by hand; the saga moves on."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.resolve(sid, actor=actor, reason=reason),
         "resolved",
     )
@@ -960,11 +1163,13 @@ def abort(
     reason: ReasonOption,
     actor: ActorOption,
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
 ) -> None:
     """Stop a running saga (before its pivot) and compensate what it has done."""
     _operator_action(
         saga_id,
-        database_url,
+        (database_url, app, definitions),
         lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
         "aborted",
     )
@@ -976,10 +1181,12 @@ def abort(
 @app.command()
 def versions(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Definition versions: sagas in flight and ended on each, and whether the code has it."""
-    with _opened(database_url) as (manager, projector):
+    with _opened(database_url, app, definitions) as (manager, projector):
         _catch_up(projector)
         usages = definition_versions(manager, projector.views)
     if json_output:
@@ -1045,10 +1252,12 @@ app.add_typer(projections_app, name="projections")
 @projections_app.command("status")
 def projections_status(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Where the projections stand: position in the log, lag, rows (does not catch up)."""
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         status = projector.status()
         stale = projector.views.stale_tables()
         by_status = projector.views.count_by_status()
@@ -1079,9 +1288,13 @@ def projections_status(
 
 
 @projections_app.command("rebuild")
-def projections_rebuild(database_url: DatabaseUrlOption = None) -> None:
+def projections_rebuild(
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
     """Empty the projections and rebuild them from the whole log."""
-    with _opened(database_url) as (_, projector):
+    with _opened(database_url, app, definitions) as (_, projector):
         started = time.perf_counter()
         with _progress("rebuilding projections") as report:
             applied = projector.rebuild(report)
@@ -1101,6 +1314,8 @@ def projections_rebuild(database_url: DatabaseUrlOption = None) -> None:
 @app.command()
 def worker(
     database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
     tick_interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between two timer ticks when idle.")
     ] = 0.5,
@@ -1151,62 +1366,72 @@ def worker(
         raise _fail("--participants needs --transport in-process")
     if transport == "in-process" and not participants:
         raise _fail("--transport in-process needs --participants MODULE:FUNCTION")
-    with _errors_as_one_line():
-        manager = _manager(database_url, must_exist=False)
-    try:
-        chosen: Transport | None = None
-        replies: StoppableLoop | None = None
-        if transport == "rabbitmq":
-            chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
-        if transport == "in-process":
-            assert participants is not None
-            in_process = InProcessTransport()
-            try:
-                load_participants(participants)(in_process, manager)
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
-            chosen = in_process
+    # The handlers go in first, before the store is opened (seconds on a remote
+    # PostgreSQL): a SIGINT or SIGTERM during startup stops the worker cleanly once
+    # it is built, instead of being lost (SIGINT is ignored in a script's background
+    # jobs) or killing it (SIGTERM's default).
+    stop_hooks: list[Callable[[], None]] = []
+
+    def stop() -> None:
+        for hook in stop_hooks:
+            hook()
+
+    with stop_on_signals(stop) as received:
         with _errors_as_one_line():
-            try:
-                runner = Worker(
-                    manager,
-                    transport=chosen,
-                    tick_interval=tick_interval,
-                    poll_interval=poll_interval,
-                    metrics_port=metrics_port,
-                    replies=replies,
-                )
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
-        relay = f"relay on ({transport})" if chosen else "relay off (no transport)"
-        if runner.metrics_server is not None:
-            relay += f", metrics on {runner.metrics_server.url}"
+            manager = _manager(database_url, app, definitions, must_exist=False)
         try:
-            with stop_on_signals(runner.stop) as received:
-                # Announced once the signal handlers are in place: from here on,
-                # SIGINT/SIGTERM stop the worker cleanly.
-                err_console.print(
-                    f"sagalog worker on {manager.database_url.masked}: timers every "
-                    f"{tick_interval:g} s, projections following, {relay}; "
-                    "stop with Ctrl-C or SIGTERM",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                runner.run()
-        except WorkerError as exc:
-            raise _fail(_escape(str(exc)), code=1) from None
+            chosen: Transport | None = None
+            replies: StoppableLoop | None = None
+            if transport == "rabbitmq":
+                chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
+            if transport == "in-process":
+                assert participants is not None
+                in_process = InProcessTransport()
+                try:
+                    load_participants(participants)(in_process, manager)
+                except ValueError as exc:
+                    raise _fail(str(exc)) from None
+                chosen = in_process
+            with _errors_as_one_line():
+                try:
+                    runner = Worker(
+                        manager,
+                        transport=chosen,
+                        tick_interval=tick_interval,
+                        poll_interval=poll_interval,
+                        metrics_port=metrics_port,
+                        replies=replies,
+                    )
+                except ValueError as exc:
+                    raise _fail(str(exc)) from None
+            relay = f"relay on ({transport})" if chosen else "relay off (no transport)"
+            if runner.metrics_server is not None:
+                relay += f", metrics on {runner.metrics_server.url}"
+            try:
+                stop_hooks.append(runner.stop)
+                if not received:  # a signal during startup: stop before running anything
+                    err_console.print(
+                        f"sagalog worker on {manager.database_url.masked}: timers every "
+                        f"{tick_interval:g} s, projections following, {relay}; "
+                        "stop with Ctrl-C or SIGTERM",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                    runner.run()
+            except WorkerError as exc:
+                raise _fail(_escape(str(exc)), code=1) from None
+            finally:
+                runner.close()
+            why = f" on signal {received[0]}" if received else ""
+            err_console.print(
+                f"sagalog worker stopped{why}: {runner.stats.sagas_ticked} sagas moved by timers, "
+                f"{runner.stats.commands_sent} commands sent, "
+                f"{runner.projector.events_applied} events projected",
+                highlight=False,
+                soft_wrap=True,
+            )
         finally:
-            runner.close()
-        why = f" on signal {received[0]}" if received else ""
-        err_console.print(
-            f"sagalog worker stopped{why}: {runner.stats.sagas_ticked} sagas moved by timers, "
-            f"{runner.stats.commands_sent} commands sent, "
-            f"{runner.projector.events_applied} events projected",
-            highlight=False,
-            soft_wrap=True,
-        )
-    finally:
-        manager.close()
+            manager.close()
 
 
 def _rabbitmq_worker_parts(

@@ -64,6 +64,32 @@ _CONCURRENT_DDL_SQLSTATES = frozenset({"XX000", "23505", "42P07", "42710"})
 _CREATE_TABLE_ATTEMPTS = 5
 
 
+def create_schema(datastore: PostgresDatastore) -> None:
+    """Create the store's schema (``?schema=``) unless it exists; say so clearly if not allowed.
+
+    eventsourcing assumes the schema exists and fails on its first ``CREATE TYPE``
+    with ``schema "…" does not exist``; a new user's first run should just work.
+    """
+    schema = datastore.schema
+    if not schema or schema == "public":
+        return
+    try:
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)), prepare=False
+            )
+    except PersistenceError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) in _CONCURRENT_DDL_SQLSTATES:
+            return  # another process created it at the same moment
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        msg = (
+            f"schema {schema!r} does not exist and could not be created ({first}); "
+            f"create it (CREATE SCHEMA {schema}) or name an existing one in ?schema="
+        )
+        raise OperationalError(msg) from exc
+
+
 class PostgresSagaRecorder(PostgresProcessRecorder):
     """eventsourcing's PostgreSQL process recorder plus the timer table.
 
@@ -171,6 +197,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         tracking for __migration__"). Every statement being idempotent, and the
         marker found on a second try, the loser just runs them again.
         """
+        create_schema(self.datastore)
         for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
             try:
                 super().create_table()

@@ -45,6 +45,7 @@ from eventsourcing.utils import Environment, get_topic
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.transport import Transport, TransportError
 from sagalog.process import SagaManager
+from sagalog.process.explain import Outbox
 
 logger = logging.getLogger("sagalog.relay")
 
@@ -254,3 +255,38 @@ class CommandRelay(RecordingEventReceiver[UUID]):
                 # Woken early when the manager pushes what it committed.
                 self._wakeup.wait(poll_interval)
                 self._wakeup.clear()
+
+
+#: ``outbox_of`` looks this many command events past the relay's position, at most.
+_OUTBOX_SCAN_LIMIT = 100_000
+
+
+def outbox_of(manager: SagaManager, saga: Saga) -> Outbox:
+    """Where the relay of ``manager``'s store stands; whether it sent ``saga``'s pending command.
+
+    Reads the relay's tracked position (written by whichever process runs the relay:
+    ``sagalog worker --transport ...``), without running a relay.
+    """
+    env = manager.database_url.application_env(CommandRelay.name)
+    factory: InfrastructureFactory[Any] = InfrastructureFactory.construct(
+        Environment(CommandRelay.name, env)
+    )
+    try:
+        position = factory.tracking_recorder().max_tracking_id(manager.name) or 0
+    finally:
+        factory.close()
+    recorder = manager.recorder
+    head = recorder.max_notification_id() or 0
+    waiting = recorder.select_notifications(
+        start=position + 1, limit=_OUTBOX_SCAN_LIMIT, topics=COMMAND_TOPICS
+    )
+    pending = saga.pending_command
+    versions = {
+        event.originator_version
+        for event in manager.history(saga.id)
+        if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
+        and pending is not None
+        and event.command_id == pending.command_id
+    }
+    unsent = any(n.originator_id == saga.id and n.originator_version in versions for n in waiting)
+    return Outbox(pending_sent=not unsent, relay_position=position, head=head, waiting=len(waiting))

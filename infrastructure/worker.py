@@ -39,7 +39,6 @@ exits 1.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -55,6 +54,7 @@ from sagalog.infrastructure.follower import SagaEventFollower
 from sagalog.infrastructure.relay import CommandRelay
 from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
 from sagalog.process import SagaManager
+from sagalog.process.loading import ImportSpecError, import_object
 from sagalog.projections import SagaProjector
 
 if TYPE_CHECKING:
@@ -310,16 +310,10 @@ def stop_on_signals(
 def load_participants(spec: str) -> ParticipantsSetup:
     """Import ``module:function``, the function that registers in-process participants.
 
-    Raises ``ValueError`` with a one-line message when it cannot be found.
+    Raises ``ValueError`` (an :class:`~sagalog.process.loading.ImportSpecError`) with a
+    one-line message when it cannot be found.
     """
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ValueError(f"participants must be given as module:function, not {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import participants module {module_name!r}: {exc}") from None
-    setup = getattr(module, attribute, None)
+    setup = import_object(spec, what="participants function")
     if not callable(setup):
-        raise ValueError(f"{module_name!r} has no function {attribute!r}")
+        raise ImportSpecError(f"{spec} is a {type(setup).__name__}, not a function")
     return setup  # type: ignore[no-any-return]

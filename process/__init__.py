@@ -8,10 +8,11 @@ from sagalog.process.database import (
     DatabaseUrlError,
     parse_database_url,
 )
-from sagalog.process.explain import explain
+from sagalog.process.explain import Outbox, explain
 from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import (
+    AbortSaga,
     CompleteCompensation,
     CompleteStep,
     FailCompensation,
@@ -55,6 +56,7 @@ from sagalog.process.whatif import (
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "AbortSaga",
     "AsyncSagaManager",
     "ChartBar",
     "ChartMarker",
@@ -71,6 +73,7 @@ __all__ = [
     "FailCompensation",
     "FailStep",
     "InvalidReplyError",
+    "Outbox",
     "PendingCommand",
     "PlotUnavailableError",
     "Reaction",

@@ -8,19 +8,41 @@ move it on. The sentences are for people; do not parse them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sagalog.domain import Saga, SagaStatus, StepStatus
 from sagalog.domain.status import CommandKind
 from sagalog.process.manager import utc_now
 
-__all__ = ["explain"]
+__all__ = ["Outbox", "explain"]
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """Where the command relay stands, so ``explain`` can tell a sent command from an unsent one.
+
+    The log is the outbox: a command is sent once the relay's position passes its event.
+    """
+
+    #: Whether the relay has sent the saga's pending command.
+    pending_sent: bool
+    #: The relay's position in the manager's log, and the log's head.
+    relay_position: int
+    head: int
+    #: How many recorded commands wait to be sent (counted up to a limit).
+    waiting: int
+
 
 _FAILED_ACTION = (StepStatus.FAILED, StepStatus.TIMED_OUT)
 
 
-def explain(saga: Saga, *, now: datetime | None = None) -> list[str]:
-    """A few sentences on where ``saga`` is and why; ``now`` judges overdue timers."""
+def explain(saga: Saga, *, now: datetime | None = None, outbox: Outbox | None = None) -> list[str]:
+    """A few sentences on where ``saga`` is and why; ``now`` judges overdue timers.
+
+    With ``outbox`` (where the relay stands) a command still waiting to be sent is
+    told apart from one sent and waiting for its reply.
+    """
     moment = now if now is not None else utc_now()
     lines = [_headline(saga)]
     status = saga.status
@@ -43,10 +65,10 @@ def explain(saga: Saga, *, now: datetime | None = None) -> list[str]:
     elif status is SagaStatus.COMPENSATING:
         lines += _failure(saga)
         lines += _compensations(saga)
-        lines += _waiting(saga, moment)
+        lines += _waiting(saga, moment, outbox)
     else:
         lines += _progress(saga)
-        lines += _waiting(saga, moment)
+        lines += _waiting(saga, moment, outbox)
     return lines
 
 
@@ -102,7 +124,10 @@ def _failed_step(saga: Saga) -> str | None:
 def _failure(saga: Saga) -> list[str]:
     lines: list[str] = []
     if saga.aborted_by is not None:
-        lines.append(f"It was aborted by {saga.aborted_by}: {saga.failure_reason}.")
+        # The failure reason already reads "aborted by <actor>: <reason>".
+        reason = saga.failure_reason or ""
+        reason = reason.removeprefix(f"aborted by {saga.aborted_by}: ")
+        lines.append(f"It was aborted by {saga.aborted_by}: {reason}.")
     failed = _failed_step(saga)
     if failed is not None:
         st = saga.steps[failed]
@@ -223,11 +248,21 @@ def _progress(saga: Saga) -> list[str]:
     return [f"{len(done)} of {total} steps completed: {_names(done)}."]
 
 
-def _waiting(saga: Saga, now: datetime) -> list[str]:
+def _waiting(saga: Saga, now: datetime, outbox: Outbox | None) -> list[str]:
     lines: list[str] = []
     pending = saga.pending_command
     current = saga.current_step
-    if pending is not None:
+    if pending is not None and outbox is not None and not outbox.pending_sent:
+        what = "compensation" if pending.kind is CommandKind.COMPENSATION else "action"
+        behind = outbox.head - outbox.relay_position
+        lines.append(
+            f"Its command {pending.name} (the {what} of step {pending.step!r}, attempt "
+            f"{pending.attempt}) is still in the outbox: the relay has not sent it. The relay "
+            f"is at position {outbox.relay_position} of {outbox.head} in the log ({behind} "
+            f"behind, {outbox.waiting} command{_s(outbox.waiting)} waiting): is a worker with a "
+            "transport running (`sagalog worker --transport ...`)?"
+        )
+    elif pending is not None:
         what = "compensation" if pending.kind is CommandKind.COMPENSATION else "action"
         lines.append(
             f"It waits for the reply to {pending.name} (the {what} of step {pending.step!r}, "

@@ -57,6 +57,7 @@ from sagalog.domain import (
 )
 from sagalog.process.cache import SagaCache
 from sagalog.process.database import DatabaseUnavailableError, parse_database_url
+from sagalog.process.lifecycle import ClosedAtExit
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
@@ -100,7 +101,7 @@ def project_saga(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) 
     return cast("Saga | None", aggregate)
 
 
-class SagaManager(ProcessApplication[UUID]):
+class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     """Runs sagas durably on eventsourcing: memory, SQLite or PostgreSQL.
 
     ``definitions`` may also be declared on a subclass (``definitions = [...]``), as
@@ -162,6 +163,7 @@ class SagaManager(ProcessApplication[UUID]):
         self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
         size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
         self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
+        self._close_at_exit()
 
     def construct_mapper(self) -> Mapper[UUID]:
         """A :class:`~sagalog.process.transcoding.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
@@ -676,7 +678,7 @@ class SagaManager(ProcessApplication[UUID]):
         self, domain_event: DomainEventProtocol[Any], processing_event: ProcessingEvent[UUID]
     ) -> None:
         """Apply every declared reaction to ``domain_event`` (none: the event is ignored)."""
-        reactions = self._reactions_for(type(domain_event))
+        reactions = [r for r in self._reactions_for(type(domain_event)) if r.applies(domain_event)]
         if not reactions:
             return
         timers: dict[UUID, datetime | None] = processing_event.saved_kwargs.setdefault(
@@ -711,15 +713,7 @@ class SagaManager(ProcessApplication[UUID]):
         except SagaNotFoundError:
             logger.warning("%s refers to unknown saga %s; ignored", cause, saga_id)
             return None
-        saga.answer(
-            reaction.step,
-            reaction.kind,
-            reaction.succeeded,
-            now=now,
-            result=reaction.result(event) if reaction.succeeded else None,
-            error="" if reaction.succeeded else reaction.error(event),
-            message_id=cause,
-        )
+        reaction.decide(saga, event, now=now, cause=cause)
         return saga
 
 

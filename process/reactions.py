@@ -15,17 +15,29 @@ A reaction says what one upstream event class means for a saga::
 A saga started by a reaction gets the id ``saga_id_for(saga_type, key(event))``,
 so later events that carry the same business key find it. Each upstream event is
 processed exactly once: its saga events are recorded in the same transaction as
-eventsourcing's tracking record of the upstream position.
+eventsourcing's tracking record of the upstream position, with the upstream event
+as their cause (``causation_id``).
+
+Every reaction takes ``when=``, a predicate of the event: one event class that
+carries its outcome as data serves several reactions (``CompleteStep(Debited, …,
+when=lambda e: e.ok)`` and ``FailStep(Debited, …, when=lambda e: not e.ok)``).
+``AbortSaga`` stops a running saga from an upstream event (a revoked approval, a
+cancelled order) and compensates what it has done; on a saga that has ended, is
+compensating or is past its pivot it records nothing (and logs why).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from sagalog.domain import CommandKind
+from sagalog.domain import CommandKind, InvalidTransitionError, Saga, SagaStatus
+
+logger = logging.getLogger("sagalog.reactions")
 
 #: Namespace of the saga ids derived from business keys.
 SAGA_ID_NAMESPACE = UUID("6f1c7a52-3d1e-4c1b-9a57-0b5e2f4d8c11")
@@ -44,6 +56,14 @@ def _no_result(_event: Any) -> Any:
     return None
 
 
+def _event_name(event: Any) -> str:
+    return type(event).__qualname__
+
+
+def _applies(when: Callable[[Any], bool] | None, event: Any) -> bool:
+    return when is None or bool(when(event))
+
+
 def event_message_id(event: Any) -> str:
     """A stable id of an upstream event, used as the causation id of what it caused."""
     topic = f"{type(event).__module__}:{type(event).__qualname__}"
@@ -58,10 +78,15 @@ class StartSaga:
     saga_type: str
     data: Callable[[Any], dict[str, Any]]
     key: Callable[[Any], object] = field(default=_originator)
+    when: Callable[[Any], bool] | None = None
 
     def saga_id(self, event: Any) -> UUID:
         """The id of the saga this event starts."""
         return saga_id_for(self.saga_type, self.key(event))
+
+    def applies(self, event: Any) -> bool:
+        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
+        return _applies(self.when, event)
 
 
 @dataclass(frozen=True)
@@ -76,10 +101,64 @@ class ReplyReaction:
     key: Callable[[Any], object] = field(default=_originator)
     result: Callable[[Any], Any] = field(default=_no_result)
     error: Callable[[Any], str] = field(default=lambda e: type(e).__name__)
+    when: Callable[[Any], bool] | None = None
 
     def saga_id(self, event: Any) -> UUID:
         """The id of the saga this event is about."""
         return saga_id_for(self.saga_type, self.key(event))
+
+    def applies(self, event: Any) -> bool:
+        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
+        return _applies(self.when, event)
+
+    def decide(self, saga: Saga, event: Any, *, now: datetime, cause: str) -> None:
+        """Decide on ``saga`` the outcome ``event`` reports (a repeat changes nothing)."""
+        saga.answer(
+            self.step,
+            self.kind,
+            self.succeeded,
+            now=now,
+            result=self.result(event) if self.succeeded else None,
+            error="" if self.succeeded else self.error(event),
+            message_id=cause,
+        )
+
+
+@dataclass(frozen=True)
+class AbortSaga:
+    """Upstream event ``event`` stops the running saga of ``saga_type`` and compensates it.
+
+    Recorded as ``SagaAborted`` by ``actor(event)`` (default: the event's class name)
+    because ``reason(event)``, with the upstream event as its cause. A saga that is
+    not running (ended, compensating) or is past its pivot is left as it is.
+    """
+
+    event: type[Any]
+    saga_type: str
+    key: Callable[[Any], object] = field(default=_originator)
+    reason: Callable[[Any], str] = field(default=_event_name)
+    actor: Callable[[Any], str] = field(default=_event_name)
+    when: Callable[[Any], bool] | None = None
+
+    def saga_id(self, event: Any) -> UUID:
+        """The id of the saga this event is about."""
+        return saga_id_for(self.saga_type, self.key(event))
+
+    def applies(self, event: Any) -> bool:
+        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
+        return _applies(self.when, event)
+
+    def decide(self, saga: Saga, event: Any, *, now: datetime, cause: str) -> None:
+        """Abort ``saga`` if it is running and before its pivot; otherwise log and leave it."""
+        if saga.status not in (SagaStatus.STARTED, SagaStatus.PENDING):
+            logger.info("%s: saga %s is %s; not aborted", cause, saga.id, saga.status.value)
+            return
+        try:
+            saga.abort(
+                actor=self.actor(event), reason=self.reason(event), now=now, message_id=cause
+            )
+        except InvalidTransitionError as exc:
+            logger.info("%s: saga %s not aborted: %s", cause, saga.id, exc)
 
 
 def CompleteStep(  # noqa: N802 - reads as a declaration
@@ -89,9 +168,12 @@ def CompleteStep(  # noqa: N802 - reads as a declaration
     *,
     key: Callable[[Any], object] = _originator,
     result: Callable[[Any], Any] = _no_result,
+    when: Callable[[Any], bool] | None = None,
 ) -> ReplyReaction:
-    """Upstream ``event`` means step ``step``'s action succeeded, with ``result(event)``."""
-    return ReplyReaction(event, saga_type, step, CommandKind.ACTION, True, key=key, result=result)
+    """Upstream ``event`` (if ``when(event)``) means step ``step``'s action succeeded."""
+    return ReplyReaction(
+        event, saga_type, step, CommandKind.ACTION, True, key=key, result=result, when=when
+    )
 
 
 def FailStep(  # noqa: N802
@@ -101,16 +183,24 @@ def FailStep(  # noqa: N802
     *,
     key: Callable[[Any], object] = _originator,
     error: Callable[[Any], str] = lambda e: type(e).__name__,
+    when: Callable[[Any], bool] | None = None,
 ) -> ReplyReaction:
-    """Upstream ``event`` means step ``step``'s action failed, because ``error(event)``."""
-    return ReplyReaction(event, saga_type, step, CommandKind.ACTION, False, key=key, error=error)
+    """Upstream ``event`` (if ``when(event)``) means step ``step``'s action failed."""
+    return ReplyReaction(
+        event, saga_type, step, CommandKind.ACTION, False, key=key, error=error, when=when
+    )
 
 
 def CompleteCompensation(  # noqa: N802
-    event: type[Any], saga_type: str, step: str, *, key: Callable[[Any], object] = _originator
+    event: type[Any],
+    saga_type: str,
+    step: str,
+    *,
+    key: Callable[[Any], object] = _originator,
+    when: Callable[[Any], bool] | None = None,
 ) -> ReplyReaction:
-    """Upstream ``event`` means step ``step``'s compensation succeeded."""
-    return ReplyReaction(event, saga_type, step, CommandKind.COMPENSATION, True, key=key)
+    """Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation succeeded."""
+    return ReplyReaction(event, saga_type, step, CommandKind.COMPENSATION, True, key=key, when=when)
 
 
 def FailCompensation(  # noqa: N802
@@ -120,11 +210,12 @@ def FailCompensation(  # noqa: N802
     *,
     key: Callable[[Any], object] = _originator,
     error: Callable[[Any], str] = lambda e: type(e).__name__,
+    when: Callable[[Any], bool] | None = None,
 ) -> ReplyReaction:
-    """Upstream ``event`` means step ``step``'s compensation failed."""
+    """Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation failed."""
     return ReplyReaction(
-        event, saga_type, step, CommandKind.COMPENSATION, False, key=key, error=error
+        event, saga_type, step, CommandKind.COMPENSATION, False, key=key, error=error, when=when
     )
 
 
-Reaction = StartSaga | ReplyReaction
+Reaction = StartSaga | ReplyReaction | AbortSaga

@@ -17,7 +17,6 @@ the clock only ticks when the original's timers fired.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +30,7 @@ from sagalog.domain import (
     SagaNotFoundError,
 )
 from sagalog.domain.status import CommandKind
+from sagalog.process.loading import ImportSpecError, import_object
 from sagalog.process.manager import SagaManager
 from sagalog.process.replay import SagaSnapshot, snapshot_of
 
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-class DefinitionImportError(SagalogError, ValueError):
+class DefinitionImportError(ImportSpecError):
     """``module:attribute`` could not be imported, or is not a ``SagaDefinition``."""
 
 
@@ -534,21 +534,10 @@ def load_definition(spec: str) -> SagaDefinition:
 
     :class:`DefinitionImportError` with a one-line message when it cannot.
     """
-    module_name, colon, attribute = spec.strip().partition(":")
-    if not colon or not module_name or not attribute:
-        raise DefinitionImportError(f"give the definition as module:attribute, not {spec!r}")
     try:
-        found: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DefinitionImportError(f"cannot import module {module_name!r}: {exc}") from None
-    except Exception as exc:  # user code failing at import time
-        raise DefinitionImportError(
-            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise DefinitionImportError(f"{module_name!r} has no attribute {attribute!r}")
-        found = getattr(found, part)
+        found = import_object(spec, what="definition")
+    except ImportSpecError as exc:
+        raise DefinitionImportError(str(exc)) from None
     if not isinstance(found, SagaDefinition):
         raise DefinitionImportError(f"{spec} is a {type(found).__name__}, not a SagaDefinition")
     return found

@@ -94,9 +94,9 @@ def test_an_unreachable_database_is_one_line() -> None:
         (("--transport", "rabbit"), "unknown transport 'rabbit'"),
         (("--participants", "x:y"), "--participants needs --transport in-process"),
         (("--transport", "in-process"), "needs --participants MODULE:FUNCTION"),
-        (("--transport", "in-process", "--participants", "nocolon"), "module:function"),
+        (("--transport", "in-process", "--participants", "nocolon"), "as module:attribute"),
         (("--transport", "in-process", "--participants", "no_such_mod:f"), "cannot import"),
-        (("--transport", "in-process", "--participants", "json:nope"), "has no function 'nope'"),
+        (("--transport", "in-process", "--participants", "json:nope"), "has no attribute 'nope'"),
     ],
 )
 def test_worker_configuration_errors(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
