@@ -1108,7 +1108,7 @@ def _json_object(text: str) -> dict[str, Any]:
 def _operator_action(
     saga_id: str,
     store: tuple[str | None, str | None, str | None],
-    act: Callable[[SagaManager, UUID], None],
+    act: Callable[[SagaManager, UUID], object],
     done: str,
 ) -> None:
     wanted = _saga_id(saga_id)
@@ -1172,6 +1172,24 @@ def abort(
         (database_url, app, definitions),
         lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
         "aborted",
+    )
+
+
+@app.command()
+def compensate(
+    saga_id: SagaIdArgument,
+    reason: ReasonOption,
+    actor: ActorOption,
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
+    """Compensate the steps of a FAILED saga that may still be in force (stuck EFFECT_IN_FORCE)."""
+    _operator_action(
+        saga_id,
+        (database_url, app, definitions),
+        lambda manager, sid: manager.compensate(sid, actor=actor, reason=reason),
+        "compensating",
     )
 
 
