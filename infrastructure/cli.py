@@ -785,7 +785,37 @@ def _print_summary(summary: SagaSummary) -> None:
         table.add_row("last error", summary.last_error)
     if summary.failure_reason:
         table.add_row("failure", summary.failure_reason)
+    notes = _uncertain_steps(summary)
+    if notes:
+        table.add_row("uncertain", "\n".join(notes))
+    if summary.in_force_steps:
+        table.add_row(
+            "in force",
+            f"{summary.in_force_steps} may still be in force, uncompensated: "
+            f"sagalog compensate {summary.saga_id} --actor NAME --reason TEXT",
+        )
     console.print(table)
+
+
+def _uncertain_steps(summary: SagaSummary) -> list[str]:
+    """One line per step whose outcome was unknown or came late, and what became of it."""
+    in_force = set((summary.in_force_steps or "").split(","))
+    lines = []
+    for name, letters in (summary.step_marks or {}).items():
+        if "l" in letters:
+            what = "succeeded late"
+        elif "d" in letters:
+            what = "outcome unknown at timeout" if "t" in letters else "outcome unknown (in flight)"
+        else:
+            continue
+        if "x" in letters:
+            done = "compensated" if "c" in letters or "l" in letters else "compensation run"
+        elif name in in_force:
+            done = "NOT compensated"
+        else:
+            done = "not compensated (the step opts out)" if "o" in letters else "to be compensated"
+        lines.append(f"{name}: {what}; {done}")
+    return lines
 
 
 def _print_timeline(summary: SagaSummary, timeline: list[TimelineEntry]) -> None:
@@ -827,6 +857,8 @@ _EVENT_STYLE = {
     "OperatorRetried": "bold",
     "OperatorResolved": "bold",
     "SagaAborted": "bold",
+    "StepCompletedLate": "yellow",
+    "OperatorCompensationRequested": "bold",
 }
 
 

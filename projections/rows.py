@@ -226,10 +226,10 @@ def _unchanged(row: Row, event: Any) -> None:
 #
 # ``step_marks`` maps each compensatable step to letters: its kind, ``c`` (compensated
 # when uncertain) or ``o`` (opted out), then ``f`` while its action is in flight, ``d``
-# when its outcome is in doubt (an attempt timed out, or it was in flight when the saga
-# rolled back), ``l`` when a late success was recorded, ``x`` once its compensation was
-# dispatched. A FAILED saga with a step marked ``l``, or ``c`` and ``d``, and not ``x``
-# has an effect in force: the same rule as ``Saga.effects_in_force``.
+# when its outcome is in doubt (an attempt timed out — then also ``t`` — or it was in
+# flight when the saga rolled back), ``l`` when a late success was recorded, ``x`` once its
+# compensation was dispatched. A FAILED saga with a step marked ``l``, or ``c`` and ``d``,
+# and not ``x`` has an effect in force: the same rule as ``Saga.effects_in_force``.
 
 
 def _marks_of(definition: dict[str, Any]) -> dict[str, str] | None:
@@ -284,7 +284,7 @@ def _action_failed(row: Row, event: Any) -> None:
 
 def _action_timed_out(row: Row, event: Any) -> None:
     _step_timed_out(row, event)
-    _mark(row, event.step, add="d", remove="f")
+    _mark(row, event.step, add="dt", remove="f")
 
 
 def _rollback_requested(row: Row, event: Any) -> None:

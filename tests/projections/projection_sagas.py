@@ -69,7 +69,21 @@ SLOW = SagaDefinition(
     ],
 )
 
-DEFINITIONS = (SHOP, SLOW)
+#: A hold whose participant refuses it once expired: not compensated when uncertain.
+HOLD = SagaDefinition(
+    "Hold",
+    [
+        Step(
+            name="hold",
+            action="Desk.Hold",
+            compensation="Desk.Release",
+            timeout=timedelta(seconds=30),
+            compensate_uncertain=False,
+        ),
+    ],
+)
+
+DEFINITIONS = (SHOP, SLOW, HOLD)
 
 Hook = Callable[[], object]
 
@@ -108,10 +122,15 @@ def run_scenarios(
     manager.handle_compensation_completed(s, "reserve")
     step()
 
-    # The first step never answers: it times out; nothing to undo.
+    # The first step never answers: it times out; it may have been done, so it is
+    # released; its success comes after all (a late fact, already compensated).
     ids["timed_out"] = s = manager.start("Shop", {"order": 3})
     step()
     manager.tick(clock.advance(31))
+    step()
+    manager.handle_compensation_completed(s, "reserve")
+    step()
+    manager.handle_step_completed(s, "reserve", {"ref": "r-3"})
     step()
 
     # The compensation fails, is retried, times out: dead-lettered; an operator retries it.
@@ -163,7 +182,21 @@ def run_scenarios(
     step()
     manager.abort(s, actor="dave", reason="customer cancelled")
     step()
+    manager.handle_compensation_completed(s, "charge")  # in flight at the abort
+    step()
     manager.handle_compensation_completed(s, "reserve")
+    step()
+
+    # A step that opts out of compensation when uncertain times out; its success comes
+    # after the saga failed (an effect in force); an operator compensates it.
+    ids["late_effect_repaired"] = s = manager.start("Hold", {"n": 10})
+    manager.tick(clock.advance(31))
+    step()
+    manager.handle_step_completed(s, "hold", {"desk": 4})
+    step()
+    manager.compensate(s, actor="erin", reason="the hold went through late")
+    step()
+    manager.handle_compensation_completed(s, "hold")
     step()
 
     # Left dead-lettered (stuck: DEAD_LETTERED).

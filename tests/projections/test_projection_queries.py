@@ -45,6 +45,7 @@ def test_list_filters_by_status_and_type(
             "compensation_dead_letter_retried",
             "compensation_dead_letter_resolved",
             "aborted",
+            "late_effect_repaired",
         )
     }
     assert views.list_sagas(status="DEAD_LETTERED")[0].saga_id == scenarios["dead_lettered"]

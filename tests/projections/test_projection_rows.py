@@ -90,6 +90,8 @@ def test_summary_equals_the_aggregate_at_every_version(
             attempt = _expected_attempt(saga)
             if attempt is not None:
                 assert row.attempt == attempt, context
+            assert row.in_force_steps == (",".join(saga.effects_in_force) or None), context
+            assert (row.in_force_since is None) == (row.in_force_steps is None), context
 
 
 def test_stuck_candidate_columns_are_set_only_in_their_state(

@@ -89,12 +89,14 @@ def test_a_missed_deadline_clears_once_the_timeout_is_recorded(
     saga_id = manager.start("Shop", {})
     later = clock.advance(120)
     assert _reasons(projector, now=later) == {saga_id: (R.DEADLINE_MISSED,)}
-    manager.tick(later)  # the worker was down; now it ticks: timed out, nothing to undo, failed
+    manager.tick(later)  # the worker was down; now it ticks: timed out, so it compensates
     assert _reasons(projector, now=later) == {}
     summary = projector.views.get(saga_id)
     assert summary is not None
-    assert summary.status == "FAILED"
-    assert summary.next_deadline is None
+    assert summary.status == "COMPENSATING"
+    assert summary.current_step == "reserve"  # its release: the reserve may have been done
+    assert summary.next_deadline is not None
+    assert summary.next_deadline > later
 
 
 def test_a_missed_retry_counts_as_a_missed_deadline(
