@@ -1313,6 +1313,11 @@ class Saga(Aggregate):
         self._require_step(step)
         st = self.steps[step]
         sent = st.attempt if kind is _ACTION else st.compensation_attempt
+        if sent == 0:
+            raise UnexpectedReplyError(
+                f"the {kind.value} of step {step!r} was never dispatched (the reply names "
+                f"command {command_id})"
+            )
         for number in range(sent, 0, -1):
             if command_id_for(self.id, step, kind, number) == command_id:
                 if attempt is not None and attempt != number:

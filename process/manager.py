@@ -54,6 +54,7 @@ from sagalog.domain import (
     SagaDefinition,
     SagalogError,
     SagaNotFoundError,
+    UnexpectedReplyError,
 )
 from sagalog.process.cache import SagaCache
 from sagalog.process.database import DatabaseUnavailableError, parse_database_url
@@ -121,6 +122,12 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     #: At most this many replies (or new sagas) are committed in one transaction
     #: by ``handle_many`` (``start_many``); longer lists are recorded in chunks.
     max_batch_size: int = 500
+    #: Reply messages must name the ``command_id`` they answer; one that does not is
+    #: refused (``UnexpectedReplyError``). ``True`` accepts them for the time it takes
+    #: to upgrade participants that predate the field (then any reply naming a saga's
+    #: id and step can move it). The environment setting
+    #: ``SAGALOG_ACCEPT_UNBOUND_REPLIES=true`` sets it too.
+    accept_unbound_replies: bool = False
 
     def __init__(
         self,
@@ -163,6 +170,9 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
         size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
         self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
+        unbound = merged.get("SAGALOG_ACCEPT_UNBOUND_REPLIES", "").strip().lower()
+        if unbound:
+            self.accept_unbound_replies = unbound in ("1", "true", "yes", "on")
         self._close_at_exit()
 
     def construct_mapper(self) -> Mapper[UUID]:
@@ -357,8 +367,17 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
 
     def handle(self, reply: ReplyInput) -> ReplyOutcome:
         """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
-        message = Reply.parse(reply)
+        message = self._bound(Reply.parse(reply))
         return self._transition(message.saga_id, lambda saga, now: _answer(saga, message, now))
+
+    def _bound(self, message: Reply) -> Reply:
+        """``message``, if it names the command it answers (or unbound replies are accepted)."""
+        if message.command_id is None and not self.accept_unbound_replies:
+            raise UnexpectedReplyError(
+                f"reply {message.message_id} names no command_id; a reply must name the "
+                "command it answers (Reply.to(command, ...) does)"
+            )
+        return message
 
     def handle_many(
         self, replies: Iterable[ReplyInput], *, now: datetime | None = None
@@ -387,8 +406,8 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         parsed: list[tuple[int, Reply]] = []
         for index, item in enumerate(items):
             try:
-                parsed.append((index, Reply.parse(item)))
-            except InvalidReplyError as exc:
+                parsed.append((index, self._bound(Reply.parse(item))))
+            except (InvalidReplyError, UnexpectedReplyError) as exc:
                 results[index] = exc
         for first in range(0, len(parsed), self.max_batch_size):
             self._handle_chunk(parsed[first : first + self.max_batch_size], results, now)

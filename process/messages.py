@@ -27,7 +27,9 @@ class Reply(BaseModel):
 
     message_id: str = Field(min_length=1, max_length=200)
     saga_id: UUID
-    command_id: UUID
+    #: Optional in the message's shape (replies stored by older participants lack it);
+    #: ``SagaManager`` refuses a reply without one unless told to accept unbound replies.
+    command_id: UUID | None = None
     step: str = Field(min_length=1, max_length=100)
     kind: CommandKind = CommandKind.ACTION
     outcome: Literal["completed", "failed"]

@@ -155,6 +155,7 @@ def test_completed_and_compensated_sagas_log_at_info(
     undone = manager.start("Order", {"n": 2})
     manager.handle_step_completed(undone, "reserve")
     manager.abort(undone, actor="ops", reason="customer cancelled")
+    manager.handle_compensation_completed(undone, "charge")  # in flight at the abort
     manager.handle_compensation_completed(undone, "reserve")
     follower.drain()
     levels = {(r.correlation_id, r.event): r.levelno for r in _transitions(capture)}  # type: ignore[attr-defined]
@@ -221,7 +222,13 @@ def test_a_dead_lettered_reply_is_logged_at_error_with_its_saga(
     background.start("replies", consumer.run)
     wait_until(consumer.ready.is_set, message="consumer ready")
     body = json.dumps(
-        {"message_id": "m-x", "saga_id": str(saga_id), "step": "nope", "outcome": "completed"}
+        {
+            "message_id": "m-x",
+            "saga_id": str(saga_id),
+            "command_id": str(uuid4()),
+            "step": "nope",
+            "outcome": "completed",
+        }
     )
     with channel_to(broker_url) as channel:
         channel.basic_publish(

@@ -111,7 +111,8 @@ def value(
 
 
 def _run_three_sagas(manager: SagaManager, clock: Clock) -> tuple[UUID, UUID, UUID]:
-    """One completes, one times out, retries and is compensated, one is dead-lettered."""
+    """One completes, one times out, retries and is compensated (its charge too: the attempt
+    that timed out may have charged), one is dead-lettered."""
     completes = manager.start("Order", {"n": 1})
     clock.advance(2)
     manager.handle_step_completed(completes, "reserve")
@@ -130,6 +131,8 @@ def _run_three_sagas(manager: SagaManager, clock: Clock) -> tuple[UUID, UUID, UU
     manager.tick(due)  # attempt 2 dispatched
     clock.advance(5)
     manager.handle_step_failed(compensated, "charge", "card declined")  # compensation begins
+    clock.advance(2)
+    manager.handle_compensation_completed(compensated, "charge")  # uncertain: refunded
     clock.advance(4)
     manager.handle_compensation_completed(compensated, "reserve")
 
@@ -197,6 +200,7 @@ def test_operator_actions_are_counted(
     manager.retry(dead, actor="ops", reason="ledger back")
     running = manager.start("Order", {"n": 4})
     manager.abort(running, actor="ops", reason="customer cancelled")
+    manager.handle_compensation_completed(running, "reserve")  # in flight at the abort
     follower.drain()
     samples = scrape(server)
     assert (
@@ -205,7 +209,7 @@ def test_operator_actions_are_counted(
     assert (
         value(samples, "sagalog_operator_actions_total", saga_type="Order", action="aborted") == 1
     )
-    # The aborted saga had nothing to undo: it is compensated at once.
+    # The aborted saga's reserve was in flight: released, then the saga failed.
     assert value(samples, "sagalog_sagas_compensated_total", saga_type="Order") == 2
 
 

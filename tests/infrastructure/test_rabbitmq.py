@@ -22,6 +22,7 @@ from sagalog.domain import (
     SagaDefinition,
     SagaStatus,
     Step,
+    command_id_for,
 )
 from sagalog.infrastructure.participant import (
     CommandFailed,
@@ -103,11 +104,18 @@ def _reply(saga_id: UUID, step: str, message_id: str, **fields: Any) -> bytes:
     data: dict[str, Any] = {
         "message_id": message_id,
         "saga_id": str(saga_id),
+        "command_id": str(_command_id(saga_id, step, fields)),
         "step": step,
         "outcome": "completed",
     }
     data.update(fields)
     return json.dumps(data).encode()
+
+
+def _command_id(saga_id: UUID, step: str, fields: dict[str, Any]) -> UUID:
+    """The id of the command a reply with ``fields`` answers (attempt 1 unless said)."""
+    kind = CommandKind(fields.get("kind", "action"))
+    return command_id_for(saga_id, step, kind, int(fields.get("attempt") or 1))
 
 
 # -- the transport -------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from broker import Background, wait_until
 from test_rabbitmq import ORDER
 
-from sagalog.domain import Saga, SagaStatus
+from sagalog.domain import CommandKind, Saga, SagaStatus, command_id_for
 from sagalog.infrastructure.rabbitmq import (
     ReplyConsumer,
     Topology,
@@ -48,8 +48,10 @@ def _publish(broker_url: str, topology: Topology, bodies: list[tuple[str, bytes]
 
 def _reply(saga_id: UUID, step: str, **fields: Any) -> tuple[str, bytes]:
     message_id = f"{saga_id}:{step}"
+    kind = CommandKind(fields.get("kind", "action"))
+    command_id = command_id_for(saga_id, step, kind, int(fields.get("attempt") or 1))
     data = {"message_id": message_id, "saga_id": str(saga_id), "step": step}
-    data.update({"outcome": "completed", **fields})
+    data.update({"command_id": str(command_id), "outcome": "completed", **fields})
     return message_id, json.dumps(data).encode()
 
 
