@@ -185,6 +185,9 @@ class StepState:
     late: bool = False
     #: The latest attempt of the action timed out (rather than failed or succeeded).
     timed_out: bool = False
+    #: The late success came after the step's compensation had completed: either the
+    #: action ran before it (undone) or the participant ran it after (not fenced).
+    late_after_compensation: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,7 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
             st.late = True
+            st.late_after_compensation = st.status in _COMPENSATION_DONE
             st.result = self.result
             if (
                 saga.status in (_SagaStatus.COMPENSATING, _SagaStatus.DEAD_LETTERED)

@@ -163,6 +163,12 @@ def _uncertain(saga: Saga) -> list[str]:
         else:
             what = f"{name}: outcome unknown when rollback began (it was in flight)"
         lines.append(f"{what}; {_compensation_state(saga, name)}.")
+        if st.late_after_compensation:
+            lines.append(
+                "Its success came after its compensation had completed: if the participant "
+                "ran the action only then (a fenced participant refuses that), its effect is "
+                "in force; check the participant."
+            )
     return lines
 
 

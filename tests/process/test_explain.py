@@ -173,3 +173,28 @@ def test_a_saga_past_the_pivot_cannot_be_aborted(manager: SagaManager, clock: Fa
     for step in ("reserve", "charge", "ship"):
         manager.handle_step_completed(s, step)
     assert "cannot be aborted" in _text(manager, clock, s)
+
+
+def test_a_timed_out_step_is_named_uncertain_and_compensated(
+    manager: SagaManager, clock: FakeClock
+) -> None:
+    s = manager.start("Order", {})
+    manager.tick(clock.advance(31))  # reserve never answers
+    text = _text(manager, clock, s)
+    assert "reserve: outcome unknown at timeout; its compensation is under way" in text
+    manager.handle_compensation_completed(s, "reserve")
+    assert "reserve: outcome unknown at timeout; compensated" in _text(manager, clock, s)
+
+
+def test_a_success_after_the_compensation_is_flagged_for_a_check(
+    manager: SagaManager, clock: FakeClock
+) -> None:
+    s = manager.start("Order", {})
+    manager.tick(clock.advance(31))
+    manager.handle_compensation_completed(s, "reserve")
+    manager.handle_step_completed(s, "reserve", {"held": 1})  # late, after the release
+    text = _text(manager, clock, s)
+    assert (
+        "reserve: succeeded late (attempt 1, after the saga stopped waiting); compensated" in text
+    )
+    assert "came after its compensation had completed" in text
