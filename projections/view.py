@@ -127,8 +127,10 @@ class SagaViews(TrackingRecorder):
 
     def stale_tables(self) -> list[str]:
         """View tables of older schema versions still present (safe to drop once unused)."""
+        schema = (self.engine.get_execution_options().get("schema_translate_map") or {}).get(None)
         with self._reading() as conn:
-            names = set(inspect(conn).get_table_names())
+            # The views' own schema (``?schema=``), not the connection's default one.
+            names = set(inspect(conn).get_table_names(schema=schema))
         return stale_view_tables(names)
 
     def reset(self) -> None:

@@ -209,6 +209,23 @@ def test_schema_creation_is_idempotent(database_url: str, views: SagaViews) -> N
         again.close()
 
 
+def test_stale_tables_are_looked_for_in_the_views_own_schema(
+    backend: str, database_url: str, views: SagaViews
+) -> None:
+    """An old view table in PostgreSQL's default schema belongs to another store."""
+    if backend != "postgres":
+        pytest.skip("only PostgreSQL stores keep their views in a schema of their own")
+    import psycopg
+
+    server = database_url.split("?")[0]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.saga_summary_v0 (x int)")
+        try:
+            assert views.stale_tables() == []
+        finally:
+            conn.execute("DROP TABLE IF EXISTS public.saga_summary_v0")
+
+
 @pytest.mark.requires_database(reason="concurrent creators on one database")
 def test_concurrent_schema_creation_is_harmless(database_url: str) -> None:
     errors: list[BaseException] = []
