@@ -515,13 +515,25 @@ def stuck(
     with _opened(database_url) as (_, projector):
         _catch_up(projector)
         found = projector.views.stuck(now=now, policy=policy, limit=limit)
+        held = projector.views.quarantine_log().events()
     if json_output:
         _print_json([item.to_json() for item in found])
+        _note_quarantine(held)
         return
     if not found:
         console.print("[green]no stuck sagas[/]")
-        return
-    _print_stuck(found)
+    else:
+        _print_stuck(found)
+    _note_quarantine(held)
+
+
+def _note_quarantine(held: list[Any]) -> None:
+    """Say on stderr that poison events wait in quarantine (see cli_operations)."""
+    from sagalog.infrastructure.cli_operations import quarantine_note
+
+    note = quarantine_note(held)
+    if note is not None:
+        err_console.print(f"[bold yellow]{note}[/]", highlight=False, soft_wrap=True)
 
 
 def _at(text: str | None) -> datetime:
@@ -1076,6 +1088,12 @@ def projections_status(
         )
     if stale:
         console.print(f"tables of older schema versions (safe to drop): {', '.join(stale)}")
+    if status.quarantined:
+        console.print(
+            f"[bold yellow]quarantined: {status.quarantined} events set aside[/] "
+            "(sagalog quarantine list)",
+            highlight=False,
+        )
 
 
 @projections_app.command("rebuild")
@@ -1234,6 +1252,12 @@ def _rabbitmq_worker_parts(
     return transport, ReplyConsumer(manager, url, topology=topology)
 
 
+# The operator commands for poison messages register themselves on ``app``.
+from sagalog.infrastructure import cli_operations as _cli_operations  # noqa: E402
+
+_REGISTERED = (_cli_operations.__name__,)
+
+
 def main() -> None:
     """Entry point of the ``sagalog`` console script.
 
@@ -1262,4 +1286,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # python -m sagalog.infrastructure.cli
-    main()
+    # Run the importable module's app: the commands registered by other modules
+    # (cli_operations) are registered on it, not on this __main__ copy.
+    from sagalog.infrastructure.cli import main as _installed_main
+
+    _installed_main()

@@ -155,6 +155,18 @@ class _ScrapeTimeGauges(Collector):
                     f"{_PENDING_LIMIT}).",
                     value=pending,
                 )
+        yield from self._gauges_by_label(
+            self.metrics.quarantine_counts,
+            "sagalog_quarantined_events",
+            "Poison events set aside by a follower (sagalog quarantine list), by follower.",
+            "follower",
+        )
+        yield from self._gauges_by_label(
+            self.metrics.dead_letter_depths,
+            "sagalog_dead_letter_messages",
+            "Messages waiting in a dead-letter queue, by queue.",
+            "queue",
+        )
         query = self.metrics.stuck_query
         if query is None:
             return
@@ -171,6 +183,22 @@ class _ScrapeTimeGauges(Collector):
         )
         for reason, count in sorted(counts.items()):
             family.add_metric([reason], count)
+        yield family
+
+    @staticmethod
+    def _gauges_by_label(
+        source: Callable[[], dict[str, int]] | None, name: str, doc: str, label: str
+    ) -> Iterator[Metric]:
+        if source is None:
+            return
+        try:
+            counts = source()
+        except Exception as exc:
+            logger.warning("cannot read %s: %s", name, exc)
+            return
+        family = GaugeMetricFamily(name, doc, labels=[label])
+        for key, count in sorted(counts.items()):
+            family.add_metric([key], count)
         yield family
 
 
@@ -246,6 +274,8 @@ class SagaMetrics:
         self.lag_sources: dict[str, HasLag] = {}
         self.relay: CommandRelay | None = None
         self.stuck_query: StuckQuery | None = None
+        self.quarantine_counts: Callable[[], dict[str, int]] | None = None
+        self.dead_letter_depths: Callable[[], dict[str, int]] | None = None
         self.stuck_reasons: tuple[str, ...] = ()
         self.registry.register(_ScrapeTimeGauges(self))
         self._dispatched: OrderedDict[tuple[UUID, str, str], datetime] = OrderedDict()
@@ -340,6 +370,14 @@ class SagaMetrics:
         if source not in ("relay", "observer", "projection"):
             raise ValueError(f"unknown lag source {source!r}")
         self.lag_sources[source] = watched
+
+    def watch_quarantine(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Report ``counts()`` (quarantined events per follower) at scrape time."""
+        self.quarantine_counts = counts
+
+    def watch_dead_letters(self, depths: Callable[[], dict[str, int]]) -> None:
+        """Report ``depths()`` (messages per dead-letter queue) at scrape time."""
+        self.dead_letter_depths = depths
 
     def watch_stuck(self, query: StuckQuery, reasons: Iterable[Any] = ()) -> None:
         """Report the rows of ``query()`` by reason at scrape time (zero for ``reasons``).

@@ -126,7 +126,12 @@ class Worker:
         self.transport = transport
         self.projector = projector if projector is not None else SagaProjector(manager)
         self.relay = (
-            CommandRelay(manager, transport, batch_size=relay_batch_size)
+            CommandRelay(
+                manager,
+                transport,
+                batch_size=relay_batch_size,
+                quarantine=self.projector.views.quarantine_log(),
+            )
             if transport is not None
             else None
         )
@@ -158,12 +163,15 @@ class Worker:
         from sagalog.projections import StuckReason
 
         metrics = SagaMetrics()
-        follower = SagaEventFollower(self.manager, [metrics.observe])
+        follower = SagaEventFollower(
+            self.manager, [metrics.observe], quarantine=self.projector.views.quarantine_log()
+        )
         if self.relay is not None:
             metrics.watch_relay(self.relay)
         metrics.watch_lag("projection", self.projector)
         metrics.watch_lag("observer", follower)
         metrics.watch_stuck(self.projector.views.stuck, StuckReason)
+        metrics.watch_quarantine(self.projector.views.quarantine_counts)
         return metrics, follower
 
     # -- the loops -------------------------------------------------------------------
@@ -177,6 +185,12 @@ class Worker:
     def _relay(self) -> None:
         assert self.relay is not None
         relay, stop = self.relay, self.stop_event
+        try:
+            sent, held = relay.retry_quarantined()
+            if sent or held:
+                logger.warning("relay: %d quarantined commands sent, %d still held", sent, held)
+        except (TransportError, PersistenceError) as exc:
+            logger.warning("relay: cannot retry the quarantined commands yet: %s", exc)
         backoff = initial = relay.initial_backoff
         while not stop.is_set():
             try:
