@@ -52,6 +52,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import ValidationError
 
 from sagalog.domain import Command, CommandKind, SagalogError
+from sagalog.infrastructure.bounds import COMMAND_BOUNDS, check_message_bounds
 from sagalog.infrastructure.rabbitmq import (
     HEADER_CAUSATION_ID,
     ConsumerLoop,
@@ -150,8 +151,14 @@ class SQLiteProcessedCommands:
 
 
 def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
-    """The :class:`Command` in a message made by ``Command.to_message`` (JSON or dict)."""
+    """The :class:`Command` in a message made by ``Command.to_message`` (JSON or dict).
+
+    A JSON body is checked against :data:`~sagalog.infrastructure.bounds.COMMAND_BOUNDS`
+    before it is parsed (no nesting bomb reaches ``json.loads``).
+    """
     try:
+        if isinstance(body, bytes | str):
+            check_message_bounds(body, COMMAND_BOUNDS, "command")
         data = json.loads(body) if isinstance(body, bytes | str) else dict(body)
         deadline = data.get("deadline")
         causation = data.get("causation_id")
@@ -167,7 +174,7 @@ def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
             deadline=datetime.fromisoformat(deadline) if deadline else None,
             causation_id=None if causation is None else str(causation),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidCommandError(f"unreadable command: {type(exc).__name__}: {exc}") from None
 
 

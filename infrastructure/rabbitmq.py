@@ -75,6 +75,12 @@ from sagalog.domain import (
     UnknownSagaTypeError,
     UnknownStepError,
 )
+from sagalog.infrastructure.bounds import (
+    REPLY_BOUNDS,
+    MessageBounds,
+    MessageBoundsError,
+    check_message_bounds,
+)
 from sagalog.infrastructure.transport import TransportError
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
 
@@ -379,6 +385,8 @@ class ConsumerLoop:
     prefetch: int = 1
     #: How long to wait for more messages after the first of a batch (seconds).
     batch_wait: float = 0.0
+    #: The most bytes of message bodies in one batch (a batch holds at least one).
+    max_batch_bytes: int | None = None
 
     def __init__(
         self,
@@ -504,12 +512,23 @@ class ConsumerLoop:
                     if remaining <= 0:
                         break
                     connection.process_data_events(time_limit=remaining)
-                batch = [received.popleft() for _ in range(min(len(received), self.prefetch))]
-                self.on_batch(batch)
+                self.on_batch(self._take_batch(received))
             # Deliveries still held go back to the queue with the connection.
             channel.basic_cancel(tag)
         finally:
             self._connection = None
+
+    def _take_batch(self, received: deque[Delivery]) -> list[Delivery]:
+        """The next batch: up to ``prefetch`` messages and ``max_batch_bytes`` of bodies."""
+        batch = [received.popleft()]
+        size = len(batch[0].body)
+        limit = self.max_batch_bytes
+        while received and len(batch) < self.prefetch:
+            if limit is not None and size + len(received[0].body) > limit:
+                break
+            size += len(received[0].body)
+            batch.append(received.popleft())
+        return batch
 
     def dead_letter(
         self,
@@ -558,6 +577,8 @@ ReplyCallback = Callable[[Reply, ReplyOutcome, Delivery], None]
 DEFAULT_REPLY_BATCH_SIZE = 200
 #: How long a batch waits for more replies after its first (seconds).
 DEFAULT_REPLY_BATCH_WAIT = 0.005
+#: The most bytes of reply bodies handed to ``handle_many`` at once.
+DEFAULT_REPLY_BATCH_BYTES = 16 * 1024 * 1024
 DeadLetterCallback = Callable[[Delivery, str, BaseException | None], None]
 
 
@@ -603,6 +624,8 @@ class ReplyConsumer(ConsumerLoop):
         on_reply: ReplyCallback | None = None,
         on_dead_letter: DeadLetterCallback | None = None,
         connection_name: str = "sagalog-replies",
+        reply_bounds: MessageBounds = REPLY_BOUNDS,
+        max_batch_bytes: int = DEFAULT_REPLY_BATCH_BYTES,
         **loop_options: float,
     ) -> None:
         super().__init__(
@@ -614,7 +637,11 @@ class ReplyConsumer(ConsumerLoop):
             raise ValueError("batch_size must be at least 1")
         if batch_wait < 0:
             raise ValueError("batch_wait must not be negative")
+        if max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be at least 1")
         self.manager = manager
+        self.reply_bounds = reply_bounds
+        self.max_batch_bytes = max_batch_bytes
         self.prefetch = batch_size
         self.batch_wait = batch_wait
         self.max_attempts = max_attempts
@@ -649,9 +676,12 @@ class ReplyConsumer(ConsumerLoop):
         dead: dict[int, tuple[str, BaseException, int]] = {}
         for index, delivery in enumerate(deliveries):
             try:
+                check_message_bounds(delivery.body, self.reply_bounds, "reply")
                 replies[index] = Reply.parse(delivery.body)
-            except InvalidReplyError as exc:
+            except (InvalidReplyError, MessageBoundsError) as exc:
                 dead[index] = (str(exc), exc, 1)
+            except (ValueError, RecursionError) as exc:  # any parser failure is the reply's
+                dead[index] = (f"unreadable reply: {exc}", exc, 1)
         attempts = [0] * len(deliveries)
         todo = list(replies)
         rounds = 0
@@ -670,7 +700,7 @@ class ReplyConsumer(ConsumerLoop):
                     continue
                 attempts[index] += 1
                 if isinstance(answer, INVALID_REPLY_ERRORS):
-                    reason = f"{type(answer).__name__}: {answer}"
+                    reason = str(answer)  # its type is in the error header
                     dead[index] = (reason, answer, attempts[index])
                 elif attempts[index] >= self.max_attempts:
                     reason = (

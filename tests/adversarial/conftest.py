@@ -1,29 +1,22 @@
 """Fixtures of the adversarial tests: issue 15's cases, kept as regressions.
 
-The broker fixtures mirror ``tests/infrastructure/conftest.py`` (each test gets its
-own exchange and queues under a fresh prefix, deleted afterwards); the helpers of
-the CLI and broker tests are imported from ``tests/infrastructure``.
+The broker fixtures mirror ``tests/infrastructure/conftest.py``: each test gets its
+own exchange and queues under a fresh prefix (``sagalog-adv-…``), deleted afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infrastructure"))
+from helpers import Background
 
 from sagalog.infrastructure.transport import TransportError
 
 if TYPE_CHECKING:
     from sagalog.infrastructure.rabbitmq import Topology
-
-#: The store made by sagalog before issue 15's fix: one saga holds a NUL in a stored error.
-NUL_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nul_event.sqlite"
 
 
 @pytest.fixture(scope="session")
@@ -51,4 +44,14 @@ def topology(broker_url: str) -> Iterator[Topology]:
     names = unique_topology("sagalog-adv")
     yield names
     with channel_to(broker_url) as channel:
-        names.delete(channel)
+        names.delete(channel, services=["inventory"])
+
+
+@pytest.fixture
+def background() -> Iterator[Background]:
+    """Threads for consumers and participants, stopped and joined after the test."""
+    runner = Background()
+    try:
+        yield runner
+    finally:
+        runner.close()
