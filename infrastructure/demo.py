@@ -182,9 +182,7 @@ class DemoResult:
         return self.sagas / self.seconds if self.seconds else 0.0
 
 
-def start_demo_sagas(
-    manager: SagaManager, rng: random.Random, count: int, seed: int
-) -> list[UUID]:
+def start_demo_sagas(manager: SagaManager, rng: random.Random, count: int, seed: int) -> list[UUID]:
     """Start ``count`` demo sagas, orders and trips alternating, ids and data from ``rng``.
 
     Every fourth order starts on ``OrderFulfillment`` version 1, as if it had begun

@@ -152,15 +152,81 @@ def connect(
         raise TransportError(f"cannot reach RabbitMQ at {where}: {_describe(exc)}") from None
 
 
+#: Dead-letter queues keep at most this many messages by default (oldest dropped first).
+DEFAULT_DEAD_LETTER_MAX_LENGTH = 100_000
+#: ... and at most this many bytes of message bodies.
+DEFAULT_DEAD_LETTER_MAX_BYTES = 1024 * 1024 * 1024
+#: ... each for at most this long (milliseconds: 14 days).
+DEFAULT_DEAD_LETTER_TTL_MS = 14 * 24 * 3600 * 1000
+
+#: Queues whose bounded declaration the broker refused this process (warned once each).
+_UNBOUNDED_WARNED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class Topology:
     """The names of sagalog's exchange and queues, all under one ``prefix``.
 
     Two deployments (or two tests) with different prefixes share a broker without
     seeing each other's messages.
+
+    The two dead-letter queues are bounded (RabbitMQ queue arguments
+    ``x-max-length``, ``x-max-length-bytes`` and ``x-message-ttl``, with
+    ``x-overflow: drop-head``: when full, the oldest letter goes): a flood of poison
+    messages can never fill the broker's disk and block every publisher. ``None``
+    leaves a bound off. RabbitMQ refuses to redeclare a queue with other arguments
+    (``PRECONDITION_FAILED``), so a dead-letter queue declared before the bounds (or
+    with other bounds) is kept as it is, with a warning saying how to bound it; see
+    docs/poison-messages.md.
     """
 
     prefix: str = "sagalog"
+    dead_letter_max_length: int | None = DEFAULT_DEAD_LETTER_MAX_LENGTH
+    dead_letter_max_bytes: int | None = DEFAULT_DEAD_LETTER_MAX_BYTES
+    dead_letter_ttl_ms: int | None = DEFAULT_DEAD_LETTER_TTL_MS
+
+    @property
+    def dead_letter_queues(self) -> tuple[str, str]:
+        """The replies' and the commands' dead-letter queues."""
+        return (self.replies_dead_letter_queue, self.commands_dead_letter_queue)
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        """The queue arguments that bound a dead-letter queue."""
+        arguments: dict[str, Any] = {}
+        if self.dead_letter_max_length is not None:
+            arguments["x-max-length"] = self.dead_letter_max_length
+        if self.dead_letter_max_bytes is not None:
+            arguments["x-max-length-bytes"] = self.dead_letter_max_bytes
+        if self.dead_letter_ttl_ms is not None:
+            arguments["x-message-ttl"] = self.dead_letter_ttl_ms
+        if arguments:
+            arguments["x-overflow"] = "drop-head"
+        return arguments
+
+    def _declare_dead_letter_queue(self, channel: BlockingChannel, queue: str) -> None:
+        """Declare ``queue`` bounded; keep an existing queue with other arguments, warning.
+
+        The bounded declaration is tried on a channel of its own, because the
+        broker closes the channel that asks for arguments an existing queue lacks.
+        """
+        probe = channel.connection.channel()
+        try:
+            probe.queue_declare(queue, durable=True, arguments=self.dead_letter_arguments())
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:  # PRECONDITION_FAILED: declared with other arguments
+                raise
+            if queue not in _UNBOUNDED_WARNED:
+                _UNBOUNDED_WARNED.add(queue)
+                logger.warning(
+                    "dead-letter queue %s exists with other arguments than the bounds "
+                    "configured (%s), so it is kept as it is and may be unbounded; to bound "
+                    "it, save its letters (sagalog dead-letters list --json), delete it "
+                    "(sagalog dead-letters purge --delete-queue) and restart",
+                    queue,
+                    self.dead_letter_arguments(),
+                )
+        else:
+            probe.close()
 
     @property
     def commands_exchange(self) -> str:
@@ -189,12 +255,9 @@ class Topology:
     def declare(self, channel: BlockingChannel) -> None:
         """Declare the exchange and the manager-side queues (idempotent)."""
         channel.exchange_declare(self.commands_exchange, "topic", durable=True)
-        for queue in (
-            self.replies_queue,
-            self.replies_dead_letter_queue,
-            self.commands_dead_letter_queue,
-        ):
-            channel.queue_declare(queue, durable=True)
+        channel.queue_declare(self.replies_queue, durable=True)
+        for queue in self.dead_letter_queues:
+            self._declare_dead_letter_queue(channel, queue)
 
     def declare_service(
         self, channel: BlockingChannel, service: str, command_names: Iterable[str]
@@ -897,6 +960,20 @@ def channel_to(url: str | None = None, *, name: str = "sagalog-admin") -> Iterat
         close_quietly(connection)
 
 
+def _dead_letter(props: BasicProperties, body: bytes) -> DeadLetter:
+    headers = dict(props.headers or {})
+    attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
+    return DeadLetter(
+        body=body,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
+        error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
+        attempts=attempts if isinstance(attempts, int) else 0,
+        headers=headers,
+    )
+
+
 def read_dead_letters(
     queue: str, url: str | None = None, *, limit: int = 1000, remove: bool = False
 ) -> list[DeadLetter]:
@@ -907,23 +984,126 @@ def read_dead_letters(
             method, props, body = channel.basic_get(queue, auto_ack=False)
             if method is None or props is None or body is None:
                 break
-            headers = dict(props.headers or {})
-            attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
-            found.append(
-                DeadLetter(
-                    body=body,
-                    message_id=props.message_id,
-                    correlation_id=props.correlation_id,
-                    reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
-                    error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
-                    attempts=attempts if isinstance(attempts, int) else 0,
-                    headers=headers,
-                )
-            )
+            found.append(_dead_letter(props, body))
             if remove:
                 channel.basic_ack(method.delivery_tag or 0)
         # Unacked gets are returned to the queue, in order, when the channel closes.
     return found
+
+
+#: Headers a replayed dead letter carries: who replayed it, why and when.
+HEADER_REPLAYED_BY = "sagalog-replayed-by"
+HEADER_REPLAYED_REASON = "sagalog-replayed-reason"
+HEADER_REPLAYED_AT = "sagalog-replayed-at"
+
+_DEAD_LETTER_HEADERS = (
+    HEADER_DEAD_LETTER_REASON,
+    HEADER_DEAD_LETTER_ERROR,
+    HEADER_DEAD_LETTER_QUEUE,
+    HEADER_DEAD_LETTER_ATTEMPTS,
+    HEADER_DEAD_LETTER_AT,
+)
+
+
+def replay_dead_letters(
+    topology: Topology,
+    queue: str,
+    url: str | None = None,
+    *,
+    actor: str,
+    reason: str,
+    limit: int = 1000,
+    message_ids: Iterable[str] = (),
+) -> list[DeadLetter]:
+    """Send dead letters of ``queue`` back where they came from; return those replayed.
+
+    A reply goes back to the queue it was taken from, a command to the commands
+    exchange under its command name (so to every service that handles it). Each
+    replayed message keeps its body and ids, loses the dead-letter headers and
+    gains who replayed it, why and when; each replay is logged at warning with the
+    actor. Only ``message_ids`` are replayed when given (the others stay, in order).
+    The republish is confirmed before the letter is acked: a failure leaves it.
+    """
+    wanted = set(message_ids)
+    replayed: list[DeadLetter] = []
+    with channel_to(url, name="sagalog-dead-letters") as channel:
+        for _ in range(limit):
+            method, props, body = channel.basic_get(queue, auto_ack=False)
+            if method is None or props is None or body is None:
+                break
+            if wanted and props.message_id not in wanted:
+                continue  # unacked: back to the queue when the channel closes
+            headers = dict(props.headers or {})
+            letter = _dead_letter(props, body)
+            origin = str(headers.get(HEADER_DEAD_LETTER_QUEUE) or "")
+            for name in _DEAD_LETTER_HEADERS:
+                headers.pop(name, None)
+            headers[HEADER_REPLAYED_BY] = actor
+            headers[HEADER_REPLAYED_REASON] = reason
+            headers[HEADER_REPLAYED_AT] = datetime.now(UTC).isoformat()
+            if queue == topology.commands_dead_letter_queue:
+                exchange, routing_key = topology.commands_exchange, origin
+            else:
+                exchange, routing_key = "", origin or topology.replies_queue
+            channel.basic_publish(
+                exchange,
+                routing_key,
+                body,
+                BasicProperties(
+                    content_type=props.content_type,
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=props.message_id,
+                    correlation_id=props.correlation_id,
+                    type=props.type,
+                    headers=headers,
+                ),
+                mandatory=True,
+            )
+            channel.basic_ack(method.delivery_tag or 0)
+            replayed.append(letter)
+            logger.warning(
+                "dead letter %s replayed from %s to %s by %s: %s",
+                props.message_id or "(no message id)",
+                queue,
+                routing_key,
+                actor,
+                reason,
+                extra={"actor": actor, "reason": reason, "message_id": props.message_id},
+            )
+    return replayed
+
+
+def purge_dead_letters(
+    queue: str, url: str | None = None, *, actor: str, reason: str, delete_queue: bool = False
+) -> int:
+    """Drop every letter of ``queue`` (or delete the queue); return how many went.
+
+    Logged at warning with the actor. Deleting the queue lets the next declaration
+    create it with the configured bounds (see :class:`Topology`).
+    """
+    with channel_to(url, name="sagalog-dead-letters") as channel:
+        frame = channel.queue_delete(queue) if delete_queue else channel.queue_purge(queue)
+        count = int(getattr(frame.method, "message_count", 0) or 0)
+    logger.warning(
+        "dead-letter queue %s %s by %s (%d letters): %s",
+        queue,
+        "deleted" if delete_queue else "purged",
+        actor,
+        count,
+        reason,
+        extra={"actor": actor, "reason": reason},
+    )
+    return count
+
+
+def dead_letter_depths(topology: Topology, url: str | None = None) -> dict[str, int]:
+    """How many letters each dead-letter queue holds (for the metrics)."""
+    depths: dict[str, int] = {}
+    with channel_to(url, name="sagalog-dead-letter-depth") as channel:
+        for queue in topology.dead_letter_queues:
+            declared = channel.queue_declare(queue, passive=True)
+            depths[queue] = int(declared.method.message_count or 0)
+    return depths
 
 
 def queue_depth(queue: str, url: str | None = None) -> int:

@@ -172,6 +172,11 @@ class Worker:
         metrics.watch_lag("observer", follower)
         metrics.watch_stuck(self.projector.views.stuck, StuckReason)
         metrics.watch_quarantine(self.projector.views.quarantine_counts)
+        topology, url = getattr(self.replies, "topology", None), getattr(self.replies, "url", None)
+        if topology is not None and hasattr(topology, "dead_letter_queues"):
+            from sagalog.infrastructure.rabbitmq import dead_letter_depths
+
+            metrics.watch_dead_letters(lambda: dead_letter_depths(topology, url))
         return metrics, follower
 
     # -- the loops -------------------------------------------------------------------
