@@ -40,7 +40,7 @@ from typer.exceptions import TyperException as _ParseError
 from sagalog.domain import SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.transport import InProcessTransport, Transport
+from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.worker import (
     StoppableLoop,
     Worker,
@@ -1237,17 +1237,31 @@ def _rabbitmq_worker_parts(
             ReplyConsumer,
             Topology,
             channel_to,
+            check_rabbitmq_url,
         )
     except ImportError as exc:  # pika is the optional "rabbitmq" extra
         raise _fail(
             f"--transport rabbitmq needs pika: pip install 'sagalog[rabbitmq]' ({exc})"
         ) from None
+    try:
+        check_rabbitmq_url(url)
+    except TransportError as exc:
+        raise _fail(f"--rabbitmq-url: {_escape(str(exc))}") from None
     topology = Topology(prefix)
     try:
         with channel_to(url) as channel:
             topology.declare(channel)
+    except TransportError as exc:
+        # Not fatal: the timers and the projections run without the broker; the relay
+        # and the reply consumer connect (and declare the topology) when it comes.
+        err_console.print(
+            f"[bold yellow]warning:[/] {_escape(str(exc))}; the worker starts anyway and "
+            "connects when the broker is back",
+            highlight=False,
+            soft_wrap=True,
+        )
     except Exception as exc:
-        raise _fail(f"cannot reach RabbitMQ: {_escape(str(exc)) or type(exc).__name__}") from None
+        raise _fail(f"cannot set up RabbitMQ: {_escape(_first_line(exc))}") from None
     transport = RabbitMQTransport(url, topology=topology)
     return transport, ReplyConsumer(manager, url, topology=topology)
 

@@ -35,6 +35,7 @@ right however late the follower reads them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -42,10 +43,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    make_wsgi_app,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 from sagalog.domain import Saga
@@ -389,10 +397,40 @@ class SagaMetrics:
 
     # -- exposing ------------------------------------------------------------------------
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> MetricsServer:
-        """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) in a daemon thread."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        return MetricsServer(server, thread)
+    def serve(
+        self,
+        port: int,
+        addr: str = "127.0.0.1",
+        *,
+        health: Callable[[], dict[str, Any]] | None = None,
+    ) -> MetricsServer:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) in a daemon thread.
+
+        With ``health``, ``/health`` answers its report as JSON: 200 when its
+        ``status`` is ``ok``, 503 otherwise (see :mod:`sagalog.infrastructure.health`).
+        """
+        if health is None:
+            server, thread = start_http_server(port, addr=addr, registry=self.registry)
+            return MetricsServer(server, thread)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/health":
+                served: Iterable[bytes] = metrics_app(environ, start_response)
+                return served
+            report = health()
+            body = json.dumps(report).encode()
+            status = "200 OK" if report.get("status") == "ok" else "503 Service Unavailable"
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        httpd = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        return MetricsServer(httpd, thread)
 
 
 class MetricsServer:

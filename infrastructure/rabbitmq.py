@@ -54,10 +54,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -83,8 +85,11 @@ from sagalog.infrastructure.bounds import (
 )
 from sagalog.infrastructure.transport import TransportError
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
+from sagalog.process.database import mask_password
 
 logger = logging.getLogger("sagalog.rabbitmq")
+
+T = TypeVar("T")
 
 #: Where the broker is when nothing else is said (``SAGALOG_RABBITMQ_URL`` overrides it).
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -139,9 +144,10 @@ def connect(
 
     Raises :class:`TransportError` (one line, no password) if the broker is unreachable.
     """
-    params = pika.URLParameters(rabbitmq_url(url))
+    params = _url_parameters(rabbitmq_url(url))
     params.client_properties = {"connection_name": name}
-    params.heartbeat = heartbeat
+    if "heartbeat=" not in rabbitmq_url(url):  # a heartbeat in the URL wins
+        params.heartbeat = heartbeat
     params.blocked_connection_timeout = 30
     params.connection_attempts = 1
     params.socket_timeout = 5
@@ -150,6 +156,25 @@ def connect(
     except BROKER_ERRORS as exc:
         where = f"{params.host}:{params.port}"
         raise TransportError(f"cannot reach RabbitMQ at {where}: {_describe(exc)}") from None
+
+
+def check_rabbitmq_url(url: str | None) -> None:
+    """Raise :class:`TransportError` (one line, no password) unless ``url`` is an AMQP URL."""
+    _url_parameters(rabbitmq_url(url))
+
+
+def _url_parameters(url: str) -> pika.URLParameters:
+    """pika's parameters for ``url``; :class:`TransportError` naming the URL if it is not one."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("amqp", "amqps"):
+        raise TransportError(
+            f"not a RabbitMQ URL: {mask_password(url)!r} "
+            "(expected amqp://user:password@host:port/vhost)"
+        )
+    try:
+        return pika.URLParameters(url)
+    except Exception as exc:
+        raise TransportError(f"not a RabbitMQ URL: {_describe(exc)}") from None
 
 
 #: Dead-letter queues keep at most this many messages by default (oldest dropped first).
@@ -717,6 +742,7 @@ class ReplyConsumer(ConsumerLoop):
         self.batches = 0
         #: Times the database failed under a batch (each left it unacked and retried).
         self.database_errors = 0
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -808,7 +834,7 @@ class ReplyConsumer(ConsumerLoop):
         failures = 0
         while True:
             try:
-                return list(self.manager.handle_many(replies))
+                return list(self._serviced(lambda: self.manager.handle_many(replies)))
             except DATABASE_ERRORS as exc:
                 failures += 1
                 self.database_errors += 1
@@ -831,6 +857,28 @@ class ReplyConsumer(ConsumerLoop):
                     _describe(exc),
                 )
                 return [self._decide([reply])[0] for reply in replies]
+
+    def _serviced(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (database work) on the consumer's worker thread, servicing the
+        connection meanwhile.
+
+        pika answers the broker's heartbeats only while it is called; a database stall
+        of more than two heartbeats on this thread would lose the connection and have
+        the broker redeliver the batch. So the work runs on a thread of its own while
+        this one keeps calling ``process_data_events`` (deliveries that arrive
+        meanwhile wait for the next batch).
+        """
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return work()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagalog-replies-db")
+        future = self._executor.submit(work)
+        while True:
+            done, _ = futures_wait([future], timeout=self.poll_interval)
+            if done:
+                return future.result()
+            connection.process_data_events(time_limit=0)
 
     def _log_retry(self, reply: Reply, error: BaseException, attempt: int) -> None:
         logger.warning(
@@ -883,6 +931,10 @@ class ReplyConsumer(ConsumerLoop):
             super().run(stop)
         except _Stopping:
             return
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
 
 class _Stopping(Exception):
