@@ -16,6 +16,7 @@ an action the saga's state refuses, unreachable database), 1 anything else.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from uuid import UUID
 
 import typer
 from eventsourcing.persistence import PersistenceError
+from eventsourcing.utils import TopicError
 from rich.console import Console
 from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -289,9 +291,33 @@ def _manager(database_url: str | None, *, must_exist: bool = True) -> SagaManage
             raise _fail(
                 f"no saga database at {url.path} (give --database-url, or run `sagalog demo`)"
             )
+    _preflight(url)
     # The demo's definitions are known by default; operator actions and timers need
     # none, because every saga stores the whole definition it runs.
-    return SagaManager(DEMO_DEFINITIONS, database_url)
+    try:
+        return SagaManager(DEMO_DEFINITIONS, database_url)
+    except (TopicError, OSError, ValueError) as exc:
+        if isinstance(exc, SagalogError):
+            raise
+        raise _fail(_store_settings_error(exc)) from None
+
+
+def _store_settings_error(exc: BaseException) -> str:
+    """One line for a store that its environment cannot open (a cipher without key, …)."""
+    cause = _escape(_first_line(exc))
+    if any(name.endswith("CIPHER_TOPIC") and value for name, value in os.environ.items()):
+        return f"cannot open the saga store with the cipher configured (CIPHER_TOPIC): {cause}"
+    return f"cannot open the saga store: {cause}"
+
+
+def _preflight(url: Any) -> None:
+    """One line, at once, when the store cannot be opened (see health.preflight_store)."""
+    from sagalog.infrastructure.health import preflight_store
+
+    try:
+        preflight_store(url)
+    except SagalogError as exc:
+        raise _fail(_escape(str(exc))) from None
 
 
 @contextmanager
@@ -1183,6 +1209,11 @@ def worker(
                 load_participants(participants)(in_process, manager)
             except ValueError as exc:
                 raise _fail(str(exc)) from None
+            except TypeError as exc:
+                raise _fail(
+                    f"--participants {participants}: not a function(transport, manager) "
+                    f"({_escape(_first_line(exc))})"
+                ) from None
             chosen = in_process
         with _errors_as_one_line():
             try:

@@ -22,11 +22,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from sagalog.domain import SagalogError
 from sagalog.process.database import DatabaseUrl
 
-__all__ = ["DependencyHealth", "DependencyState", "probe_store"]
+__all__ = [
+    "DependencyHealth",
+    "DependencyState",
+    "StoreUnreachableError",
+    "preflight_store",
+    "probe_store",
+]
 
 logger = logging.getLogger("sagalog.health")
 
@@ -150,6 +158,33 @@ def probe_store(url: DatabaseUrl) -> None:
         assert url.path is not None
         connection = sqlite3.connect(f"file:{url.path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT)
         try:
-            connection.execute("SELECT 1").fetchone()
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             connection.close()
+
+
+class StoreUnreachableError(SagalogError):
+    """The saga store cannot be used: wrong password, unknown role, not a database, …"""
+
+
+def preflight_store(url: DatabaseUrl) -> None:
+    """Fail fast, in one line naming the cause, if the saga store cannot be opened.
+
+    Opening a store through its connection pool waits for the pool's timeout (30 s)
+    and then says only that it "couldn't get a connection"; a wrong password or a
+    file that is not a database deserve their own words, at once. A store that does
+    not exist yet (a new SQLite file) passes: it is created when opened.
+    """
+    if url.kind == "sqlite" and not url.is_sqlite_memory:
+        assert url.path is not None
+        if not Path(url.path).exists():
+            return
+    try:
+        probe_store(url)
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnreachableError(f"{url.path} is not a sagalog database ({exc})") from None
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        cause = text[0] if text else type(exc).__name__
+        cause = cause.removeprefix("connection failed: ")
+        raise StoreUnreachableError(f"cannot reach database {url.masked}: {cause}") from None

@@ -146,3 +146,17 @@ class TcpProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(2)
+
+
+class KeyedCipher:
+    """A stand-in for an eventsourcing cipher that, like ``AESCipher``, needs ``CIPHER_KEY``."""
+
+    def __init__(self, environment: Any) -> None:
+        if not environment.get("CIPHER_KEY"):
+            raise OSError("'CIPHER_KEY' not in env")
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return plaintext
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        return ciphertext
