@@ -61,7 +61,7 @@ from sagalog.infrastructure.rabbitmq import (
     publish_reply,
 )
 from sagalog.process import Reply
-from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT
+from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
 from sagalog.process.sqlite_wal import use_wal
 
 logger = logging.getLogger("sagalog.participant")
@@ -117,6 +117,7 @@ class SQLiteProcessedCommands:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        create_private_file(self.path)  # owner-only, like every file sagalog creates
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         use_wal(self._db, DEFAULT_SQLITE_LOCK_TIMEOUT)
         self._db.execute(
