@@ -184,10 +184,19 @@ def reply_to(command: Command, *, result: Any = None, error: str | None = None) 
 
     Its message id is derived from the command id, so answering the same command
     twice gives the same reply id, which the manager recognises as a duplicate.
+
+    The error is an exception's text, which may hold characters no store can keep
+    (a NUL, a lone surrogate) and which the manager refuses: they are written
+    visibly instead (``\\x00``), so the saga still learns that the step failed.
     """
     if error is not None:
-        error = (error or "failed")[:_MAX_ERROR]
+        error = storable_text(error or "failed")[:_MAX_ERROR]
     return Reply.to(command, result=result, error=error)
+
+
+def storable_text(text: str) -> str:
+    """``text`` with a NUL and lone surrogates written as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 class Participant(ConsumerLoop):
