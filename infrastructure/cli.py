@@ -1258,6 +1258,25 @@ def worker(
         manager.close()
 
 
+def _signing_keys() -> Any:
+    """``SAGALOG_SIGNING_KEYS`` as keys, or ``None`` with a warning; one-line errors."""
+    from sagalog.infrastructure.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
+
+    try:
+        keys = SigningKeys.from_env()
+    except ValueError as exc:
+        raise _fail(_escape(str(exc))) from None
+    if keys is None:
+        err_console.print(
+            f"[bold yellow]warning:[/] {SIGNING_KEYS_ENV_VAR} is not set: commands and "
+            "replies are not signed, so anyone who can publish to the replies queue can "
+            "answer for a participant (see docs/poison-messages.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return keys
+
+
 def _rabbitmq_worker_parts(
     manager: SagaManager, url: str | None, prefix: str
 ) -> tuple[Transport, StoppableLoop]:
@@ -1278,7 +1297,7 @@ def _rabbitmq_worker_parts(
         check_rabbitmq_url(url)
     except TransportError as exc:
         raise _fail(f"--rabbitmq-url: {_escape(str(exc))}") from None
-    topology = Topology(prefix)
+    topology = Topology(prefix, signing=_signing_keys())
     try:
         with channel_to(url) as channel:
             topology.declare(channel)

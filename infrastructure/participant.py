@@ -60,6 +60,7 @@ from sagalog.infrastructure.rabbitmq import (
     Topology,
     publish_reply,
 )
+from sagalog.infrastructure.signing import service_of
 from sagalog.process import Reply
 from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
 from sagalog.process.sqlite_wal import use_wal
@@ -206,8 +207,12 @@ class Participant(ConsumerLoop):
     command names of its handlers; one command in flight at a time; the reply is
     remembered, published (confirmed), then the command acked. Commands that
     cannot be read, and replies the handler's result cannot be put in, go to the
-    commands' dead-letter queue with the reason.
+    commands' dead-letter queue with the reason. With signing keys on the topology,
+    only commands signed for their service are handled (others are dead-lettered)
+    and replies are signed (see :mod:`sagalog.infrastructure.signing`).
     """
+
+    signed_kind = "command"
 
     def __init__(
         self,
@@ -288,6 +293,8 @@ class Participant(ConsumerLoop):
             reply,
             queue=delivery.properties.reply_to or self.topology.replies_queue,
             causation_id=str(command.command_id),
+            signing=self.topology.signing,
+            service=service_of(command.name),
         )
         delivery.ack()
 

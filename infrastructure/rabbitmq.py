@@ -83,6 +83,7 @@ from sagalog.infrastructure.bounds import (
     MessageBoundsError,
     check_message_bounds,
 )
+from sagalog.infrastructure.signing import SignatureError, SigningKeys, service_of
 from sagalog.infrastructure.transport import TransportError
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
 from sagalog.process.database import mask_password
@@ -203,12 +204,19 @@ class Topology:
     (``PRECONDITION_FAILED``), so a dead-letter queue declared before the bounds (or
     with other bounds) is kept as it is, with a warning saying how to bound it; see
     docs/poison-messages.md.
+
+    With ``signing`` (:class:`~sagalog.infrastructure.signing.SigningKeys`), every
+    part built on this topology signs what it sends and refuses what is unsigned or
+    wrongly signed: the relay's commands, participants' commands and replies, the
+    reply consumer's replies.
     """
 
     prefix: str = "sagalog"
     dead_letter_max_length: int | None = DEFAULT_DEAD_LETTER_MAX_LENGTH
     dead_letter_max_bytes: int | None = DEFAULT_DEAD_LETTER_MAX_BYTES
     dead_letter_ttl_ms: int | None = DEFAULT_DEAD_LETTER_TTL_MS
+    #: With keys, commands and replies are signed and verified (see ``signing``).
+    signing: SigningKeys | None = field(default=None, compare=False, repr=False)
 
     @property
     def dead_letter_queues(self) -> tuple[str, str]:
@@ -383,6 +391,14 @@ class RabbitMQTransport:
         """Publish ``command``; return once the broker confirmed it, else raise."""
         body = json.dumps(command.to_message(), separators=(",", ":")).encode()
         properties = command_properties(command, self.topology.replies_queue)
+        if self.topology.signing is not None:
+            try:
+                signature = self.topology.signing.sign(
+                    "command", service_of(command.name), str(command.command_id), body
+                )
+            except SignatureError as exc:
+                raise TransportError(f"cannot sign command {command.name}: {exc}") from None
+            properties.headers = {**(properties.headers or {}), **signature}
         # A connection left idle by the relay may have been closed by the broker
         # (heartbeats are only serviced while we call into pika): reconnect once.
         for attempt in (1, 2):
@@ -475,6 +491,10 @@ class ConsumerLoop:
     batch_wait: float = 0.0
     #: The most bytes of message bodies in one batch (a batch holds at least one).
     max_batch_bytes: int | None = None
+    #: ``"command"``: with a topology that has signing keys, each message must be a
+    #: command signed by the service of its routing key (its command name); others are
+    #: dead-lettered to the commands' dead-letter queue before ``on_batch`` sees them.
+    signed_kind: str | None = None
 
     def __init__(
         self,
@@ -493,6 +513,8 @@ class ConsumerLoop:
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.reconnects = 0
+        #: Commands dead-lettered because their signature failed (see ``signed_kind``).
+        self.signatures_refused = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._connection: BlockingConnection | None = None
@@ -600,11 +622,38 @@ class ConsumerLoop:
                     if remaining <= 0:
                         break
                     connection.process_data_events(time_limit=remaining)
-                self.on_batch(self._take_batch(received))
+                batch = self._signed_only(self._take_batch(received))
+                if batch:
+                    self.on_batch(batch)
             # Deliveries still held go back to the queue with the connection.
             channel.basic_cancel(tag)
         finally:
             self._connection = None
+
+    def _signed_only(self, batch: list[Delivery]) -> list[Delivery]:
+        """``batch`` without the commands whose signature fails (dead-lettered, acked)."""
+        signing = self.topology.signing
+        if signing is None or self.signed_kind != "command":
+            return batch
+        kept: list[Delivery] = []
+        for delivery in batch:
+            try:
+                signing.verify(
+                    "command",
+                    delivery.headers,
+                    delivery.properties.message_id,
+                    delivery.body,
+                    service=service_of(delivery.method.routing_key or ""),
+                )
+            except SignatureError as exc:
+                self.dead_letter(
+                    delivery, self.topology.commands_dead_letter_queue, str(exc), error=exc
+                )
+                self.signatures_refused += 1
+                logger.error("command %s dead-lettered: %s", delivery.properties.message_id, exc)
+                continue
+            kept.append(delivery)
+        return kept
 
     def _take_batch(self, received: deque[Delivery]) -> list[Delivery]:
         """The next batch: up to ``prefetch`` messages and ``max_batch_bytes`` of bodies."""
@@ -763,14 +812,23 @@ class ReplyConsumer(ConsumerLoop):
         replies: dict[int, Reply] = {}
         results: dict[int, ReplyOutcome] = {}
         dead: dict[int, tuple[str, BaseException, int]] = {}
+        signers: dict[int, str] = {}
         for index, delivery in enumerate(deliveries):
             try:
+                if self.topology.signing is not None:
+                    signers[index] = self.topology.signing.verify(
+                        "reply", delivery.headers, delivery.properties.message_id, delivery.body
+                    )
                 check_message_bounds(delivery.body, self.reply_bounds, "reply")
                 replies[index] = Reply.parse(delivery.body)
-            except (InvalidReplyError, MessageBoundsError) as exc:
+            except (InvalidReplyError, MessageBoundsError, SignatureError) as exc:
                 dead[index] = (str(exc), exc, 1)
             except (ValueError, RecursionError) as exc:  # any parser failure is the reply's
                 dead[index] = (f"unreadable reply: {exc}", exc, 1)
+        if signers:
+            for index, refusal in self._unbound_signers(replies, signers).items():
+                del replies[index]
+                dead[index] = (str(refusal), refusal, 1)
         attempts = [0] * len(deliveries)
         todo = list(replies)
         rounds = 0
@@ -824,6 +882,61 @@ class ReplyConsumer(ConsumerLoop):
                 self._note_dead_letter(delivery, reason, error, reply)
             elif reply is not None:
                 self._note_reply(reply, results[index], delivery)
+
+    def _unbound_signers(
+        self, replies: dict[int, Reply], signers: dict[int, str]
+    ) -> dict[int, SignatureError]:
+        """Replies signed by another service than the one whose command their step sent.
+
+        A reply whose saga or step is unknown is left to ``handle_many``, which
+        dead-letters it with its own reason.
+        """
+        wanted: dict[int, str] = {}
+        definitions: dict[Any, Any] = {}
+
+        def load() -> None:
+            for index, reply in replies.items():
+                if index not in signers:
+                    continue
+                if reply.saga_id not in definitions:
+                    try:
+                        definitions[reply.saga_id] = self.manager.get(reply.saga_id).definition
+                    except SagaNotFoundError:
+                        definitions[reply.saga_id] = None
+                definition = definitions[reply.saga_id]
+                if definition is None:
+                    continue
+                try:
+                    step = definition.step(reply.step)
+                except (UnknownStepError, LookupError):
+                    continue
+                name = step.compensation if reply.kind.value == "compensation" else step.action
+                if name is not None:
+                    wanted[index] = service_of(name)
+
+        failures = 0
+        while True:
+            try:
+                self._serviced(load)
+                break
+            except DATABASE_ERRORS as exc:  # unacked until the check could be made
+                failures += 1
+                self.database_errors += 1
+                delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
+                logger.warning(
+                    "the database failed checking reply signers (%s); retrying in %.2fs",
+                    _describe(exc),
+                    delay,
+                )
+                if self.wait(delay):
+                    raise _Stopping from None
+        return {
+            index: SignatureError(
+                f"reply signed by {signers[index]!r} answers a command of {service!r}"
+            )
+            for index, service in wanted.items()
+            if signers[index] != service
+        }
 
     def _decide(self, replies: list[Reply]) -> list[ReplyOutcome | BaseException]:
         """``handle_many(replies)``, handed over again while the database fails.
@@ -973,15 +1086,24 @@ def publish_reply(
     *,
     queue: str,
     causation_id: str | None = None,
+    signing: SigningKeys | None = None,
+    service: str | None = None,
 ) -> None:
-    """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed."""
-    channel.basic_publish(
-        "",
-        queue,
-        reply.model_dump_json().encode(),
-        reply_properties(reply, causation_id),
-        mandatory=True,
-    )
+    """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed.
+
+    With ``signing``, the reply is signed with the key of ``service`` (the service of
+    the command it answers).
+    """
+    body = reply.model_dump_json().encode()
+    properties = reply_properties(reply, causation_id)
+    if signing is not None:
+        if service is None:
+            raise ValueError("a signed reply needs the service of its command")
+        properties.headers = {
+            **(properties.headers or {}),
+            **signing.sign("reply", service, reply.message_id, body),
+        }
+    channel.basic_publish("", queue, body, properties, mandatory=True)
 
 
 # -- inspection helpers (operators and tests) ---------------------------------------
