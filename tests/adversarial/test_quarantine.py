@@ -229,3 +229,83 @@ def test_an_undecodable_event_is_quarantined_by_every_follower_and_retried_once_
         relay.close()
         projector.close()
         manager.close()
+
+
+class PickyTransport:
+    """A transport that refuses, as such (not as an outage), the commands of some sagas.
+
+    Like a broker client that cannot encode one message: the refusal is that command's
+    fault, so the relay must set it aside and go on, not retry the whole log forever.
+    """
+
+    def __init__(self, refused: set[UUID]) -> None:
+        self.refused = refused
+        self.sent: list[UUID] = []
+
+    def send(self, command: Any) -> None:
+        if command.saga_id in self.refused:
+            raise ValueError(f"cannot encode the command of saga {command.saga_id}")
+        self.sent.append(command.saga_id)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_relay_quarantines_a_command_its_transport_refuses_and_sends_the_others(
+    database_url: str,
+) -> None:
+    manager = SagaManager(DEMO_DEFINITIONS, database_url)
+    projector = SagaProjector(manager)
+    poisoned, healthy = (manager.start("OrderFulfillment", {}) for _ in range(2))
+    transport = PickyTransport({poisoned})
+    relay = CommandRelay(manager, transport, quarantine=projector.views.quarantine_log())
+    try:
+        relay.drain()
+        assert transport.sent == [healthy]
+        assert relay.quarantined == 1
+        [held] = projector.views.quarantine_log().events(follower="CommandRelay")
+        assert held.saga_id == poisoned
+        assert "ValueError: cannot encode" in held.error
+        # Once the transport can send it, the retry does and the quarantine is empty.
+        transport.refused.clear()
+        assert relay.retry_quarantined() == (1, 0)
+        assert transport.sent == [healthy, poisoned]
+        assert projector.views.quarantine_log().events(follower="CommandRelay") == []
+    finally:
+        relay.close()
+        projector.close()
+        manager.close()
+
+
+def test_the_cli_worker_runs_on_the_poisoned_store_and_stops_cleanly(poisoned: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sagalog.infrastructure.cli", "worker",
+         "--database-url", poisoned, "--poll-interval", "0.05"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("sagalog worker on"):
+                break
+        _wait_for(
+            lambda: (
+                invoke("projections", "status", "--database-url", poisoned).exit_code == 0
+                and json.loads(
+                    invoke("projections", "status", "--json", "--database-url", poisoned).stdout
+                )["lag"]
+                == 0
+            ),
+            "the worker's projections to catch up",
+        )
+        assert process.poll() is None  # still running, on PostgreSQL as on SQLite
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
