@@ -250,7 +250,7 @@ _KEY_ALPHABET = string.ascii_letters + string.digits + "_-. "
 
 #: Characters every store can hold: no lone surrogates and no NUL, which sagalog
 #: refuses at the door (PostgreSQL cannot store a NUL in text or JSON).
-_STORABLE = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+_STORABLE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 
 
 def json_keys() -> st.SearchStrategy[str]:
