@@ -109,6 +109,10 @@ HEADER_DEAD_LETTER_ERROR = "sagalog-dead-letter-error"
 HEADER_DEAD_LETTER_QUEUE = "sagalog-dead-letter-queue"
 HEADER_DEAD_LETTER_ATTEMPTS = "sagalog-dead-letter-attempts"
 HEADER_DEAD_LETTER_AT = "sagalog-dead-letter-at"
+HEADER_DEAD_LETTER_TRUNCATED_FROM = "sagalog-dead-letter-truncated-from"
+
+#: An oversized message is dead-lettered cut to this many bytes (enough to see what it was).
+DEAD_LETTER_KEPT_BYTES = 64 * 1024
 
 #: Exceptions from the broker connection that a reconnect may cure.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
@@ -676,12 +680,20 @@ class ConsumerLoop:
         error: BaseException | None = None,
         attempts: int = 1,
         ack: bool = True,
+        max_body: int | None = None,
     ) -> None:
         """Publish ``delivery`` to dead-letter ``queue`` with ``reason`` (confirmed), then ack.
 
         With ``ack=False`` the caller acks (e.g. a whole batch at once, afterwards).
+        With ``max_body``, a longer body is kept cut to that many bytes (header
+        ``sagalog-dead-letter-truncated-from`` gives its size): a flood of oversized
+        messages must not be kept whole.
         """
         headers = delivery.headers
+        body = delivery.body
+        if max_body is not None and len(body) > max_body:
+            headers[HEADER_DEAD_LETTER_TRUNCATED_FROM] = len(body)
+            body = body[:max_body]
         headers[HEADER_DEAD_LETTER_REASON] = reason[:_MAX_REASON]
         headers[HEADER_DEAD_LETTER_ERROR] = type(error).__name__ if error else "none"
         headers[HEADER_DEAD_LETTER_QUEUE] = delivery.method.routing_key or ""
@@ -691,7 +703,7 @@ class ConsumerLoop:
         delivery.channel.basic_publish(
             "",
             queue,
-            delivery.body,
+            body,
             BasicProperties(
                 content_type=props.content_type,
                 delivery_mode=pika.DeliveryMode.Persistent,
@@ -872,6 +884,7 @@ class ReplyConsumer(ConsumerLoop):
                 error=error,
                 attempts=tries,
                 ack=False,
+                max_body=DEAD_LETTER_KEPT_BYTES if isinstance(error, MessageBoundsError) else None,
             )
         deliveries[-1].ack(multiple=True)
         self.batches += 1

@@ -34,6 +34,8 @@ from sagalog.infrastructure.participant import (
     command_from_message,
 )
 from sagalog.infrastructure.rabbitmq import (
+    DEAD_LETTER_KEPT_BYTES,
+    HEADER_DEAD_LETTER_TRUNCATED_FROM,
     ConsumerLoop,
     Delivery,
     RabbitMQTransport,
@@ -171,6 +173,9 @@ def test_the_reply_consumer_dead_letters_bombs_and_handles_the_next_reply(
         ]
         assert "nests deeper than" in letters[0].reason
         assert "bytes; the limit" in letters[1].reason
+        # The oversized reply is kept cut, not whole: a flood must not fill the broker.
+        assert len(letters[1].body) == DEAD_LETTER_KEPT_BYTES
+        assert letters[1].headers[HEADER_DEAD_LETTER_TRUNCATED_FROM] > 2 * 1024 * 1024
         assert manager.get(saga_id).steps["reserve_inventory"].status.value == "COMPLETED"
     finally:
         manager.close()
