@@ -3,6 +3,18 @@
 Saga data travels inside events (the log is the outbox), so it must be plain
 JSON and bounded in size. The checks are pure: nothing here touches I/O.
 
+Text a store cannot hold is refused here, at the door, not escaped. PostgreSQL's
+``text`` and ``jsonb`` cannot hold the NUL character (U+0000) and no store can hold
+a lone surrogate (it is not UTF-8). Such text would be accepted by one backend and
+break another (the projector writing it into a ``text`` column fails on PostgreSQL
+only), so the same value is refused on every backend with an
+:class:`InvalidPayloadError` that names the field, before anything is recorded.
+Escaping instead would store something other than what the caller gave — a saga
+rebuilt from its events, a reply compared with its duplicate or an error shown to
+an operator would then differ from the original by an encoding that every reader
+would have to know to undo — so refusing is the one answer that keeps the log
+equal to its input.
+
 :func:`check_json` runs for the data and every step result of every saga, so it has
 a fast path on ``orjson`` for the common case (small values of plain JSON types) and
 keeps the standard library's ``json`` as the reference that defines the answer: the
@@ -25,6 +37,14 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 
 #: Largest accepted length of an error text or an operator's reason.
 MAX_TEXT_LENGTH = 4000
+
+#: Characters that no sagalog store can hold in text: PostgreSQL refuses NUL in
+#: ``text`` and ``jsonb`` (lone surrogates are refused separately: they are not UTF-8).
+UNSTORABLE_CHARACTERS: Final = frozenset({"\x00"})
+
+#: How a NUL appears in JSON text written by ``orjson`` and by ``json`` (ensure_ascii off).
+_NUL_ESCAPE_BYTES: Final = b"\\u0000"
+_NUL_ESCAPE_TEXT: Final = "\\u0000"
 
 #: The keys of the envelope the event store's JSON transcoder writes for a typed value
 #: (a UUID, a datetime, ...). A JSON object with exactly these two keys would be read
@@ -67,7 +87,8 @@ def check_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
     non-string keys become strings, and it shares nothing with ``value``), so what a
     saga records equals what rebuilding it from its stored events gives.
     Raises :class:`InvalidPayloadError` naming ``what`` otherwise. NaN, infinities and
-    lone surrogates are refused because they are not JSON (or not UTF-8).
+    lone surrogates are refused because they are not JSON (or not UTF-8), and a NUL
+    character in any string or key because PostgreSQL cannot store it (see the module).
 
     The answer (value, error and message) is always that of :func:`_check_json_by_json`;
     :func:`_check_json_fast` gives it sooner for plain values.
@@ -93,6 +114,8 @@ def _check_json_by_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES
         raise InvalidPayloadError(f"{what} is {size} bytes as JSON; the limit is {limit} bytes")
     plain = json.loads(encoded)
     _refuse_envelopes(plain, what)
+    if _NUL_ESCAPE_TEXT in encoded:
+        _refuse_unstorable_strings(plain, what)
     return plain
 
 
@@ -138,7 +161,37 @@ def _check_json_fast(value: Any, what: str, limit: int) -> Any:
         return _UNSURE
     if _ENVELOPE_KEY_BYTES in encoded:
         _refuse_envelopes(plain, what)
+    if _NUL_ESCAPE_BYTES in encoded:
+        _refuse_unstorable_strings(plain, what)
     return plain
+
+
+def _refuse_unstorable_strings(value: Any, what: str) -> None:
+    """Refuse a NUL in any string or key of ``value``, at any depth (no recursion).
+
+    Called only when the JSON text holds ``\\u0000``, which a string made of a
+    backslash and ``u0000`` also produces, so the walk decides.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _refuse_unstorable_text(item, what)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _refuse_unstorable_text(key, what)
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _refuse_unstorable_text(value: str, what: str) -> None:
+    for char in UNSTORABLE_CHARACTERS:
+        if char in value:
+            raise InvalidPayloadError(
+                f"{what} contains the character U+{ord(char):04X}, which PostgreSQL "
+                "cannot store; remove it"
+            )
 
 
 def _refuse_envelopes(value: Any, what: str) -> None:
@@ -170,7 +223,10 @@ def check_data(value: Any, what: str = "saga data") -> dict[str, Any]:
 
 
 def check_text(value: Any, what: str, *, required: bool = True) -> str:
-    """An error text, actor or reason: a string of bounded length, non-blank if required."""
+    """An error text, actor or reason: a string of bounded length, non-blank if required.
+
+    Text a store cannot hold (a lone surrogate, a NUL character) is refused, not escaped.
+    """
     if not isinstance(value, str):
         raise InvalidPayloadError(f"{what} must be a string, not {type(value).__name__}")
     if required and not value.strip():
@@ -181,6 +237,7 @@ def check_text(value: Any, what: str, *, required: bool = True) -> str:
         raise InvalidPayloadError(
             f"{what} must be valid Unicode text (no lone surrogates)"
         ) from None
+    _refuse_unstorable_text(value, what)
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidPayloadError(
             f"{what} is {len(value)} characters; the limit is {MAX_TEXT_LENGTH}"

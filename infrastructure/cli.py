@@ -32,6 +32,7 @@ from uuid import UUID
 
 import typer
 from eventsourcing.persistence import PersistenceError
+from eventsourcing.utils import TopicError
 from rich.console import Console
 from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,7 +47,7 @@ from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
 from sagalog.infrastructure.demo import DemoRates, run_demo
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.relay import outbox_of
-from sagalog.infrastructure.transport import InProcessTransport, Transport
+from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.worker import (
     StoppableLoop,
     Worker,
@@ -364,6 +365,7 @@ def _manager(
             )
     database_url = _with_connect_timeout(database_url)
     url = parse_database_url(database_url)
+    _preflight(url)
     manager_type = manager_class(app) if app else SagaManager
     chosen: list[SagaDefinition] | None
     if definitions:
@@ -373,7 +375,30 @@ def _manager(
     else:
         chosen = list(DEMO_DEFINITIONS)
     check_store_name(url, manager_type.name)
-    return manager_type(chosen, database_url)
+    try:
+        return manager_type(chosen, database_url)
+    except (TopicError, OSError, ValueError) as exc:
+        if isinstance(exc, SagalogError):
+            raise
+        raise _fail(_store_settings_error(exc)) from None
+
+
+def _store_settings_error(exc: BaseException) -> str:
+    """One line for a store that its environment cannot open (a cipher without key, …)."""
+    cause = _escape(_first_line(exc))
+    if any(name.endswith("CIPHER_TOPIC") and value for name, value in os.environ.items()):
+        return f"cannot open the saga store with the cipher configured (CIPHER_TOPIC): {cause}"
+    return f"cannot open the saga store: {cause}"
+
+
+def _preflight(url: Any) -> None:
+    """One line, at once, when the store cannot be opened (see health.preflight_store)."""
+    from sagalog.infrastructure.health import preflight_store
+
+    try:
+        preflight_store(url)
+    except SagalogError as exc:
+        raise _fail(_escape(str(exc))) from None
 
 
 @contextmanager
@@ -636,13 +661,25 @@ def stuck(
     with _opened(database_url, app, definitions) as (_, projector):
         _catch_up(projector)
         found = projector.views.stuck(now=now, policy=policy, limit=limit)
+        held = projector.views.quarantine_log().events()
     if json_output:
         _print_json([item.to_json() for item in found])
+        _note_quarantine(held)
         return
     if not found:
         console.print("[green]no stuck sagas[/]")
-        return
-    _print_stuck(found)
+    else:
+        _print_stuck(found)
+    _note_quarantine(held)
+
+
+def _note_quarantine(held: list[Any]) -> None:
+    """Say on stderr that poison events wait in quarantine (see cli_operations)."""
+    from sagalog.infrastructure.cli_operations import quarantine_note
+
+    note = quarantine_note(held)
+    if note is not None:
+        err_console.print(f"[bold yellow]{note}[/]", highlight=False, soft_wrap=True)
 
 
 def _at(text: str | None) -> datetime:
@@ -1335,6 +1372,12 @@ def projections_status(
         )
     if stale:
         console.print(f"tables of older schema versions (safe to drop): {', '.join(stale)}")
+    if status.quarantined:
+        console.print(
+            f"[bold yellow]quarantined: {status.quarantined} events set aside[/] "
+            "(sagalog quarantine list)",
+            highlight=False,
+        )
 
 
 @projections_app.command("rebuild")
@@ -1441,6 +1484,11 @@ def worker(
                     load_participants(participants)(in_process, manager)
                 except ValueError as exc:
                     raise _fail(str(exc)) from None
+                except TypeError as exc:
+                    raise _fail(
+                        f"--participants {participants}: not a function(transport, manager) "
+                        f"({_escape(_first_line(exc))})"
+                    ) from None
                 chosen = in_process
             with _errors_as_one_line():
                 try:
@@ -1484,6 +1532,25 @@ def worker(
             manager.close()
 
 
+def _signing_keys() -> Any:
+    """``SAGALOG_SIGNING_KEYS`` as keys, or ``None`` with a warning; one-line errors."""
+    from sagalog.infrastructure.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
+
+    try:
+        keys = SigningKeys.from_env()
+    except ValueError as exc:
+        raise _fail(_escape(str(exc))) from None
+    if keys is None:
+        err_console.print(
+            f"[bold yellow]warning:[/] {SIGNING_KEYS_ENV_VAR} is not set: commands and "
+            "replies are not signed, so anyone who can publish to the replies queue can "
+            "answer for a participant (see docs/poison-messages.md)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return keys
+
+
 def _rabbitmq_worker_parts(
     manager: SagaManager, url: str | None, prefix: str
 ) -> tuple[Transport, StoppableLoop]:
@@ -1494,19 +1561,39 @@ def _rabbitmq_worker_parts(
             ReplyConsumer,
             Topology,
             channel_to,
+            check_rabbitmq_url,
         )
     except ImportError as exc:  # pika is the optional "rabbitmq" extra
         raise _fail(
             f"--transport rabbitmq needs pika: pip install 'sagalog[rabbitmq]' ({exc})"
         ) from None
-    topology = Topology(prefix)
+    try:
+        check_rabbitmq_url(url)
+    except TransportError as exc:
+        raise _fail(f"--rabbitmq-url: {_escape(str(exc))}") from None
+    topology = Topology(prefix, signing=_signing_keys())
     try:
         with channel_to(url) as channel:
             topology.declare(channel)
+    except TransportError as exc:
+        # Not fatal: the timers and the projections run without the broker; the relay
+        # and the reply consumer connect (and declare the topology) when it comes.
+        err_console.print(
+            f"[bold yellow]warning:[/] {_escape(str(exc))}; the worker starts anyway and "
+            "connects when the broker is back",
+            highlight=False,
+            soft_wrap=True,
+        )
     except Exception as exc:
-        raise _fail(f"cannot reach RabbitMQ: {_escape(str(exc)) or type(exc).__name__}") from None
+        raise _fail(f"cannot set up RabbitMQ: {_escape(_first_line(exc))}") from None
     transport = RabbitMQTransport(url, topology=topology)
     return transport, ReplyConsumer(manager, url, topology=topology)
+
+
+# The operator commands for poison messages register themselves on ``app``.
+from sagalog.infrastructure import cli_operations as _cli_operations  # noqa: E402
+
+_REGISTERED = (_cli_operations.__name__,)
 
 
 def main() -> None:
@@ -1537,4 +1624,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # python -m sagalog.infrastructure.cli
-    main()
+    # Run the importable module's app: the commands registered by other modules
+    # (cli_operations) are registered on it, not on this __main__ copy.
+    from sagalog.infrastructure.cli import main as _installed_main
+
+    _installed_main()

@@ -38,11 +38,7 @@ from sagalog.infrastructure.participant import (
     SQLiteProcessedCommands,
 )
 from sagalog.infrastructure.rabbitmq import Topology
-
-
-def service_of(command_name: str) -> str:
-    """The service a command belongs to: the part of its name before the first dot."""
-    return command_name.split(".", 1)[0]
+from sagalog.infrastructure.signing import SigningKeys, service_of
 
 
 def demo_services(definitions: Iterable[SagaDefinition] = DEMO_DEFINITIONS) -> dict[str, list[str]]:
@@ -125,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     participant = build(
         args.service,
         url=args.url,
-        topology=Topology(args.prefix),
+        topology=Topology(args.prefix, signing=SigningKeys.from_env()),
         store=store,
         seed=args.seed,
         failure_rate=args.failure_rate,

@@ -13,8 +13,11 @@ Everything lives under a fresh topology prefix, deleted at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,7 @@ from sagalog.infrastructure.rabbitmq import (
     unique_topology,
 )
 from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
 from sagalog.process import Reply, SagaManager
 
 _ENDINGS = (Saga.SagaCompleted, Saga.SagaFailed, Saga.SagaDeadLettered)
@@ -54,11 +58,17 @@ class ParticipantProcess:
     command: list[str]
     process: subprocess.Popen[str] | None = None
     counts: list[dict[str, object]] = field(default_factory=list)
+    #: Environment added to the process's (its signing key).
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         """Start (or restart) the process."""
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **self.env} if self.env else None,
         )
 
     def kill(self) -> None:
@@ -155,8 +165,10 @@ def run_rabbitmq_demo(
 ) -> DemoResult:
     """Run ``sagas`` sagas with participants as separate processes over RabbitMQ."""
     broker = rabbitmq_url(url)
-    topology = unique_topology("sagalog-demo")
     services = demo_services()
+    # Signed by default: one fresh key per service, each participant given only its own.
+    keys = {service: secrets.token_urlsafe(32) for service in services}
+    topology = dataclasses.replace(unique_topology("sagalog-demo"), signing=SigningKeys(keys))
     rng = random.Random(seed)
     manager = SagaManager(DEMO_DEFINITIONS, database_url)
     replies: Counter[str] = Counter()
@@ -176,6 +188,7 @@ def run_rabbitmq_demo(
                 participant_command(
                     service, topology, url=broker, store=store, seed=seed, rates=rates
                 ),
+                env={SIGNING_KEYS_ENV_VAR: f"{service}={keys[service]}"},
             )
             child.start()
             children.append(child)

@@ -9,6 +9,11 @@ database — like the relay — or each would count and log every transition.
 The position is kept in memory: an observer starts at the head of the log (only
 new transitions) or from the beginning, and Prometheus counters and log lines are
 process-local anyway.
+
+An event that does not decode (a poison event) never stops the follower: it is
+counted in :attr:`SagaEventFollower.quarantined`, logged, recorded in the
+quarantine table when a :class:`~sagalog.projections.quarantine.QuarantineLog` is
+given, and passed over.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from eventsourcing.persistence import PersistenceError
 
 from sagalog.domain import Saga, SagaNotFoundError
 from sagalog.process import SagaManager
+from sagalog.projections.quarantine import QuarantineLog, describe_failure
 
 logger = logging.getLogger("sagalog.follower")
 
@@ -66,8 +72,14 @@ class SagaEventFollower:
         start: Literal["head", "beginning"] | int = "head",
         batch_size: int = 500,
         type_cache_size: int = 100_000,
+        quarantine: QuarantineLog | None = None,
+        name: str = "metrics",
     ) -> None:
         self.manager = manager
+        self.name = name
+        self.quarantine = quarantine
+        #: Events that did not decode, passed over since this follower was created.
+        self.quarantined = 0
         self.handlers: list[EventHandler] = list(handlers)
         self.batch_size = batch_size
         if start == "head":
@@ -100,7 +112,12 @@ class SagaEventFollower:
             )
             count = 0
             for notification in notifications:
-                event = self.manager.mapper.to_domain_event(notification)
+                try:
+                    event = self.manager.mapper.to_domain_event(notification)
+                except Exception as exc:
+                    self._set_aside(notification.id, notification.originator_id, exc)
+                    self.position = notification.id
+                    continue
                 if isinstance(event, Saga.Event):
                     observed = ObservedEvent(event, self._saga_type(event), notification.id)
                     for handler in self.handlers:
@@ -111,6 +128,23 @@ class SagaEventFollower:
                     count += 1
                 self.position = notification.id
             return count
+
+    def _set_aside(self, notification_id: int, saga_id: object, exc: BaseException) -> None:
+        self.quarantined += 1
+        error = describe_failure(exc)
+        logger.error("follower: event %d quarantined: %s", notification_id, error)
+        if self.quarantine is not None:
+            try:
+                self.quarantine.record(
+                    follower=self.name,
+                    application_name=self.manager.name,
+                    notification_id=notification_id,
+                    saga_id=saga_id if isinstance(saga_id, UUID) else None,
+                    topic="(undecodable)",
+                    error=error,
+                )
+            except PersistenceError as failure:  # pragma: no cover - the log was readable
+                logger.warning("follower: cannot record the quarantine: %s", failure)
 
     def drain(self) -> int:
         """Pump until the follower reached the head; return how many events it handled."""

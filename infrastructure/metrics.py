@@ -37,6 +37,7 @@ right however late the follower reads them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -44,10 +45,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    make_wsgi_app,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 from sagalog.domain import Saga
@@ -158,6 +166,18 @@ class _ScrapeTimeGauges(Collector):
                     f"{_PENDING_LIMIT}).",
                     value=pending,
                 )
+        yield from self._gauges_by_label(
+            self.metrics.quarantine_counts,
+            "sagalog_quarantined_events",
+            "Poison events set aside by a follower (sagalog quarantine list), by follower.",
+            "follower",
+        )
+        yield from self._gauges_by_label(
+            self.metrics.dead_letter_depths,
+            "sagalog_dead_letter_messages",
+            "Messages waiting in a dead-letter queue, by queue.",
+            "queue",
+        )
         query = self.metrics.stuck_query
         if query is None:
             return
@@ -174,6 +194,22 @@ class _ScrapeTimeGauges(Collector):
         )
         for reason, count in sorted(counts.items()):
             family.add_metric([reason], count)
+        yield family
+
+    @staticmethod
+    def _gauges_by_label(
+        source: Callable[[], dict[str, int]] | None, name: str, doc: str, label: str
+    ) -> Iterator[Metric]:
+        if source is None:
+            return
+        try:
+            counts = source()
+        except Exception as exc:
+            logger.warning("cannot read %s: %s", name, exc)
+            return
+        family = GaugeMetricFamily(name, doc, labels=[label])
+        for key, count in sorted(counts.items()):
+            family.add_metric([key], count)
         yield family
 
 
@@ -275,6 +311,8 @@ class SagaMetrics:
         self.lag_sources: dict[str, HasLag] = {}
         self.relay: CommandRelay | None = None
         self.stuck_query: StuckQuery | None = None
+        self.quarantine_counts: Callable[[], dict[str, int]] | None = None
+        self.dead_letter_depths: Callable[[], dict[str, int]] | None = None
         self.stuck_reasons: tuple[str, ...] = ()
         self.fences: dict[str, Fence] = {}
         self.registry.register(_ScrapeTimeGauges(self))
@@ -372,6 +410,14 @@ class SagaMetrics:
             raise ValueError(f"unknown lag source {source!r}")
         self.lag_sources[source] = watched
 
+    def watch_quarantine(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Report ``counts()`` (quarantined events per follower) at scrape time."""
+        self.quarantine_counts = counts
+
+    def watch_dead_letters(self, depths: Callable[[], dict[str, int]]) -> None:
+        """Report ``depths()`` (messages per dead-letter queue) at scrape time."""
+        self.dead_letter_depths = depths
+
     def watch_stuck(self, query: StuckQuery, reasons: Iterable[Any] = ()) -> None:
         """Report the rows of ``query()`` by reason at scrape time (zero for ``reasons``).
 
@@ -389,10 +435,40 @@ class SagaMetrics:
 
     # -- exposing ------------------------------------------------------------------------
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> MetricsServer:
-        """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) in a daemon thread."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        return MetricsServer(server, thread)
+    def serve(
+        self,
+        port: int,
+        addr: str = "127.0.0.1",
+        *,
+        health: Callable[[], dict[str, Any]] | None = None,
+    ) -> MetricsServer:
+        """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) in a daemon thread.
+
+        With ``health``, ``/health`` answers its report as JSON: 200 when its
+        ``status`` is ``ok``, 503 otherwise (see :mod:`sagalog.infrastructure.health`).
+        """
+        if health is None:
+            server, thread = start_http_server(port, addr=addr, registry=self.registry)
+            return MetricsServer(server, thread)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/health":
+                served: Iterable[bytes] = metrics_app(environ, start_response)
+                return served
+            report = health()
+            body = json.dumps(report).encode()
+            status = "200 OK" if report.get("status") == "ok" else "503 Service Unavailable"
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        httpd = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        return MetricsServer(httpd, thread)
 
 
 class MetricsServer:

@@ -58,6 +58,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import ValidationError
 
 from sagalog.domain import Command, CommandKind, SagalogError
+from sagalog.infrastructure.bounds import COMMAND_BOUNDS, check_message_bounds
 from sagalog.infrastructure.fencing import (
     Answer,
     Clock,
@@ -89,8 +90,9 @@ from sagalog.infrastructure.rabbitmq import (
     Topology,
     publish_reply,
 )
+from sagalog.infrastructure.signing import service_of
 from sagalog.process import Reply
-from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT
+from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
 from sagalog.process.sqlite_wal import use_wal
 
 logger = logging.getLogger("sagalog.participant")
@@ -119,6 +121,7 @@ class SQLiteProcessedCommands:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        create_private_file(self.path)  # owner-only, like every file sagalog creates
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         use_wal(self._db, DEFAULT_SQLITE_LOCK_TIMEOUT)
         try:
@@ -189,8 +192,14 @@ class SQLiteProcessedCommands:
 
 
 def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
-    """The :class:`Command` in a message made by ``Command.to_message`` (JSON or dict)."""
+    """The :class:`Command` in a message made by ``Command.to_message`` (JSON or dict).
+
+    A JSON body is checked against :data:`~sagalog.infrastructure.bounds.COMMAND_BOUNDS`
+    before it is parsed (no nesting bomb reaches ``json.loads``).
+    """
     try:
+        if isinstance(body, bytes | str):
+            check_message_bounds(body, COMMAND_BOUNDS, "command")
         data = json.loads(body) if isinstance(body, bytes | str) else dict(body)
         deadline = data.get("deadline")
         causation = data.get("causation_id")
@@ -206,7 +215,7 @@ def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
             deadline=datetime.fromisoformat(deadline) if deadline else None,
             causation_id=None if causation is None else str(causation),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidCommandError(f"unreadable command: {type(exc).__name__}: {exc}") from None
 
 
@@ -215,10 +224,19 @@ def reply_to(command: Command, *, result: Any = None, error: str | None = None) 
 
     Its message id is derived from the command id, so answering the same command
     twice gives the same reply id, which the manager recognises as a duplicate.
+
+    The error is an exception's text, which may hold characters no store can keep
+    (a NUL, a lone surrogate) and which the manager refuses: they are written
+    visibly instead (``\\x00``), so the saga still learns that the step failed.
     """
     if error is not None:
-        error = (error or "failed")[:_MAX_ERROR]
+        error = storable_text(error or "failed")[:_MAX_ERROR]
     return Reply.to(command, result=result, error=error)
+
+
+def storable_text(text: str) -> str:
+    """``text`` with a NUL and lone surrogates written as backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 class Participant(ConsumerLoop):
@@ -229,8 +247,13 @@ class Participant(ConsumerLoop):
     goes through a :class:`~sagalog.infrastructure.fencing.Fence` (``fencing``,
     all on by default; ``clock`` is the participant's own, for the deadline), the
     reply is remembered, published (confirmed), then the command acked. Commands
-    that cannot be read go to the commands' dead-letter queue with the reason.
+    that cannot be read go to the commands' dead-letter queue with the reason. With
+    signing keys on the topology, only commands signed for their service are handled
+    (others are dead-lettered) and replies are signed (see
+    :mod:`sagalog.infrastructure.signing`).
     """
+
+    signed_kind = "command"
 
     def __init__(
         self,
@@ -326,6 +349,8 @@ class Participant(ConsumerLoop):
             reply,
             queue=delivery.properties.reply_to or self.topology.replies_queue,
             causation_id=str(command.command_id),
+            signing=self.topology.signing,
+            service=service_of(command.name),
         )
         delivery.ack()
 

@@ -54,10 +54,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -75,10 +77,20 @@ from sagalog.domain import (
     UnknownSagaTypeError,
     UnknownStepError,
 )
+from sagalog.infrastructure.bounds import (
+    REPLY_BOUNDS,
+    MessageBounds,
+    MessageBoundsError,
+    check_message_bounds,
+)
+from sagalog.infrastructure.signing import SignatureError, SigningKeys, service_of
 from sagalog.infrastructure.transport import TransportError
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
+from sagalog.process.database import mask_password
 
 logger = logging.getLogger("sagalog.rabbitmq")
+
+T = TypeVar("T")
 
 #: Where the broker is when nothing else is said (``SAGALOG_RABBITMQ_URL`` overrides it).
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -97,6 +109,10 @@ HEADER_DEAD_LETTER_ERROR = "sagalog-dead-letter-error"
 HEADER_DEAD_LETTER_QUEUE = "sagalog-dead-letter-queue"
 HEADER_DEAD_LETTER_ATTEMPTS = "sagalog-dead-letter-attempts"
 HEADER_DEAD_LETTER_AT = "sagalog-dead-letter-at"
+HEADER_DEAD_LETTER_TRUNCATED_FROM = "sagalog-dead-letter-truncated-from"
+
+#: An oversized message is dead-lettered cut to this many bytes (enough to see what it was).
+DEAD_LETTER_KEPT_BYTES = 64 * 1024
 
 #: Exceptions from the broker connection that a reconnect may cure.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
@@ -133,9 +149,10 @@ def connect(
 
     Raises :class:`TransportError` (one line, no password) if the broker is unreachable.
     """
-    params = pika.URLParameters(rabbitmq_url(url))
+    params = _url_parameters(rabbitmq_url(url))
     params.client_properties = {"connection_name": name}
-    params.heartbeat = heartbeat
+    if "heartbeat=" not in rabbitmq_url(url):  # a heartbeat in the URL wins
+        params.heartbeat = heartbeat
     params.blocked_connection_timeout = 30
     params.connection_attempts = 1
     params.socket_timeout = 5
@@ -146,15 +163,107 @@ def connect(
         raise TransportError(f"cannot reach RabbitMQ at {where}: {_describe(exc)}") from None
 
 
+def check_rabbitmq_url(url: str | None) -> None:
+    """Raise :class:`TransportError` (one line, no password) unless ``url`` is an AMQP URL."""
+    _url_parameters(rabbitmq_url(url))
+
+
+def _url_parameters(url: str) -> pika.URLParameters:
+    """pika's parameters for ``url``; :class:`TransportError` naming the URL if it is not one."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("amqp", "amqps"):
+        raise TransportError(
+            f"not a RabbitMQ URL: {mask_password(url)!r} "
+            "(expected amqp://user:password@host:port/vhost)"
+        )
+    try:
+        return pika.URLParameters(url)
+    except Exception as exc:
+        raise TransportError(f"not a RabbitMQ URL: {_describe(exc)}") from None
+
+
+#: Dead-letter queues keep at most this many messages by default (oldest dropped first).
+DEFAULT_DEAD_LETTER_MAX_LENGTH = 100_000
+#: ... and at most this many bytes of message bodies.
+DEFAULT_DEAD_LETTER_MAX_BYTES = 1024 * 1024 * 1024
+#: ... each for at most this long (milliseconds: 14 days).
+DEFAULT_DEAD_LETTER_TTL_MS = 14 * 24 * 3600 * 1000
+
+#: Queues whose bounded declaration the broker refused this process (warned once each).
+_UNBOUNDED_WARNED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class Topology:
     """The names of sagalog's exchange and queues, all under one ``prefix``.
 
     Two deployments (or two tests) with different prefixes share a broker without
     seeing each other's messages.
+
+    The two dead-letter queues are bounded (RabbitMQ queue arguments
+    ``x-max-length``, ``x-max-length-bytes`` and ``x-message-ttl``, with
+    ``x-overflow: drop-head``: when full, the oldest letter goes): a flood of poison
+    messages can never fill the broker's disk and block every publisher. ``None``
+    leaves a bound off. RabbitMQ refuses to redeclare a queue with other arguments
+    (``PRECONDITION_FAILED``), so a dead-letter queue declared before the bounds (or
+    with other bounds) is kept as it is, with a warning saying how to bound it; see
+    docs/poison-messages.md.
+
+    With ``signing`` (:class:`~sagalog.infrastructure.signing.SigningKeys`), every
+    part built on this topology signs what it sends and refuses what is unsigned or
+    wrongly signed: the relay's commands, participants' commands and replies, the
+    reply consumer's replies.
     """
 
     prefix: str = "sagalog"
+    dead_letter_max_length: int | None = DEFAULT_DEAD_LETTER_MAX_LENGTH
+    dead_letter_max_bytes: int | None = DEFAULT_DEAD_LETTER_MAX_BYTES
+    dead_letter_ttl_ms: int | None = DEFAULT_DEAD_LETTER_TTL_MS
+    #: With keys, commands and replies are signed and verified (see ``signing``).
+    signing: SigningKeys | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def dead_letter_queues(self) -> tuple[str, str]:
+        """The replies' and the commands' dead-letter queues."""
+        return (self.replies_dead_letter_queue, self.commands_dead_letter_queue)
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        """The queue arguments that bound a dead-letter queue."""
+        arguments: dict[str, Any] = {}
+        if self.dead_letter_max_length is not None:
+            arguments["x-max-length"] = self.dead_letter_max_length
+        if self.dead_letter_max_bytes is not None:
+            arguments["x-max-length-bytes"] = self.dead_letter_max_bytes
+        if self.dead_letter_ttl_ms is not None:
+            arguments["x-message-ttl"] = self.dead_letter_ttl_ms
+        if arguments:
+            arguments["x-overflow"] = "drop-head"
+        return arguments
+
+    def _declare_dead_letter_queue(self, channel: BlockingChannel, queue: str) -> None:
+        """Declare ``queue`` bounded; keep an existing queue with other arguments, warning.
+
+        The bounded declaration is tried on a channel of its own, because the
+        broker closes the channel that asks for arguments an existing queue lacks.
+        """
+        probe = channel.connection.channel()
+        try:
+            probe.queue_declare(queue, durable=True, arguments=self.dead_letter_arguments())
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:  # PRECONDITION_FAILED: declared with other arguments
+                raise
+            if queue not in _UNBOUNDED_WARNED:
+                _UNBOUNDED_WARNED.add(queue)
+                logger.warning(
+                    "dead-letter queue %s exists with other arguments than the bounds "
+                    "configured (%s), so it is kept as it is and may be unbounded; to bound "
+                    "it, save its letters (sagalog dead-letters list --json), delete it "
+                    "(sagalog dead-letters purge --delete-queue) and restart",
+                    queue,
+                    self.dead_letter_arguments(),
+                )
+        else:
+            probe.close()
 
     @property
     def commands_exchange(self) -> str:
@@ -183,12 +292,9 @@ class Topology:
     def declare(self, channel: BlockingChannel) -> None:
         """Declare the exchange and the manager-side queues (idempotent)."""
         channel.exchange_declare(self.commands_exchange, "topic", durable=True)
-        for queue in (
-            self.replies_queue,
-            self.replies_dead_letter_queue,
-            self.commands_dead_letter_queue,
-        ):
-            channel.queue_declare(queue, durable=True)
+        channel.queue_declare(self.replies_queue, durable=True)
+        for queue in self.dead_letter_queues:
+            self._declare_dead_letter_queue(channel, queue)
 
     def declare_service(
         self, channel: BlockingChannel, service: str, command_names: Iterable[str]
@@ -289,6 +395,14 @@ class RabbitMQTransport:
         """Publish ``command``; return once the broker confirmed it, else raise."""
         body = json.dumps(command.to_message(), separators=(",", ":")).encode()
         properties = command_properties(command, self.topology.replies_queue)
+        if self.topology.signing is not None:
+            try:
+                signature = self.topology.signing.sign(
+                    "command", service_of(command.name), str(command.command_id), body
+                )
+            except SignatureError as exc:
+                raise TransportError(f"cannot sign command {command.name}: {exc}") from None
+            properties.headers = {**(properties.headers or {}), **signature}
         # A connection left idle by the relay may have been closed by the broker
         # (heartbeats are only serviced while we call into pika): reconnect once.
         for attempt in (1, 2):
@@ -379,6 +493,12 @@ class ConsumerLoop:
     prefetch: int = 1
     #: How long to wait for more messages after the first of a batch (seconds).
     batch_wait: float = 0.0
+    #: The most bytes of message bodies in one batch (a batch holds at least one).
+    max_batch_bytes: int | None = None
+    #: ``"command"``: with a topology that has signing keys, each message must be a
+    #: command signed by the service of its routing key (its command name); others are
+    #: dead-lettered to the commands' dead-letter queue before ``on_batch`` sees them.
+    signed_kind: str | None = None
 
     def __init__(
         self,
@@ -397,6 +517,8 @@ class ConsumerLoop:
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.reconnects = 0
+        #: Commands dead-lettered because their signature failed (see ``signed_kind``).
+        self.signatures_refused = 0
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._connection: BlockingConnection | None = None
@@ -504,12 +626,50 @@ class ConsumerLoop:
                     if remaining <= 0:
                         break
                     connection.process_data_events(time_limit=remaining)
-                batch = [received.popleft() for _ in range(min(len(received), self.prefetch))]
-                self.on_batch(batch)
+                batch = self._signed_only(self._take_batch(received))
+                if batch:
+                    self.on_batch(batch)
             # Deliveries still held go back to the queue with the connection.
             channel.basic_cancel(tag)
         finally:
             self._connection = None
+
+    def _signed_only(self, batch: list[Delivery]) -> list[Delivery]:
+        """``batch`` without the commands whose signature fails (dead-lettered, acked)."""
+        signing = self.topology.signing
+        if signing is None or self.signed_kind != "command":
+            return batch
+        kept: list[Delivery] = []
+        for delivery in batch:
+            try:
+                signing.verify(
+                    "command",
+                    delivery.headers,
+                    delivery.properties.message_id,
+                    delivery.body,
+                    service=service_of(delivery.method.routing_key or ""),
+                )
+            except SignatureError as exc:
+                self.dead_letter(
+                    delivery, self.topology.commands_dead_letter_queue, str(exc), error=exc
+                )
+                self.signatures_refused += 1
+                logger.error("command %s dead-lettered: %s", delivery.properties.message_id, exc)
+                continue
+            kept.append(delivery)
+        return kept
+
+    def _take_batch(self, received: deque[Delivery]) -> list[Delivery]:
+        """The next batch: up to ``prefetch`` messages and ``max_batch_bytes`` of bodies."""
+        batch = [received.popleft()]
+        size = len(batch[0].body)
+        limit = self.max_batch_bytes
+        while received and len(batch) < self.prefetch:
+            if limit is not None and size + len(received[0].body) > limit:
+                break
+            size += len(received[0].body)
+            batch.append(received.popleft())
+        return batch
 
     def dead_letter(
         self,
@@ -520,12 +680,20 @@ class ConsumerLoop:
         error: BaseException | None = None,
         attempts: int = 1,
         ack: bool = True,
+        max_body: int | None = None,
     ) -> None:
         """Publish ``delivery`` to dead-letter ``queue`` with ``reason`` (confirmed), then ack.
 
         With ``ack=False`` the caller acks (e.g. a whole batch at once, afterwards).
+        With ``max_body``, a longer body is kept cut to that many bytes (header
+        ``sagalog-dead-letter-truncated-from`` gives its size): a flood of oversized
+        messages must not be kept whole.
         """
         headers = delivery.headers
+        body = delivery.body
+        if max_body is not None and len(body) > max_body:
+            headers[HEADER_DEAD_LETTER_TRUNCATED_FROM] = len(body)
+            body = body[:max_body]
         headers[HEADER_DEAD_LETTER_REASON] = reason[:_MAX_REASON]
         headers[HEADER_DEAD_LETTER_ERROR] = type(error).__name__ if error else "none"
         headers[HEADER_DEAD_LETTER_QUEUE] = delivery.method.routing_key or ""
@@ -535,7 +703,7 @@ class ConsumerLoop:
         delivery.channel.basic_publish(
             "",
             queue,
-            delivery.body,
+            body,
             BasicProperties(
                 content_type=props.content_type,
                 delivery_mode=pika.DeliveryMode.Persistent,
@@ -558,6 +726,8 @@ ReplyCallback = Callable[[Reply, ReplyOutcome, Delivery], None]
 DEFAULT_REPLY_BATCH_SIZE = 200
 #: How long a batch waits for more replies after its first (seconds).
 DEFAULT_REPLY_BATCH_WAIT = 0.005
+#: The most bytes of reply bodies handed to ``handle_many`` at once.
+DEFAULT_REPLY_BATCH_BYTES = 16 * 1024 * 1024
 DeadLetterCallback = Callable[[Delivery, str, BaseException | None], None]
 
 
@@ -603,6 +773,8 @@ class ReplyConsumer(ConsumerLoop):
         on_reply: ReplyCallback | None = None,
         on_dead_letter: DeadLetterCallback | None = None,
         connection_name: str = "sagalog-replies",
+        reply_bounds: MessageBounds = REPLY_BOUNDS,
+        max_batch_bytes: int = DEFAULT_REPLY_BATCH_BYTES,
         **loop_options: float,
     ) -> None:
         super().__init__(
@@ -614,7 +786,11 @@ class ReplyConsumer(ConsumerLoop):
             raise ValueError("batch_size must be at least 1")
         if batch_wait < 0:
             raise ValueError("batch_wait must not be negative")
+        if max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be at least 1")
         self.manager = manager
+        self.reply_bounds = reply_bounds
+        self.max_batch_bytes = max_batch_bytes
         self.prefetch = batch_size
         self.batch_wait = batch_wait
         self.max_attempts = max_attempts
@@ -627,6 +803,7 @@ class ReplyConsumer(ConsumerLoop):
         self.batches = 0
         #: Times the database failed under a batch (each left it unacked and retried).
         self.database_errors = 0
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -647,11 +824,23 @@ class ReplyConsumer(ConsumerLoop):
         replies: dict[int, Reply] = {}
         results: dict[int, ReplyOutcome] = {}
         dead: dict[int, tuple[str, BaseException, int]] = {}
+        signers: dict[int, str] = {}
         for index, delivery in enumerate(deliveries):
             try:
+                if self.topology.signing is not None:
+                    signers[index] = self.topology.signing.verify(
+                        "reply", delivery.headers, delivery.properties.message_id, delivery.body
+                    )
+                check_message_bounds(delivery.body, self.reply_bounds, "reply")
                 replies[index] = Reply.parse(delivery.body)
-            except InvalidReplyError as exc:
+            except (InvalidReplyError, MessageBoundsError, SignatureError) as exc:
                 dead[index] = (str(exc), exc, 1)
+            except (ValueError, RecursionError) as exc:  # any parser failure is the reply's
+                dead[index] = (f"unreadable reply: {exc}", exc, 1)
+        if signers:
+            for index, refusal in self._unbound_signers(replies, signers).items():
+                del replies[index]
+                dead[index] = (str(refusal), refusal, 1)
         attempts = [0] * len(deliveries)
         todo = list(replies)
         rounds = 0
@@ -670,7 +859,7 @@ class ReplyConsumer(ConsumerLoop):
                     continue
                 attempts[index] += 1
                 if isinstance(answer, INVALID_REPLY_ERRORS):
-                    reason = f"{type(answer).__name__}: {answer}"
+                    reason = str(answer)  # its type is in the error header
                     dead[index] = (reason, answer, attempts[index])
                 elif attempts[index] >= self.max_attempts:
                     reason = (
@@ -695,6 +884,7 @@ class ReplyConsumer(ConsumerLoop):
                 error=error,
                 attempts=tries,
                 ack=False,
+                max_body=DEAD_LETTER_KEPT_BYTES if isinstance(error, MessageBoundsError) else None,
             )
         deliveries[-1].ack(multiple=True)
         self.batches += 1
@@ -706,6 +896,61 @@ class ReplyConsumer(ConsumerLoop):
             elif reply is not None:
                 self._note_reply(reply, results[index], delivery)
 
+    def _unbound_signers(
+        self, replies: dict[int, Reply], signers: dict[int, str]
+    ) -> dict[int, SignatureError]:
+        """Replies signed by another service than the one whose command their step sent.
+
+        A reply whose saga or step is unknown is left to ``handle_many``, which
+        dead-letters it with its own reason.
+        """
+        wanted: dict[int, str] = {}
+        definitions: dict[Any, Any] = {}
+
+        def load() -> None:
+            for index, reply in replies.items():
+                if index not in signers:
+                    continue
+                if reply.saga_id not in definitions:
+                    try:
+                        definitions[reply.saga_id] = self.manager.get(reply.saga_id).definition
+                    except SagaNotFoundError:
+                        definitions[reply.saga_id] = None
+                definition = definitions[reply.saga_id]
+                if definition is None:
+                    continue
+                try:
+                    step = definition.step(reply.step)
+                except (UnknownStepError, LookupError):
+                    continue
+                name = step.compensation if reply.kind.value == "compensation" else step.action
+                if name is not None:
+                    wanted[index] = service_of(name)
+
+        failures = 0
+        while True:
+            try:
+                self._serviced(load)
+                break
+            except DATABASE_ERRORS as exc:  # unacked until the check could be made
+                failures += 1
+                self.database_errors += 1
+                delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
+                logger.warning(
+                    "the database failed checking reply signers (%s); retrying in %.2fs",
+                    _describe(exc),
+                    delay,
+                )
+                if self.wait(delay):
+                    raise _Stopping from None
+        return {
+            index: SignatureError(
+                f"reply signed by {signers[index]!r} answers a command of {service!r}"
+            )
+            for index, service in wanted.items()
+            if signers[index] != service
+        }
+
     def _decide(self, replies: list[Reply]) -> list[ReplyOutcome | BaseException]:
         """``handle_many(replies)``, handed over again while the database fails.
 
@@ -715,7 +960,7 @@ class ReplyConsumer(ConsumerLoop):
         failures = 0
         while True:
             try:
-                return list(self.manager.handle_many(replies))
+                return list(self._serviced(lambda: self.manager.handle_many(replies)))
             except DATABASE_ERRORS as exc:
                 failures += 1
                 self.database_errors += 1
@@ -738,6 +983,28 @@ class ReplyConsumer(ConsumerLoop):
                     _describe(exc),
                 )
                 return [self._decide([reply])[0] for reply in replies]
+
+    def _serviced(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (database work) on the consumer's worker thread, servicing the
+        connection meanwhile.
+
+        pika answers the broker's heartbeats only while it is called; a database stall
+        of more than two heartbeats on this thread would lose the connection and have
+        the broker redeliver the batch. So the work runs on a thread of its own while
+        this one keeps calling ``process_data_events`` (deliveries that arrive
+        meanwhile wait for the next batch).
+        """
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return work()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="sagalog-replies-db")
+        future = self._executor.submit(work)
+        while True:
+            done, _ = futures_wait([future], timeout=self.poll_interval)
+            if done:
+                return future.result()
+            connection.process_data_events(time_limit=0)
 
     def _log_retry(self, reply: Reply, error: BaseException, attempt: int) -> None:
         logger.warning(
@@ -790,6 +1057,10 @@ class ReplyConsumer(ConsumerLoop):
             super().run(stop)
         except _Stopping:
             return
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
 
 class _Stopping(Exception):
@@ -828,15 +1099,24 @@ def publish_reply(
     *,
     queue: str,
     causation_id: str | None = None,
+    signing: SigningKeys | None = None,
+    service: str | None = None,
 ) -> None:
-    """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed."""
-    channel.basic_publish(
-        "",
-        queue,
-        reply.model_dump_json().encode(),
-        reply_properties(reply, causation_id),
-        mandatory=True,
-    )
+    """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed.
+
+    With ``signing``, the reply is signed with the key of ``service`` (the service of
+    the command it answers).
+    """
+    body = reply.model_dump_json().encode()
+    properties = reply_properties(reply, causation_id)
+    if signing is not None:
+        if service is None:
+            raise ValueError("a signed reply needs the service of its command")
+        properties.headers = {
+            **(properties.headers or {}),
+            **signing.sign("reply", service, reply.message_id, body),
+        }
+    channel.basic_publish("", queue, body, properties, mandatory=True)
 
 
 # -- inspection helpers (operators and tests) ---------------------------------------
@@ -867,6 +1147,20 @@ def channel_to(url: str | None = None, *, name: str = "sagalog-admin") -> Iterat
         close_quietly(connection)
 
 
+def _dead_letter(props: BasicProperties, body: bytes) -> DeadLetter:
+    headers = dict(props.headers or {})
+    attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
+    return DeadLetter(
+        body=body,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
+        error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
+        attempts=attempts if isinstance(attempts, int) else 0,
+        headers=headers,
+    )
+
+
 def read_dead_letters(
     queue: str, url: str | None = None, *, limit: int = 1000, remove: bool = False
 ) -> list[DeadLetter]:
@@ -877,23 +1171,126 @@ def read_dead_letters(
             method, props, body = channel.basic_get(queue, auto_ack=False)
             if method is None or props is None or body is None:
                 break
-            headers = dict(props.headers or {})
-            attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
-            found.append(
-                DeadLetter(
-                    body=body,
-                    message_id=props.message_id,
-                    correlation_id=props.correlation_id,
-                    reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
-                    error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
-                    attempts=attempts if isinstance(attempts, int) else 0,
-                    headers=headers,
-                )
-            )
+            found.append(_dead_letter(props, body))
             if remove:
                 channel.basic_ack(method.delivery_tag or 0)
         # Unacked gets are returned to the queue, in order, when the channel closes.
     return found
+
+
+#: Headers a replayed dead letter carries: who replayed it, why and when.
+HEADER_REPLAYED_BY = "sagalog-replayed-by"
+HEADER_REPLAYED_REASON = "sagalog-replayed-reason"
+HEADER_REPLAYED_AT = "sagalog-replayed-at"
+
+_DEAD_LETTER_HEADERS = (
+    HEADER_DEAD_LETTER_REASON,
+    HEADER_DEAD_LETTER_ERROR,
+    HEADER_DEAD_LETTER_QUEUE,
+    HEADER_DEAD_LETTER_ATTEMPTS,
+    HEADER_DEAD_LETTER_AT,
+)
+
+
+def replay_dead_letters(
+    topology: Topology,
+    queue: str,
+    url: str | None = None,
+    *,
+    actor: str,
+    reason: str,
+    limit: int = 1000,
+    message_ids: Iterable[str] = (),
+) -> list[DeadLetter]:
+    """Send dead letters of ``queue`` back where they came from; return those replayed.
+
+    A reply goes back to the queue it was taken from, a command to the commands
+    exchange under its command name (so to every service that handles it). Each
+    replayed message keeps its body and ids, loses the dead-letter headers and
+    gains who replayed it, why and when; each replay is logged at warning with the
+    actor. Only ``message_ids`` are replayed when given (the others stay, in order).
+    The republish is confirmed before the letter is acked: a failure leaves it.
+    """
+    wanted = set(message_ids)
+    replayed: list[DeadLetter] = []
+    with channel_to(url, name="sagalog-dead-letters") as channel:
+        for _ in range(limit):
+            method, props, body = channel.basic_get(queue, auto_ack=False)
+            if method is None or props is None or body is None:
+                break
+            if wanted and props.message_id not in wanted:
+                continue  # unacked: back to the queue when the channel closes
+            headers = dict(props.headers or {})
+            letter = _dead_letter(props, body)
+            origin = str(headers.get(HEADER_DEAD_LETTER_QUEUE) or "")
+            for name in _DEAD_LETTER_HEADERS:
+                headers.pop(name, None)
+            headers[HEADER_REPLAYED_BY] = actor
+            headers[HEADER_REPLAYED_REASON] = reason
+            headers[HEADER_REPLAYED_AT] = datetime.now(UTC).isoformat()
+            if queue == topology.commands_dead_letter_queue:
+                exchange, routing_key = topology.commands_exchange, origin
+            else:
+                exchange, routing_key = "", origin or topology.replies_queue
+            channel.basic_publish(
+                exchange,
+                routing_key,
+                body,
+                BasicProperties(
+                    content_type=props.content_type,
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=props.message_id,
+                    correlation_id=props.correlation_id,
+                    type=props.type,
+                    headers=headers,
+                ),
+                mandatory=True,
+            )
+            channel.basic_ack(method.delivery_tag or 0)
+            replayed.append(letter)
+            logger.warning(
+                "dead letter %s replayed from %s to %s by %s: %s",
+                props.message_id or "(no message id)",
+                queue,
+                routing_key,
+                actor,
+                reason,
+                extra={"actor": actor, "reason": reason, "message_id": props.message_id},
+            )
+    return replayed
+
+
+def purge_dead_letters(
+    queue: str, url: str | None = None, *, actor: str, reason: str, delete_queue: bool = False
+) -> int:
+    """Drop every letter of ``queue`` (or delete the queue); return how many went.
+
+    Logged at warning with the actor. Deleting the queue lets the next declaration
+    create it with the configured bounds (see :class:`Topology`).
+    """
+    with channel_to(url, name="sagalog-dead-letters") as channel:
+        frame = channel.queue_delete(queue) if delete_queue else channel.queue_purge(queue)
+        count = int(getattr(frame.method, "message_count", 0) or 0)
+    logger.warning(
+        "dead-letter queue %s %s by %s (%d letters): %s",
+        queue,
+        "deleted" if delete_queue else "purged",
+        actor,
+        count,
+        reason,
+        extra={"actor": actor, "reason": reason},
+    )
+    return count
+
+
+def dead_letter_depths(topology: Topology, url: str | None = None) -> dict[str, int]:
+    """How many letters each dead-letter queue holds (for the metrics)."""
+    depths: dict[str, int] = {}
+    with channel_to(url, name="sagalog-dead-letter-depth") as channel:
+        for queue in topology.dead_letter_queues:
+            declared = channel.queue_declare(queue, passive=True)
+            depths[queue] = int(declared.method.message_count or 0)
+    return depths
 
 
 def queue_depth(queue: str, url: str | None = None) -> int:

@@ -20,6 +20,14 @@ the pushed recordings only ever save a read; the position is recorded the same
 way either way.
 
 Run one relay per saga database: two relays on one database would both send.
+
+A poison event — one that no longer decodes, or whose command cannot be built or
+that the transport refuses as such (not a broker outage, which is retried) — does
+not stop the relay: it is quarantined (recorded in ``sagalog_quarantine`` with the
+error, see :mod:`sagalog.projections.quarantine`) and the relay carries on; the
+saga whose command was not sent times out as it would had the participant never
+answered. :meth:`CommandRelay.retry_quarantined` sends what is held again (the
+worker does so when it starts).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from sagalog.domain import Command, Saga
 from sagalog.infrastructure.transport import Transport, TransportError
 from sagalog.process import SagaManager
 from sagalog.process.explain import Outbox
+from sagalog.projections.quarantine import QuarantineLog, describe_failure
 
 logger = logging.getLogger("sagalog.relay")
 
@@ -69,8 +78,13 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         batch_size: int = 500,
         initial_backoff: float = 0.05,
         max_backoff: float = 5.0,
+        quarantine: QuarantineLog | None = None,
     ) -> None:
         self.manager = manager
+        #: Where poison events are recorded (default: the table on the manager's database).
+        self._quarantine = quarantine
+        #: Events this relay set aside since it was created.
+        self.quarantined = 0
         self.transport = transport
         self.batch_size = batch_size
         self.initial_backoff = initial_backoff
@@ -118,6 +132,8 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         with self._pushed_lock:
             self._pushed.clear()
         self._factory.close()
+        if self._quarantine is not None:
+            self._quarantine.close()
 
     @property
     def position(self) -> int:
@@ -158,9 +174,15 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         try:
             for notification_id, command in self._commands_after(position):
                 if command is not None:
-                    self.transport.send(command)
-                    count += 1
-                    last_sent = notification_id
+                    try:
+                        self.transport.send(command)
+                    except TransportError:
+                        raise
+                    except Exception as exc:  # this command's fault, not the broker's
+                        self._set_aside(notification_id, command.saga_id, command.name, exc)
+                    else:
+                        count += 1
+                        last_sent = notification_id
                 last_seen = notification_id
             done = True
         finally:
@@ -187,7 +209,11 @@ class CommandRelay(RecordingEventReceiver[UUID]):
                 event = recording.domain_event
                 command = None
                 if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
-                    command = event.command(orjson.loads(orjson.dumps(event.payload)))
+                    try:
+                        command = event.command(orjson.loads(orjson.dumps(event.payload)))
+                    except Exception as exc:
+                        note = recording.notification
+                        self._set_aside(note.id, note.originator_id, note.topic, exc)
                 yield recording.notification.id, command
             return
         notifications: list[Notification] = list(
@@ -197,11 +223,67 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         )
         to_domain_event = self.manager.mapper.to_domain_event
         for notification in notifications:
-            event = to_domain_event(notification)
             command = None
-            if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
-                command = event.command()
+            try:
+                event = to_domain_event(notification)
+                if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                    command = event.command()
+            except Exception as exc:
+                self._set_aside(
+                    notification.id, notification.originator_id, notification.topic, exc
+                )
             yield notification.id, command
+
+    def _quarantine_log(self) -> QuarantineLog:
+        if self._quarantine is None:
+            self._quarantine = QuarantineLog(self.manager.database_url)
+        return self._quarantine
+
+    def _set_aside(self, notification_id: int, saga_id: Any, what: str, exc: BaseException) -> None:
+        """Quarantine one poison event and log it; the relay carries on."""
+        error = describe_failure(exc)
+        self._quarantine_log().record(
+            follower=self.name,
+            application_name=self.manager.name,
+            notification_id=notification_id,
+            saga_id=saga_id if isinstance(saga_id, UUID) else None,
+            topic=what,
+            error=error,
+        )
+        self.quarantined += 1
+        logger.error(
+            "relay: event %d (%s) of saga %s quarantined, its command not sent: %s",
+            notification_id,
+            what,
+            saga_id,
+            error,
+        )
+
+    def retry_quarantined(self) -> tuple[int, int]:
+        """Send the commands of the events this relay set aside; return (sent, still held)."""
+        held = self._quarantine_log().events(follower=self.name)
+        sent = failed = 0
+        for item in held:
+            if item.application_name != self.manager.name:
+                continue
+            found = self.manager.recorder.select_notifications(start=item.notification_id, limit=1)
+            try:
+                if not found or found[0].id != item.notification_id:
+                    raise LookupError(f"notification {item.notification_id} is gone")
+                event = self.manager.mapper.to_domain_event(found[0])
+                if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                    self.transport.send(event.command())
+            except TransportError:
+                raise
+            except Exception as exc:
+                failed += 1
+                self._quarantine_log().note_retry_failed(
+                    self.name, self.manager.name, [item.notification_id], describe_failure(exc)
+                )
+                continue
+            self._quarantine_log().remove(self.name, self.manager.name, [item.notification_id])
+            sent += 1
+        return sent, failed
 
     def _take_pushed(self, position: int) -> list[Recording[UUID]] | None:
         """Pushed recordings from ``position + 1`` on, gap-free, up to a batch of commands.

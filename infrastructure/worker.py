@@ -40,6 +40,7 @@ exits 1.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from eventsourcing.persistence import PersistenceError
 
 from sagalog.infrastructure.follower import SagaEventFollower
+from sagalog.infrastructure.health import DependencyHealth, probe_store
 from sagalog.infrastructure.relay import CommandRelay
 from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
 from sagalog.process import SagaManager
@@ -80,6 +82,17 @@ __all__ = [
 ]
 
 logger = logging.getLogger("sagalog.worker")
+
+#: Seconds between two warnings while the store or the broker stays unreachable.
+DEFAULT_OUTAGE_LOG_INTERVAL = 30.0
+OUTAGE_LOG_INTERVAL_ENV_VAR = "SAGALOG_OUTAGE_LOG_INTERVAL"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
 
 #: Registers participants on an in-process transport: ``setup(transport, manager)``.
 ParticipantsSetup = Callable[[InProcessTransport, SagaManager], None]
@@ -119,6 +132,8 @@ class Worker:
         metrics_port: int | None = None,
         metrics_addr: str = "127.0.0.1",
         replies: StoppableLoop | None = None,
+        health_interval: float = 2.0,
+        outage_log_interval: float | None = None,
     ) -> None:
         if tick_interval <= 0 or poll_interval <= 0:
             raise ValueError("intervals must be positive")
@@ -126,7 +141,12 @@ class Worker:
         self.transport = transport
         self.projector = projector if projector is not None else SagaProjector(manager)
         self.relay = (
-            CommandRelay(manager, transport, batch_size=relay_batch_size)
+            CommandRelay(
+                manager,
+                transport,
+                batch_size=relay_batch_size,
+                quarantine=self.projector.views.quarantine_log(),
+            )
             if transport is not None
             else None
         )
@@ -138,6 +158,19 @@ class Worker:
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
         self.replies = replies
+        if outage_log_interval is None:
+            outage_log_interval = float(
+                os.environ.get(OUTAGE_LOG_INTERVAL_ENV_VAR, DEFAULT_OUTAGE_LOG_INTERVAL)
+            )
+        #: Whether the store and the broker answer (logged, and served on /health).
+        self.health = DependencyHealth(log_interval=outage_log_interval)
+        self.health_interval = health_interval
+        self.health.watch("store")
+        self._broker_url: str | None = getattr(replies, "url", None) or getattr(
+            transport, "url", None
+        )
+        if self._broker_url is not None:
+            self.health.watch("broker")
         self.metrics_port = metrics_port
         self.metrics_addr = metrics_addr
         self.metrics_server: MetricsServer | None = None
@@ -146,7 +179,9 @@ class Worker:
         if metrics_port is not None:
             self._metrics, self._follower = self._observe_with_metrics()
             # Served from construction on, so the caller can announce the real port.
-            self.metrics_server = self._metrics.serve(metrics_port, metrics_addr)
+            self.metrics_server = self._metrics.serve(
+                metrics_port, metrics_addr, health=self.health.report
+            )
 
     def _observe_with_metrics(self) -> tuple[SagaMetrics, SagaEventFollower]:
         try:
@@ -158,12 +193,20 @@ class Worker:
         from sagalog.projections import StuckReason
 
         metrics = SagaMetrics()
-        follower = SagaEventFollower(self.manager, [metrics.observe])
+        follower = SagaEventFollower(
+            self.manager, [metrics.observe], quarantine=self.projector.views.quarantine_log()
+        )
         if self.relay is not None:
             metrics.watch_relay(self.relay)
         metrics.watch_lag("projection", self.projector)
         metrics.watch_lag("observer", follower)
         metrics.watch_stuck(self.projector.views.stuck, StuckReason)
+        metrics.watch_quarantine(self.projector.views.quarantine_counts)
+        topology, url = getattr(self.replies, "topology", None), getattr(self.replies, "url", None)
+        if topology is not None and hasattr(topology, "dead_letter_queues"):
+            from sagalog.infrastructure.rabbitmq import dead_letter_depths
+
+            metrics.watch_dead_letters(lambda: dead_letter_depths(topology, url))
         return metrics, follower
 
     # -- the loops -------------------------------------------------------------------
@@ -177,6 +220,12 @@ class Worker:
     def _relay(self) -> None:
         assert self.relay is not None
         relay, stop = self.relay, self.stop_event
+        try:
+            sent, held = relay.retry_quarantined()
+            if sent or held:
+                logger.warning("relay: %d quarantined commands sent, %d still held", sent, held)
+        except (TransportError, PersistenceError) as exc:
+            logger.warning("relay: cannot retry the quarantined commands yet: %s", exc)
         backoff = initial = relay.initial_backoff
         while not stop.is_set():
             try:
@@ -203,6 +252,36 @@ class Worker:
     def _observe(self) -> None:
         assert self._follower is not None
         self._follower.run(self.stop_event, poll_interval=self.poll_interval)
+
+    def _watch_health(self) -> None:
+        """Probe the store and the broker every ``health_interval`` until stopped.
+
+        Never fails the worker: a probe that raises marks its dependency down.
+        """
+        while not self.stop_event.is_set():
+            try:
+                probe_store(self.manager.database_url)
+            except Exception as exc:
+                self.health.down("store", _first_line(exc))
+            else:
+                self.health.up("store")
+            if self._broker_url is not None:
+                self._probe_broker(self._broker_url)
+            self.stop_event.wait(self.health_interval)
+
+    def _probe_broker(self, url: str) -> None:
+        ready = getattr(self.replies, "ready", None)
+        if isinstance(ready, threading.Event) and ready.is_set():
+            self.health.up("broker")  # the reply consumer is connected and consuming
+            return
+        try:
+            from sagalog.infrastructure.rabbitmq import close_quietly, connect
+
+            close_quietly(connect(url, name="sagalog-health"))
+        except Exception as exc:
+            self.health.down("broker", _first_line(exc))
+        else:
+            self.health.up("broker")
 
     def _guarded(self, name: str, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -248,6 +327,9 @@ class Worker:
             )
             self._threads.append(thread)
             thread.start()
+        watcher = threading.Thread(target=self._watch_health, name="sagalog-health", daemon=True)
+        self._threads.append(watcher)
+        watcher.start()
 
     def stop(self) -> None:
         """Ask every loop to finish what it is doing and return."""

@@ -72,8 +72,10 @@ from sagalog.domain.errors import SagalogError
 __all__ = [
     "DATABASE_URL_ENV_VAR",
     "DEFAULT_DATABASE_URL",
+    "DEFAULT_FILE_MODE",
     "DEFAULT_POSTGRES_POOL_SIZE",
     "DEFAULT_SQLITE_LOCK_TIMEOUT",
+    "FILE_MODE_ENV_VAR",
     "DatabaseKind",
     "DatabaseUnavailableError",
     "DatabaseUrl",
@@ -101,6 +103,46 @@ DEFAULT_POSTGRES_POOL_SIZE = 1
 #: eventsourcing's own default is 5; the manager, the command relay and the
 #: projections may all write to one file, so sagalog waits a little longer.
 DEFAULT_SQLITE_LOCK_TIMEOUT = 10
+
+#: Files sagalog creates (SQLite stores, participant stores) are owner-only: they
+#: hold saga data (card numbers, addresses). ``SAGALOG_FILE_MODE`` (octal, e.g.
+#: ``640``) configures it. SQLite creates a store's ``-wal`` and ``-shm`` files with
+#: the mode of the store file, so they follow.
+DEFAULT_FILE_MODE = 0o600
+FILE_MODE_ENV_VAR = "SAGALOG_FILE_MODE"
+
+
+def file_mode(environ: Mapping[str, str] | None = None) -> int:
+    """The mode of the files sagalog creates: ``SAGALOG_FILE_MODE`` (octal), else 0600."""
+    text = (os.environ if environ is None else environ).get(FILE_MODE_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_FILE_MODE
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise DatabaseUrlError(
+            f"{FILE_MODE_ENV_VAR} must be an octal file mode such as 600, not {text!r}"
+        ) from None
+    if not 0 <= mode <= 0o777:
+        raise DatabaseUrlError(f"{FILE_MODE_ENV_VAR} {text!r} is not a file mode")
+    return mode
+
+
+def create_private_file(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with :func:`file_mode` if it does not exist (else leave it).
+
+    An empty file is a valid empty SQLite database, so opening it afterwards
+    creates the store inside a file that was never readable by others.
+    """
+    mode = file_mode()
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing folder, a read-only place: SQLite reports it when it opens
+    os.close(descriptor)
+
 
 DatabaseKind = Literal["memory", "sqlite", "postgresql"]
 
@@ -270,6 +312,8 @@ class DatabaseUrl:
                 if self.is_sqlite_memory
                 else self.path
             )
+            if not self.is_sqlite_memory:
+                create_private_file(self.path)
             lock_timeout = self.lock_timeout or DEFAULT_SQLITE_LOCK_TIMEOUT
             env["SQLITE_LOCK_TIMEOUT"] = str(lock_timeout)
         else:

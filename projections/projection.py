@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -35,15 +35,23 @@ from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
     InfrastructureFactory,
+    InterfaceError,
+    Notification,
+    OperationalError,
     PersistenceError,
     ProcessRecorder,
     Tracking,
 )
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
+from sqlalchemy.exc import DisconnectionError as SQLAlchemyDisconnectionError
+from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from sagalog.process.database import DatabaseUrl, parse_database_url
+from sagalog.projections.quarantine import QuarantinedEvent, describe_failure
+from sagalog.projections.rows import ProjectionIntegrityError
 from sagalog.projections.schema import SCHEMA_VERSION
 from sagalog.projections.view import SagaViews
 
@@ -59,6 +67,19 @@ __all__ = [
 logger = logging.getLogger("sagalog.projections")
 
 Progress = Callable[[int, int], None]
+
+#: Failures that are not one event's fault: the database is unreachable or busy (the
+#: batch is retried whole), or the views are damaged (raised). Anything else raised
+#: while applying an event is that event's, and it is quarantined.
+_NOT_ISOLATED: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    SQLAlchemyOperationalError,
+    SQLAlchemyInterfaceError,
+    SQLAlchemyDisconnectionError,
+    SQLAlchemyTimeoutError,
+    ProjectionIntegrityError,
+)
 
 
 class SagaProjection(Projection[SagaViews]):
@@ -139,6 +160,8 @@ class ProjectionStatus:
     head: int
     sagas: int
     events: int
+    #: Events set aside by these views (see :mod:`sagalog.projections.quarantine`).
+    quarantined: int = 0
 
     @property
     def lag(self) -> int:
@@ -156,6 +179,7 @@ class ProjectionStatus:
             "lag": self.lag,
             "sagas": self.sagas,
             "events": self.events,
+            "quarantined": self.quarantined,
         }
 
 
@@ -187,6 +211,8 @@ class SagaProjector:
         self.batch_size = batch_size
         #: Events this projector applied since it was created (for metrics and the worker).
         self.events_applied = 0
+        #: Events this projector set aside since it was created.
+        self.events_quarantined = 0
 
     @property
     def application_name(self) -> str:
@@ -230,17 +256,107 @@ class SagaProjector:
             )
             if not notifications:
                 break
-            items = [
-                (self.app.mapper.to_domain_event(n), Tracking(self.app.name, n.id))
-                for n in notifications
-            ]
-            new = self.views.process(items)
+            new = self._apply_batch(notifications)
             applied += new
             self.events_applied += new
             position = notifications[-1].id
             if progress is not None:
                 progress(position - start, head - start)
         return applied
+
+    def _apply_batch(self, notifications: Sequence[Notification]) -> int:
+        """Apply a batch in one transaction; if it fails for good, isolate the culprit.
+
+        A transient database error is raised (the caller retries the batch). Any
+        other failure is narrowed down: the events are applied one transaction
+        each, and one that still fails — or that does not decode — is quarantined
+        (recorded, with its error, and passed over), so one bad event never stops
+        the views. A damaged view (``ProjectionIntegrityError``) is raised.
+        """
+        items: list[tuple[Any, Tracking]] = []
+        undecodable: dict[int, BaseException] = {}
+        for notification in notifications:
+            try:
+                event = self.app.mapper.to_domain_event(notification)
+            except Exception as exc:
+                undecodable[notification.id] = exc
+                event = None
+            items.append((event, Tracking(self.app.name, notification.id)))
+        if not undecodable:
+            try:
+                return self.views.process(items)
+            except _NOT_ISOLATED:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "projection: a batch of %d events failed (%s); applying them one by one",
+                    len(items),
+                    describe_failure(exc),
+                )
+        new = 0
+        for notification, (event, item_tracking) in zip(notifications, items, strict=True):
+            failure = undecodable.get(notification.id)
+            if failure is None:
+                try:
+                    new += self.views.process([(event, item_tracking)])
+                    continue
+                except _NOT_ISOLATED:
+                    raise
+                except Exception as exc:
+                    failure = exc
+            saga_id = notification.originator_id
+            if self.views.quarantine(
+                item_tracking,
+                saga_id=saga_id if isinstance(saga_id, UUID) else None,
+                topic=notification.topic,
+                error=describe_failure(failure),
+            ):
+                self.events_quarantined += 1
+                logger.error(
+                    "projection: event %d (%s) of saga %s quarantined: %s; "
+                    "the saga's views wait, the others go on (sagalog quarantine retry)",
+                    notification.id,
+                    notification.topic,
+                    saga_id,
+                    describe_failure(failure),
+                )
+        return new
+
+    def quarantined(self, saga_id: UUID | None = None) -> list[QuarantinedEvent]:
+        """The events these views set aside, oldest first."""
+        return self.views.quarantined(saga_id=saga_id)
+
+    def retry_quarantined(self, saga_id: UUID | None = None) -> tuple[int, dict[UUID, str]]:
+        """Apply the quarantined events again, saga by saga, each saga all or none.
+
+        Returns how many events were applied and, per saga that still fails, why.
+        """
+        sagas: list[UUID] = []
+        for held in self.views.quarantined(saga_id=saga_id):
+            mine = held.application_name == self.app.name and held.saga_id is not None
+            if mine and held.saga_id not in sagas:
+                assert held.saga_id is not None
+                sagas.append(held.saga_id)
+        applied = 0
+        failed: dict[UUID, str] = {}
+        for held_saga in sagas:
+            try:
+                applied += self.views.release(self.app.name, held_saga, self._load_events)
+            except _NOT_ISOLATED:
+                raise
+            except Exception as exc:
+                failed[held_saga] = describe_failure(exc)
+        return applied, failed
+
+    def _load_events(self, notification_ids: list[int]) -> list[Any]:
+        """The events of ``notification_ids`` read from the log, in order."""
+        events = []
+        for notification_id in sorted(notification_ids):
+            found = self.app.recorder.select_notifications(start=notification_id, limit=1)
+            if not found or found[0].id != notification_id:
+                raise LookupError(f"notification {notification_id} is no longer in the log")
+            events.append(self.app.mapper.to_domain_event(found[0]))
+        return events
 
     def rebuild(self, progress: Progress | None = None) -> int:
         """Empty the views and build them again from the start of the log.
@@ -287,6 +403,7 @@ class SagaProjector:
             head=self.head(),
             sagas=self.views.count_sagas(),
             events=self.views.count_events(),
+            quarantined=len(self.views.quarantined()),
         )
 
     def close(self) -> None:

@@ -61,12 +61,14 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "QUARANTINE_TABLE_NAME",
     "SCHEMA_VERSION",
     "SUMMARY_TABLE_NAME",
     "TIMELINE_TABLE_NAME",
     "TRACKING_TABLE_NAME",
     "UTCDateTime",
     "metadata",
+    "quarantine",
     "saga_summary",
     "saga_timeline",
     "stale_view_tables",
@@ -79,6 +81,7 @@ SCHEMA_VERSION = 2
 SUMMARY_TABLE_NAME = f"saga_summary_v{SCHEMA_VERSION}"
 TIMELINE_TABLE_NAME = f"saga_timeline_v{SCHEMA_VERSION}"
 TRACKING_TABLE_NAME = "sagalog_projection_tracking"
+QUARANTINE_TABLE_NAME = "sagalog_quarantine"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -196,6 +199,28 @@ tracking = Table(
     Column("notification_id", BigInteger),
     PrimaryKeyConstraint("projection_name", "application_name"),
 )
+
+
+#: Events a follower could not apply, set aside so that the follower carries on
+#: (see :mod:`sagalog.projections.quarantine`). Like the tracking table it is
+#: generic (one row per follower and event) and never changes shape.
+quarantine = Table(
+    QUARANTINE_TABLE_NAME,
+    metadata,
+    # Who set the event aside: a projection name, "CommandRelay", "metrics".
+    Column("follower", String(200), nullable=False),
+    Column("application_name", String(200), nullable=False),
+    Column("notification_id", BigInteger, nullable=False),
+    # NULL only when not even the event's originator could be read.
+    Column("saga_id", Uuid(as_uuid=True)),
+    Column("topic", String(500), nullable=False),
+    # Why: the error, or that an earlier event of the same saga is quarantined.
+    Column("error", Text, nullable=False),
+    Column("quarantined_at", UTCDateTime, nullable=False),
+    Column("retries", Integer, nullable=False),
+    PrimaryKeyConstraint("follower", "application_name", "notification_id"),
+)
+Index(f"ix_{QUARANTINE_TABLE_NAME}_saga", quarantine.c.follower, quarantine.c.saga_id)
 
 
 def stale_view_tables(existing: set[str]) -> list[str]:

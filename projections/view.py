@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
+from eventsourcing.utils import get_topic
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -48,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+import sagalog.projections.quarantine as held_events
 from sagalog.domain import Saga, SagaStatus
 from sagalog.process.database import DatabaseUrl, parse_database_url
 from sagalog.projections.engine import WRITE_OPTION, create_view_engine, is_private_memory
@@ -66,6 +68,7 @@ from sagalog.projections.schema import (
     stale_view_tables,
     tracking,
 )
+from sagalog.projections.schema import quarantine as quarantine_table
 from sagalog.projections.stuck import StuckPolicy, StuckReason, StuckSaga, format_duration
 
 __all__ = ["DEFAULT_PROJECTION_NAME", "SagaViews"]
@@ -150,6 +153,11 @@ class SagaViews(TrackingRecorder):
                 conn.execute(delete(saga_timeline))
                 conn.execute(delete(saga_summary))
             conn.execute(delete(tracking).where(tracking.c.projection_name == self.projection_name))
+            # What was set aside is met again by the rebuild (and set aside again if it
+            # still cannot be applied).
+            conn.execute(
+                delete(quarantine_table).where(quarantine_table.c.follower == self.projection_name)
+            )
 
     def _qualified(self, table_name: str) -> str:
         preparer = self.engine.dialect.identifier_preparer
@@ -257,19 +265,126 @@ class SagaViews(TrackingRecorder):
             if not fresh:
                 return 0
             events = [event for event in fresh if isinstance(event, Saga.Event)]
-            rows = self._load_summaries(conn, {event.originator_id for event in events})
-            changed: dict[UUID, Row] = {}
-            timeline: list[dict[str, Any]] = []
-            for event in events:
-                row = apply_event(rows.get(event.originator_id), event)
-                rows[event.originator_id] = changed[event.originator_id] = row
-                timeline.append(timeline_entry(event).as_row())
-            if changed:
-                self._upsert_summaries(conn, list(changed.values()))
-            if timeline:
-                conn.execute(saga_timeline.insert(), timeline)
+            held = held_events.held_sagas(conn, self.projection_name, application_name)
+            if held:
+                # A saga with an event in quarantine waits: its later events join it.
+                numbers = {id(event): t.notification_id for event, t in items}
+                for event in events:
+                    if event.originator_id in held:
+                        held_events.record(
+                            conn,
+                            follower=self.projection_name,
+                            application_name=application_name,
+                            notification_id=numbers[id(event)],
+                            saga_id=event.originator_id,
+                            topic=get_topic(type(event)),
+                            error=held_events.HELD_BEHIND,
+                        )
+                events = [event for event in events if event.originator_id not in held]
+            self._apply(conn, events)
             self._set_position(conn, application_name, items[-1][1].notification_id)
             return len(fresh)
+
+    def _apply(self, conn: Connection, events: Sequence[Saga.Event]) -> None:
+        """Write the rows of ``events`` (in log order) in ``conn``'s transaction."""
+        rows = self._load_summaries(conn, {event.originator_id for event in events})
+        changed: dict[UUID, Row] = {}
+        timeline: list[dict[str, Any]] = []
+        for event in events:
+            row = apply_event(rows.get(event.originator_id), event)
+            rows[event.originator_id] = changed[event.originator_id] = row
+            timeline.append(timeline_entry(event).as_row())
+        if changed:
+            self._upsert_summaries(conn, list(changed.values()))
+        if timeline:
+            conn.execute(saga_timeline.insert(), timeline)
+
+    # -- quarantine ------------------------------------------------------------------
+
+    def quarantine(
+        self, item_tracking: Tracking, *, saga_id: UUID | None, topic: str, error: str
+    ) -> bool:
+        """Set one event aside and move the position past it, in one transaction.
+
+        Returns ``False`` if the position was past it already (another process
+        applied or quarantined it first).
+        """
+        with self._writing() as conn:
+            position = self._lock_position(conn, item_tracking.application_name)
+            if position is not None and item_tracking.notification_id <= position:
+                return False
+            held_events.record(
+                conn,
+                follower=self.projection_name,
+                application_name=item_tracking.application_name,
+                notification_id=item_tracking.notification_id,
+                saga_id=saga_id,
+                topic=topic,
+                error=error,
+            )
+            self._set_position(conn, item_tracking.application_name, item_tracking.notification_id)
+            return True
+
+    def quarantined(self, *, saga_id: UUID | None = None) -> list[held_events.QuarantinedEvent]:
+        """The events these views hold in quarantine, oldest first (of one saga if given)."""
+        with self._reading() as conn:
+            return held_events.select_rows(conn, follower=self.projection_name, saga_id=saga_id)
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Events in quarantine per follower (the views, the relay, the observer)."""
+        with self._reading() as conn:
+            return held_events.count_by_follower(conn)
+
+    def quarantine_log(self) -> held_events.QuarantineLog:
+        """The quarantine table through these views' engine, for the other followers."""
+        return held_events.QuarantineLog(engine=self.engine, lock=self._lock)
+
+    def release(
+        self,
+        application_name: str,
+        saga_id: UUID,
+        load: Callable[[list[int]], Sequence[Saga.Event]],
+    ) -> int:
+        """Apply ``saga_id``'s quarantined events again, all or none; return how many.
+
+        ``load(notification_ids)`` reads those events from the log, in order. On
+        success they leave the quarantine; on failure the error is raised and
+        nothing changes (but the retry is counted, with its error).
+        """
+        try:
+            with self._writing() as conn:
+                # The position's lock keeps a concurrent batch from adding to the saga's
+                # quarantine while its events are applied.
+                self._lock_position(conn, application_name)
+                rows = [
+                    row
+                    for row in held_events.select_rows(
+                        conn, follower=self.projection_name, saga_id=saga_id
+                    )
+                    if row.application_name == application_name
+                ]
+                ids = [row.notification_id for row in rows]
+                if not ids:
+                    return 0
+                self._apply(conn, list(load(ids)))
+                held_events.remove(conn, self.projection_name, application_name, ids)
+                return len(ids)
+        except Exception as exc:
+            with self._writing() as conn:
+                held = [
+                    row.notification_id
+                    for row in held_events.select_rows(
+                        conn, follower=self.projection_name, saga_id=saga_id
+                    )
+                ]
+                held_events.note_retry_failed(
+                    conn,
+                    self.projection_name,
+                    application_name,
+                    held[:1],
+                    held_events.describe_failure(exc),
+                )
+            raise
 
     def _load_summaries(self, conn: Connection, saga_ids: Iterable[UUID]) -> dict[UUID, Row]:
         ids = list(saga_ids)

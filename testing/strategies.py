@@ -248,6 +248,10 @@ def definitions(
 
 _KEY_ALPHABET = string.ascii_letters + string.digits + "_-. "
 
+#: Characters every store can hold: no lone surrogates and no NUL, which sagalog
+#: refuses at the door (PostgreSQL cannot store a NUL in text or JSON).
+_STORABLE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+
 
 def json_keys() -> st.SearchStrategy[str]:
     """Object keys: short strings."""
@@ -267,7 +271,7 @@ def json_values(*, python_forms: bool = False, max_leaves: int = 10) -> st.Searc
         st.booleans(),
         st.integers(-(2**53), 2**53),
         st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=20),
+        st.text(_STORABLE, max_size=20),
     )
 
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -297,7 +301,7 @@ def error_texts() -> st.SearchStrategy[str]:
     """Non-blank error texts, as participants report them."""
     return st.one_of(
         st.sampled_from(["card declined", "out of stock", "service unavailable"]),
-        st.text(min_size=1, max_size=40).filter(lambda text: bool(text.strip())),
+        st.text(_STORABLE, min_size=1, max_size=40).filter(lambda text: bool(text.strip())),
     )
 
 

@@ -15,6 +15,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.projection import ProjectionRunner
 from projection_sagas import DEFINITIONS, FakeClock, run_scenarios
+from sqlalchemy.exc import OperationalError
 
 from sagalog.process import SagaManager
 from sagalog.projections import (
@@ -159,10 +160,11 @@ def test_a_failing_batch_writes_neither_rows_nor_position(
 
     def upsert_then_fail(*args: Any) -> None:
         original(*args)
-        raise RuntimeError("disk full")
+        # A database error (not one event's fault, which would be quarantined).
+        raise OperationalError("upsert", {}, Exception("disk full"))
 
     monkeypatch.setattr(projector.views, "_upsert_summaries", upsert_then_fail)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OperationalError, match="disk full"):
         projector.catch_up()
     assert projector.position() == position
     assert projector.views.dump() == before
