@@ -39,9 +39,10 @@ earlier attempt after a later one), its success reply then arriving at once,
 later, or never (:class:`~sagalog.testing.world.World`). A compensation undoes
 its action when the action is in force and is a no-op (answering success) when
 it never ran: the participant's contract. Set :attr:`SagaLawsMachine.fencing` to
-``Fencing()`` when your participants are fenced like sagalog's ``Participant``
-helper (expired actions, actions after their compensation and repeated attempts
-are refused); the default, ``Fencing.off()``, assumes nothing.
+``Fencing()`` (:class:`~sagalog.testing.world.Fencing`) when your participants
+are fenced like sagalog's ``Participant`` helper (expired actions, actions after
+their compensation and repeated attempts are refused); the default,
+``Fencing.off()``, assumes nothing.
 
 After every rule the machine checks the Garcia-Molina property on effects: the
 world equals the world before the saga with the actions in force applied; a
@@ -82,7 +83,6 @@ from sagalog.domain import (
     SagalogError,
     SagaStatus,
 )
-from sagalog.infrastructure.fencing import Fencing, Handling
 from sagalog.process import SagaManager
 from sagalog.testing import laws
 from sagalog.testing.clock import ManualClock
@@ -105,7 +105,7 @@ from sagalog.testing.strategies import (
     saga_data,
     stray_replies,
 )
-from sagalog.testing.world import Answer, Participant, World
+from sagalog.testing.world import Answer, Fencing, Handling, Participant, World
 
 __all__ = ["Participant", "SagaLawsMachine"]
 

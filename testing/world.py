@@ -11,8 +11,9 @@ such run and what it did, under the contract sagas place on participants:
 * a compensation undoes its step's action when that action is in force, and is a
   no-op that answers success when the action never ran.
 
-Participants may also be *fenced* (:class:`~sagalog.infrastructure.fencing.Fencing`,
-as the shipped ``Participant`` helper is by default): an action past its deadline
+Participants may also be *fenced* (:class:`Fencing`, the same settings as
+``sagalog.infrastructure.fencing.Fencing``, which the shipped ``Participant`` helper
+applies by default): an action past its deadline
 (less the skew margin) is refused; an action after its step's compensation was
 processed is refused (a tombstone); a step's action runs at most once per
 idempotency key, later attempts getting the first success. In an unfenced world
@@ -28,19 +29,50 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from sagalog.domain import Command, CommandKind, SagaDefinition
-from sagalog.infrastructure.fencing import FenceReason, Fencing, Handling
 
-__all__ = ["Answer", "Execution", "Participant", "World"]
+__all__ = ["Answer", "Execution", "Fencing", "Handling", "Participant", "World"]
 
 #: A participant's effect: applies ``command`` to the world and returns the step's
 #: result (any JSON value; ignored for compensations). It may change the world in
 #: place; the machine compares worlds with ``==``.
 Participant = Callable[[Any, Command], Any]
+
+
+@dataclass(frozen=True)
+class Fencing:
+    """Which fences the modelled participants apply: all on by default, as sagalog's
+    ``Participant`` helper (``sagalog.infrastructure.fencing.Fencing``, same fields).
+
+    ``deadline``: an action at or past its deadline less ``skew_margin`` is refused;
+    ``tombstones``: an action after its step's compensation is refused;
+    ``idempotency``: a step's action runs once, later attempts get its first success.
+    ``Fencing.off()`` assumes none (commands are only deduplicated by command id).
+    """
+
+    deadline: bool = True
+    skew_margin: timedelta = timedelta(seconds=1)
+    tombstones: bool = True
+    idempotency: bool = True
+
+    @classmethod
+    def off(cls) -> Fencing:
+        """No fence at all."""
+        return cls(deadline=False, tombstones=False, idempotency=False)
+
+
+class Handling(StrEnum):
+    """How a modelled participant handled one command."""
+
+    EXECUTED = "executed"
+    DUPLICATE = "duplicate"
+    REPEATED = "repeated"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -62,7 +94,7 @@ class Execution:
     command: Command
     at: datetime
     result: Any
-    excused: FenceReason | str | None = None
+    excused: str | None = None
     undone: bool = False
 
     def describe(self) -> str:
@@ -140,13 +172,13 @@ class World:
             return self._refuse(command, f"its deadline {command.deadline} has passed")
         if first is not None and self.fencing.idempotency:
             return Answer(True, first.result, "", Handling.REPEATED)
-        excused: FenceReason | str | None = None
+        excused: str | None = None
         if command.step in self.compensated:
-            excused = FenceReason.COMPENSATED
+            excused = "a tombstone: its step was already compensated"
         elif passed:
-            excused = FenceReason.DEADLINE_PASSED
+            excused = "its deadline had passed"
         elif first is not None:
-            excused = "repeated"
+            excused = "its idempotency key: an earlier attempt ran"
         outcome = self._run(command, result)
         self.executions.append(Execution(command, now, outcome, excused))
         answer = Answer(True, outcome)
