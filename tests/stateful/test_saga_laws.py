@@ -339,6 +339,9 @@ class SagaLaws(RuleBasedStateMachine):
         assert isinstance(first, Saga.StepDispatched)
         assert (first.step, first.attempt) == (definition.steps[0].name, 1)
         for index in range(min(head_start, len(definition.steps) - 1)):
+            waiting = laws.outstanding_command(self.events)
+            if waiting is None or waiting.step != definition.steps[index].name:
+                break  # a fenced participant refused an action (its deadline within the margin)
             outcome = self.hand_over(
                 Delivery(
                     definition.steps[index].name,
