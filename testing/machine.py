@@ -508,6 +508,17 @@ class SagaLawsMachine(RuleBasedStateMachine):
         now, is in flight (see :meth:`a_reply_in_flight_arrives`) or is lost."""
         sent = pick_back(laws.sent_commands(self.history()), pick)
         assert sent is not None
+        self._run_late(sent, reply)
+
+    @rule(lost=st.booleans())
+    def the_outstanding_command_runs_but_its_reply_is_delayed(self, lost: bool) -> None:
+        """The participant runs the command the saga waits on; its reply is in flight (or
+        lost) while deadlines pass and operators act: the outcome is unknown to the saga."""
+        target = laws.outstanding_command(self.history())
+        if target is not None:
+            self._run_late(target, "never" if lost else "later")
+
+    def _run_late(self, sent: laws.Sent, reply: str) -> None:
         command = self._command_answered(sent)
         if self.participants_world.ran(command.command_id):
             return
