@@ -15,15 +15,18 @@ fresh manager (in memory unless :attr:`SagaLawsMachine.database_url` says
 otherwise) with a :class:`~sagalog.testing.clock.ManualClock`, then plays rules:
 participants answer the pending command or an older one (reordered and stale
 replies), succeed several times in a row, fail; the transport redelivers; stray
-replies name any step, kind and attempt; time passes and the manager ticks
-(timeouts, retries); operators retry, resolve and abort; and everyone cooperates
-until the saga ends. After every rule it checks:
+replies name any step, kind and attempt; participants run commands late and
+their replies arrive late or never; time passes and the manager ticks (timeouts,
+retries); operators retry, resolve and abort; and everyone cooperates until the
+saga ends. After every rule it checks:
 
 * laws 1, 2, 3, 6, the retry policies and the commands' inputs over the stored
   history (:func:`sagalog.testing.laws.check_all`);
-* law 3 on the live saga: once ``COMPLETED`` or ``FAILED`` nothing changes;
+* law 1 against the world: once ``FAILED``, no action is left in force (below);
+* law 3 on the live saga: once ``COMPLETED`` or ``FAILED`` the status never changes;
 * law 4: each reply is applied exactly when it answers the outstanding command
-  with a new message id; duplicates, stale and refused replies record nothing;
+  with a new message id, or is the first success of an uncertain step (a late
+  fact, ``StepCompletedLate``); duplicates, stale and refused replies record nothing;
 * law 5: every version seen rebuilds from the store to what was seen;
 * the timer index holds the saga's next wake-up, and a running saga always waits
   on a command or a timer.
