@@ -4,7 +4,8 @@
   data and reply schedules;
 * :class:`SagaLawsMachine` — a hypothesis state machine you subclass with your
   definition (and, optionally, participants with effects on a world you model)
-  to check the laws of DESIGN.md and the Garcia-Molina property on it;
+  to check the laws of DESIGN.md and the Garcia-Molina property on it, with
+  participants that may run commands late, fenced or not (:class:`Fencing`);
 * :func:`scenario` (in :mod:`sagalog.testing.scenarios`) — given / when / then for
   one saga on a real manager;
 * :mod:`sagalog.testing.laws` — the laws as checks over any saga's events;
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         reply_schedules,
         saga_data,
     )
+    from sagalog.testing.world import Fencing
 
 #: Where each public name lives.
 _HOMES = {
@@ -71,10 +73,12 @@ _HOMES = {
     "definitions": "strategies",
     "reply_schedules": "strategies",
     "saga_data": "strategies",
+    "Fencing": "world",
 }
 
 __all__ = [
     "EPOCH",
+    "Fencing",
     "LawViolation",
     "ManualClock",
     "Participant",

@@ -58,11 +58,13 @@ __all__ = [
     "check_law3_absorbing",
     "check_law6_command_ids",
     "compensation_began",
+    "compensation_plan",
     "describe_history",
     "effects",
     "expected_reply_error",
     "is_dead_lettered",
     "is_ended",
+    "late_success_would_apply",
     "latest_attempt",
     "operator_may",
     "outstanding_command",
@@ -71,6 +73,7 @@ __all__ = [
     "reply_would_apply",
     "sent_commands",
     "timers",
+    "uncertain_steps",
     "violation",
 ]
 
@@ -120,6 +123,8 @@ class Effect:
     kind: CommandKind
     step: str
     by_operator: bool = False
+    #: A success recorded after the saga stopped waiting for it (``StepCompletedLate``).
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,13 @@ def outstanding_command(events: Events) -> Sent | None:
                 f"{event.attempt}) answers no outstanding command (outstanding: {current})"
             )
             current = None
-        elif isinstance(event, Saga.CompensationRequested | Saga.SagaCompleted | Saga.SagaFailed):
+        elif isinstance(
+            event,
+            Saga.CompensationRequested
+            | Saga.OperatorCompensationRequested
+            | Saga.SagaCompleted
+            | Saga.SagaFailed,
+        ):
             current = None
     return current
 
@@ -305,12 +316,14 @@ def processed_message_ids(events: Events) -> set[str]:
 
 
 def effects(events: Events) -> list[Effect]:
-    """The effects run, in order: completed actions and compensations, and what an
-    operator declared done by hand (``OperatorResolved``)."""
+    """The effects run, in order: completed actions (late ones marked ``late``) and
+    compensations, and what an operator declared done by hand (``OperatorResolved``)."""
     found: list[Effect] = []
     for event in events:
         if isinstance(event, Saga.StepCompleted):
             found.append(Effect(CommandKind.ACTION, event.step))
+        elif isinstance(event, Saga.StepCompletedLate):
+            found.append(Effect(CommandKind.ACTION, event.step, late=True))
         elif isinstance(event, Saga.CompensationCompleted):
             found.append(Effect(CommandKind.COMPENSATION, event.step))
         elif isinstance(event, Saga.OperatorResolved):
@@ -329,6 +342,131 @@ def reply_would_apply(
     if command is None:
         return False
     return command.step == step and command.kind is kind and attempt in (None, command.attempt)
+
+
+def uncertain_steps(definition: SagaDefinition, events: Events) -> set[str]:
+    """The steps whose action may have been done though no success answered it: one
+    of its attempts timed out, or it was outstanding when the saga began to roll back,
+    and no ``StepCompleted`` followed. Read from the log, independently of the
+    aggregate (which names them in ``CompensationRequested.uncertain_steps``)."""
+    del definition  # the same for every definition; kept for symmetry with the checks
+    uncertain: set[str] = set()
+    current: Sent | None = None
+    sent = {s.index: s for s in sent_commands(events)}
+    for index, event in enumerate(events):
+        if index in sent:
+            current = sent[index]
+        elif isinstance(event, Saga.StepTimedOut):
+            uncertain.add(event.step)
+            current = None
+        elif isinstance(event, Saga.StepCompleted):
+            uncertain.discard(event.step)
+            current = None
+        elif isinstance(event, ACTION_OUTCOMES + COMPENSATION_OUTCOMES):
+            current = None
+        elif isinstance(event, Saga.CompensationRequested):
+            if current is not None and current.kind is CommandKind.ACTION:
+                uncertain.add(current.step)
+            current = None
+        elif isinstance(event, TERMINAL_EVENTS):
+            current = None
+    return uncertain
+
+
+def _late_steps(events: Events) -> set[str]:
+    return {e.step for e in events if isinstance(e, Saga.StepCompletedLate)}
+
+
+def late_success_would_apply(
+    definition: SagaDefinition,
+    events: Events,
+    step: str,
+    attempt: int | None,
+    message_id: str | None,
+) -> bool:
+    """Law 4's oracle for late facts: a success is recorded as ``StepCompletedLate``
+    exactly when the step is uncertain (see :func:`uncertain_steps`), no late success
+    was recorded for it yet, the message id is new, the attempt was sent, and it is not
+    the answer the saga is waiting for right now."""
+    if step not in uncertain_steps(definition, events) or step in _late_steps(events):
+        return False
+    if message_id is not None and message_id in processed_message_ids(events):
+        return False
+    sent = latest_attempt(events, step, CommandKind.ACTION)
+    if attempt is not None and not 1 <= attempt <= sent:
+        return False
+    number = sent if attempt is None else attempt
+    waiting = outstanding_command(events)
+    return not (
+        waiting is not None
+        and (waiting.step, waiting.kind, waiting.attempt) == (step, CommandKind.ACTION, number)
+    )
+
+
+def compensation_plan(definition: SagaDefinition, events: Events) -> list[str]:
+    """The steps the saga will have compensated when it fails, newest first: the
+    compensatable steps completed or uncertain when it began to roll back (an uncertain
+    one only if it compensates uncertain steps, or a late success showed it done), and
+    those whose late success came while it rolled back, before their compensation."""
+    return _walk_plan(definition, events)[0]
+
+
+def _walk_plan(definition: SagaDefinition, events: Events) -> tuple[list[str], list[str]]:
+    """The plan after ``events`` and the steps whose compensation was dispatched, in
+    order; asserts (law 1) that each compensation dispatched is the next one planned."""
+    order = [s.name for s in reversed(definition.steps)]
+    completed: set[str] = set()
+    late: set[str] = set()
+    plan: list[str] = []
+    started: list[str] = []
+    rolling_back = False
+    seen: list[Saga.Event] = []
+    for index, event in enumerate(events):
+        if isinstance(event, Saga.StepCompleted):
+            completed.add(event.step)
+        elif isinstance(event, Saga.StepCompletedLate):
+            late.add(event.step)
+            step = definition.step(event.step)
+            if rolling_back and step.compensatable and event.step not in started + plan:
+                plan = [name for name in order if name in {*plan, event.step}]
+        elif isinstance(event, Saga.CompensationRequested):
+            uncertain = uncertain_steps(definition, [*seen, event])
+            expected = {
+                s.name
+                for s in definition.steps
+                if s.compensatable
+                and (
+                    s.name in completed
+                    or (s.name in uncertain and (s.compensate_uncertain or s.name in late))
+                )
+            }
+            recorded = set(event.uncertain_steps or ())
+            assert recorded == expected - completed, (
+                f"law 1: CompensationRequested #{index + 1} names uncertain steps "
+                f"{sorted(recorded)}; the log says {sorted(expected - completed)} (dispatched, "
+                "outcome unknown: timed out or in flight)"
+            )
+            plan = [name for name in order if name in expected]
+            rolling_back = True
+        elif isinstance(event, Saga.OperatorCompensationRequested):
+            plan = [name for name in order if name in {*plan, *event.steps}]
+            rolling_back = True
+        elif isinstance(event, Saga.CompensationDispatched) and event.step not in started:
+            remaining: list[str | None] = [name for name in plan if name not in started]
+            remaining.append(None)
+            assert remaining[0] == event.step, (
+                f"law 1: compensation of {event.step!r} dispatched (event #{index + 1}); the "
+                f"plan, newest first, says {remaining[0] or 'nothing'} next "
+                f"(plan {plan}, compensated {started})"
+            )
+            started.append(event.step)
+        elif isinstance(event, Saga.OperatorResolved) and event.kind == CommandKind.COMPENSATION:
+            if event.step not in started:
+                started.append(event.step)
+        elif isinstance(event, TERMINAL_EVENTS):
+            rolling_back = False
+        seen.append(event)
+    return plan, started
 
 
 def expected_reply_error(
@@ -394,10 +532,12 @@ def operator_may(verb: str, definition: SagaDefinition, events: Events) -> bool:
 
 
 def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
-    """Law 1: the effects are T1..Tn, or T1..Tj then Cj..C1 for the completed
-    compensatable steps; a retriable step is retried, never compensated."""
+    """Law 1: the effects are T1..Tn, or T1..Tj then Cj..C1 for the completed or
+    uncertain compensatable steps (see :func:`compensation_plan`), newest first; a
+    retriable step is retried, never compensated. Late successes are facts that may
+    come at any time: they only add their step to the plan."""
     names = list(definition.step_names)
-    done = effects(events)
+    done = [e for e in effects(events) if not e.late]
     first_undo = next(
         (i for i, e in enumerate(done) if e.kind is CommandKind.COMPENSATION), len(done)
     )
@@ -409,10 +549,9 @@ def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
         f"law 1: actions took effect as {forward}, not as a prefix of {names}"
     )
     backward = [e.step for e in done[first_undo:]]
-    expected_backward = [s for s in reversed(forward) if definition.step(s).compensatable]
-    assert backward == expected_backward[: len(backward)], (
-        f"law 1: compensations ran as {backward}; after {forward} they must run as "
-        f"(a prefix of) {expected_backward}, newest first"
+    _, started = _walk_plan(definition, events)
+    assert backward == started[: len(backward)], (
+        f"law 1: compensations ran as {backward}; they were dispatched as {started}"
     )
     for effect in done:
         if effect.kind is CommandKind.COMPENSATION:
@@ -428,10 +567,16 @@ def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
         if isinstance(event, Saga.SagaCompleted):
             assert forward == names, f"law 1: SagaCompleted after only {forward} of {names}"
             assert not backward, f"law 1: SagaCompleted after compensations {backward}"
-        if isinstance(event, Saga.SagaFailed):
-            assert backward == expected_backward, (
-                f"law 1: SagaFailed after compensations {backward}; expected {expected_backward}"
-            )
+    failed = [i for i, e in enumerate(events) if isinstance(e, Saga.SagaFailed)]
+    if failed:
+        planned, _ = _walk_plan(definition, events[: failed[-1]])
+        undone = [
+            e.step for e in effects(events[: failed[-1]]) if e.kind is CommandKind.COMPENSATION
+        ]
+        assert sorted(undone) == sorted(planned), (
+            f"law 1: SagaFailed after compensations {undone}; the completed and uncertain "
+            f"steps to compensate were {planned}"
+        )
 
 
 def _expected_delay_bounds(policy: RetryPolicy, attempt: int) -> tuple[float, float]:
@@ -536,12 +681,13 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
 
 def check_law2_compensations(definition: SagaDefinition, events: Events) -> None:
     """Law 2: no step is dispatched after compensation began; no compensation runs for
-    a step that never completed; each completed step is compensated at most once;
-    compensations run one at a time."""
+    a step that was never dispatched or that failed (only completed or uncertain ones);
+    each step is compensated at most once; compensations run one at a time."""
     requested = [i for i, e in enumerate(events) if isinstance(e, Saga.CompensationRequested)]
     assert len(requested) <= 1, f"law 2: compensation began {len(requested)} times"
     began = requested[0] if requested else None
     completed: set[str] = set()
+    uncertain = uncertain_steps(definition, events[: began + 1]) if began is not None else set()
     undone: Counter[str] = Counter()
     running: str | None = None
     for index, event in enumerate(events):
@@ -550,7 +696,7 @@ def check_law2_compensations(definition: SagaDefinition, events: Events) -> None
                 f"law 2: step {event.step!r} dispatched (event #{index + 1}) after compensation "
                 f"began (event #{began + 1 if began is not None else '?'})"
             )
-        elif isinstance(event, Saga.StepCompleted):
+        elif isinstance(event, Saga.StepCompleted | Saga.StepCompletedLate):
             completed.add(event.step)
         elif isinstance(event, Saga.CompensationDispatched):
             assert began is not None, (
@@ -559,8 +705,9 @@ def check_law2_compensations(definition: SagaDefinition, events: Events) -> None
             assert index > began, (
                 f"law 2: compensation of {event.step!r} dispatched before compensation began"
             )
-            assert event.step in completed, (
-                f"law 2: compensation of {event.step!r} dispatched but the step never completed"
+            assert event.step in completed | uncertain, (
+                f"law 2: compensation of {event.step!r} dispatched but the step neither "
+                "completed nor was uncertain (dispatched, outcome unknown)"
             )
             assert definition.step(event.step).compensatable
             assert undone[event.step] == 0, (
@@ -581,13 +728,17 @@ def check_law2_compensations(definition: SagaDefinition, events: Events) -> None
 
 
 def check_law3_absorbing(events: Events) -> None:
-    """Law 3: nothing is recorded after ``SagaCompleted`` or ``SagaFailed``."""
+    """Law 3: after ``SagaCompleted`` or ``SagaFailed`` nothing is recorded but late
+    successes (``StepCompletedLate``, facts that change no status)."""
+    ended: int | None = None
     for index, event in enumerate(events):
-        if isinstance(event, TERMINAL_EVENTS):
-            assert index == len(events) - 1, (
-                f"law 3: {type(event).__name__} is event #{index + 1} but "
-                f"{len(events) - index - 1} more followed"
+        if ended is not None:
+            assert isinstance(event, Saga.StepCompletedLate), (
+                f"law 3: {type(event).__name__} #{index + 1} was recorded after "
+                f"{type(events[ended]).__name__} #{ended + 1}"
             )
+        elif isinstance(event, TERMINAL_EVENTS):
+            ended = index
 
 
 def check_law6_command_ids(saga_id: UUID, events: Events) -> None:
@@ -613,13 +764,17 @@ def check_law6_command_ids(saga_id: UUID, events: Events) -> None:
 
 def check_commands_carry_their_inputs(definition: SagaDefinition, events: Events) -> None:
     """Dispatched commands carry the saga data and the earlier results (actions) or the
-    step's own result (compensations), and deadlines from the definition's timeouts."""
+    step's own result, late or not, ``None`` if none came (compensations), and deadlines
+    from the definition's timeouts."""
     assert isinstance(events[0], Saga.SagaStarted)
     data = events[0].data
     results: dict[str, Any] = {}
+    reported: dict[str, Any] = {}
     for event in events:
         if isinstance(event, Saga.StepCompleted):
-            results[event.step] = event.result
+            results[event.step] = reported[event.step] = event.result
+        elif isinstance(event, Saga.StepCompletedLate):
+            reported[event.step] = event.result
         elif isinstance(event, Saga.StepDispatched):
             step = definition.step(event.step)
             assert event.payload == {"data": data, "results": results}, (
@@ -630,10 +785,7 @@ def check_commands_carry_their_inputs(definition: SagaDefinition, events: Events
             assert event.deadline == expected
         elif isinstance(event, Saga.CompensationDispatched):
             step = definition.step(event.step)
-            assert event.step in results, (
-                f"law 2: compensation of {event.step!r} dispatched but the step never completed"
-            )
-            assert event.payload == {"data": data, "result": results[event.step]}, (
+            assert event.payload == {"data": data, "result": reported.get(event.step)}, (
                 f"compensation of {event.step!r} carries {event.payload}"
             )
             assert event.command_name == step.compensation

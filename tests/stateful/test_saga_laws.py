@@ -11,11 +11,18 @@ input. After every rule every law is checked:
    each step compensated at most once, one compensation at a time;
 3. ``COMPLETED`` and ``FAILED`` are absorbing;
 4. a reply is applied exactly when it answers the outstanding command with a new
-   message id; duplicates, stale replies and refused input record nothing;
+   message id, or is the first success of an uncertain step (a late fact);
+   duplicates, stale replies and refused input record nothing;
 5. the saga rebuilt from its stored events at every version equals the live saga at
    that version (stored through an in-memory ``eventsourcing`` application, so the
    events also survive their JSON encoding);
 6. every command id is unique and equals ``command_id_for(saga, step, kind, attempt)``;
+
+and law 1 against the world: participants (``sagalog.testing.world.World``, fenced
+or not, drawn per example) run any command sent at any time — after its deadline,
+its timeout, an abort, its compensation, or a later attempt — and their replies
+arrive at once, later or never; once the saga is ``FAILED`` no action of a
+compensatable step is in force, except a run a fence would have refused;
 
 plus liveness: a saga that is neither ended nor dead-lettered always waits on a
 command or a timer, and a copy of it driven by a cooperative participant and
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -44,6 +52,7 @@ from hypothesis.stateful import (
 from sagalog.domain import (
     MAX_PAYLOAD_BYTES,
     MAX_TEXT_LENGTH,
+    Command,
     CommandKind,
     InvalidPayloadError,
     InvalidTransitionError,
@@ -69,12 +78,14 @@ from sagalog.testing.strategies import (
     error_texts,
     operator_actions,
     pick_back,
+    picks,
     redeliveries,
     replies,
     saga_data,
     step_results,
     stray_replies,
 )
+from sagalog.testing.world import Fencing, World
 
 #: Ways of passing input that must be refused with ``InvalidPayloadError``.
 MALFORMED = (
@@ -147,6 +158,8 @@ class SagaLaws(RuleBasedStateMachine):
         self.delivered: list[Delivery] = []
         self.message_count = 0
         self.ended_at: tuple[SagaStatus, int] | None = None
+        self._world: World | None = None
+        self.in_flight: list[Delivery] = []
 
     # -- helpers -----------------------------------------------------------------
 
@@ -159,6 +172,40 @@ class SagaLaws(RuleBasedStateMachine):
     def definition(self) -> SagaDefinition:
         assert self._definition is not None
         return self._definition
+
+    @property
+    def world(self) -> World:
+        assert self._world is not None
+        return self._world
+
+    def command_named(self, reply: Delivery) -> Command | None:
+        """The command ``reply`` is about (its latest attempt if it names none), if sent."""
+        named = [
+            s
+            for s in laws.sent_commands(self.events)
+            if (s.step, s.kind) == (reply.step, reply.kind) and reply.attempt in (None, s.attempt)
+        ]
+        if not named:
+            return None
+        event = self.events[named[-1].index]
+        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
+        return event.command()
+
+    def as_participant_answers(self, reply: Delivery) -> Delivery:
+        """``reply`` as the participant gives it: a success runs the command now (unless it
+        ran before, or a fence refuses it and it fails); a failure means it never runs."""
+        command = self.command_named(reply)
+        if command is None:
+            return reply
+        answer = self.world.answer(
+            command, self.now, succeed=reply.succeeded, result=reply.result, error=reply.error
+        )
+        return replace(
+            reply,
+            succeeded=answer.succeeded,
+            result=answer.result if command.kind is CommandKind.ACTION else None,
+            error=answer.error or reply.error,
+        )
 
     def fresh_message_id(self) -> str:
         self.message_count += 1
@@ -203,14 +250,31 @@ class SagaLaws(RuleBasedStateMachine):
         """Neither ended nor dead-lettered (judged from the log)."""
         return not laws.is_ended(self.events) and not laws.is_dead_lettered(self.events)
 
+    def is_late(self, reply: Delivery) -> bool:
+        """Law 4's oracle for late facts: the first success of an uncertain step that the
+        saga is not waiting for now is recorded as ``StepCompletedLate``."""
+        return (
+            reply.succeeded
+            and reply.kind is CommandKind.ACTION
+            and self.definition.has_step(reply.step)
+            and laws.late_success_would_apply(
+                self.definition, self.events, reply.step, reply.attempt, reply.message_id
+            )
+        )
+
     def would_apply(self, reply: Delivery) -> bool:
-        """Law 4's oracle: applied iff it answers the outstanding command, new message id."""
-        return laws.reply_would_apply(
+        """Law 4's oracle: applied iff it answers the outstanding command, new message id
+        (or is a late fact)."""
+        return self.is_late(reply) or laws.reply_would_apply(
             self.events, reply.step, reply.kind, reply.attempt, reply.message_id
         )
 
-    def hand_over(self, reply: Delivery) -> ReplyOutcome:
-        """Deliver ``reply``, check it against the oracle, and store what it recorded."""
+    def hand_over(self, reply: Delivery, *, answered: bool = False) -> ReplyOutcome:
+        """Deliver ``reply`` (first to its participant, unless ``answered``), check it
+        against the oracle, and store what it recorded."""
+        if not answered:
+            reply = self.as_participant_answers(reply)
+        late = self.is_late(reply)
         expected = self.would_apply(reply)
         processed = laws.processed_message_ids(self.events)
         latest = laws.latest_attempt(self.events, reply.step, reply.kind)
@@ -219,6 +283,9 @@ class SagaLaws(RuleBasedStateMachine):
         assert outcome.applied == expected, (
             f"law 4: {reply} gave {outcome}; the outstanding command was "
             f"{laws.outstanding_command(self.events)}"
+        )
+        assert (outcome.outcome is Outcome.LATE) == late, (
+            f"law 4: {reply} gave {outcome}; a late success of an uncertain step: {late}"
         )
         if not outcome.applied:
             self.nothing_recorded(before)
@@ -246,6 +313,7 @@ class SagaLaws(RuleBasedStateMachine):
         saga_id=st.uuids(),
         with_message_id=st.booleans(),
         head_start=st.integers(0, 7),
+        fencing=st.sampled_from([Fencing.off(), Fencing()]),
     )
     def start(
         self,
@@ -254,9 +322,12 @@ class SagaLaws(RuleBasedStateMachine):
         saga_id: UUID,
         with_message_id: bool,
         head_start: int,
+        fencing: Fencing,
     ) -> None:
         """Start the saga; with a ``head_start``, its first steps succeed at once (up to
-        all but the last), so that rules also begin from deep, much-to-undo states."""
+        all but the last), so that rules also begin from deep, much-to-undo states. Its
+        participants are fenced or not."""
+        self._world = World(None, {}, fencing)
         message_id = self.fresh_message_id() if with_message_id else None
         self._definition = definition
         self._saga = Saga.start(
@@ -268,6 +339,9 @@ class SagaLaws(RuleBasedStateMachine):
         assert isinstance(first, Saga.StepDispatched)
         assert (first.step, first.attempt) == (definition.steps[0].name, 1)
         for index in range(min(head_start, len(definition.steps) - 1)):
+            waiting = laws.outstanding_command(self.events)
+            if waiting is None or waiting.step != definition.steps[index].name:
+                break  # a fenced participant refused an action (its deadline within the margin)
             outcome = self.hand_over(
                 Delivery(
                     definition.steps[index].name,
@@ -344,7 +418,7 @@ class SagaLaws(RuleBasedStateMachine):
         a duplicate. (A no-op until some reply with a message id was applied.)"""
         reply = pick_back(self.delivered, move.pick)
         if reply is not None:
-            outcome = self.hand_over(reply)
+            outcome = self.hand_over(reply, answered=True)
             assert outcome.outcome is Outcome.DUPLICATE
 
     @rule(move=stray_replies())
@@ -356,6 +430,41 @@ class SagaLaws(RuleBasedStateMachine):
             self.hand_over(reply)
         else:
             self.refused(error, lambda: deliver(self.saga, reply, self.now))
+
+    @rule(pick=picks(), reply=st.sampled_from(["now", "later", "never"]))
+    def participant_runs_a_command_late(self, pick: int, reply: str) -> None:
+        """A participant runs any command sent so far, now: possibly after its deadline,
+        its timeout, an abort, its compensation or a later attempt. Its reply arrives
+        now, later (:meth:`a_reply_in_flight_arrives`) or never."""
+        sent = pick_back(laws.sent_commands(self.events), pick)
+        assert sent is not None
+        event = self.events[sent.index]
+        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
+        command = event.command()
+        if self.world.ran(command.command_id):
+            return
+        answer = self.world.answer(command, self.now, result={"late": sent.step})
+        delivery = Delivery(
+            command.step,
+            command.kind,
+            answer.succeeded,
+            command.attempt,
+            self.fresh_message_id(),
+            answer.result if command.kind is CommandKind.ACTION else None,
+            answer.error or "failed",
+        )
+        if reply == "now":
+            self.hand_over(delivery, answered=True)
+        elif reply == "later":
+            self.in_flight.append(delivery)
+
+    @rule(pick=picks())
+    def a_reply_in_flight_arrives(self, pick: int) -> None:
+        """The reply of a command run earlier arrives, late and in any order."""
+        reply = pick_back(self.in_flight, pick)
+        if reply is not None:
+            self.in_flight.remove(reply)
+            self.hand_over(reply, answered=True)
 
     @rule(move=clock_advances())
     def time_passes(self, move: AdvanceClock) -> None:
@@ -394,6 +503,15 @@ class SagaLaws(RuleBasedStateMachine):
             self.refused(InvalidTransitionError, call)
             return
         dead_letter = saga.dead_letter
+        if move.verb is OperatorVerb.RESOLVE and dead_letter is not None:
+            resolved = [
+                s
+                for s in laws.sent_commands(self.events)
+                if (s.step, s.kind) == (dead_letter.step, dead_letter.kind)
+            ]
+            by_hand = self.events[resolved[-1].index]
+            assert isinstance(by_hand, Saga.StepDispatched | Saga.CompensationDispatched)
+            self.world.by_hand(by_hand.command(), self.now)
         before = len(self.events)
         call()
         self.record(None)
@@ -480,13 +598,26 @@ class SagaLaws(RuleBasedStateMachine):
         laws.check_law3_absorbing(self.events)
         saga = self.saga
         if self.ended_at is not None:
-            assert (saga.status, saga.version) == self.ended_at, (
+            assert saga.status == self.ended_at[0], (
                 f"law 3: the saga ended as {self.ended_at} and is now "
                 f"{saga.status} at version {saga.version}"
             )
         elif saga.status.is_terminal:
             self.ended_at = (saga.status, saga.version)
         assert saga.status.is_terminal == laws.is_ended(self.events)
+
+    @invariant()
+    def law1_a_failed_saga_leaves_no_action_in_force(self) -> None:
+        """Law 1 against the world: once ``FAILED``, no action of a compensatable step is
+        in force, whatever the timing (a run a fence would have refused aside)."""
+        if self.saga.status is SagaStatus.FAILED:
+            left = self.world.left_in_force(self.definition)
+            assert not left, (
+                "law 1: the saga is FAILED but these actions are in force, never compensated: "
+                + "; ".join(e.describe() for e in left)
+                + f" (fencing: {self.world.fencing})\n"
+                + laws.describe_history(self.events)
+            )
 
     @invariant()
     def law4_outcomes_answer_the_outstanding_command(self) -> None:

@@ -3,6 +3,8 @@ caught, and the failure names the broken compensation and shows the history."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -16,8 +18,8 @@ from shop import (
     release_forgetting_an_item,
 )
 
-from sagalog.domain import Command, SagaStatus
-from sagalog.testing import LawViolation, SagaLawsMachine
+from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
+from sagalog.testing import Fencing, LawViolation, SagaLawsMachine
 
 #: Enough examples to find a broken compensation every time, and the same ones on
 #: every run (derandomized, no example database), so the tests cannot be flaky;
@@ -137,3 +139,44 @@ def test_the_shop_laws_hold_on_every_backend(database_url: str) -> None:
     run_state_machine_as_test(
         OnTheTestStore, settings=settings(HUNT, max_examples=10, phases=[Phase.generate])
     )
+
+
+def test_a_step_that_opts_out_of_uncertain_compensation_is_caught_leaving_its_action() -> None:
+    """Law 1 against the world: a charge that ran but whose reply came after its timeout is
+    left in force when its step does not compensate uncertain outcomes."""
+    charge_first = SagaDefinition(
+        name="Charge",
+        steps=[
+            Step(
+                name="process_payment",
+                action="PaymentService.ChargePayment",
+                compensation="PaymentService.RefundPayment",
+                timeout=timedelta(seconds=30),
+                compensate_uncertain=False,
+            ),
+            Step(name="create_shipment", action="ShippingService.CreateShipment"),
+        ],
+    )
+
+    class ChargeNotCompensatedWhenUncertain(ShopLaws):
+        definition = charge_first
+
+    with pytest.raises(LawViolation) as caught:
+        run_state_machine_as_test(
+            ChargeNotCompensatedWhenUncertain, settings=settings(HUNT, max_examples=500)
+        )
+    message = str(caught.value)
+    assert message.startswith(
+        "law 1: the saga is FAILED but the action of 'process_payment' is in force"
+    ), message
+    assert "'PaymentService.ChargePayment' (step 'process_payment', attempt 1) ran" in message
+
+
+def test_the_shop_laws_hold_with_fenced_participants() -> None:
+    """Fenced participants refuse expired actions, actions after their compensation and
+    repeated attempts; the shop's saga keeps every law with them too."""
+
+    class FencedShopLaws(ShopLaws):
+        fencing = Fencing()
+
+    run_state_machine_as_test(FencedShopLaws, settings=HUNT)
