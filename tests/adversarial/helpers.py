@@ -7,8 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import pytest
+
+from sagalog.domain import CommandKind, command_id_for
 
 
 def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
@@ -160,3 +163,8 @@ class KeyedCipher:
 
     def decrypt(self, ciphertext: bytes) -> bytes:
         return ciphertext
+
+
+def first_command_id(saga_id: UUID, step: str = "reserve_inventory") -> str:
+    """The id of the first action command of ``step``: what a reply to it names."""
+    return str(command_id_for(saga_id, step, CommandKind.ACTION, 1))

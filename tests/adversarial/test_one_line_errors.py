@@ -17,7 +17,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from helpers import Background, publish_raw, wait_until
+from helpers import Background, first_command_id, publish_raw, wait_until
 from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app
@@ -108,7 +108,8 @@ def test_dead_letter_reasons_do_not_repeat_the_exception_type(
         wait_until(consumer.ready.is_set, "the reply consumer to consume")
         unknown = {
             "message_id": "m-nosaga",
-            "saga_id": str(uuid4()),
+            "saga_id": str(unknown := uuid4()),
+            "command_id": first_command_id(unknown),
             "step": "reserve_inventory",
             "outcome": "completed",
         }

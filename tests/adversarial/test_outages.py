@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from helpers import Background, TcpProxy, publish_raw, wait_until
+from helpers import Background, TcpProxy, first_command_id, publish_raw, wait_until
 
 from sagalog.domain import SagaDefinition, Step
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
@@ -236,6 +236,7 @@ def test_the_reply_consumer_keeps_its_connection_through_a_database_stall(
             reply = {
                 "message_id": "m1",
                 "saga_id": str(saga_id),
+                "command_id": first_command_id(saga_id),
                 "step": "reserve_inventory",
                 "outcome": "completed",
             }

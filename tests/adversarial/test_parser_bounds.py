@@ -15,7 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from helpers import Background, publish_raw, wait_until
+from helpers import Background, first_command_id, publish_raw, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -157,6 +157,7 @@ def test_the_reply_consumer_dead_letters_bombs_and_handles_the_next_reply(
         good = {
             "message_id": "m-good",
             "saga_id": str(saga_id),
+            "command_id": first_command_id(saga_id),
             "step": "reserve_inventory",
             "outcome": "completed",
         }

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import Background, publish_raw, wait_until
+from helpers import Background, first_command_id, publish_raw, wait_until
 
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
@@ -78,6 +78,7 @@ def _reply(saga_id: Any, message_id: str) -> bytes:
         {
             "message_id": message_id,
             "saga_id": str(saga_id),
+            "command_id": first_command_id(saga_id),
             "step": "reserve_inventory",
             "outcome": "completed",
         }

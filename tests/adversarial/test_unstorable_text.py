@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from helpers import first_command_id
 
 from sagalog.domain import InvalidPayloadError
 from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
@@ -64,6 +65,7 @@ CASES: list[tuple[str, Case]] = [
             {
                 "message_id": "r1",
                 "saga_id": str(s),
+                "command_id": first_command_id(s),
                 "step": "reserve_inventory",
                 "outcome": "failed",
                 "error": f"declined{bad}",

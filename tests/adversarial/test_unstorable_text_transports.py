@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Background, publish_raw, wait_until
+from helpers import Background, first_command_id, publish_raw, wait_until
 from typer.testing import CliRunner
 
 from sagalog.domain import Command, Saga
@@ -64,6 +64,7 @@ def test_a_reply_with_a_nul_is_dead_lettered_naming_the_field_and_writes_nothing
         reply = {
             "message_id": "m1",
             "saga_id": str(saga_id),
+            "command_id": first_command_id(saga_id),
             "step": "reserve_inventory",
             "outcome": "completed",
             **changes,
