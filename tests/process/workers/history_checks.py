@@ -53,11 +53,16 @@ def history_problems(
     dispatches: Counter[tuple[str, CommandKind, int]] = Counter()
     attempts: dict[tuple[str, CommandKind], list[int]] = {}
     completed: Counter[str] = Counter()
+    late: set[str] = set()
+    uncertain: set[str] = set()
     compensated: Counter[str] = Counter()
     compensation_began = False
     ended_at: int | None = None
     for index, event in enumerate(events):
         if ended_at is not None:
+            if isinstance(event, Saga.StepCompletedLate):
+                late.add(event.step)  # a fact may follow the end; it changes no status
+                continue
             problem(f"{type(event).__name__} recorded after the saga ended")
             break
         if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
@@ -77,16 +82,23 @@ def history_problems(
                 )
             if kind is CommandKind.ACTION and compensation_began:
                 problem(f"step {event.step!r} dispatched after compensation began")
-            if kind is CommandKind.COMPENSATION and completed[event.step] == 0:
-                problem(f"compensation of {event.step!r} dispatched but its action never completed")
+            done = completed[event.step] or event.step in late | uncertain
+            if kind is CommandKind.COMPENSATION and not done:
+                problem(
+                    f"compensation of {event.step!r} dispatched but its action neither "
+                    "completed nor is uncertain"
+                )
         elif isinstance(event, Saga.StepCompleted):
             completed[event.step] += 1
+        elif isinstance(event, Saga.StepCompletedLate):
+            late.add(event.step)
         elif isinstance(event, Saga.CompensationCompleted):
             compensated[event.step] += 1
         elif isinstance(event, Saga.CompensationRequested):
             if compensation_began:
                 problem("compensation requested twice")
             compensation_began = True
+            uncertain.update(event.uncertain_steps or ())
         elif isinstance(event, Saga.SagaDeadLettered):
             problem(f"dead-lettered at {event.step!r} ({event.kind}): {event.error}")
         if isinstance(event, TERMINAL_EVENTS):
@@ -105,7 +117,7 @@ def history_problems(
         if count > 1:
             problem(f"step {step!r} compensated {count} times")
 
-    last = events[-1]
+    last = events[ended_at] if ended_at is not None else events[-1]
     if ended_at is None:
         problem(f"never ended; last event {type(last).__name__}")
     elif isinstance(last, Saga.SagaCompleted):
@@ -120,8 +132,13 @@ def history_problems(
         undone = [
             s.name
             for s in definition.steps
-            if s.compensatable and completed[s.name] and compensated[s.name] != 1
+            if s.compensatable
+            and (completed[s.name] or s.name in uncertain)
+            and compensated[s.name] != 1
         ]
         if undone:
-            problem(f"FAILED but completed steps {undone} were not compensated exactly once")
+            problem(
+                f"FAILED but completed or uncertain steps {undone} were not compensated "
+                "exactly once"
+            )
     return problems
