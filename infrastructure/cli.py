@@ -1190,76 +1190,55 @@ def _operator_action(
     console.print(f"{done} saga {wanted}: now {status}{step}", highlight=False)
 
 
-@app.command()
-def retry(
-    saga_id: SagaIdArgument,
-    reason: ReasonOption,
-    actor: ActorOption,
-    database_url: DatabaseUrlOption = None,
-    app: AppOption = None,
-    definitions: DefinitionsOption = None,
+def _operator_command(
+    name: str, doc: str, act: Callable[[SagaManager, UUID, str, str], object], done: str
 ) -> None:
-    """Try a dead-lettered saga's failed command once more."""
-    _operator_action(
-        saga_id,
-        (database_url, app, definitions),
-        lambda manager, sid: manager.retry(sid, actor=actor, reason=reason),
-        "retried",
-    )
+    """Register ``sagalog NAME SAGA_ID --reason --actor``: ``act(manager, id, actor, reason)``."""
+
+    def command(
+        saga_id: SagaIdArgument,
+        reason: ReasonOption,
+        actor: ActorOption,
+        database_url: DatabaseUrlOption = None,
+        app: AppOption = None,
+        definitions: DefinitionsOption = None,
+    ) -> None:
+        _operator_action(
+            saga_id,
+            (database_url, app, definitions),
+            lambda manager, sid: act(manager, sid, actor, reason),
+            done,
+        )
+
+    command.__doc__ = doc
+    command.__name__ = name
+    app.command(name)(command)
 
 
-@app.command()
-def resolve(
-    saga_id: SagaIdArgument,
-    reason: ReasonOption,
-    actor: ActorOption,
-    database_url: DatabaseUrlOption = None,
-    app: AppOption = None,
-    definitions: DefinitionsOption = None,
-) -> None:
-    """Declare a dead-lettered saga's failed command done by hand; the saga moves on."""
-    _operator_action(
-        saga_id,
-        (database_url, app, definitions),
-        lambda manager, sid: manager.resolve(sid, actor=actor, reason=reason),
-        "resolved",
-    )
-
-
-@app.command()
-def abort(
-    saga_id: SagaIdArgument,
-    reason: ReasonOption,
-    actor: ActorOption,
-    database_url: DatabaseUrlOption = None,
-    app: AppOption = None,
-    definitions: DefinitionsOption = None,
-) -> None:
-    """Stop a running saga (before its pivot) and compensate what it has done."""
-    _operator_action(
-        saga_id,
-        (database_url, app, definitions),
-        lambda manager, sid: manager.abort(sid, actor=actor, reason=reason),
-        "aborted",
-    )
-
-
-@app.command()
-def compensate(
-    saga_id: SagaIdArgument,
-    reason: ReasonOption,
-    actor: ActorOption,
-    database_url: DatabaseUrlOption = None,
-    app: AppOption = None,
-    definitions: DefinitionsOption = None,
-) -> None:
-    """Compensate the steps of a FAILED saga that may still be in force (stuck EFFECT_IN_FORCE)."""
-    _operator_action(
-        saga_id,
-        (database_url, app, definitions),
-        lambda manager, sid: manager.compensate(sid, actor=actor, reason=reason),
-        "compensating",
-    )
+_operator_command(
+    "retry",
+    "Try a dead-lettered saga's failed command once more.",
+    lambda m, sid, actor, reason: m.retry(sid, actor=actor, reason=reason),
+    "retried",
+)
+_operator_command(
+    "resolve",
+    "Declare a dead-lettered saga's failed command done by hand; the saga moves on.",
+    lambda m, sid, actor, reason: m.resolve(sid, actor=actor, reason=reason),
+    "resolved",
+)
+_operator_command(
+    "abort",
+    "Stop a running saga (before its pivot) and compensate what it has done.",
+    lambda m, sid, actor, reason: m.abort(sid, actor=actor, reason=reason),
+    "aborted",
+)
+_operator_command(
+    "compensate",
+    "Compensate the steps of a FAILED saga that may still be in force (stuck EFFECT_IN_FORCE).",
+    lambda m, sid, actor, reason: m.compensate(sid, actor=actor, reason=reason),
+    "compensating",
+)
 
 
 # -- definition versions -------------------------------------------------------------
