@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -49,7 +48,7 @@ def old_log(
         )
     finally:
         manager.close()
-    yield url, recorded["sagas"]
+    return url, recorded["sagas"]
 
 
 def test_old_logs_rebuild_to_the_statuses_they_had(old_log: tuple[str, dict[str, str]]) -> None:
