@@ -27,9 +27,7 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "before_uncertain_fix.json"
 
 
 @pytest.fixture
-def old_log(
-    backend: str, database_url: str, tmp_path: Path
-) -> Iterator[tuple[str, dict[str, str]]]:
+def old_log(backend: str, database_url: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A store holding the fixture's events, inserted as they were stored."""
     url = cli_url_for(backend, database_url, tmp_path)
     recorded = json.loads(FIXTURE.read_text(encoding="utf-8"))
