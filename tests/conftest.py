@@ -111,6 +111,17 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", None) or selected_backends()[0])
 
 
+@pytest.fixture(scope="session")
+def selected_backend_names() -> tuple[str, ...]:
+    """The backends ``SAGALOG_TEST_BACKEND`` selects, for tests that cannot be parametrized.
+
+    unittest classes (eventsourcing's recorder contract tests) are not
+    parametrized by ``backend``: they name theirs, override ``backend`` and skip
+    when it is not selected.
+    """
+    return selected_backends()
+
+
 @pytest.fixture
 def requires_database(backend: str) -> None:
     """Skip the requesting test on the memory backend."""
