@@ -35,6 +35,7 @@ skips, and fails when ``CI`` is true).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -138,7 +139,17 @@ class SagalogStore:
         self.database_url = database_url
         self.factories = []
         self.saga_recorders = []
+        before = set(threading.enumerate())
         yield
+        # eventsourcing's concurrent cases set their readers' stop flag but do not join
+        # them: a reader still inside select_notifications when the store is closed uses
+        # a closed SQLite connection (a segmentation fault). Wait for them first (the
+        # test's own threads; connection pools' workers are daemons that live on).
+        for thread in set(threading.enumerate()) - before:
+            if thread.daemon:
+                continue
+            thread.join(timeout=30)
+            assert not thread.is_alive(), f"{thread.name} still running after the test"
         try:
             if self.timed:
                 for recorder in self.saga_recorders:
