@@ -834,9 +834,12 @@ class ReplyConsumer(ConsumerLoop):
                 check_message_bounds(delivery.body, self.reply_bounds, "reply")
                 replies[index] = Reply.parse(delivery.body)
             except (InvalidReplyError, MessageBoundsError, SignatureError) as exc:
-                dead[index] = (str(exc), exc, 1)
+                # Kept without its traceback: the traceback holds this frame, whose
+                # deliveries (bodies up to the broker's limit) a cycle would keep alive
+                # until the cyclic collector happens to run.
+                dead[index] = (str(exc), exc.with_traceback(None), 1)
             except (ValueError, RecursionError) as exc:  # any parser failure is the reply's
-                dead[index] = (f"unreadable reply: {exc}", exc, 1)
+                dead[index] = (f"unreadable reply: {exc}", exc.with_traceback(None), 1)
         if signers:
             for index, refusal in self._unbound_signers(replies, signers).items():
                 del replies[index]

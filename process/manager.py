@@ -408,7 +408,9 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
             try:
                 parsed.append((index, self._bound(Reply.parse(item))))
             except (InvalidReplyError, UnexpectedReplyError) as exc:
-                results[index] = exc
+                # Returned without its traceback, which would hold this frame and with
+                # it every reply of the call in a cycle until the cyclic collector runs.
+                results[index] = exc.with_traceback(None)
         for first in range(0, len(parsed), self.max_batch_size):
             self._handle_chunk(parsed[first : first + self.max_batch_size], results, now)
         return [result for result in results if result is not None]
@@ -446,7 +448,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
             try:
                 outcome = _answer(saga, reply, moment)
             except SagalogError as exc:
-                outcome = exc
+                outcome = exc.with_traceback(None)  # (see handle_many)
             # A cached copy may be stale, so only a decision that records something
             # is trusted on it (the commit checks its version); a failed decision
             # that changed the saga halfway cannot be recorded. Either way, that
@@ -473,7 +475,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
                 try:
                     results[index] = self.handle(reply)
                 except (SagalogError, ConcurrencyConflictError) as exc:
-                    results[index] = exc
+                    results[index] = exc.with_traceback(None)  # (see handle_many)
 
     # -- the clock ---------------------------------------------------------------
 

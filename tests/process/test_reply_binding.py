@@ -89,6 +89,8 @@ def test_a_reply_without_a_command_id_is_refused_by_default(manager: SagaManager
         manager.handle(_reply(saga_id, None))
     [result] = manager.handle_many([_reply(saga_id, None)])
     assert isinstance(result, UnexpectedReplyError)
+    # Returned without its traceback, which would keep every reply of the call alive.
+    assert result.__traceback__ is None
     assert manager.get(saga_id).version == version
 
 
