@@ -21,6 +21,9 @@ from sagalog.domain import SagaDefinition, Step
 from sagalog.infrastructure import cli
 from sagalog.process import SagaManager
 
+#: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_table_widths")
+
 WIDTHS = (80, 100, 120, 130, 135, 150, 170, 200)
 
 #: A longer type name than the demo's, and an error long enough to take any width.
