@@ -86,6 +86,7 @@ def test_list_show_replay_and_versions_never_cut_ids_types_or_statuses(
     assert "…" not in stuck
 
 
+@pytest.mark.slow
 def test_list_at_130_columns_through_the_environment(store: str, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "130"}
     done = subprocess.run(
@@ -102,6 +103,7 @@ def test_list_at_130_columns_through_the_environment(store: str, tmp_path: Path)
     assert "…" not in done.stdout
 
 
+@pytest.mark.slow
 def test_help_wraps_option_text_at_80_columns() -> None:
     env = {**os.environ, "COLUMNS": "80"}
     done = subprocess.run(
