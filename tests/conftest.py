@@ -19,6 +19,14 @@ When PostgreSQL cannot be reached the PostgreSQL tests are skipped with the
 reason, unless ``CI`` is set to a true value, where a skipped backend would
 pass silently: there they fail.
 
+The suite runs on every core (pytest-xdist, ``-n auto`` in ``pyproject.toml``): a test
+shares nothing with another that runs at the same time — its store is a file under
+its ``tmp_path`` or a schema of its own, its broker names carry a fresh prefix, its
+servers take a port the system picks. A module whose tests share a module fixture is
+an ``xdist_group``, run on one worker. Under ``CI`` the run lists its 20 slowest tests
+(``--durations``); the notebooks are marked ``slow``, so ``pytest -m "not slow"`` is
+the quick loop.
+
 A test that means nothing without a real database (surviving a restart,
 sharing a store between two application objects) is marked
 ``@pytest.mark.requires_database`` (optionally with ``reason=``) and is skipped
@@ -45,6 +53,8 @@ DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: What an unset ``SAGALOG_TEST_BACKEND`` means ("all" would run every backend).
 DEFAULT_BACKENDS = "all"
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+#: How many of the slowest tests a CI run lists (``--durations``), unless told otherwise.
+CI_DURATIONS = 20
 
 
 def selected_backends() -> tuple[str, ...]:
@@ -78,6 +88,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "requires_database(reason=...): needs a real database; skipped on the memory backend",
     )
     selected_backends()  # A typo in the backend variable stops the run at once.
+    if in_ci() and config.option.durations is None:
+        config.option.durations = CI_DURATIONS  # CI shows where the suite's time goes.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebooks (nbmake's items) run in CI but not in the quick loop: they are ``slow``."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

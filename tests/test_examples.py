@@ -34,6 +34,7 @@ def _example(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["money_transfer.py", "approval.py"])
 def test_each_example_runs_as_a_script(script: str) -> None:
     done = subprocess.run(
@@ -72,6 +73,7 @@ def test_the_approval_expires_by_its_timeout_and_a_revocation_aborts_it(
     assert "budget reserved: {}" in out
 
 
+@pytest.mark.slow
 def test_the_worker_runs_the_money_transfer_participants(tmp_path: Path) -> None:
     """As the example's docstring says: `start` then `worker --transport in-process`."""
     url = f"sqlite:///{tmp_path / 'transfers.db'}"

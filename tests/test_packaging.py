@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+#: Slow (pip builds the wheel, a fresh venv installs it); one pytest-xdist worker runs the
+#: module, whose tests share the wheel (a module fixture).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_packaging")]
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("domain", "process", "projections", "infrastructure", "testing")
 
@@ -34,7 +38,6 @@ def test_wheel_maps_each_folder_to_a_typed_sagalog_package(wheel: Path) -> None:
     assert not any(name.startswith("tests/") for name in names)
 
 
-@pytest.mark.slow
 def test_wheel_imports_and_runs_in_a_fresh_environment(wheel: Path, tmp_path: Path) -> None:
     """Without extras: the core, and the testing kit's hypothesis-free half (a scenario
     runs; the pytest plugin is registered under ``pytest11``)."""

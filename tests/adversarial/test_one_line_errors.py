@@ -85,6 +85,7 @@ def test_a_rabbitmq_url_that_is_not_one(tmp_path: Path) -> None:
         assert "secret" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_subprocess_error_is_one_line_too(tmp_path: Path) -> None:
     """The installed entry point (not only the in-process runner) keeps the promise."""
     notes = tmp_path / "notes.txt"

@@ -179,6 +179,7 @@ def test_a_worker_started_while_the_broker_is_down_runs_its_timers_and_connects_
     assert worker._errors == []
 
 
+@pytest.mark.slow
 def test_the_cli_worker_starts_with_the_broker_down(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     process = subprocess.Popen(

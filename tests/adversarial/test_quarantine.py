@@ -277,6 +277,7 @@ def test_the_relay_quarantines_a_command_its_transport_refuses_and_sends_the_oth
         manager.close()
 
 
+@pytest.mark.slow
 def test_the_cli_worker_runs_on_the_poisoned_store_and_stops_cleanly(poisoned: str) -> None:
     import os
     import signal

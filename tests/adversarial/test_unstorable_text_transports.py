@@ -167,6 +167,7 @@ def test_an_operator_action_with_a_nul_is_one_line_and_writes_nothing(
         manager.close()
 
 
+@pytest.mark.slow
 def test_an_operator_reason_that_is_not_unicode_is_refused_from_a_real_command_line(
     tmp_path: Path,
 ) -> None:

@@ -21,6 +21,9 @@ from test_cli_helpers import (
 from sagalog.infrastructure import cli
 from sagalog.process import SagaManager
 
+#: One pytest-xdist worker runs this module: its tests share its demo store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_listings")
+
 
 @pytest.fixture(scope="module")
 def seeded(

@@ -13,6 +13,9 @@ from test_cli_helpers import ids_by_status, invoke, run_demo, shared_store
 
 from sagalog.process import PlotUnavailableError, SagaManager, plot_timeline
 
+#: One pytest-xdist worker runs this module: its tests share its demo store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_plot")
+
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 

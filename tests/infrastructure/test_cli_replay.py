@@ -12,6 +12,9 @@ from test_cli_helpers import CLI_SHOP, invoke, invoke_json, seed_sagas, shared_s
 
 from sagalog.domain import RetryPolicy, SagaDefinition
 
+#: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_replay")
+
 #: ``CLI_SHOP`` with a second, immediate attempt at charging (for ``--against``).
 SHOP_RETRYING_CHARGE = SagaDefinition(
     "CliShop",

@@ -21,6 +21,9 @@ from sagalog.domain import SagaDefinition, Step
 from sagalog.infrastructure import cli
 from sagalog.process import SagaManager
 
+#: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_table_widths")
+
 WIDTHS = (80, 100, 120, 130, 135, 150, 170, 200)
 
 #: A longer type name than the demo's, and an error long enough to take any width.
@@ -83,6 +86,7 @@ def test_list_show_replay_and_versions_never_cut_ids_types_or_statuses(
     assert "…" not in stuck
 
 
+@pytest.mark.slow
 def test_list_at_130_columns_through_the_environment(store: str, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "130"}
     done = subprocess.run(
@@ -99,6 +103,7 @@ def test_list_at_130_columns_through_the_environment(store: str, tmp_path: Path)
     assert "…" not in done.stdout
 
 
+@pytest.mark.slow
 def test_help_wraps_option_text_at_80_columns() -> None:
     env = {**os.environ, "COLUMNS": "80"}
     done = subprocess.run(

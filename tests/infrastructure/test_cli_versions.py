@@ -13,6 +13,9 @@ from sagalog.infrastructure import cli
 from sagalog.infrastructure.demo_sagas import ORDER_FULFILLMENT, ORDER_FULFILLMENT_V1
 from sagalog.process import SagaManager
 
+#: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_cli_versions")
+
 
 @pytest.fixture(scope="module")
 def demo_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -136,6 +136,7 @@ def _assert_consistent(url: str) -> tuple[SagaManager, SagaProjector]:
     return manager, projector
 
 
+@pytest.mark.slow
 def test_worker_fires_due_timers_keeps_projections_up_and_stops_on_sigterm(
     url: str, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -174,6 +175,7 @@ def test_worker_fires_due_timers_keeps_projections_up_and_stops_on_sigterm(
         manager.close()
 
 
+@pytest.mark.slow
 def test_worker_stopped_in_the_middle_of_work_leaves_nothing_half_written(
     url: str, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -204,6 +206,7 @@ def test_worker_stopped_in_the_middle_of_work_leaves_nothing_half_written(
         manager.close()
 
 
+@pytest.mark.slow
 def test_worker_relays_commands_to_in_process_participants(
     url: str, start_worker: Callable[..., WorkerProcess]
 ) -> None:

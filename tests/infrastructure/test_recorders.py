@@ -485,6 +485,7 @@ def test_postgres_refuses_database_function_inserts(open_app: OpenApp, backend: 
         open_app(extra={"POSTGRES_ENABLE_DB_FUNCTIONS": "y"})
 
 
+@pytest.mark.slow
 def test_the_recorders_module_imports_without_psycopg() -> None:
     """psycopg is the optional ``postgres`` extra: memory and SQLite must not need it."""
     script = (

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # worker subprocesses
+
 HERE = Path(__file__).resolve().parent
 
 

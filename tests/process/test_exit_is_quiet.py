@@ -11,6 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a Python subprocess per backend
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = textwrap.dedent(
     """

@@ -21,6 +21,9 @@ from sagalog.projections import (
 )
 from sagalog.projections.rows import HANDLED_EVENT_TYPES, MAX_DETAIL
 
+#: One pytest-xdist worker runs this module: its tests share its scenario log (a module fixture).
+pytestmark = pytest.mark.xdist_group("test_projection_rows")
+
 
 @pytest.fixture(scope="module")
 def scenario_log() -> Iterator[tuple[SagaManager, dict[str, Any]]]:

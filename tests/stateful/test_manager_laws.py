@@ -7,13 +7,20 @@ with ``tick``, operators acting, everyone cooperating to the end — and after e
 rule the stored history is judged by the law checks, every stored version
 rebuilds to what the manager returned (law 5), and the timer index holds the
 saga's next wake-up.
+
+It is the one run of the laws machine on SQLite and PostgreSQL: the kit's tests
+(``tests/testing``) run the shop's machine, participants and world included, in
+memory, where the store plays no part in what they check.
 """
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from sagalog.process import SagaManager
 from sagalog.testing import SagaLawsMachine
 from sagalog.testing.strategies import definitions
 
@@ -25,10 +32,24 @@ def _examples(backend: str) -> int:
 
 
 def test_laws_hold_through_the_manager_for_any_definition(database_url: str, backend: str) -> None:
+    started: list[UUID] = []
+
     class AnyDefinitionLaws(SagaLawsMachine):
         definition = definitions()
+
+        def teardown(self) -> None:
+            if self._definition is not None:
+                started.append(self.saga_id)
+            super().teardown()
 
     AnyDefinitionLaws.database_url = database_url
     run_state_machine_as_test(
         AnyDefinitionLaws, settings=settings(settings(), max_examples=_examples(backend))
     )
+    assert started
+    if backend != "memory":  # ``database_url`` put the machine's managers on the test's store
+        store = SagaManager([], database_url)
+        try:
+            assert all(store.recorder.select_events(saga_id) for saga_id in started)
+        finally:
+            store.close()

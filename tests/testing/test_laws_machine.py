@@ -129,18 +129,6 @@ def test_the_machine_reaches_every_ending_of_the_shop_saga() -> None:
     assert {SagaStatus.COMPLETED, SagaStatus.FAILED} <= seen
 
 
-def test_the_shop_laws_hold_on_every_backend(database_url: str) -> None:
-    """``database_url`` puts the machine's managers on SQLite or PostgreSQL."""
-
-    class OnTheTestStore(ShopLaws):
-        pass
-
-    OnTheTestStore.database_url = database_url
-    run_state_machine_as_test(
-        OnTheTestStore, settings=settings(HUNT, max_examples=10, phases=[Phase.generate])
-    )
-
-
 def test_a_step_that_opts_out_of_uncertain_compensation_is_caught_leaving_its_action() -> None:
     """Law 1 against the world: a charge that ran but whose reply came after its timeout is
     left in force when its step does not compensate uncertain outcomes."""

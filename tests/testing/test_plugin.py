@@ -82,6 +82,7 @@ def test_the_clock_only_moves_forward() -> None:
         ManualClock(EPOCH.replace(tzinfo=None))
 
 
+@pytest.mark.slow
 def test_loading_the_plugin_imports_neither_hypothesis_nor_the_manager() -> None:
     probe = (
         "import sys, sagalog.testing.plugin, sagalog.testing\n"
@@ -103,6 +104,7 @@ def _pytest_in(directory: Path, profile: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_the_plugin_loads_the_profile_the_environment_names(tmp_path: Path) -> None:
     (tmp_path / "test_profile.py").write_text(
         "from hypothesis import settings\n\n"

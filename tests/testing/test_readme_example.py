@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -18,6 +20,7 @@ def python_block_after(heading: str, text: str) -> str:
     return after[start : after.index("```", start)]
 
 
+@pytest.mark.slow
 def test_the_readme_testing_example_passes_as_written(tmp_path: Path) -> None:
     text = README.read_text(encoding="utf-8")
     definition = python_block_after("## A saga definition", text)
