@@ -53,7 +53,7 @@ from bench_common import admin_connection
 from bench_sagalog import close_relay, drive, open_stack
 from eventsourcing.persistence import StoredEvent
 
-from sagalog.process.timers import SAGA_TIMERS_KWARG
+from sagalog.process.store.timers import SAGA_TIMERS_KWARG
 
 #: The relay records its position once per batch of this many commands.
 RELAY_BATCH = 500

@@ -1,6 +1,6 @@
 """sagalog's side of the benchmarks: throughput, commits, latency, replay, profile, memory.
 
-The wiring is the demo's (``sagalog.infrastructure.demo``) without its simulated
+The wiring is the demo's (``sagalog.infrastructure.demo.runner``) without its simulated
 clock and failures: a real ``SagaManager`` on the database under test, the real
 ``CommandRelay`` following the manager's log, the ``InProcessTransport``, and
 participants that answer every command at once. The driver starts every saga,
@@ -41,8 +41,8 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from sagalog.domain import Command, CommandKind, Saga
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
 from sagalog.process.manager import project_saga
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sagalog.infrastructure.demo import DemoRates, run_demo
+from sagalog.infrastructure.demo.runner import DemoRates, run_demo
 from sagalog.process import SagaManager, parse_database_url
 from sagalog.projections import SagaProjector
 

@@ -44,10 +44,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from typer.exceptions import TyperException as _ParseError
 
 from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
-from sagalog.infrastructure.demo import DemoRates, run_demo
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.relay import outbox_of
-from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
+from sagalog.infrastructure.demo.runner import DemoRates, run_demo
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.relay import outbox_of
+from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.worker import (
     StoppableLoop,
     Worker,
@@ -56,14 +56,14 @@ from sagalog.infrastructure.worker import (
     stop_on_signals,
 )
 from sagalog.process import SagaManager, parse_database_url
-from sagalog.process.database import DATABASE_URL_ENV_VAR
-from sagalog.process.explain import explain as explain_saga
+from sagalog.process.debugging.explain import explain as explain_saga
+from sagalog.process.debugging.replay import ReplayStep, SagaSnapshot, state_at
+from sagalog.process.debugging.replay import replay as replay_saga
+from sagalog.process.debugging.timeline import plot_timeline
+from sagalog.process.debugging.whatif import load_definition, what_if
 from sagalog.process.loading import definitions_from, manager_class
-from sagalog.process.replay import ReplayStep, SagaSnapshot, state_at
-from sagalog.process.replay import replay as replay_saga
-from sagalog.process.stores import check_store_name
-from sagalog.process.timeline_plot import plot_timeline
-from sagalog.process.whatif import load_definition, what_if
+from sagalog.process.store.contents import check_store_name
+from sagalog.process.store.url import DATABASE_URL_ENV_VAR
 from sagalog.projections import (
     DefinitionVersionUsage,
     SagaProjector,
@@ -195,7 +195,7 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         if transport == "rabbitmq":
-            from sagalog.infrastructure.demo_rabbitmq import run_rabbitmq_demo
+            from sagalog.infrastructure.demo.rabbitmq import run_rabbitmq_demo
 
             result = _guard(
                 lambda: run_rabbitmq_demo(
@@ -393,7 +393,7 @@ def _store_settings_error(exc: BaseException) -> str:
 
 def _preflight(url: Any) -> None:
     """One line, at once, when the store cannot be opened (see health.preflight_store)."""
-    from sagalog.infrastructure.health import preflight_store
+    from sagalog.infrastructure.observability.health import preflight_store
 
     try:
         preflight_store(url)
@@ -1513,7 +1513,7 @@ def worker(
 
 def _signing_keys() -> Any:
     """``SAGALOG_SIGNING_KEYS`` as keys, or ``None`` with a warning; one-line errors."""
-    from sagalog.infrastructure.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
+    from sagalog.infrastructure.messaging.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
 
     try:
         keys = SigningKeys.from_env()

@@ -77,16 +77,16 @@ from sagalog.domain import (
     UnknownSagaTypeError,
     UnknownStepError,
 )
-from sagalog.infrastructure.bounds import (
+from sagalog.infrastructure.messaging.bounds import (
     REPLY_BOUNDS,
     MessageBounds,
     MessageBoundsError,
     check_message_bounds,
 )
-from sagalog.infrastructure.signing import SignatureError, SigningKeys, service_of
-from sagalog.infrastructure.transport import TransportError
+from sagalog.infrastructure.messaging.signing import SignatureError, SigningKeys, service_of
+from sagalog.infrastructure.messaging.transport import TransportError
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
-from sagalog.process.database import mask_password
+from sagalog.process.store.url import mask_password
 
 logger = logging.getLogger("sagalog.rabbitmq")
 
@@ -209,7 +209,7 @@ class Topology:
     with other bounds) is kept as it is, with a warning saying how to bound it; see
     docs/poison-messages.md.
 
-    With ``signing`` (:class:`~sagalog.infrastructure.signing.SigningKeys`), every
+    With ``signing`` (:class:`~sagalog.infrastructure.messaging.signing.SigningKeys`), every
     part built on this topology signs what it sends and refuses what is unsigned or
     wrongly signed: the relay's commands, participants' commands and replies, the
     reply consumer's replies.
@@ -348,7 +348,7 @@ def command_properties(command: Command, reply_to: str) -> BasicProperties:
 
 
 class RabbitMQTransport:
-    """A :class:`~sagalog.infrastructure.transport.Transport` that publishes to RabbitMQ.
+    """A :class:`~sagalog.infrastructure.messaging.transport.Transport` that publishes to RabbitMQ.
 
     ``send`` publishes the command to the commands exchange with its name as the
     routing key, persistent and ``mandatory``, on a channel in confirm mode, and

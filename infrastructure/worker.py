@@ -4,7 +4,7 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
 
 * **timers** — ``SagaManager.run``: every ``tick_interval`` the due timeouts and
   retries are fired (each saga's transition is its own transaction);
-* **relay** — the :class:`~sagalog.infrastructure.relay.CommandRelay` hands the
+* **relay** — the :class:`~sagalog.infrastructure.messaging.relay.CommandRelay` hands the
   commands recorded in the log to a transport (and, for the in-process
   transport, delivers them to the registered participants). It runs only when a
   transport is configured;
@@ -15,7 +15,7 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
   replies in batches of what the broker has delivered, one transaction per batch
   (``SagaManager.handle_many``), acknowledging them after it committed;
 * **metrics** (with ``metrics_port``) — a follower of the log feeds
-  :class:`~sagalog.infrastructure.metrics.SagaMetrics`, served on ``/metrics``
+  :class:`~sagalog.infrastructure.observability.metrics.SagaMetrics`, served on ``/metrics``
   with the relay and projection lags and the stuck sagas by reason (needs the
   ``metrics`` extra, prometheus-client).
 
@@ -51,16 +51,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import PersistenceError
 
-from sagalog.infrastructure.follower import SagaEventFollower
-from sagalog.infrastructure.health import DependencyHealth, probe_store
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport, Transport, TransportError
+from sagalog.infrastructure.messaging.observer import SagaEventFollower
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
+from sagalog.infrastructure.observability.health import DependencyHealth, probe_store
 from sagalog.process import SagaManager
 from sagalog.process.loading import ImportSpecError, import_object
 from sagalog.projections import SagaProjector
 
 if TYPE_CHECKING:
-    from sagalog.infrastructure.metrics import MetricsServer, SagaMetrics
+    from sagalog.infrastructure.observability.metrics import MetricsServer, SagaMetrics
 
 
 class StoppableLoop(Protocol):
@@ -185,7 +185,7 @@ class Worker:
 
     def _observe_with_metrics(self) -> tuple[SagaMetrics, SagaEventFollower]:
         try:
-            from sagalog.infrastructure.metrics import SagaMetrics
+            from sagalog.infrastructure.observability.metrics import SagaMetrics
         except ImportError as exc:  # prometheus-client is the optional "metrics" extra
             raise ValueError(
                 f"metrics need prometheus-client: pip install 'sagalog[metrics]' ({exc})"

@@ -1,14 +1,36 @@
 """The process manager: replies, upstream events and the clock in; saga events out."""
 
-from sagalog.process.asyncio_front import AsyncSagaManager
-from sagalog.process.database import (
-    DEFAULT_DATABASE_URL,
-    DatabaseUnavailableError,
-    DatabaseUrl,
-    DatabaseUrlError,
-    parse_database_url,
+from sagalog.process.aio import AsyncSagaManager
+from sagalog.process.debugging.explain import Outbox, explain
+from sagalog.process.debugging.replay import (
+    PendingCommand,
+    ReplayStep,
+    SagaSnapshot,
+    StepSnapshot,
+    VersionOutOfRangeError,
+    replay,
+    snapshot_of,
+    state_at,
 )
-from sagalog.process.explain import Outbox, explain
+from sagalog.process.debugging.timeline import (
+    ChartBar,
+    ChartMarker,
+    PlotUnavailableError,
+    TimelineChart,
+    plot_timeline,
+    timeline_chart,
+)
+from sagalog.process.debugging.whatif import (
+    CommandRecord,
+    DefinitionImportError,
+    DefinitionMismatchError,
+    WhatIfReport,
+    WhatIfSummary,
+    load_definition,
+    what_if,
+    what_if_events,
+    what_if_many,
+)
 from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import (
@@ -23,35 +45,13 @@ from sagalog.process.reactions import (
     saga_id_for,
 )
 from sagalog.process.registry import DefinitionRegistry
-from sagalog.process.replay import (
-    PendingCommand,
-    ReplayStep,
-    SagaSnapshot,
-    StepSnapshot,
-    VersionOutOfRangeError,
-    replay,
-    snapshot_of,
-    state_at,
-)
-from sagalog.process.timeline_plot import (
-    ChartBar,
-    ChartMarker,
-    PlotUnavailableError,
-    TimelineChart,
-    plot_timeline,
-    timeline_chart,
-)
-from sagalog.process.timers import TimerIndex
-from sagalog.process.whatif import (
-    CommandRecord,
-    DefinitionImportError,
-    DefinitionMismatchError,
-    WhatIfReport,
-    WhatIfSummary,
-    load_definition,
-    what_if,
-    what_if_events,
-    what_if_many,
+from sagalog.process.store.timers import TimerIndex
+from sagalog.process.store.url import (
+    DEFAULT_DATABASE_URL,
+    DatabaseUnavailableError,
+    DatabaseUrl,
+    DatabaseUrlError,
+    parse_database_url,
 )
 
 __all__ = [

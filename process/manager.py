@@ -57,13 +57,14 @@ from sagalog.domain import (
     UnexpectedReplyError,
 )
 from sagalog.process.cache import SagaCache
-from sagalog.process.database import DatabaseUnavailableError, parse_database_url
 from sagalog.process.lifecycle import ClosedAtExit
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
-from sagalog.process.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
-from sagalog.process.transcoding import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
+from sagalog.process.store.topics import register_moved_topics
+from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
 
 logger = logging.getLogger("sagalog.manager")
 
@@ -145,6 +146,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         if database_url is None and env is not None:
             database_url = env.get("SAGALOG_DATABASE_URL")
         self.database_url = parse_database_url(database_url)
+        register_moved_topics()  # an env may still name a recorder by its old topic
         merged: dict[str, str] = self.database_url.application_env(
             self.name, {**os.environ, **(env or {})}
         )
@@ -176,7 +178,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         self._close_at_exit()
 
     def construct_mapper(self) -> Mapper[UUID]:
-        """A :class:`~sagalog.process.transcoding.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
+        """A :class:`~sagalog.process.store.codec.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
 
         It reads events as eventsourcing's ``Mapper`` does, with less work per
         event; the environment's compressor and cipher are passed to it.
@@ -188,7 +190,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     def construct_transcoder(self) -> Transcoder:
         """eventsourcing's JSON format, decoded faster, unless ``TRANSCODER_TOPIC`` names one.
 
-        :class:`~sagalog.process.transcoding.FastJSONTranscoder` writes what
+        :class:`~sagalog.process.store.codec.FastJSONTranscoder` writes what
         eventsourcing's ``JSONTranscoder`` writes (some floats spelled otherwise,
         ``1e-7`` for ``1e-07``) and decodes its bytes to the same objects, so
         stores written by either keep loading in both. A transcoder named

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.pool import StaticPool
 
-from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, DatabaseUrl, parse_database_url
-from sagalog.process.sqlite_wal import use_wal
+from sagalog.process.store.sqlite import use_wal
+from sagalog.process.store.url import DEFAULT_SQLITE_LOCK_TIMEOUT, DatabaseUrl, parse_database_url
 
 __all__ = ["WRITE_OPTION", "create_view_engine", "is_private_memory"]
 

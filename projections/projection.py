@@ -49,7 +49,8 @@ from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from sagalog.process.database import DatabaseUrl, parse_database_url
+from sagalog.process.store.topics import register_moved_topics
+from sagalog.process.store.url import DatabaseUrl, parse_database_url
 from sagalog.projections.quarantine import QuarantinedEvent, describe_failure
 from sagalog.projections.rows import ProjectionIntegrityError
 from sagalog.projections.schema import SCHEMA_VERSION
@@ -142,6 +143,7 @@ def runner_env(database_url: str) -> dict[str, str]:
     views are built by :class:`SagaViewsFactory` (keys prefixed ``SAGAPROJECTION_``).
     """
     url = parse_database_url(database_url)
+    register_moved_topics()  # an env may still name a recorder by its old topic
     env = url.eventsourcing_env(SagaLogReader.name)
     prefix = SagaProjection.name.upper() + "_"
     env[prefix + "PERSISTENCE_MODULE"] = get_topic(SagaViewsFactory)

@@ -33,7 +33,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sagalog.process.database import DatabaseUrl
+from sagalog.process.store.url import DatabaseUrl
 from sagalog.projections.engine import WRITE_OPTION, create_view_engine, is_private_memory
 from sagalog.projections.schema import quarantine
 

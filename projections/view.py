@@ -51,7 +51,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 import sagalog.projections.quarantine as held_events
 from sagalog.domain import Saga, SagaStatus
-from sagalog.process.database import DatabaseUrl, parse_database_url
+from sagalog.process.store.url import DatabaseUrl, parse_database_url
 from sagalog.projections.engine import WRITE_OPTION, create_view_engine, is_private_memory
 from sagalog.projections.rows import (
     Row,

@@ -12,7 +12,7 @@ such run and what it did, under the contract sagas place on participants:
   no-op that answers success when the action never ran.
 
 Participants may also be *fenced* (:class:`Fencing`, the same settings as
-``sagalog.infrastructure.fencing.Fencing``, which the shipped ``Participant`` helper
+``sagalog.infrastructure.services.fencing.Fencing``, which the shipped ``Participant`` helper
 applies by default): an action past its deadline
 (less the skew margin) is refused; an action after its step's compensation was
 processed is refused (a tombstone); a step's action runs at most once per
@@ -47,7 +47,7 @@ Participant = Callable[[Any, Command], Any]
 @dataclass(frozen=True)
 class Fencing:
     """Which fences the modelled participants apply: all on by default, as sagalog's
-    ``Participant`` helper (``sagalog.infrastructure.fencing.Fencing``, same fields).
+    ``Participant`` helper (``sagalog.infrastructure.services.fencing.Fencing``, same fields).
 
     ``deadline``: an action at or past its deadline less ``skew_margin`` is refused;
     ``tombstones``: an action after its step's compensation is refused;

@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from sagalog.process.database import DatabaseUrl, mask_password, parse_database_url
+from sagalog.process.store.url import DatabaseUrl, mask_password, parse_database_url
 
 BACKENDS = ("memory", "sqlite", "postgres")
 BACKEND_ENV_VAR = "SAGALOG_TEST_BACKEND"

@@ -9,6 +9,7 @@ load in production code.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -62,4 +63,82 @@ def test_domain_does_no_io() -> None:
         for name in _imports(path):
             if name.split(".")[0] in DOMAIN_FORBIDDEN:
                 offences.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offences == []
+
+
+#: A module or object named by a string, as eventsourcing names persistence by topic.
+_TOPIC = re.compile(
+    r"sagalog\.(?:domain|process|projections|infrastructure|testing)"
+    r"(?:\.[a-z_]+)*(?::[A-Za-z_][\w.]*)?"
+)
+
+#: Strings that name a higher layer, and why each may: the process layer turns a database
+#: URL into an eventsourcing environment, which names its recorders by topic (eventsourcing
+#: imports them when it builds the application, as it does its own).
+UPWARD_TOPICS_ALLOWED = {("process", "infrastructure.persistence")}
+
+
+def _topics(path: Path) -> set[str]:
+    """Every string constant in ``path`` that is wholly a sagalog topic or module name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and _TOPIC.fullmatch(node.value)
+    }
+
+
+def _all_topics() -> dict[str, set[str]]:
+    """The topics each layer's code names as strings (module docstrings never match wholly)."""
+    found: dict[str, set[str]] = {}
+    for layer in [*ORDER, TESTING]:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for topic in _topics(path):
+                found.setdefault(topic, set()).add(layer)
+    return found
+
+
+def test_the_layers_name_their_recorders_by_topic_strings() -> None:
+    """The scan sees the recorder topics (it would miss them if the pattern were wrong)."""
+    topics = _all_topics()
+    assert "sagalog.infrastructure.persistence.recorders" in topics
+    assert topics["sagalog.infrastructure.persistence.recorders"] == {"process"}
+
+
+def test_every_topic_named_as_a_string_resolves() -> None:
+    """A moved module would leave a topic string that no longer imports: caught here."""
+    from eventsourcing.utils import resolve_topic
+
+    from sagalog.process.store.topics import register_moved_topics
+
+    register_moved_topics()
+    unresolved = []
+    for topic in sorted(_all_topics()):
+        try:
+            resolve_topic(topic)
+        except Exception as error:
+            unresolved.append(f"{topic}: {error}")
+    assert unresolved == []
+
+
+def test_topic_strings_name_a_higher_layer_only_where_allowed() -> None:
+    """Old topics kept as aliases are judged by the module they now resolve to."""
+    from sagalog.process.store.topics import MOVED_MODULES
+
+    offences = []
+    for named_topic, layers in _all_topics().items():
+        module, _, attribute = named_topic.partition(":")
+        topic = MOVED_MODULES.get(module, module) + (f":{attribute}" if attribute else "")
+        parts = topic.split(":")[0].split(".")
+        named = parts[1]
+        for layer in layers:
+            if layer == TESTING or named not in ORDER or layer not in ORDER:
+                continue
+            if ORDER.index(named) <= ORDER.index(layer):
+                continue
+            room = ".".join(parts[1:3])
+            if (layer, room) not in UPWARD_TOPICS_ALLOWED:
+                offences.append(f"{layer} names {topic}")
     assert offences == []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from helpers import Background
 
-from sagalog.infrastructure.transport import TransportError
+from sagalog.infrastructure.messaging.transport import TransportError
 
 if TYPE_CHECKING:
     from sagalog.infrastructure.rabbitmq import Topology

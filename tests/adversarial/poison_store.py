@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.process import SagaManager
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nul_event.sqlite"

@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app
-from sagalog.infrastructure.metrics import SagaMetrics
+from sagalog.infrastructure.observability.metrics import SagaMetrics
 from sagalog.infrastructure.rabbitmq import (
     HEADER_DEAD_LETTER_QUEUE,
     HEADER_DEAD_LETTER_REASON,

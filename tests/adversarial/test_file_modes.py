@@ -14,10 +14,10 @@ from uuid import uuid4
 
 import pytest
 
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.participant import SQLiteProcessedCommands
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import SagaManager
-from sagalog.process.database import DatabaseUrlError, file_mode
+from sagalog.process.store.url import DatabaseUrlError, file_mode
 
 
 def _mode(path: Path) -> int:

@@ -21,7 +21,7 @@ from helpers import Background, first_command_id, publish_raw, wait_until
 from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.rabbitmq import ReplyConsumer, Topology, read_dead_letters
 from sagalog.process import SagaManager
 

@@ -27,8 +27,8 @@ import pytest
 from helpers import Background, TcpProxy, first_command_id, publish_raw, wait_until
 
 from sagalog.domain import SagaDefinition, Step
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.health import DependencyHealth
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.observability.health import DependencyHealth
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,

@@ -20,18 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sagalog.domain import Command, CommandKind
-from sagalog.infrastructure.bounds import (
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.bounds import (
     COMMAND_BOUNDS,
     REPLY_BOUNDS,
     MessageBounds,
     MessageBoundsError,
     check_message_bounds,
-)
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.participant import (
-    InvalidCommandError,
-    Participant,
-    command_from_message,
 )
 from sagalog.infrastructure.rabbitmq import (
     DEAD_LETTER_KEPT_BYTES,
@@ -42,6 +37,11 @@ from sagalog.infrastructure.rabbitmq import (
     ReplyConsumer,
     Topology,
     read_dead_letters,
+)
+from sagalog.infrastructure.services.participant import (
+    InvalidCommandError,
+    Participant,
+    command_from_message,
 )
 from sagalog.process import InvalidReplyError, Reply, SagaManager
 

@@ -26,10 +26,10 @@ from typer.testing import CliRunner
 
 from sagalog.domain import Saga
 from sagalog.infrastructure.cli import app
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.follower import SagaEventFollower
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.observer import SagaEventFollower
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager
 from sagalog.projections import SagaProjector

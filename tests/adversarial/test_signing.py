@@ -16,20 +16,20 @@ import pytest
 from helpers import Background, first_command_id, publish_raw, wait_until
 
 from sagalog.domain import Command, Saga
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.participant import Participant
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.signing import (
+    HEADER_SIGNATURE,
+    HEADER_SIGNER,
+    SignatureError,
+    SigningKeys,
+)
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
     Topology,
     read_dead_letters,
 )
-from sagalog.infrastructure.signing import (
-    HEADER_SIGNATURE,
-    HEADER_SIGNER,
-    SignatureError,
-    SigningKeys,
-)
+from sagalog.infrastructure.services.participant import Participant
 from sagalog.process import SagaManager
 
 INVENTORY_KEY = "inventory-secret-0123456789"
@@ -154,7 +154,7 @@ def test_signed_commands_and_replies_flow_and_bad_signatures_are_dead_lettered(
 def test_the_relay_refuses_to_send_a_command_it_has_no_key_for(
     broker_url: str, topology: Topology, database_url: str
 ) -> None:
-    from sagalog.infrastructure.transport import TransportError
+    from sagalog.infrastructure.messaging.transport import TransportError
 
     only_payments = dataclasses.replace(
         topology, signing=SigningKeys({"PaymentService": PAYMENT_KEY})

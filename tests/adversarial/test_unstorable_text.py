@@ -16,7 +16,7 @@ import pytest
 from helpers import first_command_id
 
 from sagalog.domain import InvalidPayloadError
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.process import InvalidReplyError, SagaManager
 
 NUL = "\u0000"

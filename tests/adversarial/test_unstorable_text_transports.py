@@ -21,14 +21,14 @@ from typer.testing import CliRunner
 
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.cli import app
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.participant import Participant, reply_to
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
     Topology,
     read_dead_letters,
 )
+from sagalog.infrastructure.services.participant import Participant, reply_to
 from sagalog.process import SagaManager
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 from broker import Background, rabbitmqctl
 
-from sagalog.infrastructure.transport import TransportError
+from sagalog.infrastructure.messaging.transport import TransportError
 
 if TYPE_CHECKING:  # pika is imported only by the tests that use the broker
     from sagalog.infrastructure.rabbitmq import Topology

@@ -9,7 +9,8 @@ import pytest
 from broker import Background, wait_until
 
 from sagalog.domain import SagaNotFoundError, SagaStatus, StepStatus
-from sagalog.infrastructure.choreography import (
+from sagalog.infrastructure.rabbitmq import Topology, channel_to
+from sagalog.infrastructure.services.choreography import (
     AWAIT_PREFIX,
     ORDER_CHOREOGRAPHY,
     ChoreographyTracker,
@@ -21,7 +22,6 @@ from sagalog.infrastructure.choreography import (
     order_created,
     order_services,
 )
-from sagalog.infrastructure.rabbitmq import Topology, channel_to
 from sagalog.process import SagaManager
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from test_cli_helpers import CLI_SHOP, cli_url_for, invoke
 
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import SagaManager
 
 

@@ -8,7 +8,7 @@ process: every command it receives succeeds at once.
 from __future__ import annotations
 
 from sagalog.domain import Command, CommandKind
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import SagaManager
 
 

@@ -10,7 +10,7 @@ import pytest
 from test_cli_helpers import CLI_SHOP, invoke, invoke_json, run_demo, seed_sagas, shared_store
 
 from sagalog.infrastructure import cli
-from sagalog.infrastructure.demo_sagas import ORDER_FULFILLMENT, ORDER_FULFILLMENT_V1
+from sagalog.infrastructure.demo.sagas import ORDER_FULFILLMENT, ORDER_FULFILLMENT_V1
 from sagalog.process import SagaManager
 
 #: One pytest-xdist worker runs this module: its tests share its store (a module fixture).

@@ -14,9 +14,9 @@ from uuid import UUID
 
 import pytest
 
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.relay import COMMAND_TOPICS, CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.relay import COMMAND_TOPICS, CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import SagaManager
 from sagalog.projections import SagaProjector, SagaViews
 

@@ -41,9 +41,9 @@ from broker import wait_until
 from uncertain_transfer import SERVICES, STEP_TIMEOUT, TRANSFER
 
 from sagalog.domain import Saga, SagaStatus
-from sagalog.infrastructure.demo_rabbitmq import ParticipantProcess
-from sagalog.infrastructure.participant import SQLiteProcessedCommands
+from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess
 from sagalog.infrastructure.rabbitmq import Topology, channel_to
+from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import SagaManager
 
 pytestmark = [

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 from sagalog.domain import Command, CommandKind, command_id_for
-from sagalog.infrastructure.fencing import Fence, InMemoryProcessedCommands
-from sagalog.infrastructure.metrics import SagaMetrics
+from sagalog.infrastructure.observability.metrics import SagaMetrics
+from sagalog.infrastructure.services.fencing import Fence, InMemoryProcessedCommands
 from sagalog.process import Reply
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from sagalog.domain import Command, CommandKind, command_id_for, idempotency_key_for
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.services.fencing import (
     DEFAULT_SKEW_MARGIN,
     Fence,
     FenceReason,
@@ -25,7 +25,7 @@ from sagalog.infrastructure.fencing import (
     InMemoryProcessedCommands,
     action_key,
 )
-from sagalog.infrastructure.participant import SQLiteProcessedCommands
+from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import Reply
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

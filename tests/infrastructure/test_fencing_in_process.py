@@ -20,14 +20,14 @@ from sagalog.domain import (
     Step,
     command_id_for,
 )
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
+from sagalog.infrastructure.services.fencing import (
     Fence,
     FenceReason,
     InMemoryProcessedCommands,
     action_key,
 )
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
 
 TRANSFER = SagaDefinition(

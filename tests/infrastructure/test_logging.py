@@ -14,8 +14,8 @@ import pytest
 from broker import Background, wait_until
 
 from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step
-from sagalog.infrastructure.follower import SagaEventFollower
-from sagalog.infrastructure.logs import (
+from sagalog.infrastructure.messaging.observer import SagaEventFollower
+from sagalog.infrastructure.observability.logs import (
     TRANSITIONS_LOGGER,
     JsonFormatter,
     SagaTransitionLogger,

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from sagalog.domain import Command, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step
-from sagalog.infrastructure.follower import SagaEventFollower
-from sagalog.infrastructure.metrics import MetricsServer, SagaMetrics
-from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.messaging.observer import SagaEventFollower
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.observability.metrics import MetricsServer, SagaMetrics
 from sagalog.process import SagaManager
 from sagalog.projections import SagaProjector, StuckReason
 

@@ -23,12 +23,7 @@ from sagalog.domain import (
     Step,
     command_id_for,
 )
-from sagalog.infrastructure.fencing import FenceReason, Fencing
-from sagalog.infrastructure.participant import (
-    CommandFailed,
-    Participant,
-    SQLiteProcessedCommands,
-)
+from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
@@ -37,7 +32,12 @@ from sagalog.infrastructure.rabbitmq import (
     queue_depth,
     read_dead_letters,
 )
-from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.services.fencing import FenceReason, Fencing
+from sagalog.infrastructure.services.participant import (
+    CommandFailed,
+    Participant,
+    SQLiteProcessedCommands,
+)
 from sagalog.process import Reply, SagaManager
 
 TRANSFER = SagaDefinition(

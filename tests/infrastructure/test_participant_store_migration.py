@@ -17,14 +17,14 @@ from uuid import UUID
 import pytest
 
 from sagalog.domain import Command, CommandKind, command_id_for, idempotency_key_for
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.services.fencing import (
     SQLITE_STORE_VERSION,
     Fence,
     FenceReason,
     Handling,
     StoreSchemaError,
 )
-from sagalog.infrastructure.participant import SQLiteProcessedCommands
+from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import Reply
 
 FIXTURE = Path(__file__).parent / "fixtures" / "processed-commands-v0.sqlite"

@@ -24,12 +24,8 @@ from sagalog.domain import (
     Step,
     command_id_for,
 )
-from sagalog.infrastructure.participant import (
-    CommandFailed,
-    Participant,
-    SQLiteProcessedCommands,
-    command_from_message,
-)
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import TransportError
 from sagalog.infrastructure.rabbitmq import (
     HEADER_ATTEMPT,
     HEADER_CAUSATION_ID,
@@ -44,8 +40,12 @@ from sagalog.infrastructure.rabbitmq import (
     queue_depth,
     read_dead_letters,
 )
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import TransportError
+from sagalog.infrastructure.services.participant import (
+    CommandFailed,
+    Participant,
+    SQLiteProcessedCommands,
+    command_from_message,
+)
 from sagalog.process import Reply, SagaManager
 from sagalog.process.manager import ReplyInput, ReplyResult
 

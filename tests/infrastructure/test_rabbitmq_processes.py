@@ -12,10 +12,11 @@ import pytest
 from broker import Background, wait_until
 
 from sagalog.domain import Saga, SagaStatus
-from sagalog.infrastructure.demo import DemoRates
-from sagalog.infrastructure.demo_participant import demo_services
-from sagalog.infrastructure.demo_rabbitmq import ParticipantProcess, participant_command
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.demo.participant import demo_services
+from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess, participant_command
+from sagalog.infrastructure.demo.runner import DemoRates
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
@@ -23,7 +24,6 @@ from sagalog.infrastructure.rabbitmq import (
     channel_to,
     queue_depth,
 )
-from sagalog.infrastructure.relay import CommandRelay
 from sagalog.process import SagaManager
 
 pytestmark = pytest.mark.slow

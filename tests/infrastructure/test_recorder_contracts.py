@@ -1,7 +1,7 @@
 """eventsourcing's own recorder contract tests, run against the recorders sagalog builds.
 
-sagalog's recorders (:mod:`sagalog.infrastructure.recorders` and
-:mod:`sagalog.infrastructure.postgres_recorder`) rewrite eventsourcing's insert
+sagalog's recorders (:mod:`sagalog.infrastructure.persistence.recorders` and
+:mod:`sagalog.infrastructure.persistence.postgres`) rewrite eventsourcing's insert
 path (timers written in the insert transaction; on PostgreSQL a write without a
 tracking record is one pipelined round trip) and its notification reads (binary
 tuples, statements composed once). eventsourcing ships the contract every
@@ -51,14 +51,14 @@ from eventsourcing.persistence import (
 from eventsourcing.tests import persistence as contract
 from eventsourcing.utils import Environment, get_topic
 
-from sagalog.infrastructure.recorders import (
+from sagalog.infrastructure.persistence.recorders import (
     POPOSagaRecorder,
     PostgresSagaRecorder,
     PostgresSagaTrackingRecorder,
     SQLiteSagaRecorder,
 )
-from sagalog.process.database import parse_database_url
-from sagalog.process.timers import SAGA_TIMERS_KWARG
+from sagalog.process.store.timers import SAGA_TIMERS_KWARG
+from sagalog.process.store.url import parse_database_url
 
 #: The application name the saga manager stores under (its tables' prefix on PostgreSQL).
 APP_NAME = "SagaManager"

@@ -28,15 +28,15 @@ from eventsourcing.persistence import (
 from eventsourcing.system import ProcessApplication
 from eventsourcing.utils import resolve_topic
 
-from sagalog.infrastructure.recorders import (
+from sagalog.infrastructure.persistence.recorders import (
     POPOSagaFactory,
     POPOSagaRecorder,
     PostgresSagaRecorder,
     SQLiteSagaRecorder,
     timers_table_name,
 )
-from sagalog.process.database import parse_database_url
-from sagalog.process.timers import SAGA_TIMERS_KWARG, TimerIndex
+from sagalog.process.store.timers import SAGA_TIMERS_KWARG, TimerIndex
+from sagalog.process.store.url import parse_database_url
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -153,7 +153,7 @@ def test_recorder_topics_resolve_to_the_recorder_classes(kind: str) -> None:
     assert recorder is EXPECTED_RECORDER["postgres" if kind == "postgresql" else kind]
     assert resolve_topic(env["APPLICATION_RECORDER_TOPIC"]) is recorder
     if kind == "postgresql":
-        from sagalog.infrastructure.postgres_recorder import PostgresSagaTrackingRecorder
+        from sagalog.infrastructure.persistence.postgres import PostgresSagaTrackingRecorder
 
         assert resolve_topic(env["TRACKING_RECORDER_TOPIC"]) is PostgresSagaTrackingRecorder
     else:
@@ -162,8 +162,8 @@ def test_recorder_topics_resolve_to_the_recorder_classes(kind: str) -> None:
 
 def test_the_popo_factory_may_be_named_by_class_or_by_module() -> None:
     for topic in (
-        "sagalog.infrastructure.recorders:POPOSagaFactory",
-        "sagalog.infrastructure.recorders",
+        "sagalog.infrastructure.persistence.recorders:POPOSagaFactory",
+        "sagalog.infrastructure.persistence.recorders",
     ):
         factory = InfrastructureFactory.construct({"PERSISTENCE_MODULE": topic})
         assert type(factory) is POPOSagaFactory
@@ -490,7 +490,7 @@ def test_the_recorders_module_imports_without_psycopg() -> None:
     """psycopg is the optional ``postgres`` extra: memory and SQLite must not need it."""
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
-        "import sagalog.infrastructure.recorders as r\n"
+        "import sagalog.infrastructure.persistence.recorders as r\n"
         "assert r.SQLiteSagaRecorder and r.POPOSagaFactory\n"
         "try:\n"
         "    r.PostgresSagaRecorder\n"

@@ -11,8 +11,8 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from sagalog.domain import Command, RetryPolicy, SagaDefinition, Step
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport, TransportError
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport, TransportError
 from sagalog.process import SagaManager
 
 TWO_STEPS = SagaDefinition(
@@ -274,7 +274,7 @@ def test_postgres_records_a_position_in_one_statement_and_refuses_going_back(
         pytest.skip("the one-statement tracking recorder is PostgreSQL's")
     from eventsourcing.persistence import IntegrityError, Tracking
 
-    from sagalog.infrastructure.recorders import PostgresSagaTrackingRecorder
+    from sagalog.infrastructure.persistence.recorders import PostgresSagaTrackingRecorder
 
     relay = CommandRelay(manager, FlakyTransport())
     try:

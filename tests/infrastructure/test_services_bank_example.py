@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from sagalog.domain import Command, CommandKind, command_id_for
-from sagalog.infrastructure.participant import CommandFailed
+from sagalog.infrastructure.services.participant import CommandFailed
 
 SERVICES = Path(__file__).resolve().parents[2] / "docs" / "services.md"
 

@@ -10,13 +10,13 @@ import pytest
 from broker import Background, wait_until
 
 from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
-from sagalog.infrastructure.participant import Participant
 from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
     Topology,
     channel_to,
 )
+from sagalog.infrastructure.services.participant import Participant
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager
 

@@ -20,10 +20,10 @@ import pytest
 from broker import wait_until
 
 from sagalog.domain import Saga, SagaStatus
-from sagalog.infrastructure.demo import DemoRates
-from sagalog.infrastructure.demo_participant import demo_services
-from sagalog.infrastructure.demo_rabbitmq import ParticipantProcess, participant_command
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.demo.participant import demo_services
+from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess, participant_command
+from sagalog.infrastructure.demo.runner import DemoRates
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.rabbitmq import Topology, channel_to
 from sagalog.process import SagaManager
 

@@ -43,14 +43,14 @@ from types import FrameType
 from typing import Any
 
 from sagalog.domain import Command, CommandKind, RetryPolicy, SagaDefinition, Step
-from sagalog.infrastructure.fencing import FenceReason, Fencing, action_key
-from sagalog.infrastructure.participant import (
+from sagalog.infrastructure.rabbitmq import Topology
+from sagalog.infrastructure.services.fencing import FenceReason, Fencing, action_key
+from sagalog.infrastructure.services.participant import (
     CommandFailed,
     Handler,
     Participant,
     SQLiteProcessedCommands,
 )
-from sagalog.infrastructure.rabbitmq import Topology
 
 #: Every action's timeout. The issue's deployment used 10 s; 1.5 s keeps the test short.
 STEP_TIMEOUT = timedelta(seconds=1.5)

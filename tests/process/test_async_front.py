@@ -22,7 +22,7 @@ from sagalog.domain import (
     command_id_for,
 )
 from sagalog.process import InvalidReplyError, SagaManager
-from sagalog.process.asyncio_front import AsyncSagaManager
+from sagalog.process.aio import AsyncSagaManager
 
 #: The events of an Order saga whose four steps all succeed, in order.
 HAPPY_PATH = [

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from sagalog.domain.errors import SagalogError
-from sagalog.process.database import (
+from sagalog.process.store.url import (
     DATABASE_URL_ENV_VAR,
     DEFAULT_DATABASE_URL,
     DEFAULT_POSTGRES_POOL_SIZE,
@@ -19,7 +19,7 @@ from sagalog.process.database import (
     parse_database_url,
 )
 
-RECORDERS = "sagalog.infrastructure.recorders"
+RECORDERS = "sagalog.infrastructure.persistence.recorders"
 
 # -- the forms -------------------------------------------------------------------
 
@@ -336,7 +336,7 @@ def test_process_layer_does_not_import_infrastructure() -> None:
     import ast
     from pathlib import Path
 
-    import sagalog.process.database as module
+    import sagalog.process.store.url as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = {

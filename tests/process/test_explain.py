@@ -9,7 +9,7 @@ import pytest
 from sagas import ORDER, FakeClock
 
 from sagalog.process import SagaManager
-from sagalog.process.explain import explain
+from sagalog.process.debugging.explain import explain
 
 
 @pytest.fixture

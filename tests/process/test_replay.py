@@ -10,7 +10,7 @@ from sagas import ORDER, T0, FakeClock
 
 from sagalog.domain import SagaNotFoundError
 from sagalog.process import SagaManager
-from sagalog.process.replay import VersionOutOfRangeError, replay, snapshot_of, state_at
+from sagalog.process.debugging.replay import VersionOutOfRangeError, replay, snapshot_of, state_at
 
 
 @pytest.fixture

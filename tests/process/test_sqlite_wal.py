@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sagalog.process.sqlite_wal import use_wal
+from sagalog.process.store.sqlite import use_wal
 
 
 @pytest.fixture

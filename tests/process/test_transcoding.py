@@ -39,7 +39,7 @@ from sagas import ORDER, FakeClock
 
 from sagalog.domain import Saga
 from sagalog.process import SagaManager
-from sagalog.process.transcoding import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A money transfer (debit → credit → notify, 10 s step timeouts) and a trip (flight
 → hotel) run on a real manager with a manual clock, the real relay, and a bank (or
-hotel) that is a real :class:`~sagalog.infrastructure.participant.Participant`
+hotel) that is a real :class:`~sagalog.infrastructure.services.participant.Participant`
 answered in process (``participant.answer``: its fences, on the same manual clock,
 and an in-memory processed-command store). Between the relay and the participant
 sits a :class:`Wire` that holds commands and replies until the test delivers
@@ -37,14 +37,14 @@ from sagalog.domain import (
     Step,
     idempotency_key_for,
 )
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.services.fencing import (
     FenceReason,
     Handling,
     InMemoryProcessedCommands,
     action_key,
 )
-from sagalog.infrastructure.participant import CommandFailed, Participant
-from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.services.participant import CommandFailed, Participant
 from sagalog.process import Reply, SagaManager, explain
 
 TIMEOUT = timedelta(seconds=10)

@@ -20,7 +20,7 @@ from sagalog.domain import (
     SagaNotFoundError,
 )
 from sagalog.process import SagaManager
-from sagalog.process.whatif import (
+from sagalog.process.debugging.whatif import (
     CommandRecord,
     DefinitionImportError,
     DefinitionMismatchError,

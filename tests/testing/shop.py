@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from sagalog.domain import Command
-from sagalog.infrastructure.demo_sagas import ORDER_FULFILLMENT
+from sagalog.infrastructure.demo.sagas import ORDER_FULFILLMENT
 from sagalog.testing import SagaLawsMachine
 from sagalog.testing.machine import Participant
 

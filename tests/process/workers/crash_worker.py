@@ -57,7 +57,7 @@ from uuid import UUID, uuid5
 from eventsourcing.utils import get_topic
 
 from sagalog.domain import Command, CommandKind, RetryPolicy, Saga, SagaDefinition, Step
-from sagalog.infrastructure.relay import CommandRelay
+from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.process import Reply, SagaManager
 
 #: Namespace of the deterministic saga ids of this worker.

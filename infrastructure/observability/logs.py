@@ -16,7 +16,7 @@ as one JSON object. Every line about a saga carries:
 ``message_id``      for broker logs, the id of the message in hand
 
 :class:`SagaTransitionLogger` logs each transition once — it is a handler for
-:class:`~sagalog.infrastructure.follower.SagaEventFollower`, so whichever process
+:class:`~sagalog.infrastructure.messaging.observer.SagaEventFollower`, so whichever process
 recorded the transition, the one observer following the log writes its line —
 at the level it deserves: ``INFO`` for a saga started, completed or compensated
 and for a compensation done; ``WARNING`` for failures, timeouts, retries, the
@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from sagalog.domain import Saga
-from sagalog.infrastructure.follower import ObservedEvent
+from sagalog.infrastructure.messaging.observer import ObservedEvent
 
 #: The saga fields a record may carry, in the order the JSON formatter writes them.
 SAGA_FIELDS: tuple[str, ...] = (

@@ -51,9 +51,9 @@ from eventsourcing.system import RecordingEvent, RecordingEventReceiver
 from eventsourcing.utils import Environment, get_topic
 
 from sagalog.domain import Command, Saga
-from sagalog.infrastructure.transport import Transport, TransportError
+from sagalog.infrastructure.messaging.transport import Transport, TransportError
 from sagalog.process import SagaManager
-from sagalog.process.explain import Outbox
+from sagalog.process.debugging.explain import Outbox
 from sagalog.projections.quarantine import QuarantineLog, describe_failure
 
 logger = logging.getLogger("sagalog.relay")

@@ -62,7 +62,7 @@ from sagalog.domain import (
     UnexpectedReplyError,
     UnknownStepError,
 )
-from sagalog.infrastructure.participant import InMemoryProcessedCommands, ProcessedCommandStore
+from sagalog.infrastructure.messaging.transport import TransportError
 from sagalog.infrastructure.rabbitmq import (
     BROKER_ERRORS,
     HEADER_CAUSATION_ID,
@@ -74,7 +74,10 @@ from sagalog.infrastructure.rabbitmq import (
     connect,
     rabbitmq_url,
 )
-from sagalog.infrastructure.transport import TransportError
+from sagalog.infrastructure.services.participant import (
+    InMemoryProcessedCommands,
+    ProcessedCommandStore,
+)
 from sagalog.process import SagaManager
 
 logger = logging.getLogger("sagalog.choreography")

@@ -3,7 +3,7 @@
 The manager side runs here — ``SagaManager``, the command relay publishing to
 RabbitMQ, the reply consumer, the timer loop — and every participant service
 (inventory, payment, shipping, …) runs as its own process
-(:mod:`sagalog.infrastructure.demo_participant`), each remembering the commands it
+(:mod:`sagalog.infrastructure.demo.participant`), each remembering the commands it
 processed in a SQLite file. Time is real: the simulated late and silent replies
 of the in-process demo would only make this one wait for 30-second timeouts, so
 here participants answer at once and only the failure rates apply.
@@ -30,10 +30,12 @@ from pathlib import Path
 from uuid import UUID
 
 from sagalog.domain import ReplyOutcome, Saga, SagaStatus
-from sagalog.infrastructure.demo import DemoRates, DemoResult, start_demo_sagas
-from sagalog.infrastructure.demo_participant import demo_services
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.follower import ObservedEvent, SagaEventFollower
+from sagalog.infrastructure.demo.participant import demo_services
+from sagalog.infrastructure.demo.runner import DemoRates, DemoResult, start_demo_sagas
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.observer import ObservedEvent, SagaEventFollower
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
 from sagalog.infrastructure.rabbitmq import (
     Delivery,
     RabbitMQTransport,
@@ -43,8 +45,6 @@ from sagalog.infrastructure.rabbitmq import (
     rabbitmq_url,
     unique_topology,
 )
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
 from sagalog.process import Reply, SagaManager
 
 _ENDINGS = (Saga.SagaCompleted, Saga.SagaFailed, Saga.SagaDeadLettered)
@@ -123,7 +123,7 @@ def participant_command(
     return [
         sys.executable,
         "-m",
-        "sagalog.infrastructure.demo_participant",
+        "sagalog.infrastructure.demo.participant",
         service,
         "--prefix",
         topology.prefix,
@@ -201,7 +201,7 @@ def run_rabbitmq_demo(
         endings = EndingCounter()
         follower = SagaEventFollower(manager, [endings])
         if metrics_port is not None:
-            from sagalog.infrastructure.metrics import SagaMetrics
+            from sagalog.infrastructure.observability.metrics import SagaMetrics
 
             metrics = SagaMetrics()
             follower.subscribe(metrics.observe)

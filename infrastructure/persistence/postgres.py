@@ -1,9 +1,9 @@
 """The PostgreSQL saga recorder: eventsourcing's process recorder plus the timer index.
 
-Kept apart from :mod:`sagalog.infrastructure.recorders` because it needs psycopg,
+Kept apart from :mod:`sagalog.infrastructure.persistence.recorders` because it needs psycopg,
 an optional extra (``sagalog[postgres]``); import it from there (the name is
 resolved lazily) or by the topic
-``sagalog.infrastructure.recorders:PostgresSagaRecorder``. The table layout and
+``sagalog.infrastructure.persistence.recorders:PostgresSagaRecorder``. The table layout and
 the transaction rules are described in that module.
 """
 
@@ -36,7 +36,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from sagalog.infrastructure.recorders import (
+from sagalog.infrastructure.persistence.recorders import (
     as_utc,
     check_limit,
     saga_timers_kwarg,

@@ -1,6 +1,6 @@
 """A demo participant service, run as its own process, answering over RabbitMQ.
 
-``python -m sagalog.infrastructure.demo_participant InventoryService --prefix P``
+``python -m sagalog.infrastructure.demo.participant InventoryService --prefix P``
 serves every command of the demo sagas whose name starts with ``InventoryService.``
 (the part before the dot names the service). Each command succeeds or fails by a
 draw seeded with the command id, so a run is repeatable and a command redelivered
@@ -28,17 +28,17 @@ from types import FrameType
 from typing import Any
 
 from sagalog.domain import Command, CommandKind, SagaDefinition
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.fencing import FenceReason, Fencing
-from sagalog.infrastructure.participant import (
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.signing import SigningKeys, service_of
+from sagalog.infrastructure.rabbitmq import Topology
+from sagalog.infrastructure.services.fencing import FenceReason, Fencing
+from sagalog.infrastructure.services.participant import (
     CommandFailed,
     Handler,
     Participant,
     ProcessedCommandStore,
     SQLiteProcessedCommands,
 )
-from sagalog.infrastructure.rabbitmq import Topology
-from sagalog.infrastructure.signing import SigningKeys, service_of
 
 
 def demo_services(definitions: Iterable[SagaDefinition] = DEMO_DEFINITIONS) -> dict[str, list[str]]:

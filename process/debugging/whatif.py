@@ -30,9 +30,9 @@ from sagalog.domain import (
     SagaNotFoundError,
 )
 from sagalog.domain.status import CommandKind
+from sagalog.process.debugging.replay import SagaSnapshot, snapshot_of
 from sagalog.process.loading import ImportSpecError, import_object
 from sagalog.process.manager import SagaManager
-from sagalog.process.replay import SagaSnapshot, snapshot_of
 
 __all__ = [
     "CommandRecord",

@@ -4,7 +4,7 @@ A participant binds its own durable queue to the command names it handles, runs
 the matching handler for each command, and publishes a :class:`Reply` (confirmed)
 to the command's ``reply_to`` queue before it acks the command::
 
-    from sagalog.infrastructure.participant import CommandFailed, Participant
+    from sagalog.infrastructure.services.participant import CommandFailed, Participant
 
     inventory = Participant("inventory", store=SQLiteProcessedCommands("inventory.db"))
 
@@ -35,7 +35,7 @@ database written in the same transaction as the effect) to survive restarts.
 A handler that crashes *between* its effect and the store write runs again on
 redelivery, so effects should be idempotent too, or share the store's transaction.
 
-Fencing (:mod:`sagalog.infrastructure.fencing`, on by default, ``fencing=`` to
+Fencing (:mod:`sagalog.infrastructure.services.fencing`, on by default, ``fencing=`` to
 change): an action past its deadline, or for a step already compensated here, is
 answered failed without running; a step's action that already succeeded under its
 idempotency key is answered with that success. ``refused`` counts refusals by reason.
@@ -58,8 +58,16 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import ValidationError
 
 from sagalog.domain import Command, CommandKind, SagalogError
-from sagalog.infrastructure.bounds import COMMAND_BOUNDS, check_message_bounds
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.messaging.bounds import COMMAND_BOUNDS, check_message_bounds
+from sagalog.infrastructure.messaging.signing import service_of
+from sagalog.infrastructure.rabbitmq import (
+    HEADER_CAUSATION_ID,
+    ConsumerLoop,
+    Delivery,
+    Topology,
+    publish_reply,
+)
+from sagalog.infrastructure.services.fencing import (
     Answer,
     Clock,
     Fence,
@@ -77,23 +85,15 @@ from sagalog.infrastructure.fencing import (
     sqlite_successes,
     sqlite_was_started,
 )
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.services.fencing import (
     InMemoryProcessedCommands as InMemoryProcessedCommands,
 )
-from sagalog.infrastructure.fencing import (
+from sagalog.infrastructure.services.fencing import (
     ProcessedCommandStore as ProcessedCommandStore,
 )
-from sagalog.infrastructure.rabbitmq import (
-    HEADER_CAUSATION_ID,
-    ConsumerLoop,
-    Delivery,
-    Topology,
-    publish_reply,
-)
-from sagalog.infrastructure.signing import service_of
 from sagalog.process import Reply
-from sagalog.process.database import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
-from sagalog.process.sqlite_wal import use_wal
+from sagalog.process.store.sqlite import use_wal
+from sagalog.process.store.url import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
 
 logger = logging.getLogger("sagalog.participant")
 
@@ -194,7 +194,7 @@ class SQLiteProcessedCommands:
 def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
     """The :class:`Command` in a message made by ``Command.to_message`` (JSON or dict).
 
-    A JSON body is checked against :data:`~sagalog.infrastructure.bounds.COMMAND_BOUNDS`
+    A JSON body is checked against :data:`~sagalog.infrastructure.messaging.bounds.COMMAND_BOUNDS`
     before it is parsed (no nesting bomb reaches ``json.loads``).
     """
     try:
@@ -244,13 +244,13 @@ class Participant(ConsumerLoop):
 
     One durable queue per service (``<prefix>.service.<service>``) bound to the
     command names of its handlers; one command in flight at a time; each command
-    goes through a :class:`~sagalog.infrastructure.fencing.Fence` (``fencing``,
+    goes through a :class:`~sagalog.infrastructure.services.fencing.Fence` (``fencing``,
     all on by default; ``clock`` is the participant's own, for the deadline), the
     reply is remembered, published (confirmed), then the command acked. Commands
     that cannot be read go to the commands' dead-letter queue with the reason. With
     signing keys on the topology, only commands signed for their service are handled
     (others are dead-lettered) and replies are signed (see
-    :mod:`sagalog.infrastructure.signing`).
+    :mod:`sagalog.infrastructure.messaging.signing`).
     """
 
     signed_kind = "command"

@@ -3,7 +3,7 @@
 :class:`SagaMetrics` owns its metrics in a ``CollectorRegistry`` (a fresh one by
 default, never the process-global registry, so two instances or two tests never
 clash). Counters and histograms are fed by :meth:`SagaMetrics.observe`, a
-handler for :class:`~sagalog.infrastructure.follower.SagaEventFollower`: the
+handler for :class:`~sagalog.infrastructure.messaging.observer.SagaEventFollower`: the
 domain knows nothing about metrics, and every transition is counted once, by
 whoever follows the log. Gauges that describe "now" (relay lag, projection lag,
 stuck sagas) are computed when Prometheus scrapes.
@@ -59,9 +59,9 @@ from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 from sagalog.domain import Saga
-from sagalog.infrastructure.fencing import Fence, FenceReason, Handling
-from sagalog.infrastructure.follower import ObservedEvent
-from sagalog.infrastructure.relay import COMMAND_TOPICS, CommandRelay
+from sagalog.infrastructure.messaging.observer import ObservedEvent
+from sagalog.infrastructure.messaging.relay import COMMAND_TOPICS, CommandRelay
+from sagalog.infrastructure.services.fencing import Fence, FenceReason, Handling
 
 logger = logging.getLogger("sagalog.metrics")
 
@@ -444,8 +444,8 @@ class SagaMetrics:
     ) -> MetricsServer:
         """Serve ``/metrics`` on ``addr:port`` (port 0: any free port) in a daemon thread.
 
-        With ``health``, ``/health`` answers its report as JSON: 200 when its
-        ``status`` is ``ok``, 503 otherwise (see :mod:`sagalog.infrastructure.health`).
+        With ``health``, ``/health`` answers its report as JSON: 200 when its ``status``
+        is ``ok``, 503 otherwise (see :mod:`sagalog.infrastructure.observability.health`).
         """
         if health is None:
             server, thread = start_http_server(port, addr=addr, registry=self.registry)

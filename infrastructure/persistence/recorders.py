@@ -1,13 +1,13 @@
 """eventsourcing process recorders that also keep the durable saga timer index.
 
 The saga manager hands every save a ``saga_timers={saga_id: wakeup_at or None}``
-keyword (see :mod:`sagalog.process.timers`). eventsourcing passes keyword
+keyword (see :mod:`sagalog.process.store.timers`). eventsourcing passes keyword
 arguments of ``Application.save`` / ``ProcessingEvent.collect_events`` through
 ``EventStore.put`` to ``recorder.insert_events(stored_events, tracking=...,
 **kwargs)``, and every recorder hands them on to its ``_insert_events`` hook,
 which runs *inside* the transaction that inserts the events (and the tracking
 record). :class:`POPOSagaRecorder`, :class:`SQLiteSagaRecorder` and
-:class:`PostgresSagaRecorder` (in :mod:`sagalog.infrastructure.postgres_recorder`,
+:class:`PostgresSagaRecorder` (in :mod:`sagalog.infrastructure.persistence.postgres`,
 because psycopg is an optional extra; importing it from here works and is
 lazy) override that hook to upsert or delete the
 sagas' wake-up times there, so the timer index commits or rolls back with the
@@ -43,7 +43,7 @@ transaction as eventsourcing's own tables, so opening an application twice on
 one database is harmless.
 
 The recorders are chosen by topic from the environment built by
-:meth:`sagalog.process.database.DatabaseUrl.eventsourcing_env`. eventsourcing's
+:meth:`sagalog.process.store.url.DatabaseUrl.eventsourcing_env`. eventsourcing's
 SQLite and PostgreSQL factories honour ``PROCESS_RECORDER_TOPIC`` and
 ``APPLICATION_RECORDER_TOPIC``; its POPO factory does not, so for ``memory://``
 ``PERSISTENCE_MODULE`` names :class:`POPOSagaFactory` (a factory class is an
@@ -74,10 +74,10 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 from eventsourcing.utils import resolve_topic
 
-from sagalog.process.timers import SAGA_TIMERS_KWARG
+from sagalog.process.store.timers import SAGA_TIMERS_KWARG
 
 if TYPE_CHECKING:
-    from sagalog.infrastructure.postgres_recorder import (
+    from sagalog.infrastructure.persistence.postgres import (
         PostgresSagaRecorder,
         PostgresSagaTrackingRecorder,
     )
@@ -99,15 +99,15 @@ _MICROSECOND = timedelta(microseconds=1)
 def __getattr__(name: str) -> Any:
     """Import :class:`PostgresSagaRecorder` (and its tracking recorder) only when asked for.
 
-    It lives in :mod:`sagalog.infrastructure.postgres_recorder` because psycopg is
+    It lives in :mod:`sagalog.infrastructure.persistence.postgres` because psycopg is
     an optional extra (``sagalog[postgres]``): memory and SQLite users must be able
     to import this module without it. eventsourcing resolves the topic
-    ``sagalog.infrastructure.recorders:PostgresSagaRecorder`` with ``getattr``,
+    ``sagalog.infrastructure.persistence.recorders:PostgresSagaRecorder`` with ``getattr``,
     which reaches this hook.
     """
     if name in ("PostgresSagaRecorder", "PostgresSagaTrackingRecorder"):
         try:
-            from sagalog.infrastructure import postgres_recorder
+            from sagalog.infrastructure.persistence import postgres as postgres_recorder
         except ImportError as e:
             msg = (
                 f"PostgreSQL support needs psycopg ({e}); "
@@ -240,7 +240,7 @@ class POPOSagaFactory(popo.POPOFactory):
 
     ``eventsourcing.popo.POPOFactory`` always builds its stock recorders and
     ignores ``APPLICATION_RECORDER_TOPIC`` / ``PROCESS_RECORDER_TOPIC``. Naming
-    this class as ``PERSISTENCE_MODULE`` (``sagalog.infrastructure.recorders:
+    this class as ``PERSISTENCE_MODULE`` (``sagalog.infrastructure.persistence.recorders:
     POPOSagaFactory``) is eventsourcing's own way to plug in a factory. Without a
     topic it builds :class:`POPOSagaRecorder`; this module holds no other
     factory class, so naming just the module works too.

@@ -22,9 +22,9 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from sagalog.domain import Command, CommandKind, Saga, SagaStatus
-from sagalog.infrastructure.demo_sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.relay import CommandRelay
-from sagalog.infrastructure.transport import InProcessTransport
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
 
 

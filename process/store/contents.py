@@ -11,7 +11,7 @@ SQLite and memory stores do not name tables per application.
 from __future__ import annotations
 
 from sagalog.domain import SagalogError
-from sagalog.process.database import DatabaseUnavailableError, DatabaseUrl
+from sagalog.process.store.url import DatabaseUnavailableError, DatabaseUrl
 
 __all__ = ["ForeignStoreError", "check_store_name", "saga_store_names"]
 

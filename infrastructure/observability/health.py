@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sagalog.domain import SagalogError
-from sagalog.process.database import DatabaseUrl
+from sagalog.process.store.url import DatabaseUrl
 
 __all__ = [
     "DependencyHealth",

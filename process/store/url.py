@@ -37,7 +37,7 @@ index without importing ``sagalog.infrastructure``:
 * eventsourcing's POPO factory ignores those two topics (it always builds its
   stock recorders). ``PERSISTENCE_MODULE`` may name a factory *class* instead of
   a module (``InfrastructureFactory.construct`` accepts either), so for
-  ``memory://`` it names ``sagalog.infrastructure.recorders:POPOSagaFactory``, a
+  ``memory://`` it names ``sagalog.infrastructure.persistence.recorders:POPOSagaFactory``, a
   ``POPOFactory`` subclass that does honour the topics. The topics are set too,
   so all three backends are configured the same way.
 
@@ -146,7 +146,7 @@ def create_private_file(path: str | os.PathLike[str]) -> None:
 
 DatabaseKind = Literal["memory", "sqlite", "postgresql"]
 
-_RECORDERS_MODULE = "sagalog.infrastructure.recorders"
+_RECORDERS_MODULE = "sagalog.infrastructure.persistence.recorders"
 _POPO_FACTORY_TOPIC = f"{_RECORDERS_MODULE}:POPOSagaFactory"
 _RECORDER_TOPICS: dict[str, str] = {
     "memory": f"{_RECORDERS_MODULE}:POPOSagaRecorder",

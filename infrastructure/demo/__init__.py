@@ -1,0 +1,4 @@
+"""The demo.
+
+Example sagas, simulated participant services, and the runner behind ``sagalog demo``.
+"""

@@ -1,0 +1,5 @@
+"""Persistence.
+
+Eventsourcing recorders for SQLite, PostgreSQL and memory that also keep the saga timer
+index.
+"""

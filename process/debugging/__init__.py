@@ -1,0 +1,4 @@
+"""Debugging a saga from its log.
+
+Replay (time travel), explain in words, what-if, and the timeline chart.
+"""
