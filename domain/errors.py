@@ -45,3 +45,18 @@ class UnexpectedReplyError(SagalogError, ValueError):
 
 class InvalidTransitionError(SagalogError, ValueError):
     """An operator action or command that the saga's current state forbids."""
+
+
+def first_line(exc: BaseException, *, named: bool = False) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none).
+
+    Errors are reported in one line everywhere: a CLI message, a log line, a stored
+    reason. ``named`` prefixes the type's name unless the line already starts with it.
+    """
+    name = type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return name
+    if named and not lines[0].startswith(name):
+        return f"{name}: {lines[0]}"
+    return lines[0]

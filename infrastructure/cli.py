@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from typer.exceptions import TyperException as _ParseError
 
 from sagalog.domain import SagaDefinition, SagalogError, SagaStatus
+from sagalog.domain.errors import first_line
 from sagalog.infrastructure.demo.runner import DemoRates, run_demo
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.relay import outbox_of
@@ -297,11 +298,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
 @contextmanager
 def _errors_as_one_line() -> Iterator[None]:
     """sagalog's typed errors → exit 2; database errors → exit 2; one line each."""
@@ -310,7 +306,7 @@ def _errors_as_one_line() -> Iterator[None]:
     except SagalogError as exc:
         raise _fail(_escape(str(exc))) from None
     except (PersistenceError, SQLAlchemyError, OSError) as exc:
-        raise _fail(f"database error: {_escape(_first_line(exc))}") from None
+        raise _fail(f"database error: {_escape(first_line(exc))}") from None
 
 
 def _escape(text: str) -> str:
@@ -385,7 +381,7 @@ def _manager(
 
 def _store_settings_error(exc: BaseException) -> str:
     """One line for a store that its environment cannot open (a cipher without key, …)."""
-    cause = _escape(_first_line(exc))
+    cause = _escape(first_line(exc))
     if any(name.endswith("CIPHER_TOPIC") and value for name, value in os.environ.items()):
         return f"cannot open the saga store with the cipher configured (CIPHER_TOPIC): {cause}"
     return f"cannot open the saga store: {cause}"
@@ -1466,7 +1462,7 @@ def worker(
                 except TypeError as exc:
                     raise _fail(
                         f"--participants {participants}: not a function(transport, manager) "
-                        f"({_escape(_first_line(exc))})"
+                        f"({_escape(first_line(exc))})"
                     ) from None
                 chosen = in_process
             with _errors_as_one_line():
@@ -1564,7 +1560,7 @@ def _rabbitmq_worker_parts(
             soft_wrap=True,
         )
     except Exception as exc:
-        raise _fail(f"cannot set up RabbitMQ: {_escape(_first_line(exc))}") from None
+        raise _fail(f"cannot set up RabbitMQ: {_escape(first_line(exc))}") from None
     transport = RabbitMQTransport(url, topology=topology)
     return transport, ReplyConsumer(manager, url, topology=topology)
 

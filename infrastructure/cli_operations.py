@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from sagalog.domain import SagalogError
+from sagalog.domain.errors import first_line
 from sagalog.domain.payload import check_text
 from sagalog.infrastructure.cli import (
     ActorOption,
@@ -31,7 +32,6 @@ from sagalog.infrastructure.cli import (
     ReasonOption,
     _escape,
     _fail,
-    _first_line,
     _opened,
     _print_json,
     _saga_id,
@@ -181,7 +181,7 @@ def _broker_errors(url: str | None) -> Iterator[None]:
     except TransportError as exc:
         raise _fail(_escape(str(exc))) from None
     except BROKER_ERRORS as exc:
-        raise _fail(f"RabbitMQ refused: {_escape(_first_line(exc))}") from None
+        raise _fail(f"RabbitMQ refused: {_escape(first_line(exc))}") from None
 
 
 def _letter_json(letter: Any) -> dict[str, Any]:

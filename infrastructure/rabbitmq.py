@@ -77,6 +77,7 @@ from sagalog.domain import (
     UnknownSagaTypeError,
     UnknownStepError,
 )
+from sagalog.domain.errors import first_line
 from sagalog.infrastructure.messaging.bounds import (
     REPLY_BOUNDS,
     MessageBounds,
@@ -160,7 +161,9 @@ def connect(
         return pika.BlockingConnection(params)
     except BROKER_ERRORS as exc:
         where = f"{params.host}:{params.port}"
-        raise TransportError(f"cannot reach RabbitMQ at {where}: {_describe(exc)}") from None
+        raise TransportError(
+            f"cannot reach RabbitMQ at {where}: {first_line(exc, named=True)}"
+        ) from None
 
 
 def check_rabbitmq_url(url: str | None) -> None:
@@ -179,7 +182,7 @@ def _url_parameters(url: str) -> pika.URLParameters:
     try:
         return pika.URLParameters(url)
     except Exception as exc:
-        raise TransportError(f"not a RabbitMQ URL: {_describe(exc)}") from None
+        raise TransportError(f"not a RabbitMQ URL: {first_line(exc, named=True)}") from None
 
 
 #: Dead-letter queues keep at most this many messages by default (oldest dropped first).
@@ -387,7 +390,9 @@ class RabbitMQTransport:
             self.topology.declare(channel)
         except BROKER_ERRORS as exc:
             close_quietly(connection)
-            raise TransportError(f"cannot set up RabbitMQ channel: {_describe(exc)}") from None
+            raise TransportError(
+                f"cannot set up RabbitMQ channel: {first_line(exc, named=True)}"
+            ) from None
         self._connection, self._channel = connection, channel
         return channel
 
@@ -428,7 +433,8 @@ class RabbitMQTransport:
                 self._drop()
                 if attempt == 2:
                     raise TransportError(
-                        f"lost the RabbitMQ connection sending {command.name}: {_describe(exc)}"
+                        f"lost the RabbitMQ connection sending {command.name}: "
+                        f"{first_line(exc, named=True)}"
                     ) from None
                 continue
             self.confirmed += 1
@@ -590,7 +596,7 @@ class ConsumerLoop:
                 logger.warning(
                     "%s: connection lost (%s); reconnecting in %.2fs",
                     self.connection_name,
-                    _describe(exc),
+                    first_line(exc, named=True),
                     backoff,
                 )
                 self._stop.wait(backoff)
@@ -941,7 +947,7 @@ class ReplyConsumer(ConsumerLoop):
                 delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
                 logger.warning(
                     "the database failed checking reply signers (%s); retrying in %.2fs",
-                    _describe(exc),
+                    first_line(exc, named=True),
                     delay,
                 )
                 if self.wait(delay):
@@ -972,7 +978,7 @@ class ReplyConsumer(ConsumerLoop):
                     "the database failed on a batch of %d replies (%s); "
                     "they stay unacked, retrying in %.2fs",
                     len(replies),
-                    _describe(exc),
+                    first_line(exc, named=True),
                     delay,
                 )
                 if self.wait(delay):
@@ -983,7 +989,7 @@ class ReplyConsumer(ConsumerLoop):
                 logger.warning(
                     "a batch of %d replies failed (%s); handing them over one at a time",
                     len(replies),
-                    _describe(exc),
+                    first_line(exc, named=True),
                 )
                 return [self._decide([reply])[0] for reply in replies]
 
@@ -1015,7 +1021,7 @@ class ReplyConsumer(ConsumerLoop):
             reply.message_id,
             reply.saga_id,
             attempt,
-            _describe(error),
+            first_line(error, named=True),
             extra=_reply_log_fields(reply),
         )
 
@@ -1315,9 +1321,3 @@ def close_quietly(connection: BlockingConnection) -> None:
             connection.close()
     except BROKER_ERRORS:
         pass
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0]
-    return first if first.startswith(type(exc).__name__) else f"{type(exc).__name__}: {first}"

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import PersistenceError
 
+from sagalog.domain.errors import first_line
 from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
@@ -86,12 +87,6 @@ logger = logging.getLogger("sagalog.worker")
 #: Seconds between two warnings while the store or the broker stays unreachable.
 DEFAULT_OUTAGE_LOG_INTERVAL = 30.0
 OUTAGE_LOG_INTERVAL_ENV_VAR = "SAGALOG_OUTAGE_LOG_INTERVAL"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 #: Registers participants on an in-process transport: ``setup(transport, manager)``.
@@ -262,7 +257,7 @@ class Worker:
             try:
                 probe_store(self.manager.database_url)
             except Exception as exc:
-                self.health.down("store", _first_line(exc))
+                self.health.down("store", first_line(exc, named=True))
             else:
                 self.health.up("store")
             if self._broker_url is not None:
@@ -279,7 +274,7 @@ class Worker:
 
             close_quietly(connect(url, name="sagalog-health"))
         except Exception as exc:
-            self.health.down("broker", _first_line(exc))
+            self.health.down("broker", first_line(exc, named=True))
         else:
             self.health.up("broker")
 

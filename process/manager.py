@@ -56,6 +56,7 @@ from sagalog.domain import (
     SagaNotFoundError,
     UnexpectedReplyError,
 )
+from sagalog.domain.errors import first_line
 from sagalog.process.cache import SagaCache
 from sagalog.process.lifecycle import ClosedAtExit
 from sagalog.process.messages import InvalidReplyError, Reply
@@ -508,7 +509,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
             try:
                 moved = self.tick()
             except PersistenceError as exc:
-                logger.warning("tick failed, retrying: %s", _first_line(exc))
+                logger.warning("tick failed, retrying: %s", first_line(exc))
                 moved = 0
             if on_tick is not None:
                 on_tick(moved)
@@ -753,8 +754,3 @@ def _answer(saga: Saga, message: Reply, now: datetime) -> ReplyOutcome:
         message_id=message.message_id,
         command_id=message.command_id,
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -49,6 +49,7 @@ from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from sagalog.domain.errors import first_line
 from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUrl, parse_database_url
 from sagalog.projections.quarantine import QuarantinedEvent, describe_failure
@@ -386,7 +387,7 @@ class SagaProjector:
             try:
                 applied = self.catch_up(stop=stop)
             except (PersistenceError, SQLAlchemyOperationalError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 logger.warning("projection: %s; retrying in %.2fs", first, backoff)
                 stop.wait(backoff)
                 backoff = min(max_backoff, backoff * 2)

@@ -33,6 +33,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sagalog.domain.errors import first_line
 from sagalog.process.store.url import DatabaseUrl
 from sagalog.projections.engine import WRITE_OPTION, create_view_engine, is_private_memory
 from sagalog.projections.schema import quarantine
@@ -84,10 +85,7 @@ def describe_failure(exc: BaseException) -> str:
     The message may itself quote the unstorable value (a NUL, a lone surrogate):
     those are written visibly (``\\x00``), so the record can always be stored.
     """
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    name = type(exc).__name__
-    line = first if first.startswith(name) else f"{name}: {first}" if first else name
+    line = first_line(exc, named=True)
     safe = line.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return safe if len(safe) <= _MAX_ERROR else safe[: _MAX_ERROR - 1] + "…"
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sagalog.domain import SagalogError
+from sagalog.domain.errors import first_line
 from sagalog.process.store.url import DatabaseUrl
 
 __all__ = [
@@ -184,7 +185,5 @@ def preflight_store(url: DatabaseUrl) -> None:
     except sqlite3.DatabaseError as exc:
         raise StoreUnreachableError(f"{url.path} is not a sagalog database ({exc})") from None
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        cause = text[0] if text else type(exc).__name__
-        cause = cause.removeprefix("connection failed: ")
+        cause = first_line(exc).removeprefix("connection failed: ")
         raise StoreUnreachableError(f"cannot reach database {url.masked}: {cause}") from None

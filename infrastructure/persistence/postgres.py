@@ -36,6 +36,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from sagalog.domain.errors import first_line
 from sagalog.infrastructure.persistence.recorders import (
     as_utc,
     check_limit,
@@ -82,7 +83,7 @@ def create_schema(datastore: PostgresDatastore) -> None:
         if getattr(exc.__cause__, "sqlstate", None) in _CONCURRENT_DDL_SQLSTATES:
             return  # another process created it at the same moment
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        first = first_line(cause)
         msg = (
             f"schema {schema!r} does not exist and could not be created ({first}); "
             f"create it (CREATE SCHEMA {schema}) or name an existing one in ?schema="
