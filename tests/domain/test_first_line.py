@@ -11,7 +11,7 @@ from sagalog.domain.errors import first_line
     ("exc", "named", "expected"),
     [
         (ValueError("bad\nsecond line"), False, "bad"),
-        (ValueError("  \n bad  \nmore"), False, "bad"),
+        (ValueError("  \n bad\nmore"), False, "bad"),
         (ValueError(""), False, "ValueError"),
         (ValueError("bad\nmore"), True, "ValueError: bad"),
         (ValueError("ValueError raised: bad"), True, "ValueError raised: bad"),
