@@ -10,8 +10,6 @@ never moved.
 
 from __future__ import annotations
 
-import threading
-
 from eventsourcing.utils import register_topic, resolve_topic
 
 #: Old module topic → the module it moved to (attributes resolve through it).
@@ -23,21 +21,13 @@ MOVED_MODULES: dict[str, str] = {
     "sagalog.process.transcoding": "sagalog.process.store.codec",
 }
 
-_lock = threading.Lock()
-_registered = False
-
 
 def register_moved_topics() -> None:
-    """Register every old module topic under the module it moved to; once per process.
+    """Register every old module topic under the module it moved to.
 
-    Called before eventsourcing reads an environment that may name an old topic: when
-    a database URL becomes an eventsourcing environment, and when the persistence room
-    is imported. The new modules are imported here by topic, as eventsourcing would.
+    Called before eventsourcing reads an environment that may name an old topic (when a
+    manager or a projection runner is built). The new modules are imported by topic, as
+    eventsourcing would; registering again is a no-op, and it survives a cleared cache.
     """
-    global _registered
-    with _lock:
-        if _registered:
-            return
-        for old, new in MOVED_MODULES.items():
-            register_topic(old, resolve_topic(new))
-        _registered = True
+    for old, new in MOVED_MODULES.items():
+        register_topic(old, resolve_topic(new))
