@@ -11,7 +11,7 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
 * **projections** — a :class:`~sagalog.projections.SagaProjector` keeps the
   summary and timeline tables up with the log, many events per transaction;
 * **replies** (with ``replies``, e.g. the RabbitMQ
-  :class:`~sagalog.infrastructure.rabbitmq.ReplyConsumer`) — consumes participants'
+  :class:`~sagalog.infrastructure.rabbitmq.replies.ReplyConsumer`) — consumes participants'
   replies in batches of what the broker has delivered, one transaction per batch
   (``SagaManager.handle_many``), acknowledging them after it committed;
 * **metrics** (with ``metrics_port``) — a follower of the log feeds
@@ -199,7 +199,7 @@ class Worker:
         metrics.watch_quarantine(self.projector.views.quarantine_counts)
         topology, url = getattr(self.replies, "topology", None), getattr(self.replies, "url", None)
         if topology is not None and hasattr(topology, "dead_letter_queues"):
-            from sagalog.infrastructure.rabbitmq import dead_letter_depths
+            from sagalog.infrastructure.rabbitmq.dead_letters import dead_letter_depths
 
             metrics.watch_dead_letters(lambda: dead_letter_depths(topology, url))
         return metrics, follower
@@ -270,7 +270,7 @@ class Worker:
             self.health.up("broker")  # the reply consumer is connected and consuming
             return
         try:
-            from sagalog.infrastructure.rabbitmq import close_quietly, connect
+            from sagalog.infrastructure.rabbitmq.topology import close_quietly, connect
 
             close_quietly(connect(url, name="sagalog-health"))
         except Exception as exc:

@@ -30,7 +30,7 @@ from typing import Any
 from sagalog.domain import Command, CommandKind, SagaDefinition
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.signing import SigningKeys, service_of
-from sagalog.infrastructure.rabbitmq import Topology
+from sagalog.infrastructure.rabbitmq.topology import Topology
 from sagalog.infrastructure.services.fencing import FenceReason, Fencing
 from sagalog.infrastructure.services.participant import (
     CommandFailed,

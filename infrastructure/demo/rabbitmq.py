@@ -36,15 +36,15 @@ from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.observer import ObservedEvent, SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.signing import SIGNING_KEYS_ENV_VAR, SigningKeys
-from sagalog.infrastructure.rabbitmq import (
-    Delivery,
-    RabbitMQTransport,
-    ReplyConsumer,
+from sagalog.infrastructure.rabbitmq.consumer import ReceivedMessage
+from sagalog.infrastructure.rabbitmq.replies import ReplyConsumer
+from sagalog.infrastructure.rabbitmq.topology import (
     Topology,
     channel_to,
     rabbitmq_url,
     unique_topology,
 )
+from sagalog.infrastructure.rabbitmq.transport import RabbitMQTransport
 from sagalog.process import Reply, SagaManager
 
 _ENDINGS = (Saga.SagaCompleted, Saga.SagaFailed, Saga.SagaDeadLettered)
@@ -193,7 +193,7 @@ def run_rabbitmq_demo(
             child.start()
             children.append(child)
 
-        def note(reply: Reply, outcome: ReplyOutcome, delivery: Delivery) -> None:
+        def note(reply: Reply, outcome: ReplyOutcome, delivery: ReceivedMessage) -> None:
             replies[outcome.outcome.value] += 1
 
         relay = CommandRelay(manager, RabbitMQTransport(broker, topology=topology))

@@ -22,7 +22,7 @@ and the body, so a signature cannot be moved to another message, service or kind
 
 Keys come from ``SAGALOG_SIGNING_KEYS`` (``InventoryService=secret,PaymentService=…``;
 each secret at least 16 characters) or are given in code as a :class:`SigningKeys`
-on the :class:`~sagalog.infrastructure.rabbitmq.Topology`; see
+on the :class:`~sagalog.infrastructure.rabbitmq.topology.Topology`; see
 docs/poison-messages.md.
 """
 

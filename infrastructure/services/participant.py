@@ -60,13 +60,9 @@ from pydantic import ValidationError
 from sagalog.domain import Command, CommandKind, SagalogError
 from sagalog.infrastructure.messaging.bounds import COMMAND_BOUNDS, check_message_bounds
 from sagalog.infrastructure.messaging.signing import service_of
-from sagalog.infrastructure.rabbitmq import (
-    HEADER_CAUSATION_ID,
-    ConsumerLoop,
-    Delivery,
-    Topology,
-    publish_reply,
-)
+from sagalog.infrastructure.rabbitmq.consumer import ConsumerLoop, ReceivedMessage
+from sagalog.infrastructure.rabbitmq.replies import publish_reply
+from sagalog.infrastructure.rabbitmq.topology import HEADER_CAUSATION_ID, Topology
 from sagalog.infrastructure.services.fencing import (
     Answer,
     Clock,
@@ -326,7 +322,7 @@ class Participant(ConsumerLoop):
             raise ValueError(f"participant {self.service!r} handles no command")
         return self.topology.declare_service(channel, self.service, self.handlers)
 
-    def on_message(self, delivery: Delivery) -> None:
+    def on_message(self, delivery: ReceivedMessage) -> None:
         try:
             command = command_from_message(delivery.body)
         except InvalidCommandError as exc:
@@ -386,7 +382,7 @@ class Participant(ConsumerLoop):
             except ValidationError as exc:
                 return reply_to(command, error=f"handler result is not JSON: {exc.errors()[0]}")
 
-    def _reject(self, delivery: Delivery, reason: str, error: BaseException | None) -> None:
+    def _reject(self, delivery: ReceivedMessage, reason: str, error: BaseException | None) -> None:
         self.dead_letter(delivery, self.topology.commands_dead_letter_queue, reason, error=error)
         self.dead_lettered += 1
         logger.error(

@@ -32,8 +32,8 @@ from sagalog.infrastructure.rabbitmq import (
     DEAD_LETTER_KEPT_BYTES,
     HEADER_DEAD_LETTER_TRUNCATED_FROM,
     ConsumerLoop,
-    Delivery,
     RabbitMQTransport,
+    ReceivedMessage,
     ReplyConsumer,
     Topology,
     read_dead_letters,
@@ -182,9 +182,9 @@ def test_the_reply_consumer_dead_letters_bombs_and_handles_the_next_reply(
         manager.close()
 
 
-def _delivery(size: int) -> Delivery:
+def _delivery(size: int) -> ReceivedMessage:
     """A received message of ``size`` bytes (only its body matters to batching)."""
-    return Delivery(channel=None, method=None, properties=None, body=b"x" * size)  # type: ignore[arg-type]
+    return ReceivedMessage(channel=None, method=None, properties=None, body=b"x" * size)  # type: ignore[arg-type]
 
 
 def test_a_batch_is_bounded_by_bytes_as_well_as_by_count() -> None:

@@ -9,16 +9,19 @@ import pytest
 from broker import Background, wait_until
 
 from sagalog.domain import SagaNotFoundError, SagaStatus, StepStatus
-from sagalog.infrastructure.rabbitmq import Topology, channel_to
+from sagalog.infrastructure.rabbitmq import (
+    RabbitMQEventBus,
+    RabbitMQEventSubscriber,
+    Topology,
+    channel_to,
+    delete_event_queues,
+)
 from sagalog.infrastructure.services.choreography import (
     AWAIT_PREFIX,
     ORDER_CHOREOGRAPHY,
     ChoreographyTracker,
     EventMessage,
     InProcessEventBus,
-    RabbitMQEventBus,
-    RabbitMQEventSubscriber,
-    delete_event_queues,
     order_created,
     order_services,
 )

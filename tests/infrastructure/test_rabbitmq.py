@@ -32,8 +32,8 @@ from sagalog.infrastructure.rabbitmq import (
     HEADER_COMMAND_ID,
     HEADER_CORRELATION_ID,
     HEADER_DEAD_LETTER_ATTEMPTS,
-    Delivery,
     RabbitMQTransport,
+    ReceivedMessage,
     ReplyConsumer,
     Topology,
     channel_to,
@@ -429,7 +429,7 @@ def test_a_consumer_that_dies_before_commit_leaves_the_reply_for_the_next(
 
         seen: list[tuple[str, bool, Outcome]] = []
 
-        def note(reply: Reply, outcome: ReplyOutcome, delivery: Delivery) -> None:
+        def note(reply: Reply, outcome: ReplyOutcome, delivery: ReceivedMessage) -> None:
             seen.append((reply.message_id, delivery.redelivered, outcome.outcome))
 
         consumer = ReplyConsumer(survivor, broker_url, topology=topology, on_reply=note)
@@ -475,7 +475,7 @@ def test_consumer_reconnects_and_loses_or_reorders_no_reply(
     name = f"sagalog-replies-{uuid4().hex[:8]}"
     handled: list[str] = []
 
-    def note(reply: Reply, outcome: ReplyOutcome, delivery: Delivery) -> None:
+    def note(reply: Reply, outcome: ReplyOutcome, delivery: ReceivedMessage) -> None:
         handled.append(reply.message_id)
         if len(handled) == 4:
             assert close_connections(name) == 1  # the broker drops us mid-stream
