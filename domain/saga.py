@@ -12,14 +12,25 @@ Time is always passed in (``now``); the domain never reads the clock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
+from eventsourcing.domain import Aggregate
 from eventsourcing.utils import resolve_topic
 
+from sagalog.domain._speed import (
+    ACTION,
+    COMPENSATION,
+    MutateWithoutProperties,
+    SagaStatuses,
+    StepStatuses,
+    create_without_introspection,
+    definition_dump,
+    definition_from_dict,
+    trigger,
+)
 from sagalog.domain.commands import Command, command_id_for
 from sagalog.domain.definition import SagaDefinition, Step
 from sagalog.domain.errors import (
@@ -37,57 +48,6 @@ from sagalog.domain.status import (
     SagaStatus,
     StepStatus,
 )
-
-_DEFINITION_CACHE: dict[str, SagaDefinition] = {}
-_DEFINITION_CACHE_SIZE = 256
-
-_ACTION = CommandKind.ACTION
-_COMPENSATION = CommandKind.COMPENSATION
-
-
-class _SagaStatus:
-    """``SagaStatus``'s members, read as plain class attributes.
-
-    On Python 3.11 ``EnumType`` defines ``__getattr__``, so every read of a
-    member off its class (``SagaStatus.PENDING``) goes through a slower lookup,
-    about ten times a plain attribute's. Applying an event reads a few, and a
-    rebuild applies every event of a saga; the saga's code reads them here.
-    """
-
-    STARTED: Final = SagaStatus.STARTED
-    PENDING: Final = SagaStatus.PENDING
-    COMPENSATING: Final = SagaStatus.COMPENSATING
-    COMPLETED: Final = SagaStatus.COMPLETED
-    FAILED: Final = SagaStatus.FAILED
-    DEAD_LETTERED: Final = SagaStatus.DEAD_LETTERED
-
-
-class _StepStatus:
-    """``StepStatus``'s members, read as plain class attributes (see ``_SagaStatus``)."""
-
-    NOT_STARTED: Final = StepStatus.NOT_STARTED
-    DISPATCHED: Final = StepStatus.DISPATCHED
-    RETRY_SCHEDULED: Final = StepStatus.RETRY_SCHEDULED
-    COMPLETED: Final = StepStatus.COMPLETED
-    FAILED: Final = StepStatus.FAILED
-    TIMED_OUT: Final = StepStatus.TIMED_OUT
-    ABANDONED: Final = StepStatus.ABANDONED
-    RESOLVED: Final = StepStatus.RESOLVED
-    COMPENSATION_DISPATCHED: Final = StepStatus.COMPENSATION_DISPATCHED
-    COMPENSATION_RETRY_SCHEDULED: Final = StepStatus.COMPENSATION_RETRY_SCHEDULED
-    COMPENSATED: Final = StepStatus.COMPENSATED
-    COMPENSATION_FAILED: Final = StepStatus.COMPENSATION_FAILED
-    COMPENSATION_RESOLVED: Final = StepStatus.COMPENSATION_RESOLVED
-
-
-#: The dataclass fields of each saga event class, in declaration order (``Saga._trigger``).
-_EVENT_FIELDS: dict[type[Any], tuple[str, ...]] = {}
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-
-#: ``SagaDefinition.model_dump(mode="json")`` by fingerprint, for ``Saga.start``.
-_DEFINITION_DUMPS: dict[str, dict[str, Any]] = {}
-_DEFINITION_DUMPS_SIZE = 256
 
 #: Step states in which the step's action succeeded (or an operator said it did).
 _ACTION_DONE = frozenset(
@@ -125,43 +85,6 @@ _ACTION_NOT_DONE = frozenset(
 
 #: Bound on how many timer firings one call to ``fire_due`` performs (zero-delay retries).
 _MAX_FIRINGS_PER_CALL = 1000
-
-
-def _definition_from_dict(data: dict[str, Any], fingerprint: str) -> SagaDefinition:
-    """Rebuild (and cache by fingerprint) the definition stored in ``SagaStarted``."""
-    cached = _DEFINITION_CACHE.get(fingerprint)
-    if cached is None:
-        cached = SagaDefinition.model_validate(data)
-        if len(_DEFINITION_CACHE) >= _DEFINITION_CACHE_SIZE:
-            _DEFINITION_CACHE.pop(next(iter(_DEFINITION_CACHE)))
-        _DEFINITION_CACHE[fingerprint] = cached
-    return cached
-
-
-def _definition_dump(definition: SagaDefinition) -> dict[str, Any]:
-    """The JSON dump of ``definition`` that ``SagaStarted`` records, made once per fingerprint.
-
-    Dumping a definition is among the dearest parts of starting a saga (about a
-    quarter of ``Saga.start``), and every saga of a definition records the same dump.
-    The fingerprint (cached on the definition) is the SHA-256 of that very dump's
-    canonical JSON, so definitions with equal fingerprints have equal dumps and the
-    cache cannot hand one definition another's.
-
-    The same dict (not a copy) goes into every ``SagaStarted`` of the definition. That
-    is safe because nothing mutates it: events are immutable values; applying one only
-    reads it (``SagaDefinition.model_validate``, which builds its own tuples); storing
-    one only encodes it; and what is read back from storage is a new dict. Callers
-    that take ``event.definition`` out of an event must copy it before changing it, as
-    they must for any value an event holds.
-    """
-    fingerprint = definition.fingerprint
-    dump = _DEFINITION_DUMPS.get(fingerprint)
-    if dump is None:
-        dump = definition.model_dump(mode="json")
-        if len(_DEFINITION_DUMPS) >= _DEFINITION_DUMPS_SIZE:
-            _DEFINITION_DUMPS.pop(next(iter(_DEFINITION_DUMPS)))
-        _DEFINITION_DUMPS[fingerprint] = dump
-    return dump
 
 
 @dataclass
@@ -205,8 +128,11 @@ class Saga(Aggregate):
 
     # -- events --------------------------------------------------------------------
 
-    class Event(Aggregate.Event):
-        """Base of every saga event: carries the saga id as correlation id and the cause."""
+    class Event(MutateWithoutProperties, Aggregate.Event):
+        """Base of every saga event: carries the saga id as correlation id and the cause.
+
+        ``mutate`` is eventsourcing's, reading the saga's attributes directly (``_speed``).
+        """
 
         correlation_id: UUID
         causation_id: str | None
@@ -214,27 +140,6 @@ class Saga(Aggregate):
         def wakeup_at(self) -> datetime | None:
             """When the saga wants to be woken next if this is its latest event."""
             return None
-
-        def mutate(self, aggregate: Any) -> Any:
-            """eventsourcing's ``mutate``: the same checks, errors and changes, done cheaper.
-
-            It reads and writes the saga's id, version and modification time
-            through their properties, three Python calls per event; here the
-            attributes behind them are used directly (rebuilding a saga runs this
-            once per stored event). ``SagaStarted`` (no saga yet) is eventsourcing's.
-            """
-            if aggregate is None:
-                return super().mutate(aggregate)
-            saga_id = aggregate._id
-            if self.originator_id is not saga_id and self.originator_id != saga_id:
-                raise OriginatorIDError(self.originator_id, saga_id)
-            next_version = aggregate._version + 1
-            if self.originator_version != next_version:
-                raise OriginatorVersionError(self.originator_version, next_version)
-            self.apply(aggregate)
-            aggregate._version = self.originator_version
-            aggregate._modified_on = self.timestamp
-            return aggregate
 
         def apply(self, aggregate: Any) -> None:
             saga: Saga = aggregate
@@ -256,28 +161,17 @@ class Saga(Aggregate):
         data: dict[str, Any]
 
         def mutate(self, aggregate: Any) -> Any:
-            """eventsourcing's ``Created.mutate`` for a ``Saga``, without its introspection.
+            """eventsourcing's ``Created.mutate``; a new ``Saga`` is built without introspection.
 
-            ``Created.mutate`` resolves the aggregate's class, then looks up (with
-            ``inspect``) which of the event's fields its ``__base_init__`` and
-            ``__init__`` take, for every saga created or rebuilt. A ``Saga``'s
-            ``__init__`` takes none (its state comes from :meth:`apply`), so here the
-            shell gets eventsourcing's base attributes (id, version, creation and
-            modification time, no pending events) directly, then the event is
-            applied. An event naming another class, or given a saga, goes
-            eventsourcing's way.
+            An event naming another class, or given a saga, goes eventsourcing's way.
             """
             if aggregate is not None or resolve_topic(self.originator_topic) is not Saga:
                 return super().mutate(aggregate)
-            saga: Saga = Saga.__new__(Saga)
-            saga.__base_init__(self.originator_id, self.originator_version, self.timestamp)
-            saga.__init__()  # type: ignore[misc]  # the (empty) dataclass __init__
-            self.apply(saga)
-            return saga
+            return create_without_introspection(Saga, self)
 
         def apply(self, aggregate: Any) -> None:
             saga: Saga = aggregate
-            definition = _definition_from_dict(self.definition, self.definition_fingerprint)
+            definition = definition_from_dict(self.definition, self.definition_fingerprint)
             saga._init_state(self.saga_type, definition, self.data)
             super().apply(saga)
 
@@ -297,14 +191,14 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.DISPATCHED
+            st.status = StepStatuses.DISPATCHED
             st.attempt = self.attempt
             st.timed_out = False
             st.deadline = self.deadline
             st.retry_due_at = None
             saga.current_step = self.step
-            if saga.status is _SagaStatus.STARTED:
-                saga.status = _SagaStatus.PENDING
+            if saga.status is SagaStatuses.STARTED:
+                saga.status = SagaStatuses.PENDING
             saga._pending_dispatch = self
 
         def command(self, payload: dict[str, Any] | None = None) -> Command:
@@ -318,7 +212,7 @@ class Saga(Aggregate):
                 saga_id=self.originator_id,
                 saga_type=self.saga_type,
                 step=self.step,
-                kind=_ACTION,
+                kind=ACTION,
                 name=self.command_name,
                 attempt=self.attempt,
                 payload=self.payload if payload is None else payload,
@@ -335,7 +229,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPLETED
+            st.status = StepStatuses.COMPLETED
             st.result = self.result
             st.deadline = None
             st.uncertain = False
@@ -366,7 +260,7 @@ class Saga(Aggregate):
             st.late_after_compensation = st.status in _COMPENSATION_DONE
             st.result = self.result
             if (
-                saga.status in (_SagaStatus.COMPENSATING, _SagaStatus.DEAD_LETTERED)
+                saga.status in (SagaStatuses.COMPENSATING, SagaStatuses.DEAD_LETTERED)
                 and st.status not in _COMPENSATION_STARTED
                 and self.step not in saga.compensation_plan
                 and saga.definition.step(self.step).compensatable
@@ -385,7 +279,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.FAILED
+            st.status = StepStatuses.FAILED
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
@@ -400,7 +294,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.TIMED_OUT
+            st.status = StepStatuses.TIMED_OUT
             st.last_error = f"timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             st.deadline = None
             st.uncertain = True
@@ -420,7 +314,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.RETRY_SCHEDULED
+            st.status = StepStatuses.RETRY_SCHEDULED
             st.retry_due_at = self.due_at
 
     class CompensationRequested(Event):
@@ -446,15 +340,15 @@ class Saga(Aggregate):
             state["uncertain_steps"] = None
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPENSATING
+            saga.status = SagaStatuses.COMPENSATING
             saga.failure_reason = self.reason
             saga.failed_step = self.failed_step
             saga._pending_dispatch = None
             for st in saga.steps.values():
-                if st.status is _StepStatus.DISPATCHED:
+                if st.status is StepStatuses.DISPATCHED:
                     st.uncertain = True
-                if st.status in (_StepStatus.DISPATCHED, _StepStatus.RETRY_SCHEDULED):
-                    st.status = _StepStatus.ABANDONED
+                if st.status in (StepStatuses.DISPATCHED, StepStatuses.RETRY_SCHEDULED):
+                    st.status = StepStatuses.ABANDONED
                     st.deadline = None
                     st.retry_due_at = None
             uncertain = self.uncertain_steps or ()
@@ -463,7 +357,7 @@ class Saga(Aggregate):
                 for step in reversed(saga.definition.steps)
                 if step.compensatable
                 and (
-                    saga.steps[step.name].status is _StepStatus.COMPLETED or step.name in uncertain
+                    saga.steps[step.name].status is StepStatuses.COMPLETED or step.name in uncertain
                 )
             ]
             saga.current_step = None
@@ -484,7 +378,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_DISPATCHED
+            st.status = StepStatuses.COMPENSATION_DISPATCHED
             st.compensation_attempt = self.attempt
             st.deadline = self.deadline
             st.retry_due_at = None
@@ -502,7 +396,7 @@ class Saga(Aggregate):
                 saga_id=self.originator_id,
                 saga_type=self.saga_type,
                 step=self.step,
-                kind=_COMPENSATION,
+                kind=COMPENSATION,
                 name=self.command_name,
                 attempt=self.attempt,
                 payload=self.payload if payload is None else payload,
@@ -518,7 +412,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATED
+            st.status = StepStatuses.COMPENSATED
             st.deadline = None
             saga._pending_dispatch = None
 
@@ -531,7 +425,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_FAILED
+            st.status = StepStatuses.COMPENSATION_FAILED
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
@@ -546,7 +440,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_FAILED
+            st.status = StepStatuses.COMPENSATION_FAILED
             st.last_error = (
                 f"compensation timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             )
@@ -566,14 +460,14 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_RETRY_SCHEDULED
+            st.status = StepStatuses.COMPENSATION_RETRY_SCHEDULED
             st.retry_due_at = self.due_at
 
     class SagaCompleted(Event):
         """Every step succeeded. Absorbing."""
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPLETED
+            saga.status = SagaStatuses.COMPLETED
             saga.current_step = None
             saga._pending_dispatch = None
 
@@ -599,7 +493,7 @@ class Saga(Aggregate):
             state["failed_step"] = None
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.FAILED
+            saga.status = SagaStatuses.FAILED
             saga.failure_reason = self.reason
             saga.current_step = None
             saga._pending_dispatch = None
@@ -613,7 +507,7 @@ class Saga(Aggregate):
         attempts: int
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.DEAD_LETTERED
+            saga.status = SagaStatuses.DEAD_LETTERED
             saga.dead_letter = DeadLetter(
                 step=self.step,
                 kind=CommandKind(self.kind),
@@ -631,9 +525,9 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             saga.status = (
-                _SagaStatus.PENDING
+                SagaStatuses.PENDING
                 if CommandKind(self.kind) is CommandKind.ACTION
-                else _SagaStatus.COMPENSATING
+                else SagaStatuses.COMPENSATING
             )
             saga.dead_letter = None
 
@@ -648,11 +542,11 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
             if CommandKind(self.kind) is CommandKind.ACTION:
-                st.status = _StepStatus.RESOLVED
-                saga.status = _SagaStatus.PENDING
+                st.status = StepStatuses.RESOLVED
+                saga.status = SagaStatuses.PENDING
             else:
-                st.status = _StepStatus.COMPENSATION_RESOLVED
-                saga.status = _SagaStatus.COMPENSATING
+                st.status = StepStatuses.COMPENSATION_RESOLVED
+                saga.status = SagaStatuses.COMPENSATING
             st.deadline = None
             st.retry_due_at = None
             saga.dead_letter = None
@@ -671,7 +565,7 @@ class Saga(Aggregate):
         reason: str
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPENSATING
+            saga.status = SagaStatuses.COMPENSATING
             planned = set(self.steps)
             saga.compensation_plan = [
                 step.name for step in reversed(saga.definition.steps) if step.name in planned
@@ -696,7 +590,7 @@ class Saga(Aggregate):
         self.saga_type: str = saga_type
         self.definition: SagaDefinition = definition
         self.data: dict[str, Any] = data
-        self.status: SagaStatus = _SagaStatus.STARTED
+        self.status: SagaStatus = SagaStatuses.STARTED
         self.steps: dict[str, StepState] = {s.name: StepState(s.name) for s in definition.steps}
         self.current_step: str | None = None
         self.compensation_plan: list[str] = []
@@ -739,7 +633,7 @@ class Saga(Aggregate):
             correlation_id=saga_id,
             causation_id=message_id,
             saga_type=definition.name,
-            definition=_definition_dump(definition),
+            definition=definition_dump(definition),
             definition_version=definition.version,
             definition_fingerprint=definition.fingerprint,
             data=checked,
@@ -761,7 +655,7 @@ class Saga(Aggregate):
         return {
             name: st.result
             for name, st in self.steps.items()
-            if st.status in _ACTION_DONE and st.status is not _StepStatus.RESOLVED
+            if st.status in _ACTION_DONE and st.status is not StepStatuses.RESOLVED
         }
 
     @property
@@ -778,7 +672,7 @@ class Saga(Aggregate):
         or abandoned step uncompensated, or for a step whose success came after the
         saga had ended (a late fact): ``compensate`` rolls those back.
         """
-        if self.status is not _SagaStatus.FAILED:
+        if self.status is not SagaStatuses.FAILED:
             return []
         return [
             step.name
@@ -821,7 +715,7 @@ class Saga(Aggregate):
         """
         _check_now(now)
         result = check_json(result, f"result of step {step!r}")
-        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
+        attempt = self._attempt_named(step, ACTION, attempt, command_id)
         late = self._judge_late_success(step, attempt, message_id)
         if late is not None:
             self._trigger(
@@ -860,7 +754,7 @@ class Saga(Aggregate):
         """A participant reports that a step's action failed."""
         _check_now(now)
         check_text(error, f"error of step {step!r}")
-        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
+        attempt = self._attempt_named(step, ACTION, attempt, command_id)
         verdict = self._judge_action_reply(step, attempt, message_id, succeeded=False)
         if verdict is not None:
             return verdict
@@ -880,7 +774,7 @@ class Saga(Aggregate):
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation succeeded."""
         _check_now(now)
-        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
+        attempt = self._attempt_named(step, COMPENSATION, attempt, command_id)
         verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
@@ -904,7 +798,7 @@ class Saga(Aggregate):
         """A participant reports that a step's compensation failed."""
         _check_now(now)
         check_text(error, f"error of compensation {step!r}")
-        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
+        attempt = self._attempt_named(step, COMPENSATION, attempt, command_id)
         verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=False)
         if verdict is not None:
             return verdict
@@ -975,23 +869,23 @@ class Saga(Aggregate):
         return fired
 
     def _fire_one(self, now: datetime) -> bool:
-        if self.status.is_terminal or self.status is _SagaStatus.DEAD_LETTERED:
+        if self.status.is_terminal or self.status is SagaStatuses.DEAD_LETTERED:
             return False
         if self.next_wakeup is None or self.next_wakeup > now or self.current_step is None:
             return False
         name = self.current_step
         st = self.steps[name]
         step = self.definition.step(name)
-        if st.status is _StepStatus.DISPATCHED and st.deadline is not None:
+        if st.status is StepStatuses.DISPATCHED and st.deadline is not None:
             self._trigger(
                 self.StepTimedOut, now, None, step=name, attempt=st.attempt, deadline=st.deadline
             )
             self._after_action_failure(name, st.last_error or "timed out", now, None)
             return True
-        if st.status is _StepStatus.RETRY_SCHEDULED:
+        if st.status is StepStatuses.RETRY_SCHEDULED:
             self._dispatch_action(step, st.attempt + 1, now, None)
             return True
-        if st.status is _StepStatus.COMPENSATION_DISPATCHED and st.deadline is not None:
+        if st.status is StepStatuses.COMPENSATION_DISPATCHED and st.deadline is not None:
             self._trigger(
                 self.CompensationTimedOut,
                 now,
@@ -1002,7 +896,7 @@ class Saga(Aggregate):
             )
             self._after_compensation_failure(name, st.last_error or "timed out", now, None)
             return True
-        if st.status is _StepStatus.COMPENSATION_RETRY_SCHEDULED:
+        if st.status is StepStatuses.COMPENSATION_RETRY_SCHEDULED:
             self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
             return True
         return False
@@ -1060,7 +954,7 @@ class Saga(Aggregate):
         actor, reason = _check_operator(actor, reason)
         if message_id is not None:
             check_text(message_id, "message_id")
-        if self.status not in (_SagaStatus.STARTED, _SagaStatus.PENDING):
+        if self.status not in (SagaStatuses.STARTED, SagaStatuses.PENDING):
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a running saga can be aborted"
             )
@@ -1098,41 +992,8 @@ class Saga(Aggregate):
 
     # -- decisions shared by the commands above ----------------------------------
 
-    def _trigger(
-        self, event_class: type[Saga.Event], now: datetime, cause: str | None, **kwargs: Any
-    ) -> None:
-        """Trigger ``event_class``: what eventsourcing's ``trigger_event`` does, with less work.
-
-        ``trigger_event`` copies its arguments, checks the class's topic and builds
-        the event through its frozen dataclass ``__init__``, one ``object.__setattr__``
-        per field. Here, when the arguments are exactly the event's fields in the
-        order they are declared, the fields are set at once: the event is the object
-        ``__init__`` would build (the same attributes, in the same order, so it is
-        stored as the same JSON), then it mutates the saga and is appended to the
-        pending events as ``trigger_event`` does. Anything else (a missing or extra
-        argument, a class with an explicit topic) goes through ``trigger_event``,
-        which raises or builds it its way.
-        """
-        state: dict[str, Any] = {
-            "originator_id": self.id,
-            "originator_version": self.version + 1,
-            "timestamp": now,
-            "correlation_id": self.id,
-            "causation_id": cause,
-        }
-        state.update(kwargs)
-        names = _EVENT_FIELDS.get(event_class)
-        if names is None:
-            names = _EVENT_FIELDS[event_class] = tuple(f.name for f in fields(event_class))
-        if tuple(state) != names or now is None or getattr(type(self), "TOPIC", None):
-            self.trigger_event(
-                event_class, timestamp=now, correlation_id=self.id, causation_id=cause, **kwargs
-            )
-            return
-        event = _new_object(event_class)
-        _set_attribute(event, "__dict__", state)
-        event.mutate(self)
-        self._pending_events.append(event)
+    #: Trigger an event: eventsourcing's ``trigger_event``, building the event directly.
+    _trigger = trigger
 
     def _dispatch_action(self, step: Step, attempt: int, now: datetime, cause: str | None) -> None:
         self._trigger(
@@ -1264,7 +1125,7 @@ class Saga(Aggregate):
             st = self.steps[step.name]
             if not step.compensatable or st.status not in _ACTION_NOT_DONE:
                 continue
-            in_doubt = st.uncertain or st.status is _StepStatus.DISPATCHED
+            in_doubt = st.uncertain or st.status is StepStatuses.DISPATCHED
             if st.late or (in_doubt and step.compensate_uncertain):
                 uncertain.append(step.name)
         return uncertain
@@ -1316,7 +1177,7 @@ class Saga(Aggregate):
             return attempt
         self._require_step(step)
         st = self.steps[step]
-        sent = st.attempt if kind is _ACTION else st.compensation_attempt
+        sent = st.attempt if kind is ACTION else st.compensation_attempt
         if sent == 0:
             raise UnexpectedReplyError(
                 f"the {kind.value} of step {step!r} was never dispatched (the reply names "
@@ -1355,8 +1216,8 @@ class Saga(Aggregate):
         if attempt is not None and (not isinstance(attempt, int) or not 1 <= attempt <= st.attempt):
             return None
         number = st.attempt if attempt is None else attempt
-        waiting = st.status is _StepStatus.DISPATCHED and number == st.attempt
-        if waiting and self.status in (_SagaStatus.STARTED, _SagaStatus.PENDING):
+        waiting = st.status is StepStatuses.DISPATCHED and number == st.attempt
+        if waiting and self.status in (SagaStatuses.STARTED, SagaStatuses.PENDING):
             return None
         return number
 
@@ -1379,9 +1240,9 @@ class Saga(Aggregate):
             return ReplyOutcome(Outcome.STALE, f"step {step!r} already completed")
         if self.status.is_terminal:
             return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is _StepStatus.DISPATCHED:
+        if st.status is StepStatuses.DISPATCHED:
             return None
-        if st.status is _StepStatus.FAILED and not succeeded:
+        if st.status is StepStatuses.FAILED and not succeeded:
             return ReplyOutcome(
                 Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
             )
@@ -1412,7 +1273,7 @@ class Saga(Aggregate):
             return ReplyOutcome(Outcome.STALE, f"compensation of {step!r} already completed")
         if self.status.is_terminal:
             return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is _StepStatus.COMPENSATION_DISPATCHED:
+        if st.status is StepStatuses.COMPENSATION_DISPATCHED:
             return None
         return ReplyOutcome(
             Outcome.STALE,
@@ -1421,7 +1282,7 @@ class Saga(Aggregate):
         )
 
     def _require_dead_letter(self, action: str) -> DeadLetter:
-        if self.status is not _SagaStatus.DEAD_LETTERED or self.dead_letter is None:
+        if self.status is not SagaStatuses.DEAD_LETTERED or self.dead_letter is None:
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a dead-lettered saga can be "
                 f"{'retried' if action == 'retry' else 'resolved'}"
