@@ -83,6 +83,17 @@ _ACTION_NOT_DONE = frozenset(
     }
 )
 
+#: Step states that wait for the outcome of a command, by the command's kind (timeouts).
+_AWAITING_OUTCOME = {
+    StepStatus.DISPATCHED: ACTION,
+    StepStatus.COMPENSATION_DISPATCHED: COMPENSATION,
+}
+#: Step states that wait for a retry of a command, by the command's kind.
+_RETRY_DUE = {
+    StepStatus.RETRY_SCHEDULED: ACTION,
+    StepStatus.COMPENSATION_RETRY_SCHEDULED: COMPENSATION,
+}
+
 #: Bound on how many timer firings one call to ``fire_due`` performs (zero-delay retries).
 _MAX_FIRINGS_PER_CALL = 1000
 
@@ -202,23 +213,8 @@ class Saga(Aggregate):
             saga._pending_dispatch = self
 
         def command(self, payload: dict[str, Any] | None = None) -> Command:
-            """The command this event carries (all the relay needs to send it).
-
-            ``payload`` replaces the event's own (a copy, for a command that must
-            not share the saga's dicts); by default the command carries the event's.
-            """
-            return Command(
-                command_id=self.command_id,
-                saga_id=self.originator_id,
-                saga_type=self.saga_type,
-                step=self.step,
-                kind=ACTION,
-                name=self.command_name,
-                attempt=self.attempt,
-                payload=self.payload if payload is None else payload,
-                deadline=self.deadline,
-                causation_id=self.causation_id,
-            )
+            """The command this event carries (all the relay needs to send it); see ``_command``."""
+            return _command(self, ACTION, payload)
 
     class StepCompleted(Event):
         """A step's action succeeded, with the participant's result."""
@@ -386,23 +382,8 @@ class Saga(Aggregate):
             saga._pending_dispatch = self
 
         def command(self, payload: dict[str, Any] | None = None) -> Command:
-            """The command this event carries (all the relay needs to send it).
-
-            ``payload`` replaces the event's own (a copy, for a command that must
-            not share the saga's dicts); by default the command carries the event's.
-            """
-            return Command(
-                command_id=self.command_id,
-                saga_id=self.originator_id,
-                saga_type=self.saga_type,
-                step=self.step,
-                kind=COMPENSATION,
-                name=self.command_name,
-                attempt=self.attempt,
-                payload=self.payload if payload is None else payload,
-                deadline=self.deadline,
-                causation_id=self.causation_id,
-            )
+            """The command this event carries (all the relay needs to send it); see ``_command``."""
+            return _command(self, COMPENSATION, payload)
 
     class CompensationCompleted(Event):
         """A step's compensation succeeded: its effect is undone."""
@@ -638,7 +619,7 @@ class Saga(Aggregate):
             definition_fingerprint=definition.fingerprint,
             data=checked,
         )
-        saga._dispatch_action(definition.steps[0], 1, now, message_id)
+        saga._dispatch(definition.steps[0], ACTION, 1, now, message_id)
         return saga
 
     # -- read side ---------------------------------------------------------------
@@ -731,7 +712,7 @@ class Saga(Aggregate):
                 Outcome.LATE,
                 f"step {step!r} attempt {late} succeeded after the saga stopped waiting for it",
             )
-        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=True)
+        verdict = self._judge_reply(step, ACTION, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
         st = self.steps[step]
@@ -752,16 +733,7 @@ class Saga(Aggregate):
         command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's action failed."""
-        _check_now(now)
-        check_text(error, f"error of step {step!r}")
-        attempt = self._attempt_named(step, ACTION, attempt, command_id)
-        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=False)
-        if verdict is not None:
-            return verdict
-        st = self.steps[step]
-        self._trigger(self.StepFailed, now, message_id, step=step, attempt=st.attempt, error=error)
-        self._after_action_failure(step, error, now, message_id)
-        return APPLIED
+        return self._fail(step, ACTION, error, now, attempt, message_id, command_id)
 
     def complete_compensation(
         self,
@@ -775,7 +747,7 @@ class Saga(Aggregate):
         """A participant reports that a step's compensation succeeded."""
         _check_now(now)
         attempt = self._attempt_named(step, COMPENSATION, attempt, command_id)
-        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=True)
+        verdict = self._judge_reply(step, COMPENSATION, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
         st = self.steps[step]
@@ -796,23 +768,7 @@ class Saga(Aggregate):
         command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation failed."""
-        _check_now(now)
-        check_text(error, f"error of compensation {step!r}")
-        attempt = self._attempt_named(step, COMPENSATION, attempt, command_id)
-        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=False)
-        if verdict is not None:
-            return verdict
-        st = self.steps[step]
-        self._trigger(
-            self.CompensationFailed,
-            now,
-            message_id,
-            step=step,
-            attempt=st.compensation_attempt,
-            error=error,
-        )
-        self._after_compensation_failure(step, error, now, message_id)
-        return APPLIED
+        return self._fail(step, COMPENSATION, error, now, attempt, message_id, command_id)
 
     def answer(
         self,
@@ -876,28 +832,16 @@ class Saga(Aggregate):
         name = self.current_step
         st = self.steps[name]
         step = self.definition.step(name)
-        if st.status is StepStatuses.DISPATCHED and st.deadline is not None:
-            self._trigger(
-                self.StepTimedOut, now, None, step=name, attempt=st.attempt, deadline=st.deadline
-            )
-            self._after_action_failure(name, st.last_error or "timed out", now, None)
+        kind = _AWAITING_OUTCOME.get(st.status)
+        if kind is not None and st.deadline is not None:
+            timed_out = self.StepTimedOut if kind is ACTION else self.CompensationTimedOut
+            attempt = _latest_attempt(st, kind)
+            self._trigger(timed_out, now, None, step=name, attempt=attempt, deadline=st.deadline)
+            self._after_failure(name, kind, st.last_error or "timed out", now, None)
             return True
-        if st.status is StepStatuses.RETRY_SCHEDULED:
-            self._dispatch_action(step, st.attempt + 1, now, None)
-            return True
-        if st.status is StepStatuses.COMPENSATION_DISPATCHED and st.deadline is not None:
-            self._trigger(
-                self.CompensationTimedOut,
-                now,
-                None,
-                step=name,
-                attempt=st.compensation_attempt,
-                deadline=st.deadline,
-            )
-            self._after_compensation_failure(name, st.last_error or "timed out", now, None)
-            return True
-        if st.status is StepStatuses.COMPENSATION_RETRY_SCHEDULED:
-            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+        kind = _RETRY_DUE.get(st.status)
+        if kind is not None:
+            self._dispatch(step, kind, _latest_attempt(st, kind) + 1, now, None)
             return True
         return False
 
@@ -917,12 +861,8 @@ class Saga(Aggregate):
             actor=actor,
             reason=reason,
         )
-        step = self.definition.step(dead.step)
-        st = self.steps[dead.step]
-        if dead.kind is CommandKind.ACTION:
-            self._dispatch_action(step, st.attempt + 1, now, None)
-        else:
-            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+        attempt = _latest_attempt(self.steps[dead.step], dead.kind) + 1
+        self._dispatch(self.definition.step(dead.step), dead.kind, attempt, now, None)
 
     def resolve(self, *, actor: str, reason: str, now: datetime) -> None:
         """Declare the dead-lettered command done by hand, and move the saga on."""
@@ -995,111 +935,101 @@ class Saga(Aggregate):
     #: Trigger an event: eventsourcing's ``trigger_event``, building the event directly.
     _trigger = trigger
 
-    def _dispatch_action(self, step: Step, attempt: int, now: datetime, cause: str | None) -> None:
-        self._trigger(
-            self.StepDispatched,
-            now,
-            cause,
-            step=step.name,
-            attempt=attempt,
-            saga_type=self.saga_type,
-            command_name=step.action,
-            command_id=command_id_for(self.id, step.name, CommandKind.ACTION, attempt),
-            payload={"data": self.data, "results": self.results},
-            deadline=now + step.timeout if step.timeout else None,
-        )
+    def _fail(
+        self,
+        step: str,
+        kind: CommandKind,
+        error: str,
+        now: datetime,
+        attempt: int | None,
+        message_id: str | None,
+        command_id: UUID | None,
+    ) -> ReplyOutcome:
+        """Record that the ``kind`` command of ``step`` failed, then retry or give up."""
+        _check_now(now)
+        check_text(error, f"error of {'step' if kind is ACTION else 'compensation'} {step!r}")
+        attempt = self._attempt_named(step, kind, attempt, command_id)
+        verdict = self._judge_reply(step, kind, attempt, message_id, succeeded=False)
+        if verdict is not None:
+            return verdict
+        failed = self.StepFailed if kind is ACTION else self.CompensationFailed
+        sent = _latest_attempt(self.steps[step], kind)
+        self._trigger(failed, now, message_id, step=step, attempt=sent, error=error)
+        self._after_failure(step, kind, error, now, message_id)
+        return APPLIED
 
-    def _dispatch_compensation(
-        self, step: Step, attempt: int, now: datetime, cause: str | None
+    def _dispatch(
+        self, step: Step, kind: CommandKind, attempt: int, now: datetime, cause: str | None
     ) -> None:
-        assert step.compensation is not None
-        timeout = step.effective_compensation_timeout
+        """Record the ``kind`` command of ``step``, attempt ``attempt`` (the log is the outbox).
+
+        An action carries the saga's data and the results so far; a compensation, the
+        data and its own step's result (what it undoes).
+        """
+        event_class: type[Saga.Event]
+        if kind is ACTION:
+            event_class, command_name, timeout = self.StepDispatched, step.action, step.timeout
+            payload = {"data": self.data, "results": self.results}
+        else:
+            assert step.compensation is not None
+            event_class, command_name = self.CompensationDispatched, step.compensation
+            timeout = step.effective_compensation_timeout
+            payload = {"data": self.data, "result": self.steps[step.name].result}
         self._trigger(
-            self.CompensationDispatched,
+            event_class,
             now,
             cause,
             step=step.name,
             attempt=attempt,
             saga_type=self.saga_type,
-            command_name=step.compensation,
-            command_id=command_id_for(self.id, step.name, CommandKind.COMPENSATION, attempt),
-            payload={"data": self.data, "result": self.steps[step.name].result},
+            command_name=command_name,
+            command_id=command_id_for(self.id, step.name, kind, attempt),
+            payload=payload,
             deadline=now + timeout if timeout else None,
         )
 
     def _advance_after(self, step_name: str, now: datetime, cause: str | None) -> None:
         index = self.definition.index_of(step_name)
         if index + 1 < len(self.definition.steps):
-            self._dispatch_action(self.definition.steps[index + 1], 1, now, cause)
+            self._dispatch(self.definition.steps[index + 1], ACTION, 1, now, cause)
         else:
             self._trigger(self.SagaCompleted, now, cause)
 
-    def _after_action_failure(
-        self, step_name: str, error: str, now: datetime, cause: str | None
+    def _after_failure(
+        self, step_name: str, kind: CommandKind, error: str, now: datetime, cause: str | None
     ) -> None:
-        step = self.definition.step(step_name)
-        st = self.steps[step_name]
-        if st.attempt < step.retry.max_attempts:
-            key = str(command_id_for(self.id, step_name, CommandKind.ACTION, st.attempt))
-            due = now + step.retry.delay_after(st.attempt, key)
-            self._trigger(
-                self.StepRetryScheduled,
-                now,
-                cause,
-                step=step_name,
-                attempt=st.attempt + 1,
-                due_at=due,
-            )
-            if due <= now:
-                self._dispatch_action(step, st.attempt + 1, now, cause)
-        elif step.retriable:
-            self._trigger(
-                self.SagaDeadLettered,
-                now,
-                cause,
-                step=step_name,
-                kind=CommandKind.ACTION.value,
-                error=error,
-                attempts=st.attempt,
-            )
-        else:
-            plural = "s" if st.attempt != 1 else ""
-            reason = f"step {step_name!r} failed after {st.attempt} attempt{plural}: {error}"
-            self._begin_compensation(reason, step_name, now, cause)
+        """After a failed or timed-out attempt: try again by the policy for ``kind``, or give up.
 
-    def _after_compensation_failure(
-        self, step_name: str, error: str, now: datetime, cause: str | None
-    ) -> None:
+        Giving up on an action rolls the saga back (or, past the pivot, waits for an
+        operator); giving up on a compensation waits for an operator: it must succeed.
+        """
         step = self.definition.step(step_name)
-        st = self.steps[step_name]
-        policy = step.compensation_retry
-        if st.compensation_attempt < policy.max_attempts:
-            key = str(
-                command_id_for(
-                    self.id, step_name, CommandKind.COMPENSATION, st.compensation_attempt
-                )
-            )
-            due = now + policy.delay_after(st.compensation_attempt, key)
-            self._trigger(
-                self.CompensationRetryScheduled,
-                now,
-                cause,
-                step=step_name,
-                attempt=st.compensation_attempt + 1,
-                due_at=due,
-            )
-            if due <= now:
-                self._dispatch_compensation(step, st.compensation_attempt + 1, now, cause)
+        sent = _latest_attempt(self.steps[step_name], kind)
+        scheduled: type[Saga.Event]
+        if kind is ACTION:
+            policy, scheduled = step.retry, self.StepRetryScheduled
         else:
+            policy, scheduled = step.compensation_retry, self.CompensationRetryScheduled
+        if sent < policy.max_attempts:
+            key = str(command_id_for(self.id, step_name, kind, sent))
+            due = now + policy.delay_after(sent, key)
+            self._trigger(scheduled, now, cause, step=step_name, attempt=sent + 1, due_at=due)
+            if due <= now:
+                self._dispatch(step, kind, sent + 1, now, cause)
+        elif kind is COMPENSATION or step.retriable:
             self._trigger(
                 self.SagaDeadLettered,
                 now,
                 cause,
                 step=step_name,
-                kind=CommandKind.COMPENSATION.value,
+                kind=kind.value,
                 error=error,
-                attempts=st.compensation_attempt,
+                attempts=sent,
             )
+        else:
+            plural = "s" if sent != 1 else ""
+            reason = f"step {step_name!r} failed after {sent} attempt{plural}: {error}"
+            self._begin_compensation(reason, step_name, now, cause)
 
     def _begin_compensation(
         self, reason: str, failed_step: str | None, now: datetime, cause: str | None
@@ -1133,7 +1063,7 @@ class Saga(Aggregate):
     def _dispatch_next_compensation(self, now: datetime, cause: str | None) -> None:
         for name in self.compensation_plan:
             if self.steps[name].status not in _COMPENSATION_STARTED:
-                self._dispatch_compensation(self.definition.step(name), 1, now, cause)
+                self._dispatch(self.definition.step(name), COMPENSATION, 1, now, cause)
                 return
         self._trigger(
             self.SagaFailed,
@@ -1176,8 +1106,7 @@ class Saga(Aggregate):
         if command_id is None:
             return attempt
         self._require_step(step)
-        st = self.steps[step]
-        sent = st.attempt if kind is ACTION else st.compensation_attempt
+        sent = _latest_attempt(self.steps[step], kind)
         if sent == 0:
             raise UnexpectedReplyError(
                 f"the {kind.value} of step {step!r} was never dispatched (the reply names "
@@ -1221,64 +1150,49 @@ class Saga(Aggregate):
             return None
         return number
 
-    def _judge_action_reply(
-        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
+    def _judge_reply(
+        self,
+        step: str,
+        kind: CommandKind,
+        attempt: int | None,
+        message_id: str | None,
+        *,
+        succeeded: bool,
     ) -> ReplyOutcome | None:
-        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
-        self._require_step(step)
-        if message_id is not None:
-            check_text(message_id, "message_id")
-            if message_id in self.processed_messages:
-                return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
-        st = self.steps[step]
-        superseded = self._judge_attempt(step, attempt, st.attempt, "action")
-        if superseded is not None:
-            return ReplyOutcome(Outcome.STALE, superseded)
-        if st.status in _ACTION_DONE:
-            if succeeded:
-                return ReplyOutcome(Outcome.DUPLICATE, f"step {step!r} already completed")
-            return ReplyOutcome(Outcome.STALE, f"step {step!r} already completed")
-        if self.status.is_terminal:
-            return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is StepStatuses.DISPATCHED:
-            return None
-        if st.status is StepStatuses.FAILED and not succeeded:
-            return ReplyOutcome(
-                Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
-            )
-        return ReplyOutcome(
-            Outcome.STALE, f"step {step!r} attempt {st.attempt} is {st.status.value.lower()}"
-        )
+        """``None`` if the reply to the ``kind`` command of ``step`` is to be applied.
 
-    def _judge_compensation_reply(
-        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
-    ) -> ReplyOutcome | None:
-        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
+        Otherwise why it changes nothing: a duplicate of an outcome already recorded, or
+        a stale answer (a superseded attempt, a step or saga that has moved on).
+        """
         self._require_step(step)
-        if not self.definition.step(step).compensatable:
+        action = kind is ACTION
+        if not action and not self.definition.step(step).compensatable:
             raise UnexpectedReplyError(f"step {step!r} has no compensation")
         if message_id is not None:
             check_text(message_id, "message_id")
             if message_id in self.processed_messages:
                 return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
         st = self.steps[step]
-        superseded = self._judge_attempt(step, attempt, st.compensation_attempt, "compensation")
+        sent = st.attempt if action else st.compensation_attempt
+        superseded = self._judge_attempt(step, attempt, sent, kind.value)
         if superseded is not None:
             return ReplyOutcome(Outcome.STALE, superseded)
-        if st.status in _COMPENSATION_DONE:
-            if succeeded:
-                return ReplyOutcome(
-                    Outcome.DUPLICATE, f"compensation of {step!r} already completed"
-                )
-            return ReplyOutcome(Outcome.STALE, f"compensation of {step!r} already completed")
+        if st.status in (_ACTION_DONE if action else _COMPENSATION_DONE):
+            outcome = Outcome.DUPLICATE if succeeded else Outcome.STALE
+            return ReplyOutcome(outcome, f"{_subject(step, kind)} already completed")
         if self.status.is_terminal:
             return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is StepStatuses.COMPENSATION_DISPATCHED:
+        if st.status is (
+            StepStatuses.DISPATCHED if action else StepStatuses.COMPENSATION_DISPATCHED
+        ):
             return None
+        if action and st.status is StepStatuses.FAILED and not succeeded:
+            return ReplyOutcome(
+                Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
+            )
         return ReplyOutcome(
             Outcome.STALE,
-            f"compensation of {step!r} attempt {st.compensation_attempt} is "
-            f"{st.status.value.lower()}",
+            f"{_subject(step, kind)} attempt {sent} is {st.status.value.lower()}",
         )
 
     def _require_dead_letter(self, action: str) -> DeadLetter:
@@ -1305,3 +1219,37 @@ def _check_now(now: datetime) -> None:
 
 def _check_operator(actor: str, reason: str) -> tuple[str, str]:
     return check_text(actor, "actor"), check_text(reason, "reason")
+
+
+def _latest_attempt(st: StepState, kind: CommandKind) -> int:
+    """The number of the latest attempt of ``st``'s action or compensation (0: none yet)."""
+    return st.attempt if kind is ACTION else st.compensation_attempt
+
+
+def _subject(step: str, kind: CommandKind) -> str:
+    """How a reply verdict names the action or the compensation of ``step``."""
+    return f"step {step!r}" if kind is ACTION else f"compensation of {step!r}"
+
+
+def _command(
+    event: Saga.StepDispatched | Saga.CompensationDispatched,
+    kind: CommandKind,
+    payload: dict[str, Any] | None,
+) -> Command:
+    """The ``kind`` command a dispatch event carries.
+
+    ``payload`` replaces the event's own (a copy, for a command that must not share
+    the saga's dicts); by default the command carries the event's.
+    """
+    return Command(
+        command_id=event.command_id,
+        saga_id=event.originator_id,
+        saga_type=event.saga_type,
+        step=event.step,
+        kind=kind,
+        name=event.command_name,
+        attempt=event.attempt,
+        payload=event.payload if payload is None else payload,
+        deadline=event.deadline,
+        causation_id=event.causation_id,
+    )

@@ -15,8 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import Application
 from saga_builders import T0, at, collect, order_definition
 
-from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step
-from sagalog.domain import _speed
+from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step, _speed
 
 
 def started(definition: SagaDefinition, saga_id: UUID | None = None) -> Saga.SagaStarted:

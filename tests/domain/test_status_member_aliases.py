@@ -2,8 +2,9 @@
 
 ``sagalog.domain.saga`` reads ``SagaStatus``/``StepStatus`` members through two
 small classes of plain attributes in ``sagalog.domain._speed`` (cheaper than the
-enum's own lookup on Python 3.11). A member added to an enum and not to its alias, or an alias naming the
-wrong member, would break rebuilding sagas; these tests say so first.
+enum's own lookup on Python 3.11). A member added to an enum and not to its alias,
+or an alias naming the wrong member, would break rebuilding sagas; these tests say
+so first.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from sagalog.domain import SagaStatus, StepStatus
-from sagalog.domain import _speed
+from sagalog.domain import SagaStatus, StepStatus, _speed
 
 
 def _aliases(cls: type[Any]) -> dict[str, Any]:
