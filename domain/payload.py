@@ -122,8 +122,8 @@ def _check_json_by_json(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES
 def _check_json_fast(value: Any, what: str, limit: int) -> Any:
     """:func:`check_json` by ``orjson`` if that surely agrees with ``json``, else :data:`_UNSURE`.
 
-    Several times faster than the ``json`` path. It answers only when all of these hold,
-    each of which rules out one way the two paths could differ:
+    Cheaper than the ``json`` path (docs/performance.md, "Checking payloads"). It answers
+    only when all of these hold, each of which rules out one way the two paths could differ:
 
     * ``orjson`` encodes the value. It refuses what ``json`` would convert or reject
       otherwise: non-string keys, integers beyond 64 bits, lone surrogates, nesting

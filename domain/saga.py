@@ -12,14 +12,25 @@ Time is always passed in (``now``); the domain never reads the clock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, OriginatorIDError, OriginatorVersionError
+from eventsourcing.domain import Aggregate
 from eventsourcing.utils import resolve_topic
 
+from sagalog.domain._speed import (
+    ACTION,
+    COMPENSATION,
+    MutateWithoutProperties,
+    SagaStatuses,
+    StepStatuses,
+    create_without_introspection,
+    definition_dump,
+    definition_from_dict,
+    trigger,
+)
 from sagalog.domain.commands import Command, command_id_for
 from sagalog.domain.definition import SagaDefinition, Step
 from sagalog.domain.errors import (
@@ -37,57 +48,6 @@ from sagalog.domain.status import (
     SagaStatus,
     StepStatus,
 )
-
-_DEFINITION_CACHE: dict[str, SagaDefinition] = {}
-_DEFINITION_CACHE_SIZE = 256
-
-_ACTION = CommandKind.ACTION
-_COMPENSATION = CommandKind.COMPENSATION
-
-
-class _SagaStatus:
-    """``SagaStatus``'s members, read as plain class attributes.
-
-    On Python 3.11 ``EnumType`` defines ``__getattr__``, so every read of a
-    member off its class (``SagaStatus.PENDING``) goes through a slower lookup,
-    about ten times a plain attribute's. Applying an event reads a few, and a
-    rebuild applies every event of a saga; the saga's code reads them here.
-    """
-
-    STARTED: Final = SagaStatus.STARTED
-    PENDING: Final = SagaStatus.PENDING
-    COMPENSATING: Final = SagaStatus.COMPENSATING
-    COMPLETED: Final = SagaStatus.COMPLETED
-    FAILED: Final = SagaStatus.FAILED
-    DEAD_LETTERED: Final = SagaStatus.DEAD_LETTERED
-
-
-class _StepStatus:
-    """``StepStatus``'s members, read as plain class attributes (see ``_SagaStatus``)."""
-
-    NOT_STARTED: Final = StepStatus.NOT_STARTED
-    DISPATCHED: Final = StepStatus.DISPATCHED
-    RETRY_SCHEDULED: Final = StepStatus.RETRY_SCHEDULED
-    COMPLETED: Final = StepStatus.COMPLETED
-    FAILED: Final = StepStatus.FAILED
-    TIMED_OUT: Final = StepStatus.TIMED_OUT
-    ABANDONED: Final = StepStatus.ABANDONED
-    RESOLVED: Final = StepStatus.RESOLVED
-    COMPENSATION_DISPATCHED: Final = StepStatus.COMPENSATION_DISPATCHED
-    COMPENSATION_RETRY_SCHEDULED: Final = StepStatus.COMPENSATION_RETRY_SCHEDULED
-    COMPENSATED: Final = StepStatus.COMPENSATED
-    COMPENSATION_FAILED: Final = StepStatus.COMPENSATION_FAILED
-    COMPENSATION_RESOLVED: Final = StepStatus.COMPENSATION_RESOLVED
-
-
-#: The dataclass fields of each saga event class, in declaration order (``Saga._trigger``).
-_EVENT_FIELDS: dict[type[Any], tuple[str, ...]] = {}
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-
-#: ``SagaDefinition.model_dump(mode="json")`` by fingerprint, for ``Saga.start``.
-_DEFINITION_DUMPS: dict[str, dict[str, Any]] = {}
-_DEFINITION_DUMPS_SIZE = 256
 
 #: Step states in which the step's action succeeded (or an operator said it did).
 _ACTION_DONE = frozenset(
@@ -123,45 +83,19 @@ _ACTION_NOT_DONE = frozenset(
     }
 )
 
+#: Step states that wait for the outcome of a command, by the command's kind (timeouts).
+_AWAITING_OUTCOME = {
+    StepStatus.DISPATCHED: ACTION,
+    StepStatus.COMPENSATION_DISPATCHED: COMPENSATION,
+}
+#: Step states that wait for a retry of a command, by the command's kind.
+_RETRY_DUE = {
+    StepStatus.RETRY_SCHEDULED: ACTION,
+    StepStatus.COMPENSATION_RETRY_SCHEDULED: COMPENSATION,
+}
+
 #: Bound on how many timer firings one call to ``fire_due`` performs (zero-delay retries).
 _MAX_FIRINGS_PER_CALL = 1000
-
-
-def _definition_from_dict(data: dict[str, Any], fingerprint: str) -> SagaDefinition:
-    """Rebuild (and cache by fingerprint) the definition stored in ``SagaStarted``."""
-    cached = _DEFINITION_CACHE.get(fingerprint)
-    if cached is None:
-        cached = SagaDefinition.model_validate(data)
-        if len(_DEFINITION_CACHE) >= _DEFINITION_CACHE_SIZE:
-            _DEFINITION_CACHE.pop(next(iter(_DEFINITION_CACHE)))
-        _DEFINITION_CACHE[fingerprint] = cached
-    return cached
-
-
-def _definition_dump(definition: SagaDefinition) -> dict[str, Any]:
-    """The JSON dump of ``definition`` that ``SagaStarted`` records, made once per fingerprint.
-
-    Dumping a definition is among the dearest parts of starting a saga (about a
-    quarter of ``Saga.start``), and every saga of a definition records the same dump.
-    The fingerprint (cached on the definition) is the SHA-256 of that very dump's
-    canonical JSON, so definitions with equal fingerprints have equal dumps and the
-    cache cannot hand one definition another's.
-
-    The same dict (not a copy) goes into every ``SagaStarted`` of the definition. That
-    is safe because nothing mutates it: events are immutable values; applying one only
-    reads it (``SagaDefinition.model_validate``, which builds its own tuples); storing
-    one only encodes it; and what is read back from storage is a new dict. Callers
-    that take ``event.definition`` out of an event must copy it before changing it, as
-    they must for any value an event holds.
-    """
-    fingerprint = definition.fingerprint
-    dump = _DEFINITION_DUMPS.get(fingerprint)
-    if dump is None:
-        dump = definition.model_dump(mode="json")
-        if len(_DEFINITION_DUMPS) >= _DEFINITION_DUMPS_SIZE:
-            _DEFINITION_DUMPS.pop(next(iter(_DEFINITION_DUMPS)))
-        _DEFINITION_DUMPS[fingerprint] = dump
-    return dump
 
 
 @dataclass
@@ -205,8 +139,11 @@ class Saga(Aggregate):
 
     # -- events --------------------------------------------------------------------
 
-    class Event(Aggregate.Event):
-        """Base of every saga event: carries the saga id as correlation id and the cause."""
+    class Event(MutateWithoutProperties, Aggregate.Event):
+        """Base of every saga event: carries the saga id as correlation id and the cause.
+
+        ``mutate`` is eventsourcing's, reading the saga's attributes directly (``_speed``).
+        """
 
         correlation_id: UUID
         causation_id: str | None
@@ -214,27 +151,6 @@ class Saga(Aggregate):
         def wakeup_at(self) -> datetime | None:
             """When the saga wants to be woken next if this is its latest event."""
             return None
-
-        def mutate(self, aggregate: Any) -> Any:
-            """eventsourcing's ``mutate``: the same checks, errors and changes, done cheaper.
-
-            It reads and writes the saga's id, version and modification time
-            through their properties, three Python calls per event; here the
-            attributes behind them are used directly (rebuilding a saga runs this
-            once per stored event). ``SagaStarted`` (no saga yet) is eventsourcing's.
-            """
-            if aggregate is None:
-                return super().mutate(aggregate)
-            saga_id = aggregate._id
-            if self.originator_id is not saga_id and self.originator_id != saga_id:
-                raise OriginatorIDError(self.originator_id, saga_id)
-            next_version = aggregate._version + 1
-            if self.originator_version != next_version:
-                raise OriginatorVersionError(self.originator_version, next_version)
-            self.apply(aggregate)
-            aggregate._version = self.originator_version
-            aggregate._modified_on = self.timestamp
-            return aggregate
 
         def apply(self, aggregate: Any) -> None:
             saga: Saga = aggregate
@@ -256,28 +172,17 @@ class Saga(Aggregate):
         data: dict[str, Any]
 
         def mutate(self, aggregate: Any) -> Any:
-            """eventsourcing's ``Created.mutate`` for a ``Saga``, without its introspection.
+            """eventsourcing's ``Created.mutate``; a new ``Saga`` is built without introspection.
 
-            ``Created.mutate`` resolves the aggregate's class, then looks up (with
-            ``inspect``) which of the event's fields its ``__base_init__`` and
-            ``__init__`` take, for every saga created or rebuilt. A ``Saga``'s
-            ``__init__`` takes none (its state comes from :meth:`apply`), so here the
-            shell gets eventsourcing's base attributes (id, version, creation and
-            modification time, no pending events) directly, then the event is
-            applied. An event naming another class, or given a saga, goes
-            eventsourcing's way.
+            An event naming another class, or given a saga, goes eventsourcing's way.
             """
             if aggregate is not None or resolve_topic(self.originator_topic) is not Saga:
                 return super().mutate(aggregate)
-            saga: Saga = Saga.__new__(Saga)
-            saga.__base_init__(self.originator_id, self.originator_version, self.timestamp)
-            saga.__init__()  # type: ignore[misc]  # the (empty) dataclass __init__
-            self.apply(saga)
-            return saga
+            return create_without_introspection(Saga, self)
 
         def apply(self, aggregate: Any) -> None:
             saga: Saga = aggregate
-            definition = _definition_from_dict(self.definition, self.definition_fingerprint)
+            definition = definition_from_dict(self.definition, self.definition_fingerprint)
             saga._init_state(self.saga_type, definition, self.data)
             super().apply(saga)
 
@@ -297,34 +202,19 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.DISPATCHED
+            st.status = StepStatuses.DISPATCHED
             st.attempt = self.attempt
             st.timed_out = False
             st.deadline = self.deadline
             st.retry_due_at = None
             saga.current_step = self.step
-            if saga.status is _SagaStatus.STARTED:
-                saga.status = _SagaStatus.PENDING
+            if saga.status is SagaStatuses.STARTED:
+                saga.status = SagaStatuses.PENDING
             saga._pending_dispatch = self
 
         def command(self, payload: dict[str, Any] | None = None) -> Command:
-            """The command this event carries (all the relay needs to send it).
-
-            ``payload`` replaces the event's own (a copy, for a command that must
-            not share the saga's dicts); by default the command carries the event's.
-            """
-            return Command(
-                command_id=self.command_id,
-                saga_id=self.originator_id,
-                saga_type=self.saga_type,
-                step=self.step,
-                kind=_ACTION,
-                name=self.command_name,
-                attempt=self.attempt,
-                payload=self.payload if payload is None else payload,
-                deadline=self.deadline,
-                causation_id=self.causation_id,
-            )
+            """The command this event carries (all the relay needs to send it); see ``_command``."""
+            return _command(self, ACTION, payload)
 
     class StepCompleted(Event):
         """A step's action succeeded, with the participant's result."""
@@ -335,7 +225,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPLETED
+            st.status = StepStatuses.COMPLETED
             st.result = self.result
             st.deadline = None
             st.uncertain = False
@@ -366,7 +256,7 @@ class Saga(Aggregate):
             st.late_after_compensation = st.status in _COMPENSATION_DONE
             st.result = self.result
             if (
-                saga.status in (_SagaStatus.COMPENSATING, _SagaStatus.DEAD_LETTERED)
+                saga.status in (SagaStatuses.COMPENSATING, SagaStatuses.DEAD_LETTERED)
                 and st.status not in _COMPENSATION_STARTED
                 and self.step not in saga.compensation_plan
                 and saga.definition.step(self.step).compensatable
@@ -385,7 +275,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.FAILED
+            st.status = StepStatuses.FAILED
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
@@ -400,7 +290,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.TIMED_OUT
+            st.status = StepStatuses.TIMED_OUT
             st.last_error = f"timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             st.deadline = None
             st.uncertain = True
@@ -420,7 +310,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.RETRY_SCHEDULED
+            st.status = StepStatuses.RETRY_SCHEDULED
             st.retry_due_at = self.due_at
 
     class CompensationRequested(Event):
@@ -446,15 +336,15 @@ class Saga(Aggregate):
             state["uncertain_steps"] = None
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPENSATING
+            saga.status = SagaStatuses.COMPENSATING
             saga.failure_reason = self.reason
             saga.failed_step = self.failed_step
             saga._pending_dispatch = None
             for st in saga.steps.values():
-                if st.status is _StepStatus.DISPATCHED:
+                if st.status is StepStatuses.DISPATCHED:
                     st.uncertain = True
-                if st.status in (_StepStatus.DISPATCHED, _StepStatus.RETRY_SCHEDULED):
-                    st.status = _StepStatus.ABANDONED
+                if st.status in (StepStatuses.DISPATCHED, StepStatuses.RETRY_SCHEDULED):
+                    st.status = StepStatuses.ABANDONED
                     st.deadline = None
                     st.retry_due_at = None
             uncertain = self.uncertain_steps or ()
@@ -463,7 +353,7 @@ class Saga(Aggregate):
                 for step in reversed(saga.definition.steps)
                 if step.compensatable
                 and (
-                    saga.steps[step.name].status is _StepStatus.COMPLETED or step.name in uncertain
+                    saga.steps[step.name].status is StepStatuses.COMPLETED or step.name in uncertain
                 )
             ]
             saga.current_step = None
@@ -484,7 +374,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_DISPATCHED
+            st.status = StepStatuses.COMPENSATION_DISPATCHED
             st.compensation_attempt = self.attempt
             st.deadline = self.deadline
             st.retry_due_at = None
@@ -492,23 +382,8 @@ class Saga(Aggregate):
             saga._pending_dispatch = self
 
         def command(self, payload: dict[str, Any] | None = None) -> Command:
-            """The command this event carries (all the relay needs to send it).
-
-            ``payload`` replaces the event's own (a copy, for a command that must
-            not share the saga's dicts); by default the command carries the event's.
-            """
-            return Command(
-                command_id=self.command_id,
-                saga_id=self.originator_id,
-                saga_type=self.saga_type,
-                step=self.step,
-                kind=_COMPENSATION,
-                name=self.command_name,
-                attempt=self.attempt,
-                payload=self.payload if payload is None else payload,
-                deadline=self.deadline,
-                causation_id=self.causation_id,
-            )
+            """The command this event carries (all the relay needs to send it); see ``_command``."""
+            return _command(self, COMPENSATION, payload)
 
     class CompensationCompleted(Event):
         """A step's compensation succeeded: its effect is undone."""
@@ -518,7 +393,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATED
+            st.status = StepStatuses.COMPENSATED
             st.deadline = None
             saga._pending_dispatch = None
 
@@ -531,7 +406,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_FAILED
+            st.status = StepStatuses.COMPENSATION_FAILED
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
@@ -546,7 +421,7 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_FAILED
+            st.status = StepStatuses.COMPENSATION_FAILED
             st.last_error = (
                 f"compensation timed out at {self.deadline.isoformat()} (attempt {self.attempt})"
             )
@@ -566,14 +441,14 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
-            st.status = _StepStatus.COMPENSATION_RETRY_SCHEDULED
+            st.status = StepStatuses.COMPENSATION_RETRY_SCHEDULED
             st.retry_due_at = self.due_at
 
     class SagaCompleted(Event):
         """Every step succeeded. Absorbing."""
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPLETED
+            saga.status = SagaStatuses.COMPLETED
             saga.current_step = None
             saga._pending_dispatch = None
 
@@ -599,7 +474,7 @@ class Saga(Aggregate):
             state["failed_step"] = None
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.FAILED
+            saga.status = SagaStatuses.FAILED
             saga.failure_reason = self.reason
             saga.current_step = None
             saga._pending_dispatch = None
@@ -613,7 +488,7 @@ class Saga(Aggregate):
         attempts: int
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.DEAD_LETTERED
+            saga.status = SagaStatuses.DEAD_LETTERED
             saga.dead_letter = DeadLetter(
                 step=self.step,
                 kind=CommandKind(self.kind),
@@ -631,9 +506,9 @@ class Saga(Aggregate):
 
         def evolve(self, saga: Saga) -> None:
             saga.status = (
-                _SagaStatus.PENDING
+                SagaStatuses.PENDING
                 if CommandKind(self.kind) is CommandKind.ACTION
-                else _SagaStatus.COMPENSATING
+                else SagaStatuses.COMPENSATING
             )
             saga.dead_letter = None
 
@@ -648,11 +523,11 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             st = saga.steps[self.step]
             if CommandKind(self.kind) is CommandKind.ACTION:
-                st.status = _StepStatus.RESOLVED
-                saga.status = _SagaStatus.PENDING
+                st.status = StepStatuses.RESOLVED
+                saga.status = SagaStatuses.PENDING
             else:
-                st.status = _StepStatus.COMPENSATION_RESOLVED
-                saga.status = _SagaStatus.COMPENSATING
+                st.status = StepStatuses.COMPENSATION_RESOLVED
+                saga.status = SagaStatuses.COMPENSATING
             st.deadline = None
             st.retry_due_at = None
             saga.dead_letter = None
@@ -671,7 +546,7 @@ class Saga(Aggregate):
         reason: str
 
         def evolve(self, saga: Saga) -> None:
-            saga.status = _SagaStatus.COMPENSATING
+            saga.status = SagaStatuses.COMPENSATING
             planned = set(self.steps)
             saga.compensation_plan = [
                 step.name for step in reversed(saga.definition.steps) if step.name in planned
@@ -696,7 +571,7 @@ class Saga(Aggregate):
         self.saga_type: str = saga_type
         self.definition: SagaDefinition = definition
         self.data: dict[str, Any] = data
-        self.status: SagaStatus = _SagaStatus.STARTED
+        self.status: SagaStatus = SagaStatuses.STARTED
         self.steps: dict[str, StepState] = {s.name: StepState(s.name) for s in definition.steps}
         self.current_step: str | None = None
         self.compensation_plan: list[str] = []
@@ -739,12 +614,12 @@ class Saga(Aggregate):
             correlation_id=saga_id,
             causation_id=message_id,
             saga_type=definition.name,
-            definition=_definition_dump(definition),
+            definition=definition_dump(definition),
             definition_version=definition.version,
             definition_fingerprint=definition.fingerprint,
             data=checked,
         )
-        saga._dispatch_action(definition.steps[0], 1, now, message_id)
+        saga._dispatch(definition.steps[0], ACTION, 1, now, message_id)
         return saga
 
     # -- read side ---------------------------------------------------------------
@@ -761,7 +636,7 @@ class Saga(Aggregate):
         return {
             name: st.result
             for name, st in self.steps.items()
-            if st.status in _ACTION_DONE and st.status is not _StepStatus.RESOLVED
+            if st.status in _ACTION_DONE and st.status is not StepStatuses.RESOLVED
         }
 
     @property
@@ -778,7 +653,7 @@ class Saga(Aggregate):
         or abandoned step uncompensated, or for a step whose success came after the
         saga had ended (a late fact): ``compensate`` rolls those back.
         """
-        if self.status is not _SagaStatus.FAILED:
+        if self.status is not SagaStatuses.FAILED:
             return []
         return [
             step.name
@@ -821,7 +696,7 @@ class Saga(Aggregate):
         """
         _check_now(now)
         result = check_json(result, f"result of step {step!r}")
-        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
+        attempt = self._attempt_named(step, ACTION, attempt, command_id)
         late = self._judge_late_success(step, attempt, message_id)
         if late is not None:
             self._trigger(
@@ -837,7 +712,7 @@ class Saga(Aggregate):
                 Outcome.LATE,
                 f"step {step!r} attempt {late} succeeded after the saga stopped waiting for it",
             )
-        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=True)
+        verdict = self._judge_reply(step, ACTION, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
         st = self.steps[step]
@@ -858,16 +733,7 @@ class Saga(Aggregate):
         command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's action failed."""
-        _check_now(now)
-        check_text(error, f"error of step {step!r}")
-        attempt = self._attempt_named(step, _ACTION, attempt, command_id)
-        verdict = self._judge_action_reply(step, attempt, message_id, succeeded=False)
-        if verdict is not None:
-            return verdict
-        st = self.steps[step]
-        self._trigger(self.StepFailed, now, message_id, step=step, attempt=st.attempt, error=error)
-        self._after_action_failure(step, error, now, message_id)
-        return APPLIED
+        return self._fail(step, ACTION, error, now, attempt, message_id, command_id)
 
     def complete_compensation(
         self,
@@ -880,8 +746,8 @@ class Saga(Aggregate):
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation succeeded."""
         _check_now(now)
-        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
-        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=True)
+        attempt = self._attempt_named(step, COMPENSATION, attempt, command_id)
+        verdict = self._judge_reply(step, COMPENSATION, attempt, message_id, succeeded=True)
         if verdict is not None:
             return verdict
         st = self.steps[step]
@@ -902,23 +768,7 @@ class Saga(Aggregate):
         command_id: UUID | None = None,
     ) -> ReplyOutcome:
         """A participant reports that a step's compensation failed."""
-        _check_now(now)
-        check_text(error, f"error of compensation {step!r}")
-        attempt = self._attempt_named(step, _COMPENSATION, attempt, command_id)
-        verdict = self._judge_compensation_reply(step, attempt, message_id, succeeded=False)
-        if verdict is not None:
-            return verdict
-        st = self.steps[step]
-        self._trigger(
-            self.CompensationFailed,
-            now,
-            message_id,
-            step=step,
-            attempt=st.compensation_attempt,
-            error=error,
-        )
-        self._after_compensation_failure(step, error, now, message_id)
-        return APPLIED
+        return self._fail(step, COMPENSATION, error, now, attempt, message_id, command_id)
 
     def answer(
         self,
@@ -975,35 +825,23 @@ class Saga(Aggregate):
         return fired
 
     def _fire_one(self, now: datetime) -> bool:
-        if self.status.is_terminal or self.status is _SagaStatus.DEAD_LETTERED:
+        if self.status.is_terminal or self.status is SagaStatuses.DEAD_LETTERED:
             return False
         if self.next_wakeup is None or self.next_wakeup > now or self.current_step is None:
             return False
         name = self.current_step
         st = self.steps[name]
         step = self.definition.step(name)
-        if st.status is _StepStatus.DISPATCHED and st.deadline is not None:
-            self._trigger(
-                self.StepTimedOut, now, None, step=name, attempt=st.attempt, deadline=st.deadline
-            )
-            self._after_action_failure(name, st.last_error or "timed out", now, None)
+        kind = _AWAITING_OUTCOME.get(st.status)
+        if kind is not None and st.deadline is not None:
+            timed_out = self.StepTimedOut if kind is ACTION else self.CompensationTimedOut
+            attempt = _latest_attempt(st, kind)
+            self._trigger(timed_out, now, None, step=name, attempt=attempt, deadline=st.deadline)
+            self._after_failure(name, kind, st.last_error or "timed out", now, None)
             return True
-        if st.status is _StepStatus.RETRY_SCHEDULED:
-            self._dispatch_action(step, st.attempt + 1, now, None)
-            return True
-        if st.status is _StepStatus.COMPENSATION_DISPATCHED and st.deadline is not None:
-            self._trigger(
-                self.CompensationTimedOut,
-                now,
-                None,
-                step=name,
-                attempt=st.compensation_attempt,
-                deadline=st.deadline,
-            )
-            self._after_compensation_failure(name, st.last_error or "timed out", now, None)
-            return True
-        if st.status is _StepStatus.COMPENSATION_RETRY_SCHEDULED:
-            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+        kind = _RETRY_DUE.get(st.status)
+        if kind is not None:
+            self._dispatch(step, kind, _latest_attempt(st, kind) + 1, now, None)
             return True
         return False
 
@@ -1023,12 +861,8 @@ class Saga(Aggregate):
             actor=actor,
             reason=reason,
         )
-        step = self.definition.step(dead.step)
-        st = self.steps[dead.step]
-        if dead.kind is CommandKind.ACTION:
-            self._dispatch_action(step, st.attempt + 1, now, None)
-        else:
-            self._dispatch_compensation(step, st.compensation_attempt + 1, now, None)
+        attempt = _latest_attempt(self.steps[dead.step], dead.kind) + 1
+        self._dispatch(self.definition.step(dead.step), dead.kind, attempt, now, None)
 
     def resolve(self, *, actor: str, reason: str, now: datetime) -> None:
         """Declare the dead-lettered command done by hand, and move the saga on."""
@@ -1060,7 +894,7 @@ class Saga(Aggregate):
         actor, reason = _check_operator(actor, reason)
         if message_id is not None:
             check_text(message_id, "message_id")
-        if self.status not in (_SagaStatus.STARTED, _SagaStatus.PENDING):
+        if self.status not in (SagaStatuses.STARTED, SagaStatuses.PENDING):
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a running saga can be aborted"
             )
@@ -1098,147 +932,104 @@ class Saga(Aggregate):
 
     # -- decisions shared by the commands above ----------------------------------
 
-    def _trigger(
-        self, event_class: type[Saga.Event], now: datetime, cause: str | None, **kwargs: Any
-    ) -> None:
-        """Trigger ``event_class``: what eventsourcing's ``trigger_event`` does, with less work.
+    #: Trigger an event: eventsourcing's ``trigger_event``, building the event directly.
+    _trigger = trigger
 
-        ``trigger_event`` copies its arguments, checks the class's topic and builds
-        the event through its frozen dataclass ``__init__``, one ``object.__setattr__``
-        per field. Here, when the arguments are exactly the event's fields in the
-        order they are declared, the fields are set at once: the event is the object
-        ``__init__`` would build (the same attributes, in the same order, so it is
-        stored as the same JSON), then it mutates the saga and is appended to the
-        pending events as ``trigger_event`` does. Anything else (a missing or extra
-        argument, a class with an explicit topic) goes through ``trigger_event``,
-        which raises or builds it its way.
+    def _fail(
+        self,
+        step: str,
+        kind: CommandKind,
+        error: str,
+        now: datetime,
+        attempt: int | None,
+        message_id: str | None,
+        command_id: UUID | None,
+    ) -> ReplyOutcome:
+        """Record that the ``kind`` command of ``step`` failed, then retry or give up."""
+        _check_now(now)
+        check_text(error, f"error of {'step' if kind is ACTION else 'compensation'} {step!r}")
+        attempt = self._attempt_named(step, kind, attempt, command_id)
+        verdict = self._judge_reply(step, kind, attempt, message_id, succeeded=False)
+        if verdict is not None:
+            return verdict
+        failed = self.StepFailed if kind is ACTION else self.CompensationFailed
+        sent = _latest_attempt(self.steps[step], kind)
+        self._trigger(failed, now, message_id, step=step, attempt=sent, error=error)
+        self._after_failure(step, kind, error, now, message_id)
+        return APPLIED
+
+    def _dispatch(
+        self, step: Step, kind: CommandKind, attempt: int, now: datetime, cause: str | None
+    ) -> None:
+        """Record the ``kind`` command of ``step``, attempt ``attempt`` (the log is the outbox).
+
+        An action carries the saga's data and the results so far; a compensation, the
+        data and its own step's result (what it undoes).
         """
-        state: dict[str, Any] = {
-            "originator_id": self.id,
-            "originator_version": self.version + 1,
-            "timestamp": now,
-            "correlation_id": self.id,
-            "causation_id": cause,
-        }
-        state.update(kwargs)
-        names = _EVENT_FIELDS.get(event_class)
-        if names is None:
-            names = _EVENT_FIELDS[event_class] = tuple(f.name for f in fields(event_class))
-        if tuple(state) != names or now is None or getattr(type(self), "TOPIC", None):
-            self.trigger_event(
-                event_class, timestamp=now, correlation_id=self.id, causation_id=cause, **kwargs
-            )
-            return
-        event = _new_object(event_class)
-        _set_attribute(event, "__dict__", state)
-        event.mutate(self)
-        self._pending_events.append(event)
-
-    def _dispatch_action(self, step: Step, attempt: int, now: datetime, cause: str | None) -> None:
+        event_class: type[Saga.Event]
+        if kind is ACTION:
+            event_class, command_name, timeout = self.StepDispatched, step.action, step.timeout
+            payload = {"data": self.data, "results": self.results}
+        else:
+            assert step.compensation is not None
+            event_class, command_name = self.CompensationDispatched, step.compensation
+            timeout = step.effective_compensation_timeout
+            payload = {"data": self.data, "result": self.steps[step.name].result}
         self._trigger(
-            self.StepDispatched,
+            event_class,
             now,
             cause,
             step=step.name,
             attempt=attempt,
             saga_type=self.saga_type,
-            command_name=step.action,
-            command_id=command_id_for(self.id, step.name, CommandKind.ACTION, attempt),
-            payload={"data": self.data, "results": self.results},
-            deadline=now + step.timeout if step.timeout else None,
-        )
-
-    def _dispatch_compensation(
-        self, step: Step, attempt: int, now: datetime, cause: str | None
-    ) -> None:
-        assert step.compensation is not None
-        timeout = step.effective_compensation_timeout
-        self._trigger(
-            self.CompensationDispatched,
-            now,
-            cause,
-            step=step.name,
-            attempt=attempt,
-            saga_type=self.saga_type,
-            command_name=step.compensation,
-            command_id=command_id_for(self.id, step.name, CommandKind.COMPENSATION, attempt),
-            payload={"data": self.data, "result": self.steps[step.name].result},
+            command_name=command_name,
+            command_id=command_id_for(self.id, step.name, kind, attempt),
+            payload=payload,
             deadline=now + timeout if timeout else None,
         )
 
     def _advance_after(self, step_name: str, now: datetime, cause: str | None) -> None:
         index = self.definition.index_of(step_name)
         if index + 1 < len(self.definition.steps):
-            self._dispatch_action(self.definition.steps[index + 1], 1, now, cause)
+            self._dispatch(self.definition.steps[index + 1], ACTION, 1, now, cause)
         else:
             self._trigger(self.SagaCompleted, now, cause)
 
-    def _after_action_failure(
-        self, step_name: str, error: str, now: datetime, cause: str | None
+    def _after_failure(
+        self, step_name: str, kind: CommandKind, error: str, now: datetime, cause: str | None
     ) -> None:
-        step = self.definition.step(step_name)
-        st = self.steps[step_name]
-        if st.attempt < step.retry.max_attempts:
-            key = str(command_id_for(self.id, step_name, CommandKind.ACTION, st.attempt))
-            due = now + step.retry.delay_after(st.attempt, key)
-            self._trigger(
-                self.StepRetryScheduled,
-                now,
-                cause,
-                step=step_name,
-                attempt=st.attempt + 1,
-                due_at=due,
-            )
-            if due <= now:
-                self._dispatch_action(step, st.attempt + 1, now, cause)
-        elif step.retriable:
-            self._trigger(
-                self.SagaDeadLettered,
-                now,
-                cause,
-                step=step_name,
-                kind=CommandKind.ACTION.value,
-                error=error,
-                attempts=st.attempt,
-            )
-        else:
-            plural = "s" if st.attempt != 1 else ""
-            reason = f"step {step_name!r} failed after {st.attempt} attempt{plural}: {error}"
-            self._begin_compensation(reason, step_name, now, cause)
+        """After a failed or timed-out attempt: try again by the policy for ``kind``, or give up.
 
-    def _after_compensation_failure(
-        self, step_name: str, error: str, now: datetime, cause: str | None
-    ) -> None:
+        Giving up on an action rolls the saga back (or, past the pivot, waits for an
+        operator); giving up on a compensation waits for an operator: it must succeed.
+        """
         step = self.definition.step(step_name)
-        st = self.steps[step_name]
-        policy = step.compensation_retry
-        if st.compensation_attempt < policy.max_attempts:
-            key = str(
-                command_id_for(
-                    self.id, step_name, CommandKind.COMPENSATION, st.compensation_attempt
-                )
-            )
-            due = now + policy.delay_after(st.compensation_attempt, key)
-            self._trigger(
-                self.CompensationRetryScheduled,
-                now,
-                cause,
-                step=step_name,
-                attempt=st.compensation_attempt + 1,
-                due_at=due,
-            )
-            if due <= now:
-                self._dispatch_compensation(step, st.compensation_attempt + 1, now, cause)
+        sent = _latest_attempt(self.steps[step_name], kind)
+        scheduled: type[Saga.Event]
+        if kind is ACTION:
+            policy, scheduled = step.retry, self.StepRetryScheduled
         else:
+            policy, scheduled = step.compensation_retry, self.CompensationRetryScheduled
+        if sent < policy.max_attempts:
+            key = str(command_id_for(self.id, step_name, kind, sent))
+            due = now + policy.delay_after(sent, key)
+            self._trigger(scheduled, now, cause, step=step_name, attempt=sent + 1, due_at=due)
+            if due <= now:
+                self._dispatch(step, kind, sent + 1, now, cause)
+        elif kind is COMPENSATION or step.retriable:
             self._trigger(
                 self.SagaDeadLettered,
                 now,
                 cause,
                 step=step_name,
-                kind=CommandKind.COMPENSATION.value,
+                kind=kind.value,
                 error=error,
-                attempts=st.compensation_attempt,
+                attempts=sent,
             )
+        else:
+            plural = "s" if sent != 1 else ""
+            reason = f"step {step_name!r} failed after {sent} attempt{plural}: {error}"
+            self._begin_compensation(reason, step_name, now, cause)
 
     def _begin_compensation(
         self, reason: str, failed_step: str | None, now: datetime, cause: str | None
@@ -1264,7 +1055,7 @@ class Saga(Aggregate):
             st = self.steps[step.name]
             if not step.compensatable or st.status not in _ACTION_NOT_DONE:
                 continue
-            in_doubt = st.uncertain or st.status is _StepStatus.DISPATCHED
+            in_doubt = st.uncertain or st.status is StepStatuses.DISPATCHED
             if st.late or (in_doubt and step.compensate_uncertain):
                 uncertain.append(step.name)
         return uncertain
@@ -1272,7 +1063,7 @@ class Saga(Aggregate):
     def _dispatch_next_compensation(self, now: datetime, cause: str | None) -> None:
         for name in self.compensation_plan:
             if self.steps[name].status not in _COMPENSATION_STARTED:
-                self._dispatch_compensation(self.definition.step(name), 1, now, cause)
+                self._dispatch(self.definition.step(name), COMPENSATION, 1, now, cause)
                 return
         self._trigger(
             self.SagaFailed,
@@ -1315,8 +1106,7 @@ class Saga(Aggregate):
         if command_id is None:
             return attempt
         self._require_step(step)
-        st = self.steps[step]
-        sent = st.attempt if kind is _ACTION else st.compensation_attempt
+        sent = _latest_attempt(self.steps[step], kind)
         if sent == 0:
             raise UnexpectedReplyError(
                 f"the {kind.value} of step {step!r} was never dispatched (the reply names "
@@ -1355,73 +1145,58 @@ class Saga(Aggregate):
         if attempt is not None and (not isinstance(attempt, int) or not 1 <= attempt <= st.attempt):
             return None
         number = st.attempt if attempt is None else attempt
-        waiting = st.status is _StepStatus.DISPATCHED and number == st.attempt
-        if waiting and self.status in (_SagaStatus.STARTED, _SagaStatus.PENDING):
+        waiting = st.status is StepStatuses.DISPATCHED and number == st.attempt
+        if waiting and self.status in (SagaStatuses.STARTED, SagaStatuses.PENDING):
             return None
         return number
 
-    def _judge_action_reply(
-        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
+    def _judge_reply(
+        self,
+        step: str,
+        kind: CommandKind,
+        attempt: int | None,
+        message_id: str | None,
+        *,
+        succeeded: bool,
     ) -> ReplyOutcome | None:
-        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
-        self._require_step(step)
-        if message_id is not None:
-            check_text(message_id, "message_id")
-            if message_id in self.processed_messages:
-                return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
-        st = self.steps[step]
-        superseded = self._judge_attempt(step, attempt, st.attempt, "action")
-        if superseded is not None:
-            return ReplyOutcome(Outcome.STALE, superseded)
-        if st.status in _ACTION_DONE:
-            if succeeded:
-                return ReplyOutcome(Outcome.DUPLICATE, f"step {step!r} already completed")
-            return ReplyOutcome(Outcome.STALE, f"step {step!r} already completed")
-        if self.status.is_terminal:
-            return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is _StepStatus.DISPATCHED:
-            return None
-        if st.status is _StepStatus.FAILED and not succeeded:
-            return ReplyOutcome(
-                Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
-            )
-        return ReplyOutcome(
-            Outcome.STALE, f"step {step!r} attempt {st.attempt} is {st.status.value.lower()}"
-        )
+        """``None`` if the reply to the ``kind`` command of ``step`` is to be applied.
 
-    def _judge_compensation_reply(
-        self, step: str, attempt: int | None, message_id: str | None, *, succeeded: bool
-    ) -> ReplyOutcome | None:
-        """``None`` if the reply is to be applied; otherwise why it changes nothing."""
+        Otherwise why it changes nothing: a duplicate of an outcome already recorded, or
+        a stale answer (a superseded attempt, a step or saga that has moved on).
+        """
         self._require_step(step)
-        if not self.definition.step(step).compensatable:
+        action = kind is ACTION
+        if not action and not self.definition.step(step).compensatable:
             raise UnexpectedReplyError(f"step {step!r} has no compensation")
         if message_id is not None:
             check_text(message_id, "message_id")
             if message_id in self.processed_messages:
                 return ReplyOutcome(Outcome.DUPLICATE, f"message {message_id} was already handled")
         st = self.steps[step]
-        superseded = self._judge_attempt(step, attempt, st.compensation_attempt, "compensation")
+        sent = st.attempt if action else st.compensation_attempt
+        superseded = self._judge_attempt(step, attempt, sent, kind.value)
         if superseded is not None:
             return ReplyOutcome(Outcome.STALE, superseded)
-        if st.status in _COMPENSATION_DONE:
-            if succeeded:
-                return ReplyOutcome(
-                    Outcome.DUPLICATE, f"compensation of {step!r} already completed"
-                )
-            return ReplyOutcome(Outcome.STALE, f"compensation of {step!r} already completed")
+        if st.status in (_ACTION_DONE if action else _COMPENSATION_DONE):
+            outcome = Outcome.DUPLICATE if succeeded else Outcome.STALE
+            return ReplyOutcome(outcome, f"{_subject(step, kind)} already completed")
         if self.status.is_terminal:
             return ReplyOutcome(Outcome.STALE, f"saga already {self.status.value}")
-        if st.status is _StepStatus.COMPENSATION_DISPATCHED:
+        if st.status is (
+            StepStatuses.DISPATCHED if action else StepStatuses.COMPENSATION_DISPATCHED
+        ):
             return None
+        if action and st.status is StepStatuses.FAILED and not succeeded:
+            return ReplyOutcome(
+                Outcome.DUPLICATE, f"step {step!r} attempt {st.attempt} already failed"
+            )
         return ReplyOutcome(
             Outcome.STALE,
-            f"compensation of {step!r} attempt {st.compensation_attempt} is "
-            f"{st.status.value.lower()}",
+            f"{_subject(step, kind)} attempt {sent} is {st.status.value.lower()}",
         )
 
     def _require_dead_letter(self, action: str) -> DeadLetter:
-        if self.status is not _SagaStatus.DEAD_LETTERED or self.dead_letter is None:
+        if self.status is not SagaStatuses.DEAD_LETTERED or self.dead_letter is None:
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a dead-lettered saga can be "
                 f"{'retried' if action == 'retry' else 'resolved'}"
@@ -1444,3 +1219,37 @@ def _check_now(now: datetime) -> None:
 
 def _check_operator(actor: str, reason: str) -> tuple[str, str]:
     return check_text(actor, "actor"), check_text(reason, "reason")
+
+
+def _latest_attempt(st: StepState, kind: CommandKind) -> int:
+    """The number of the latest attempt of ``st``'s action or compensation (0: none yet)."""
+    return st.attempt if kind is ACTION else st.compensation_attempt
+
+
+def _subject(step: str, kind: CommandKind) -> str:
+    """How a reply verdict names the action or the compensation of ``step``."""
+    return f"step {step!r}" if kind is ACTION else f"compensation of {step!r}"
+
+
+def _command(
+    event: Saga.StepDispatched | Saga.CompensationDispatched,
+    kind: CommandKind,
+    payload: dict[str, Any] | None,
+) -> Command:
+    """The ``kind`` command a dispatch event carries.
+
+    ``payload`` replaces the event's own (a copy, for a command that must not share
+    the saga's dicts); by default the command carries the event's.
+    """
+    return Command(
+        command_id=event.command_id,
+        saga_id=event.originator_id,
+        saga_type=event.saga_type,
+        step=event.step,
+        kind=kind,
+        name=event.command_name,
+        attempt=event.attempt,
+        payload=event.payload if payload is None else payload,
+        deadline=event.deadline,
+        causation_id=event.causation_id,
+    )

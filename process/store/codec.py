@@ -1,11 +1,11 @@
-"""A faster JSON transcoder that reads and writes eventsourcing's stored format.
+"""A JSON transcoder that reads and writes eventsourcing's stored format with orjson.
 
 eventsourcing's :class:`~eventsourcing.persistence.JSONTranscoder` decodes each
 stored event with the standard library's ``json`` and an ``object_hook`` that
 runs in Python for every JSON object, to turn the envelopes
 ``{"_type_": name, "_data_": value}`` it writes for UUIDs, datetimes and
 decimals back into those values. Decoding was the largest part of rebuilding a
-saga (issue 6: 7.7 µs of about 15 µs per event).
+saga: see docs/performance.md, "Stored-event codec".
 
 :class:`FastJSONTranscoder` keeps that format byte for byte and only changes
 how it is parsed: ``orjson`` parses the bytes, then envelopes are turned into
@@ -324,8 +324,8 @@ class FastJSONTranscoder(JSONTranscoder):
         When that many top-level values in ``pairs`` are objects with a
         ``_type_`` key, all are accounted for: no envelope is nested deeper (nor
         inside those values), so decoding these is what ``json`` would do.
-        eventsourcing's own ``datetime_iso`` of a string is decoded inline (a
-        function call would cost a tenth of the event).
+        eventsourcing's own ``datetime_iso`` of a string is decoded inline (one
+        call fewer per event: docs/performance.md, "Stored-event codec").
         """
         fast = self._fast
         datetime_iso = self._datetime_iso_inline
@@ -367,9 +367,9 @@ class SagaMapper(Mapper[UUID]):
     Writing: a saga event (a ``Saga.Event``) is flat — its UUIDs and datetimes
     are top-level fields and its payloads are plain JSON (``check_json``) — so
     with a :class:`FastJSONTranscoder` its state is written by
-    :meth:`FastJSONTranscoder.encode_flat` (the same JSON, 2 to 4 times
-    faster). Other events (snapshots, other aggregates') are written as
-    ``Mapper`` writes them.
+    :meth:`FastJSONTranscoder.encode_flat` (the same JSON, less work:
+    docs/performance.md, "Stored-event codec"). Other events (snapshots, other
+    aggregates') are written as ``Mapper`` writes them.
 
     Reading: ``Mapper.to_domain_event`` looks up, for every event, how to convert its
     originator id (an ``lru_cache`` call) and the class's version. Here both

@@ -46,7 +46,8 @@ class BulkEventReader(Protocol):
         """``(originator_version, topic, state)`` of each saga's events, oldest first.
 
         Sagas without events are left out. Plain rows rather than
-        ``StoredEvent`` objects: building one per event would cost a fifth of
-        rebuilding it (``SagaMapper.event_from_row`` decodes the columns).
+        ``StoredEvent`` objects, which would be built only to be taken apart
+        (``SagaMapper.event_from_row`` decodes the columns): see
+        docs/performance.md, "Bulk reads".
         """
         ...

@@ -96,7 +96,7 @@ DATABASE_URL_ENV_VAR = "SAGALOG_DATABASE_URL"
 #: more. psycopg's pool hands out its idle connections in turn, so with
 #: eventsourcing's default of five a manager that writes from one thread spreads
 #: its statements over five server backends, each of which prepares them and warms
-#: its caches anew (measured: 8-10 % of a batched saga on PostgreSQL).
+#: its caches anew: see docs/performance.md, "One pooled PostgreSQL connection".
 DEFAULT_POSTGRES_POOL_SIZE = 1
 
 #: Seconds a SQLite writer waits for another writer's lock before failing.

@@ -15,8 +15,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import Application
 from saga_builders import T0, at, collect, order_definition
 
-from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step
-from sagalog.domain import saga as saga_module
+from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step, _speed
 
 
 def started(definition: SagaDefinition, saga_id: UUID | None = None) -> Saga.SagaStarted:
@@ -69,11 +68,11 @@ def test_the_dump_cache_is_bounded_and_evicted_definitions_record_their_own() ->
     def numbered(version: int) -> SagaDefinition:
         return SagaDefinition("Numbered", [Step(name="only", action="Svc.Do")], version)
 
-    bound = saga_module._DEFINITION_DUMPS_SIZE
+    bound = _speed._DEFINITION_DUMPS_SIZE
     recorded: dict[int, dict[str, Any]] = {}
     for version in range(1, bound + 20):
         recorded[version] = started(numbered(version)).definition
-        assert len(saga_module._DEFINITION_DUMPS) <= bound
+        assert len(_speed._DEFINITION_DUMPS) <= bound
     for version in (1, bound + 19):  # long evicted, and still cached
         again = started(numbered(version)).definition
         assert again == recorded[version] == numbered(version).model_dump(mode="json")
