@@ -14,7 +14,7 @@ without it, importing this package raises ``ImportError``). One module per role:
 ``consumer`` (the consumer loop: batches, reconnect with backoff), ``replies`` (the
 reply consumer, publishing replies), ``dead_letters`` (writing, reading, replaying,
 purging letters), ``events`` (choreography events over the broker). This package
-re-exports their public names; see docs/services.md.
+re-exports their public names; see docs/rabbitmq.md.
 """
 
 from __future__ import annotations
