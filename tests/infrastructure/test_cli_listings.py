@@ -18,7 +18,7 @@ from test_cli_helpers import (
     shared_store,
 )
 
-from sagalog.infrastructure import cli
+from sagalog.infrastructure.cli.output import console
 from sagalog.process import SagaManager
 
 #: One pytest-xdist worker runs this module: its tests share its demo store (a module fixture).
@@ -47,13 +47,13 @@ def ids(seeded: tuple[str, dict[str, str]]) -> dict[str, str]:
 @pytest.fixture
 def wide(monkeypatch: pytest.MonkeyPatch) -> None:
     """A console wide enough for the full tables."""
-    monkeypatch.setattr(cli.console, "_width", 220)
+    monkeypatch.setattr(console, "_width", 220)
 
 
 @pytest.fixture
 def narrow(monkeypatch: pytest.MonkeyPatch) -> None:
     """An 80-column console."""
-    monkeypatch.setattr(cli.console, "_width", 80)
+    monkeypatch.setattr(console, "_width", 80)
 
 
 STATUSES = {

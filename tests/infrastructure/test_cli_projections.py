@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_cli_helpers import cli_url_for, invoke, invoke_json, seed_sagas
 
-from sagalog.infrastructure import cli
+from sagalog.infrastructure.cli.output import console
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_status_reports_position_head_and_lag_without_catching_up(url: str) -> N
 
 
 def test_status_table(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli.console, "_width", 120)
+    monkeypatch.setattr(console, "_width", 120)
     result = invoke("projections", "status", "--database-url", url)
     assert result.exit_code == 0, result.output
     for text in ("projections", "saga_views_v2", "position", "lag", "SagaManager"):

@@ -18,7 +18,7 @@ import pytest
 from test_cli_helpers import invoke, invoke_json, shared_store
 
 from sagalog.domain import SagaDefinition, Step
-from sagalog.infrastructure import cli
+from sagalog.infrastructure.cli.output import console
 from sagalog.process import SagaManager
 
 #: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
@@ -65,7 +65,7 @@ def test_list_show_replay_and_versions_never_cut_ids_types_or_statuses(
     store: str, width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = invoke_json("list", "--database-url", store)
-    monkeypatch.setattr(cli.console, "_width", width)
+    monkeypatch.setattr(console, "_width", width)
     listed = invoke("list", "--database-url", store).stdout
     _lines_fit(listed, width)
     for row in rows:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_cli_helpers import CLI_SHOP, invoke, invoke_json, run_demo, seed_sagas, shared_store
 
-from sagalog.infrastructure import cli
+from sagalog.infrastructure.cli.output import console
 from sagalog.infrastructure.demo.sagas import ORDER_FULFILLMENT, ORDER_FULFILLMENT_V1
 from sagalog.process import SagaManager
 
@@ -54,12 +54,12 @@ def test_after_the_demo_versions_counts_every_saga_by_the_version_it_started_on(
 def test_versions_prints_a_table_naming_each_version_and_whether_the_code_has_it(
     demo_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli.console, "_width", 160)
+    monkeypatch.setattr(console, "_width", 160)
     result = invoke("versions", "--database-url", demo_url)
     assert result.exit_code == 0, result.output
     for text in ("OrderFulfillment", ORDER_FULFILLMENT_V1.fingerprint[:8], "registered", "newest"):
         assert text in result.stdout
-    monkeypatch.setattr(cli.console, "_width", 80)
+    monkeypatch.setattr(console, "_width", 80)
     narrow = invoke("versions", "--database-url", demo_url)
     assert "OrderFulfillment v1" in narrow.stdout
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80

@@ -15,7 +15,7 @@ import pytest
 from test_cli_helpers import invoke, invoke_json
 
 from sagalog.domain import SagaDefinition, Step
-from sagalog.infrastructure import cli
+from sagalog.infrastructure.cli import opening
 from sagalog.process import DatabaseUnavailableError, SagaManager, parse_database_url
 
 ONE_STEP = SagaDefinition("OneStep", [Step(name="only", action="Only.Do")])
@@ -87,22 +87,22 @@ def test_a_schema_the_role_may_not_create_is_one_clear_error(server: str) -> Non
 def test_the_cli_connect_timeout_is_short_and_configurable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(cli.CONNECT_TIMEOUT_ENV_VAR, raising=False)
+    monkeypatch.delenv(opening.CONNECT_TIMEOUT_ENV_VAR, raising=False)
 
     def timeout_of(url: str) -> list[str]:
-        text = cli._with_connect_timeout(url)
+        text = opening._with_connect_timeout(url)
         assert text is not None
         return parse_qs(urlsplit(text).query)["connect_timeout"]
 
     pg = "postgresql://postgres@127.0.0.1:5432/postgres?schema=s1"
-    assert timeout_of(pg) == [str(cli.DEFAULT_CONNECT_TIMEOUT)]
-    assert cli.DEFAULT_CONNECT_TIMEOUT <= 10
-    assert parse_qs(urlsplit(cli._with_connect_timeout(pg) or "").query)["schema"] == ["s1"]
+    assert timeout_of(pg) == [str(opening.DEFAULT_CONNECT_TIMEOUT)]
+    assert opening.DEFAULT_CONNECT_TIMEOUT <= 10
+    assert parse_qs(urlsplit(opening._with_connect_timeout(pg) or "").query)["schema"] == ["s1"]
     assert timeout_of(pg + "&connect_timeout=20") == ["20"]
-    monkeypatch.setenv(cli.CONNECT_TIMEOUT_ENV_VAR, "2")
+    monkeypatch.setenv(opening.CONNECT_TIMEOUT_ENV_VAR, "2")
     assert timeout_of(pg) == ["2"]
-    assert cli._with_connect_timeout("sqlite:///x.db") == "sqlite:///x.db"
-    monkeypatch.setenv(cli.CONNECT_TIMEOUT_ENV_VAR, "soon")
+    assert opening._with_connect_timeout("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.setenv(opening.CONNECT_TIMEOUT_ENV_VAR, "soon")
     result = invoke("list", "--database-url", pg)
     assert result.exit_code == 2
     assert "SAGALOG_CONNECT_TIMEOUT must be a whole number of seconds" in result.stderr

@@ -1,7 +1,6 @@
-"""Operator commands for what a poison message leaves behind: ``sagalog quarantine …``.
+"""What a poison message leaves behind: ``sagalog quarantine …`` and ``sagalog dead-letters …``.
 
-Registered on the ``sagalog`` app by :mod:`sagalog.infrastructure.cli` (imported at
-its end). See docs/poison-messages.md.
+See docs/poison-messages.md.
 
 * ``quarantine list`` — the events a follower (the projections, the relay, the
   metrics observer) could not apply and set aside, with why;
@@ -25,20 +24,16 @@ from rich.table import Table
 from sagalog.domain import SagalogError
 from sagalog.domain.errors import first_line
 from sagalog.domain.payload import check_text
-from sagalog.infrastructure.cli import (
+from sagalog.infrastructure.cli.app import app, fail
+from sagalog.infrastructure.cli.opening import opened
+from sagalog.infrastructure.cli.options import (
     ActorOption,
     DatabaseUrlOption,
     JsonOption,
     ReasonOption,
-    _escape,
-    _fail,
-    _opened,
-    _print_json,
-    _saga_id,
-    app,
-    console,
+    parse_saga_id,
 )
-from sagalog.projections.quarantine import QuarantinedEvent
+from sagalog.infrastructure.cli.output import console, escape, print_json
 
 logger = logging.getLogger("sagalog.operator")
 
@@ -49,27 +44,16 @@ quarantine_app = typer.Typer(
 app.add_typer(quarantine_app, name="quarantine")
 
 
-def quarantine_note(held: list[QuarantinedEvent]) -> str | None:
-    """One line saying how many events of how many sagas are in quarantine, if any."""
-    if not held:
-        return None
-    sagas = {item.saga_id for item in held}
-    return (
-        f"quarantined: {len(held)} events of {len(sagas)} sagas wait "
-        "(sagalog quarantine list; retry with sagalog quarantine retry)"
-    )
-
-
 @quarantine_app.command("list")
 def quarantine_list(
     database_url: DatabaseUrlOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The events set aside, oldest first, with the follower and the error."""
-    with _opened(database_url) as (_, projector):
+    with opened(database_url) as (_, projector):
         held = projector.views.quarantine_log().events()
     if json_output:
-        _print_json([item.to_json() for item in held])
+        print_json([item.to_json() for item in held])
         return
     if not held:
         console.print("[green]no quarantined events[/]")
@@ -85,7 +69,7 @@ def quarantine_list(
             item.topic.rpartition(".")[2],
             item.quarantined_at.strftime("%Y-%m-%d %H:%M:%S"),
             str(item.retries),
-            _escape(item.error),
+            escape(item.error),
         )
     console.print(table)
 
@@ -104,8 +88,8 @@ def quarantine_retry(
 
     Exits 1 if a saga's events still cannot be applied (they stay in quarantine).
     """
-    wanted = None if saga_id is None else _saga_id(saga_id)
-    with _opened(database_url) as (_, projector):
+    wanted = None if saga_id is None else parse_saga_id(saga_id)
+    with opened(database_url) as (_, projector):
         logger.warning(
             "quarantine retry by %s: %s",
             actor,
@@ -114,14 +98,14 @@ def quarantine_retry(
         )
         applied, failed = projector.retry_quarantined(wanted)
     console.print(
-        f"retried by {_escape(actor)}: {applied} quarantined events applied"
+        f"retried by {escape(actor)}: {applied} quarantined events applied"
         + (f", {len(failed)} sagas still held" if failed else ""),
         highlight=False,
     )
     for held_saga, error in failed.items():
-        console.print(f"  {held_saga}: {_escape(error)}", highlight=False)
+        console.print(f"  {held_saga}: {escape(error)}", highlight=False)
     if failed:
-        raise _fail(f"{len(failed)} sagas still have quarantined events", code=1)
+        raise fail(f"{len(failed)} sagas still have quarantined events", code=1)
 
 
 # -- dead letters ------------------------------------------------------------------------
@@ -157,14 +141,14 @@ def _dead_letter_queue(prefix: str, which: str) -> tuple[Any, str]:
     try:
         from sagalog.infrastructure.rabbitmq import Topology
     except ImportError as exc:  # pika is the optional "rabbitmq" extra
-        raise _fail(f"dead letters need pika: pip install 'sagalog[rabbitmq]' ({exc})") from None
+        raise fail(f"dead letters need pika: pip install 'sagalog[rabbitmq]' ({exc})") from None
     topology = Topology(prefix)
     queues = {
         "replies": topology.replies_dead_letter_queue,
         "commands": topology.commands_dead_letter_queue,
     }
     if which not in queues:
-        raise _fail(f"--queue takes replies or commands, not {which!r}")
+        raise fail(f"--queue takes replies or commands, not {which!r}")
     return topology, queues[which]
 
 
@@ -177,11 +161,11 @@ def _broker_errors(url: str | None) -> Iterator[None]:
     try:
         yield
     except SagalogError as exc:
-        raise _fail(_escape(str(exc))) from None
+        raise fail(escape(str(exc))) from None
     except TransportError as exc:
-        raise _fail(_escape(str(exc))) from None
+        raise fail(escape(str(exc))) from None
     except BROKER_ERRORS as exc:
-        raise _fail(f"RabbitMQ refused: {_escape(first_line(exc))}") from None
+        raise fail(f"RabbitMQ refused: {escape(first_line(exc))}") from None
 
 
 def _letter_json(letter: Any) -> dict[str, Any]:
@@ -214,7 +198,7 @@ def dead_letters_list(
     with _broker_errors(rabbitmq_url):
         letters = read_dead_letters(name, rabbitmq_url, limit=limit)
     if json_output:
-        _print_json([_letter_json(letter) for letter in letters])
+        print_json([_letter_json(letter) for letter in letters])
         return
     if not letters:
         console.print(f"[green]no dead letters in {name}[/]")
@@ -228,7 +212,7 @@ def dead_letters_list(
             letter.error,
             str(letter.attempts),
             str(len(letter.body)),
-            _escape(letter.reason),
+            escape(letter.reason),
         )
     console.print(table)
 
@@ -262,7 +246,7 @@ def dead_letters_replay(
             limit=limit,
             message_ids=message_id or (),
         )
-    console.print(f"replayed {len(replayed)} letters from {name} by {_escape(actor)}")
+    console.print(f"replayed {len(replayed)} letters from {name} by {escape(actor)}")
 
 
 @dead_letters_app.command("purge")
@@ -292,4 +276,4 @@ def dead_letters_purge(
             name, rabbitmq_url, actor=actor, reason=reason, delete_queue=delete_queue
         )
     done = "deleted" if delete_queue else "purged"
-    console.print(f"{done} {name}: {count} letters dropped by {_escape(actor)}")
+    console.print(f"{done} {name}: {count} letters dropped by {escape(actor)}")
