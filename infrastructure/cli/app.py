@@ -7,9 +7,8 @@ anything else exits 1. The commands register on ``app`` from their own modules.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 import typer
 from eventsourcing.persistence import PersistenceError
@@ -52,18 +51,6 @@ def errors_as_one_line() -> Iterator[None]:
         raise fail(escape(str(exc))) from None
     except (PersistenceError, SQLAlchemyError, OSError) as exc:
         raise fail(f"database error: {escape(first_line(exc))}") from None
-
-
-T = TypeVar("T")
-
-
-def guard(action: Callable[[], T]) -> T:
-    """Run ``action``; turn sagalog's typed errors into one line and exit code 2."""
-    try:
-        return action()
-    except SagalogError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

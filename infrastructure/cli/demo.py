@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sagalog.domain import SagaStatus
-from sagalog.infrastructure.cli.app import app, guard
+from sagalog.infrastructure.cli.app import app, errors_as_one_line
 from sagalog.infrastructure.cli.options import DatabaseUrlOption
 from sagalog.infrastructure.cli.output import console, err_console
 from sagalog.infrastructure.demo.runner import DemoRates, run_demo
@@ -44,7 +44,7 @@ def demo(
         str,
         typer.Option(
             help="inprocess (simulated services, simulated clock) or rabbitmq (each service "
-            "its own process, over the broker, real time; see docs/services.md)."
+            "its own process, over the broker, real time; see docs/demo.md)."
         ),
     ] = "inprocess",
     rabbitmq_url: Annotated[
@@ -98,8 +98,8 @@ def demo(
         if transport == "rabbitmq":
             from sagalog.infrastructure.demo.rabbitmq import run_rabbitmq_demo
 
-            result = guard(
-                lambda: run_rabbitmq_demo(
+            with errors_as_one_line():
+                result = run_rabbitmq_demo(
                     database_url=database_url,
                     sagas=sagas,
                     seed=seed,
@@ -109,13 +109,11 @@ def demo(
                     progress=report,
                     on_metrics=lambda url: err_console.print(f"metrics: {url}"),
                 )
-            )
         else:
-            result = guard(
-                lambda: run_demo(
+            with errors_as_one_line():
+                result = run_demo(
                     database_url=database_url, sagas=sagas, seed=seed, rates=rates, progress=report
                 )
-            )
 
     table = Table(title=f"sagalog demo — {result.sagas} sagas on {result.database}")
     table.add_column("saga type")
