@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sagalog.domain import Saga, SagaStatus
+from sagalog.domain import Saga, SagalogError, SagaStatus
 from sagalog.domain.status import CommandKind
 
 __all__ = [
@@ -47,7 +47,7 @@ MAX_TEXT = 500
 MAX_DETAIL = 200
 
 
-class ProjectionIntegrityError(RuntimeError):
+class ProjectionIntegrityError(SagalogError, RuntimeError):
     """The log and the read model disagree (an event for a saga the view never saw
     start, or a version gap): the view was damaged and must be rebuilt."""
 

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from sagalog.domain.errors import SagalogError
+
 __all__ = [
     "COMMAND_BOUNDS",
     "REPLY_BOUNDS",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class MessageBoundsError(ValueError):
+class MessageBoundsError(SagalogError, ValueError):
     """A message body is larger, deeper or holds more items than its bounds allow."""
 
 
