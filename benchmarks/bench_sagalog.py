@@ -44,7 +44,7 @@ from sagalog.domain import Command, CommandKind, Saga
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
-from sagalog.process.manager import project_saga
+from sagalog.process.manager import fold_events
 
 SAGA_TYPE = BENCH_DEFINITION.name
 ENDING_TOPICS = {
@@ -331,7 +331,7 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
     sagas, then decode + apply): the bulk rebuild.
     ``select``: ``recorder.select_events`` only (the database read).
     ``decode``: ``mapper.to_domain_event`` over events already read (the transcoder).
-    ``decode_apply``: decode, then the manager's ``project_saga`` (rebuild without I/O).
+    ``decode_apply``: decode, then the manager's ``fold_events`` (rebuild without I/O).
     ``log_scan``: the notification log read in pages of 1000 and decoded, as
     projections and the relay read it.
     ``get_many_reference`` and ``decode_reference``: the same as ``get_many`` and
@@ -420,7 +420,7 @@ def replay(params: dict[str, Any]) -> dict[str, Any]:
             t = time.perf_counter()
             for manager, rows in stored:
                 to_domain_event = manager.mapper.to_domain_event
-                saga = project_saga(None, [to_domain_event(row) for row in rows])
+                saga = fold_events(None, [to_domain_event(row) for row in rows])
                 assert isinstance(saga, Saga)
             results["decode_apply"].append(_rate(events, time.perf_counter() - t))
 

@@ -40,19 +40,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
-from uuid import UUID
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sagalog.domain import ReplyOutcome, Saga
-from sagalog.process.manager import ReplyResult, SagaManager
-from sagalog.process.messages import Reply
+from sagalog.process.manager import SagaManager
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _awaited(
+    method: Callable[Concatenate[SagaManager, P], T],
+) -> Callable[Concatenate[AsyncSagaManager, P], Coroutine[Any, Any, T]]:
+    """``method`` of the wrapped manager, as a coroutine method run in the pool.
+
+    The manager's own method is looked up on each call, so a subclass's override
+    is the one that runs; signature and docstring are the manager's.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def awaited(self: AsyncSagaManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        bound = cast("Callable[P, T]", getattr(self.manager, name))
+        return await self._call(bound, *args, **kwargs)
+
+    awaited.__qualname__ = f"AsyncSagaManager.{name}"
+    return awaited
 
 
 class AsyncSagaManager:
@@ -93,148 +108,24 @@ class AsyncSagaManager:
         async with self._slots:
             return await loop.run_in_executor(self._executor, call)
 
-    # -- starting and replies -------------------------------------------------------
+    # -- the manager's calls, awaited ---------------------------------------------------
 
-    async def start(
-        self,
-        saga_type: str,
-        data: dict[str, Any],
-        *,
-        saga_id: UUID | None = None,
-        version: int | None = None,
-        message_id: str | None = None,
-    ) -> UUID:
-        """:meth:`SagaManager.start`, awaited (idempotent for a given ``saga_id``)."""
-        return await self._call(
-            self.manager.start,
-            saga_type,
-            data,
-            saga_id=saga_id,
-            version=version,
-            message_id=message_id,
-        )
-
-    async def handle(self, reply: Reply | dict[str, Any] | str | bytes) -> ReplyOutcome:
-        """:meth:`SagaManager.handle`, awaited: validate a reply message and apply it."""
-        return await self._call(self.manager.handle, reply)
-
-    async def start_many(
-        self, saga_type: str, datas: list[dict[str, Any]], *, version: int | None = None
-    ) -> list[UUID]:
-        """:meth:`SagaManager.start_many`, awaited: many new sagas, few commits."""
-        return await self._call(self.manager.start_many, saga_type, datas, version=version)
-
-    async def handle_many(
-        self, replies: list[Reply | dict[str, Any] | str | bytes]
-    ) -> list[ReplyResult]:
-        """:meth:`SagaManager.handle_many`, awaited: an outcome or a typed error per reply."""
-        return await self._call(self.manager.handle_many, replies)
-
-    async def handle_step_completed(
-        self,
-        saga_id: UUID,
-        step_name: str,
-        result: Any = None,
-        *,
-        message_id: str | None = None,
-        attempt: int | None = None,
-    ) -> ReplyOutcome:
-        """:meth:`SagaManager.handle_step_completed`, awaited."""
-        return await self._call(
-            self.manager.handle_step_completed,
-            saga_id,
-            step_name,
-            result,
-            message_id=message_id,
-            attempt=attempt,
-        )
-
-    async def handle_step_failed(
-        self,
-        saga_id: UUID,
-        step_name: str,
-        error: str,
-        *,
-        message_id: str | None = None,
-        attempt: int | None = None,
-    ) -> ReplyOutcome:
-        """:meth:`SagaManager.handle_step_failed`, awaited."""
-        return await self._call(
-            self.manager.handle_step_failed,
-            saga_id,
-            step_name,
-            error,
-            message_id=message_id,
-            attempt=attempt,
-        )
-
-    async def handle_compensation_completed(
-        self,
-        saga_id: UUID,
-        step_name: str,
-        *,
-        message_id: str | None = None,
-        attempt: int | None = None,
-    ) -> ReplyOutcome:
-        """:meth:`SagaManager.handle_compensation_completed`, awaited."""
-        return await self._call(
-            self.manager.handle_compensation_completed,
-            saga_id,
-            step_name,
-            message_id=message_id,
-            attempt=attempt,
-        )
-
-    async def handle_compensation_failed(
-        self,
-        saga_id: UUID,
-        step_name: str,
-        error: str,
-        *,
-        message_id: str | None = None,
-        attempt: int | None = None,
-    ) -> ReplyOutcome:
-        """:meth:`SagaManager.handle_compensation_failed`, awaited."""
-        return await self._call(
-            self.manager.handle_compensation_failed,
-            saga_id,
-            step_name,
-            error,
-            message_id=message_id,
-            attempt=attempt,
-        )
-
-    # -- the clock and operators --------------------------------------------------------
-
-    async def tick(self, now: datetime | None = None, *, limit: int = 1000) -> int:
-        """:meth:`SagaManager.tick`, awaited: fire due timeouts and retries."""
-        return await self._call(self.manager.tick, now, limit=limit)
-
-    async def retry(self, saga_id: UUID, *, actor: str, reason: str) -> None:
-        """:meth:`SagaManager.retry`, awaited."""
-        await self._call(self.manager.retry, saga_id, actor=actor, reason=reason)
-
-    async def resolve(self, saga_id: UUID, *, actor: str, reason: str) -> None:
-        """:meth:`SagaManager.resolve`, awaited."""
-        await self._call(self.manager.resolve, saga_id, actor=actor, reason=reason)
-
-    async def abort(self, saga_id: UUID, *, actor: str, reason: str) -> None:
-        """:meth:`SagaManager.abort`, awaited."""
-        await self._call(self.manager.abort, saga_id, actor=actor, reason=reason)
-
-    # -- reading ------------------------------------------------------------------------
-
-    async def get(self, saga_id: UUID, version: int | None = None) -> Saga:
-        """:meth:`SagaManager.get`, awaited (the saga object is the caller's own copy)."""
-        return await self._call(self.manager.get, saga_id, version)
-
-    async def get_many(self, saga_ids: list[UUID]) -> dict[UUID, Saga]:
-        """:meth:`SagaManager.get_many`, awaited: many sagas read in bulk."""
-        return await self._call(self.manager.get_many, saga_ids)
-
-    async def history(self, saga_id: UUID) -> list[Saga.Event]:
-        """:meth:`SagaManager.history`, awaited."""
-        return await self._call(self.manager.history, saga_id)
+    start = _awaited(SagaManager.start)
+    start_many = _awaited(SagaManager.start_many)
+    handle = _awaited(SagaManager.handle)
+    handle_many = _awaited(SagaManager.handle_many)
+    handle_step_completed = _awaited(SagaManager.handle_step_completed)
+    handle_step_failed = _awaited(SagaManager.handle_step_failed)
+    handle_compensation_completed = _awaited(SagaManager.handle_compensation_completed)
+    handle_compensation_failed = _awaited(SagaManager.handle_compensation_failed)
+    tick = _awaited(SagaManager.tick)
+    retry = _awaited(SagaManager.retry)
+    resolve = _awaited(SagaManager.resolve)
+    abort = _awaited(SagaManager.abort)
+    # The sagas that get, get_many and history return are the caller's own objects.
+    get = _awaited(SagaManager.get)
+    get_many = _awaited(SagaManager.get_many)
+    history = _awaited(SagaManager.history)
 
     # -- lifetime -----------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """``SagaManager``: the process manager, an eventsourcing ``ProcessApplication``.
 
-It turns replies, upstream domain events and clock ticks into saga events, and
-records them durably. The flow of one reply (see docs/process-manager.md):
+This module is what a user calls: start sagas, hand them replies, tick the clock,
+act as an operator, read sagas back. It turns replies, upstream domain events and
+clock ticks into saga events, and records them durably. The flow of one reply
+(see docs/process-manager.md):
 
 1. *route*: find the saga by its id (the correlation id) — unknown id is an error;
 2. *decide*: the ``Saga`` aggregate judges the reply (apply / duplicate / stale /
@@ -11,12 +13,11 @@ records them durably. The flow of one reply (see docs/process-manager.md):
 4. on an optimistic-concurrency conflict (another manager recorded a transition
    of the same saga first) the saga is reloaded and the reply decided again.
 
-``handle_many`` runs the same flow for many replies, across many sagas, and
-commits all their transitions in one transaction (see its docstring for what
-happens on a conflict or a bad reply). The sagas recorded last are kept in a
+How transitions are committed, one saga or a batch in one transaction, is in
+:mod:`sagalog.process.batch`; how upstream events find their declared reactions
+is in :mod:`sagalog.process.routing`. The sagas recorded last are kept in a
 bounded :class:`~sagalog.process.cache.SagaCache`, so the next decision about a
-saga usually needs no read; the store's optimistic-concurrency check, not the
-cache, guarantees that nothing is decided on a stale saga and recorded.
+saga usually needs no read.
 
 Commands are not sent from here: the command relay follows this application's
 notification log (the log *is* the outbox), so a command is never sent unless
@@ -28,20 +29,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeAlias, TypeVar, cast
+from datetime import datetime
+from typing import Any, ClassVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     Mapper,
     PersistenceError,
     RecordConflictError,
     StoredEvent,
-    Tracking,
     Transcoder,
 )
 from eventsourcing.system import ProcessApplication
@@ -52,51 +51,48 @@ from sagalog.domain import (
     ReplyOutcome,
     Saga,
     SagaDefinition,
-    SagalogError,
     SagaNotFoundError,
     UnexpectedReplyError,
 )
 from sagalog.domain.errors import first_line
+from sagalog.process.batch import (
+    CommitsTransitions,
+    ConcurrencyConflictError,
+    ReplyResult,
+    answer_reply,
+)
 from sagalog.process.cache import SagaCache
+from sagalog.process.clock import Clock, utc_now
 from sagalog.process.lifecycle import ClosedAtExit
-from sagalog.process.messages import InvalidReplyError, Reply
-from sagalog.process.reactions import Reaction, StartSaga, event_message_id
+from sagalog.process.messages import InvalidReplyError, Reply, ReplyInput
+from sagalog.process.reactions import Reaction
 from sagalog.process.registry import DefinitionRegistry
+from sagalog.process.routing import RoutesReactions, index_reactions
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
-from sagalog.process.store.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
+from sagalog.process.store.timers import BulkEventReader, TimerIndex
 from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
 
+__all__ = [
+    "Clock",
+    "ConcurrencyConflictError",
+    "ReplyInput",
+    "ReplyResult",
+    "SagaManager",
+    "fold_events",
+    "utc_now",
+]
+
 logger = logging.getLogger("sagalog.manager")
 
-T = TypeVar("T")
 
-Clock = Callable[[], datetime]
-
-#: What ``handle_many`` reports for one reply: its outcome, or the typed error
-#: (a :class:`~sagalog.domain.SagalogError`, or :class:`ConcurrencyConflictError`)
-#: that ``handle`` would have raised for it alone.
-ReplyResult: TypeAlias = ReplyOutcome | Exception
-
-ReplyInput: TypeAlias = Reply | dict[str, Any] | str | bytes
-
-
-def utc_now() -> datetime:
-    """The wall clock in UTC; the manager's default clock."""
-    return datetime.now(UTC)
-
-
-class ConcurrencyConflictError(RecordConflictError):
-    """A transition kept conflicting with other writers past the retry budget."""
-
-
-def project_saga(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) -> Saga | None:
-    """Rebuild a saga from its events: eventsourcing's projector without its assert.
+def fold_events(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) -> Saga | None:
+    """Apply ``events`` to ``saga`` in order: eventsourcing's projector without its assert.
 
     eventsourcing's ``project_aggregate`` asserts ``isinstance(event,
-    CanMutateProtocol)`` for every event; on Python 3.11 that runtime-protocol
-    check costs about as much as decoding the event. Every event read from a
-    saga's stream is a ``Saga.Event`` (``mutate`` is called on it either way).
+    CanMutateProtocol)`` for every event, a runtime-protocol check that costs
+    about as much as decoding the event (docs/performance.md). Every event read
+    from a saga's stream is a ``Saga.Event`` (``mutate`` is called on it either way).
     """
     aggregate: Any = saga
     for event in events:
@@ -104,7 +100,7 @@ def project_saga(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) 
     return cast("Saga | None", aggregate)
 
 
-class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
+class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessApplication[UUID]):
     """Runs sagas durably on eventsourcing: memory, SQLite or PostgreSQL.
 
     ``definitions`` may also be declared on a subclass (``definitions = [...]``), as
@@ -157,9 +153,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         self.registry = DefinitionRegistry(
             type(self).definitions if definitions is None else definitions
         )
-        self._reactions: dict[type[Any], list[Reaction]] = {}
-        for reaction in type(self).reactions:
-            self._reactions.setdefault(reaction.event, []).append(reaction)
+        self._reactions = index_reactions(type(self).reactions)
         try:
             super().__init__(env=merged)
         except PersistenceError as exc:
@@ -371,7 +365,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     def handle(self, reply: ReplyInput) -> ReplyOutcome:
         """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
         message = self._bound(Reply.parse(reply))
-        return self._transition(message.saga_id, lambda saga, now: _answer(saga, message, now))
+        return self._transition(message.saga_id, lambda saga, now: answer_reply(saga, message, now))
 
     def _bound(self, message: Reply) -> Reply:
         """``message``, if it names the command it answers (or unbound replies are accepted)."""
@@ -417,68 +411,6 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         for first in range(0, len(parsed), self.max_batch_size):
             self._handle_chunk(parsed[first : first + self.max_batch_size], results, now)
         return [result for result in results if result is not None]
-
-    def _handle_chunk(
-        self,
-        chunk: Sequence[tuple[int, Reply]],
-        results: list[ReplyResult | None],
-        now: datetime | None,
-    ) -> None:
-        """Decide ``chunk`` on its sagas, commit once; redo one by one what that cannot."""
-        moment = now if now is not None else self.clock()
-        sagas: dict[UUID, Saga] = {}
-        for saga_id in dict.fromkeys(reply.saga_id for _index, reply in chunk):
-            cached = self.saga_cache.take(saga_id)
-            if cached is not None:
-                sagas[saga_id] = cached
-        from_cache = set(sagas)
-        missing = [reply.saga_id for _index, reply in chunk if reply.saga_id not in sagas]
-        sagas.update(self.get_many(missing))
-        decided: dict[UUID, list[tuple[int, Reply]]] = {}
-        one_by_one: dict[UUID, list[tuple[int, Reply]]] = {}
-        for index, reply in chunk:
-            saga_id = reply.saga_id
-            if saga_id in one_by_one:
-                one_by_one[saga_id].append((index, reply))
-                continue
-            saga = sagas.get(saga_id)
-            if saga is None:
-                results[index] = SagaNotFoundError(f"no saga with id {saga_id}")
-                continue
-            decided.setdefault(saga_id, []).append((index, reply))
-            version = saga.version
-            outcome: ReplyResult
-            try:
-                outcome = _answer(saga, reply, moment)
-            except SagalogError as exc:
-                outcome = exc.with_traceback(None)  # (see handle_many)
-            # A cached copy may be stale, so only a decision that records something
-            # is trusted on it (the commit checks its version); a failed decision
-            # that changed the saga halfway cannot be recorded. Either way, that
-            # saga's replies are decided again one by one, on a fresh read.
-            suspect = saga_id in from_cache and not (
-                isinstance(outcome, ReplyOutcome) and outcome.applied
-            )
-            if suspect or (isinstance(outcome, Exception) and saga.version != version):
-                del sagas[saga_id]
-                one_by_one[saga_id] = decided.pop(saga_id)
-                continue
-            results[index] = outcome
-        try:
-            self._record_sagas([saga for saga in sagas.values() if saga.pending_events])
-        except RecordConflictError:
-            logger.debug("conflict in a batch of %d replies; handling them one by one", len(chunk))
-            for saga_id, replies in decided.items():
-                one_by_one.setdefault(saga_id, []).extend(replies)
-        else:
-            for saga in sagas.values():
-                self.saga_cache.put(saga)
-        for replies in one_by_one.values():
-            for index, reply in sorted(replies, key=lambda item: item[0]):
-                try:
-                    results[index] = self.handle(reply)
-                except (SagalogError, ConcurrencyConflictError) as exc:
-                    results[index] = exc.with_traceback(None)  # (see handle_many)
 
     # -- the clock ---------------------------------------------------------------
 
@@ -548,9 +480,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
     def get(self, saga_id: UUID, version: int | None = None) -> Saga:
         """The saga ``saga_id`` as it is now, or as it was at ``version``."""
         try:
-            saga: object = self.repository.get(
-                saga_id, version=version, projector_func=project_saga
-            )
+            saga: object = self.repository.get(saga_id, version=version, projector_func=fold_events)
         except AggregateNotFoundError:
             raise SagaNotFoundError(f"no saga with id {saga_id}") from None
         if not isinstance(saga, Saga):
@@ -590,7 +520,7 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
                 rows = page.get(saga_id)
                 if not rows:
                     continue
-                saga = project_saga(None, [event_from_row(saga_id, *row) for row in rows])
+                saga = fold_events(None, [event_from_row(saga_id, *row) for row in rows])
                 if isinstance(saga, Saga):
                     found[saga_id] = saga
         return found
@@ -604,153 +534,3 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
 
     def _exists(self, saga_id: UUID) -> bool:
         return bool(self.recorder.select_events(saga_id, limit=1))
-
-    # -- recording ---------------------------------------------------------------
-
-    def _record_sagas(self, sagas: Sequence[Saga]) -> None:
-        """Commit the pending events and wake-up times of ``sagas`` in one transaction.
-
-        The events are collected straight from the sagas: eventsourcing's
-        ``collect_events`` would run two runtime-protocol ``isinstance`` checks
-        per saga, which cost more than the rest of collecting.
-        """
-        if not sagas:
-            return
-        processing: ProcessingEvent[UUID] = ProcessingEvent()
-        timers: dict[UUID, datetime | None] = {}
-        for saga in sagas:
-            processing.events.extend(saga.collect_events())
-            processing.aggregates[saga.id] = saga
-            timers[saga.id] = saga.next_wakeup
-        processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
-        recordings = self._record(processing)
-        self._take_snapshots(processing)
-        self._notify(recordings)
-
-    def _transition(
-        self,
-        saga_id: UUID,
-        decide: Callable[[Saga, datetime], T],
-        *,
-        now: datetime | None = None,
-    ) -> T:
-        """Load (from the cache if there), decide, record; on a conflict reload, decide again.
-
-        A decision on a cached saga that records nothing, or raises, is made
-        again on a fresh read: the cached copy may be stale (see
-        :mod:`sagalog.process.cache`). The saga goes back into the cache only
-        once its events are committed.
-        """
-        if not isinstance(saga_id, UUID):
-            raise SagaNotFoundError(f"saga ids are UUIDs, not {type(saga_id).__name__}")
-        fresh = False
-        for attempt in range(self.max_conflict_retries):
-            saga = None if fresh else self.saga_cache.take(saga_id)
-            cached = saga is not None
-            if saga is None:
-                saga = self.get(saga_id)
-            try:
-                answer = decide(saga, now if now is not None else self.clock())
-            except SagalogError:
-                if cached:
-                    fresh = True
-                    continue
-                raise
-            if not saga.pending_events:
-                if cached:
-                    fresh = True
-                    continue
-                self.saga_cache.put(saga)
-                return answer
-            try:
-                self._record_sagas([saga])
-            except RecordConflictError:
-                logger.debug("conflict on saga %s (try %d); reloading", saga_id, attempt + 1)
-                fresh = True
-                time.sleep(0.001 * attempt)
-                continue
-            self.saga_cache.put(saga)
-            return answer
-        raise ConcurrencyConflictError(
-            f"saga {saga_id}: still conflicting after {self.max_conflict_retries} tries"
-        )
-
-    # -- reactions to upstream applications ---------------------------------------
-
-    def process_event(self, domain_event: DomainEventProtocol[Any], tracking: Tracking) -> None:
-        """Process one upstream event exactly once; re-decide on a version conflict."""
-        for attempt in range(self.max_conflict_retries):
-            processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-            self.policy(domain_event, processing)
-            try:
-                recordings = self._record(processing)
-            except RecordConflictError:
-                done = self.recorder.max_tracking_id(tracking.application_name) or 0
-                if done >= tracking.notification_id:
-                    return  # another manager processed this upstream event already
-                time.sleep(0.001 * attempt)
-                continue
-            self._take_snapshots(processing)
-            self.notify(processing.events)
-            self._notify(recordings)
-            return
-        raise ConcurrencyConflictError(
-            f"upstream event {event_message_id(domain_event)} kept conflicting"
-        )
-
-    def policy(
-        self, domain_event: DomainEventProtocol[Any], processing_event: ProcessingEvent[UUID]
-    ) -> None:
-        """Apply every declared reaction to ``domain_event`` (none: the event is ignored)."""
-        reactions = [r for r in self._reactions_for(type(domain_event)) if r.applies(domain_event)]
-        if not reactions:
-            return
-        timers: dict[UUID, datetime | None] = processing_event.saved_kwargs.setdefault(
-            SAGA_TIMERS_KWARG, {}
-        )
-        cause = event_message_id(domain_event)
-        now = self.clock()
-        for reaction in reactions:
-            saga = self._react(reaction, domain_event, cause, now)
-            if saga is not None and saga.pending_events:
-                processing_event.collect_events(saga)
-                timers[saga.id] = saga.next_wakeup
-
-    def _reactions_for(self, event_type: type[Any]) -> list[Reaction]:
-        found: list[Reaction] = []
-        for cls in event_type.__mro__:
-            found.extend(self._reactions.get(cls, ()))
-        return found
-
-    def _react(self, reaction: Reaction, event: Any, cause: str, now: datetime) -> Saga | None:
-        saga_id = reaction.saga_id(event)
-        self.saga_cache.discard(saga_id)  # recorded here, outside the cache
-        if isinstance(reaction, StartSaga):
-            if self._exists(saga_id):
-                return None
-            definition = self.registry.get(reaction.saga_type)
-            return Saga.start(
-                definition, reaction.data(event), saga_id=saga_id, now=now, message_id=cause
-            )
-        try:
-            saga = self.get(saga_id)
-        except SagaNotFoundError:
-            logger.warning("%s refers to unknown saga %s; ignored", cause, saga_id)
-            return None
-        reaction.decide(saga, event, now=now, cause=cause)
-        return saga
-
-
-def _answer(saga: Saga, message: Reply, now: datetime) -> ReplyOutcome:
-    """Decide the reply ``message`` on ``saga``."""
-    return saga.answer(
-        message.step,
-        message.kind,
-        message.outcome == "completed",
-        now=now,
-        result=message.result,
-        error=message.error or "",
-        attempt=message.attempt,
-        message_id=message.message_id,
-        command_id=message.command_id,
-    )

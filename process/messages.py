@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
@@ -48,7 +48,7 @@ class Reply(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, value: Reply | dict[str, Any] | str | bytes) -> Reply:
+    def parse(cls, value: ReplyInput) -> Reply:
         """Validate ``value`` (a Reply, a dict or JSON); raise :class:`InvalidReplyError`."""
         if isinstance(value, Reply):
             return value
@@ -83,3 +83,7 @@ class Reply(BaseModel):
             result=None if failed or command.kind is CommandKind.COMPENSATION else result,
             error=error,
         )
+
+
+#: What a reply may arrive as: a :class:`Reply`, its dict, or its JSON (text or bytes).
+ReplyInput: TypeAlias = Reply | dict[str, Any] | str | bytes

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -60,8 +61,8 @@ def _event_name(event: Any) -> str:
     return type(event).__qualname__
 
 
-def _applies(when: Callable[[Any], bool] | None, event: Any) -> bool:
-    return when is None or bool(when(event))
+def _class_name(event: Any) -> str:
+    return type(event).__name__
 
 
 def event_message_id(event: Any) -> str:
@@ -70,8 +71,24 @@ def event_message_id(event: Any) -> str:
     return f"{topic}@{event.originator_id}/{event.originator_version}"
 
 
+class _Keyed:
+    """What every reaction shares: its saga is found by a business key, when ``when`` holds."""
+
+    saga_type: str
+    key: Callable[[Any], object]
+    when: Callable[[Any], bool] | None
+
+    def saga_id(self, event: Any) -> UUID:
+        """The id of the saga ``event`` starts or is about (from its business key)."""
+        return saga_id_for(self.saga_type, self.key(event))
+
+    def applies(self, event: Any) -> bool:
+        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
+        return self.when is None or bool(self.when(event))
+
+
 @dataclass(frozen=True)
-class StartSaga:
+class StartSaga(_Keyed):
     """Upstream event ``event`` starts a saga of ``saga_type`` with ``data(event)``."""
 
     event: type[Any]
@@ -80,17 +97,9 @@ class StartSaga:
     key: Callable[[Any], object] = field(default=_originator)
     when: Callable[[Any], bool] | None = None
 
-    def saga_id(self, event: Any) -> UUID:
-        """The id of the saga this event starts."""
-        return saga_id_for(self.saga_type, self.key(event))
-
-    def applies(self, event: Any) -> bool:
-        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
-        return _applies(self.when, event)
-
 
 @dataclass(frozen=True)
-class ReplyReaction:
+class ReplyReaction(_Keyed):
     """Upstream event ``event`` is the outcome of a step's action or compensation."""
 
     event: type[Any]
@@ -100,16 +109,8 @@ class ReplyReaction:
     succeeded: bool
     key: Callable[[Any], object] = field(default=_originator)
     result: Callable[[Any], Any] = field(default=_no_result)
-    error: Callable[[Any], str] = field(default=lambda e: type(e).__name__)
+    error: Callable[[Any], str] = field(default=_class_name)
     when: Callable[[Any], bool] | None = None
-
-    def saga_id(self, event: Any) -> UUID:
-        """The id of the saga this event is about."""
-        return saga_id_for(self.saga_type, self.key(event))
-
-    def applies(self, event: Any) -> bool:
-        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
-        return _applies(self.when, event)
 
     def decide(self, saga: Saga, event: Any, *, now: datetime, cause: str) -> None:
         """Decide on ``saga`` the outcome ``event`` reports (a repeat changes nothing)."""
@@ -125,7 +126,7 @@ class ReplyReaction:
 
 
 @dataclass(frozen=True)
-class AbortSaga:
+class AbortSaga(_Keyed):
     """Upstream event ``event`` stops the running saga of ``saga_type`` and compensates it.
 
     Recorded as ``SagaAborted`` by ``actor(event)`` (default: the event's class name)
@@ -140,14 +141,6 @@ class AbortSaga:
     actor: Callable[[Any], str] = field(default=_event_name)
     when: Callable[[Any], bool] | None = None
 
-    def saga_id(self, event: Any) -> UUID:
-        """The id of the saga this event is about."""
-        return saga_id_for(self.saga_type, self.key(event))
-
-    def applies(self, event: Any) -> bool:
-        """Whether this reaction reacts to ``event`` (its ``when``, if any, holds)."""
-        return _applies(self.when, event)
-
     def decide(self, saga: Saga, event: Any, *, now: datetime, cause: str) -> None:
         """Abort ``saga`` if it is running and before its pivot; otherwise log and leave it."""
         if saga.status not in (SagaStatus.STARTED, SagaStatus.PENDING):
@@ -161,61 +154,17 @@ class AbortSaga:
             logger.info("%s: saga %s not aborted: %s", cause, saga.id, exc)
 
 
-def CompleteStep(  # noqa: N802 - reads as a declaration
-    event: type[Any],
-    saga_type: str,
-    step: str,
-    *,
-    key: Callable[[Any], object] = _originator,
-    result: Callable[[Any], Any] = _no_result,
-    when: Callable[[Any], bool] | None = None,
-) -> ReplyReaction:
-    """Upstream ``event`` (if ``when(event)``) means step ``step``'s action succeeded."""
-    return ReplyReaction(
-        event, saga_type, step, CommandKind.ACTION, True, key=key, result=result, when=when
-    )
+# The four outcomes a ``ReplyReaction`` declares, named as a reader says them:
+# ``CompleteStep(event, saga_type, step, *, key=..., result=..., when=...)``,
+# ``FailStep(..., error=...)``, ``CompleteCompensation`` and ``FailCompensation``.
 
-
-def FailStep(  # noqa: N802
-    event: type[Any],
-    saga_type: str,
-    step: str,
-    *,
-    key: Callable[[Any], object] = _originator,
-    error: Callable[[Any], str] = lambda e: type(e).__name__,
-    when: Callable[[Any], bool] | None = None,
-) -> ReplyReaction:
-    """Upstream ``event`` (if ``when(event)``) means step ``step``'s action failed."""
-    return ReplyReaction(
-        event, saga_type, step, CommandKind.ACTION, False, key=key, error=error, when=when
-    )
-
-
-def CompleteCompensation(  # noqa: N802
-    event: type[Any],
-    saga_type: str,
-    step: str,
-    *,
-    key: Callable[[Any], object] = _originator,
-    when: Callable[[Any], bool] | None = None,
-) -> ReplyReaction:
-    """Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation succeeded."""
-    return ReplyReaction(event, saga_type, step, CommandKind.COMPENSATION, True, key=key, when=when)
-
-
-def FailCompensation(  # noqa: N802
-    event: type[Any],
-    saga_type: str,
-    step: str,
-    *,
-    key: Callable[[Any], object] = _originator,
-    error: Callable[[Any], str] = lambda e: type(e).__name__,
-    when: Callable[[Any], bool] | None = None,
-) -> ReplyReaction:
-    """Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation failed."""
-    return ReplyReaction(
-        event, saga_type, step, CommandKind.COMPENSATION, False, key=key, error=error, when=when
-    )
-
+#: Upstream ``event`` (if ``when(event)``) means step ``step``'s action succeeded.
+CompleteStep = partial(ReplyReaction, kind=CommandKind.ACTION, succeeded=True)
+#: Upstream ``event`` (if ``when(event)``) means step ``step``'s action failed.
+FailStep = partial(ReplyReaction, kind=CommandKind.ACTION, succeeded=False)
+#: Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation succeeded.
+CompleteCompensation = partial(ReplyReaction, kind=CommandKind.COMPENSATION, succeeded=True)
+#: Upstream ``event`` (if ``when(event)``) means step ``step``'s compensation failed.
+FailCompensation = partial(ReplyReaction, kind=CommandKind.COMPENSATION, succeeded=False)
 
 Reaction = StartSaga | ReplyReaction | AbortSaga

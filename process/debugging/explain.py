@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sagalog.domain import Saga, SagaStatus, StepStatus
 from sagalog.domain.status import CommandKind
-from sagalog.process.manager import utc_now
+from sagalog.process.clock import utc_now
 
 __all__ = ["Outbox", "explain"]
 

@@ -396,7 +396,11 @@ def _commands(events: Iterable[object]) -> tuple[CommandRecord, ...]:
 
 
 def _feed(saga: Saga, item: RecordedInput) -> str | None:
-    """Apply ``item`` to ``saga``; ``None`` if it applied, else why it did not."""
+    """Apply ``item`` to ``saga``; ``None`` if it applied, else why it did not.
+
+    A reply goes through ``Saga.answer``, the entry the manager decides replies
+    through, so what-if and the live manager cannot judge a reply differently.
+    """
     try:
         if item.kind == "tick":
             fired = saga.fire_due(item.at)
@@ -414,35 +418,17 @@ def _feed(saga: Saga, item: RecordedInput) -> str | None:
                 saga.abort(actor=item.actor, reason=item.reason, now=item.at)
             return None
         assert item.step is not None
-        if item.command_kind is CommandKind.ACTION:
-            if item.outcome == "completed":
-                verdict = saga.complete_step(
-                    item.step,
-                    item.result,
-                    now=item.at,
-                    attempt=item.attempt,
-                    message_id=item.message_id,
-                )
-            else:
-                verdict = saga.fail_step(
-                    item.step,
-                    item.error or "",
-                    now=item.at,
-                    attempt=item.attempt,
-                    message_id=item.message_id,
-                )
-        elif item.outcome == "completed":
-            verdict = saga.complete_compensation(
-                item.step, now=item.at, attempt=item.attempt, message_id=item.message_id
-            )
-        else:
-            verdict = saga.fail_compensation(
-                item.step,
-                item.error or "",
-                now=item.at,
-                attempt=item.attempt,
-                message_id=item.message_id,
-            )
+        assert item.command_kind is not None
+        verdict = saga.answer(
+            item.step,
+            item.command_kind,
+            item.outcome == "completed",
+            now=item.at,
+            result=item.result,
+            error=item.error or "",
+            attempt=item.attempt,
+            message_id=item.message_id,
+        )
     except SagalogError as exc:
         return str(exc)
     return None if verdict.applied else f"{verdict.outcome.value}: {verdict.reason}"

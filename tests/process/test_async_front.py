@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -272,3 +273,37 @@ def test_batches_through_the_async_front_give_one_result_per_reply(
     assert results[:3] == [ReplyOutcome(Outcome.APPLIED)] * 3
     assert isinstance(results[3], InvalidReplyError)
     assert [saga.current_step for saga in sagas.values()] == ["charge"] * 3
+
+
+def test_each_awaited_call_has_the_managers_signature(manager: SagaManager) -> None:
+    front = AsyncSagaManager(manager)
+    names = ["start", "start_many", "handle", "handle_many", "handle_step_completed"]
+    names += ["handle_step_failed", "handle_compensation_completed"]
+    names += ["handle_compensation_failed", "tick", "retry", "resolve", "abort"]
+    names += ["get", "get_many", "history"]
+    for name in names:
+        awaited = getattr(front, name)
+        assert inspect.iscoroutinefunction(awaited), name
+        assert inspect.signature(awaited) == inspect.signature(getattr(manager, name)), name
+
+
+def test_an_awaited_call_runs_the_managers_own_override(database_url: str) -> None:
+    class Counting(SagaManager):
+        starts = 0
+
+        def start(self, saga_type: str, data: dict[str, Any], **kwargs: Any) -> UUID:
+            type(self).starts += 1
+            return super().start(saga_type, data, **kwargs)
+
+    counting = Counting([ORDER], database_url, clock=FakeClock())
+
+    async def scenario() -> UUID:
+        async with AsyncSagaManager(counting) as front:
+            return await front.start("Order", {"n": 1})
+
+    try:
+        saga_id = asyncio.run(scenario())
+        assert Counting.starts == 1
+        assert counting.get(saga_id).saga_type == "Order"
+    finally:
+        counting.close()

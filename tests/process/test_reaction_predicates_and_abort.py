@@ -17,10 +17,12 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.system import SingleThreadedRunner, System
 from sagas import ORDER
 
-from sagalog.domain import Saga, SagaDefinition, SagaStatus, StepStatus
+from sagalog.domain import CommandKind, Saga, SagaDefinition, SagaStatus, StepStatus
 from sagalog.process import (
     AbortSaga,
+    CompleteCompensation,
     CompleteStep,
+    FailCompensation,
     FailStep,
     Reaction,
     SagaManager,
@@ -154,3 +156,21 @@ def test_an_abort_event_for_an_ended_saga_changes_nothing_and_the_follower_goes_
     assert sagas.recorder.max_tracking_id("Orders") == orders.recorder.max_notification_id()
     second = orders.place(items=2)  # the follower still works
     assert sagas.get(saga_id_for("Order", second)).status is SagaStatus.PENDING
+
+
+def test_the_four_reply_declarations_each_name_one_kind_and_outcome() -> None:
+    declared = {
+        (r.kind, r.succeeded)
+        for r in (
+            CompleteStep(Answered, "Order", "reserve"),
+            FailStep(Answered, "Order", "reserve"),
+            CompleteCompensation(Answered, "Order", "reserve"),
+            FailCompensation(Answered, "Order", "reserve"),
+        )
+    }
+    assert declared == {
+        (CommandKind.ACTION, True),
+        (CommandKind.ACTION, False),
+        (CommandKind.COMPENSATION, True),
+        (CommandKind.COMPENSATION, False),
+    }
