@@ -23,7 +23,7 @@ SERVICES = Path(__file__).resolve().parents[2] / "docs" / "services.md"
 
 def _bank_block() -> str:
     text = SERVICES.read_text(encoding="utf-8")
-    after = text[text.index("### The idempotency key: the key for your own database") :]
+    after = text[text.index("## The idempotency key: the key for your own database") :]
     start = after.index("```python\n") + len("```python\n")
     return after[start : after.index("```", start)]
 
