@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.persistence import PersistenceError
 
-from sagalog.domain.errors import first_line
+from sagalog.domain.errors import SagalogError, first_line
 from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
@@ -93,7 +93,7 @@ OUTAGE_LOG_INTERVAL_ENV_VAR = "SAGALOG_OUTAGE_LOG_INTERVAL"
 ParticipantsSetup = Callable[[InProcessTransport, SagaManager], None]
 
 
-class WorkerError(RuntimeError):
+class WorkerError(SagalogError, RuntimeError):
     """A loop of the worker failed for good; the worker stopped."""
 
 

@@ -40,7 +40,7 @@ T = TypeVar("T")
 ReplyResult: TypeAlias = ReplyOutcome | Exception
 
 
-class ConcurrencyConflictError(RecordConflictError):
+class ConcurrencyConflictError(SagalogError, RecordConflictError):
     """A transition kept conflicting with other writers past the retry budget."""
 
 
