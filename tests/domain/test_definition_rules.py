@@ -9,13 +9,8 @@ import pytest
 from hypothesis import given
 from pydantic import ValidationError
 
-from sagalog.domain import (
-    DEFAULT_RETRIABLE_RETRY,
-    InvalidDefinitionError,
-    RetryPolicy,
-    SagaDefinition,
-    Step,
-)
+from sagalog.domain import InvalidDefinitionError, RetryPolicy, SagaDefinition, Step
+from sagalog.domain.definition import DEFAULT_RETRIABLE_RETRY
 from sagalog.testing.strategies import StepKind, definitions, retry_policies
 
 

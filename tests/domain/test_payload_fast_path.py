@@ -25,8 +25,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sagalog.domain import MAX_PAYLOAD_BYTES, InvalidPayloadError
-from sagalog.domain.payload import _UNSURE, _check_json_by_json, _check_json_fast, check_json
+from sagalog.domain import InvalidPayloadError
+from sagalog.domain.payload import (
+    _UNSURE,
+    MAX_PAYLOAD_BYTES,
+    _check_json_by_json,
+    _check_json_fast,
+    check_json,
+)
 from sagalog.testing.strategies import json_values
 
 Check = Callable[..., Any]

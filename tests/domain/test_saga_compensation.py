@@ -19,7 +19,6 @@ from saga_builders import (
 
 from sagalog.domain import (
     CommandKind,
-    DeadLetter,
     RetryPolicy,
     Saga,
     SagaDefinition,
@@ -27,6 +26,7 @@ from sagalog.domain import (
     Step,
     StepStatus,
 )
+from sagalog.domain.saga import DeadLetter
 from sagalog.testing.strategies import definitions
 
 

@@ -6,15 +6,8 @@ from datetime import timedelta
 
 from saga_builders import T0, at, collect, event_names, order_definition, start
 
-from sagalog.domain import (
-    CommandKind,
-    DeadLetter,
-    Outcome,
-    RetryPolicy,
-    Saga,
-    SagaStatus,
-    StepStatus,
-)
+from sagalog.domain import CommandKind, Outcome, RetryPolicy, Saga, SagaStatus, StepStatus
+from sagalog.domain.saga import DeadLetter
 
 PAYMENT_RETRY = RetryPolicy(
     max_attempts=3,

@@ -19,14 +19,13 @@ from saga_builders import (
 )
 
 from sagalog.domain import (
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT_LENGTH,
     InvalidPayloadError,
     Saga,
     SagalogError,
     UnexpectedReplyError,
     UnknownStepError,
 )
+from sagalog.domain.payload import MAX_PAYLOAD_BYTES, MAX_TEXT_LENGTH
 
 NAIVE = datetime(2030, 1, 1, 12, 0)
 

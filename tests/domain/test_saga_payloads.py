@@ -11,7 +11,8 @@ from eventsourcing.application import Application
 from hypothesis import given
 from saga_builders import SAGA_ID, T0, at, order_definition, start
 
-from sagalog.domain import MAX_PAYLOAD_BYTES, InvalidPayloadError, Saga
+from sagalog.domain import InvalidPayloadError, Saga
+from sagalog.domain.payload import MAX_PAYLOAD_BYTES
 from sagalog.testing.strategies import json_values, saga_data
 
 

@@ -50,8 +50,6 @@ from hypothesis.stateful import (
 )
 
 from sagalog.domain import (
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT_LENGTH,
     Command,
     CommandKind,
     InvalidPayloadError,
@@ -63,6 +61,7 @@ from sagalog.domain import (
     SagalogError,
     SagaStatus,
 )
+from sagalog.domain.payload import MAX_PAYLOAD_BYTES, MAX_TEXT_LENGTH
 from sagalog.testing import laws
 from sagalog.testing.strategies import (
     EPOCH,
