@@ -30,8 +30,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.system import SingleThreadedRunner, System
 
 from sagalog.domain import Command, Saga, SagaDefinition, Step
-from sagalog.infrastructure.messaging.relay import CommandRelay
-from sagalog.infrastructure.messaging.transport import InProcessTransport
+from sagalog.infrastructure import CommandRelay, InProcessTransport
 from sagalog.process import (
     AbortSaga,
     CompleteStep,

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from sagalog.domain import Command, RetryPolicy, SagaDefinition, SagaStatus, Step
-from sagalog.infrastructure.messaging.relay import CommandRelay
-from sagalog.infrastructure.messaging.transport import InProcessTransport
+from sagalog.infrastructure import CommandRelay, InProcessTransport
 from sagalog.process import Reply, SagaManager, explain
 
 TRANSFER = SagaDefinition(

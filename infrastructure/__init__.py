@@ -1,1 +1,89 @@
-"""sagalog.infrastructure"""
+"""Infrastructure: what connects sagas to the world, one room per job.
+
+``persistence`` (recorders), ``messaging`` (the relay, transports, the log observer),
+``rabbitmq``, ``services`` (participants, fencing, choreography), ``observability``
+(metrics, logs, health), ``cli``, ``demo``; and the worker, which runs them together.
+This package exports the names an application wires up; each is imported on first use,
+so ``import sagalog.infrastructure`` needs none of the optional extras (pika,
+prometheus-client). See docs/worker.md and the page of each room.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sagalog.infrastructure.messaging.observer import SagaEventFollower
+    from sagalog.infrastructure.messaging.relay import CommandRelay
+    from sagalog.infrastructure.messaging.transport import (
+        InProcessTransport,
+        Transport,
+        TransportError,
+    )
+    from sagalog.infrastructure.observability.logs import JsonFormatter, configure_logging
+    from sagalog.infrastructure.observability.metrics import SagaMetrics
+    from sagalog.infrastructure.rabbitmq import RabbitMQTransport, ReplyConsumer, Topology
+    from sagalog.infrastructure.services.fencing import Fence, InMemoryProcessedCommands
+    from sagalog.infrastructure.services.participant import (
+        CommandFailed,
+        Participant,
+        SQLiteProcessedCommands,
+    )
+    from sagalog.infrastructure.worker import Worker
+
+#: Each public name and the module that defines it.
+_HOMES: dict[str, str] = {
+    "CommandRelay": "sagalog.infrastructure.messaging.relay",
+    "Transport": "sagalog.infrastructure.messaging.transport",
+    "TransportError": "sagalog.infrastructure.messaging.transport",
+    "InProcessTransport": "sagalog.infrastructure.messaging.transport",
+    "SagaEventFollower": "sagalog.infrastructure.messaging.observer",
+    "Worker": "sagalog.infrastructure.worker",
+    "SagaMetrics": "sagalog.infrastructure.observability.metrics",
+    "configure_logging": "sagalog.infrastructure.observability.logs",
+    "JsonFormatter": "sagalog.infrastructure.observability.logs",
+    "Participant": "sagalog.infrastructure.services.participant",
+    "CommandFailed": "sagalog.infrastructure.services.participant",
+    "SQLiteProcessedCommands": "sagalog.infrastructure.services.participant",
+    "Fence": "sagalog.infrastructure.services.fencing",
+    "InMemoryProcessedCommands": "sagalog.infrastructure.services.fencing",
+    "RabbitMQTransport": "sagalog.infrastructure.rabbitmq",
+    "ReplyConsumer": "sagalog.infrastructure.rabbitmq",
+    "Topology": "sagalog.infrastructure.rabbitmq",
+}
+
+__all__ = [
+    "CommandFailed",
+    "CommandRelay",
+    "Fence",
+    "InMemoryProcessedCommands",
+    "InProcessTransport",
+    "JsonFormatter",
+    "Participant",
+    "RabbitMQTransport",
+    "ReplyConsumer",
+    "SQLiteProcessedCommands",
+    "SagaEventFollower",
+    "SagaMetrics",
+    "Topology",
+    "Transport",
+    "TransportError",
+    "Worker",
+    "configure_logging",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first read (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
