@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sagas import ORDER, FakeClock, finish_compensations
+from support.sagas import ORDER, T0, finish_compensations
 
 from sagalog.domain import (
     CommandKind,
@@ -23,6 +22,7 @@ from sagalog.domain import (
 )
 from sagalog.process import InvalidReplyError, SagaManager
 from sagalog.process.aio import AsyncSagaManager
+from sagalog.process.clock import ManualClock
 
 #: The events of an Order saga whose four steps all succeed, in order.
 HAPPY_PATH = [
@@ -38,13 +38,6 @@ HAPPY_PATH = [
     "SagaCompleted",
 ]
 STEPS = ["reserve", "charge", "ship", "notify"]
-
-
-@pytest.fixture
-def manager(database_url: str) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=FakeClock())
-    yield app
-    app.close()
 
 
 def _names(events: list[Saga.Event]) -> list[str]:
@@ -146,7 +139,7 @@ def test_concurrent_starts_of_one_saga_id_record_one_saga(manager: SagaManager) 
 
 def test_tick_and_operator_actions_are_awaitable(manager: SagaManager) -> None:
     clock = manager.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(clock, ManualClock)
 
     async def scenario() -> tuple[UUID, UUID]:
         async with AsyncSagaManager(manager) as front:
@@ -206,7 +199,7 @@ class GatedManager(SagaManager):
 
 
 def test_calls_run_off_the_event_loop_in_a_bounded_pool(database_url: str) -> None:
-    manager = GatedManager([ORDER], database_url, clock=FakeClock())
+    manager = GatedManager([ORDER], database_url, clock=ManualClock(T0))
     saga_id = manager.start("Order", {"n": 1})
 
     async def scenario() -> list[SagaStatus]:

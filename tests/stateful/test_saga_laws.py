@@ -67,11 +67,11 @@ from sagalog.testing import laws
 from sagalog.testing.strategies import (
     EPOCH,
     AdvanceClock,
-    Delivery,
+    AnswerCommand,
+    DeliveredReply,
     OperatorAction,
     OperatorVerb,
     Redeliver,
-    Reply,
     StrayReply,
     clock_advances,
     definitions,
@@ -105,7 +105,7 @@ MALFORMED = (
 )
 
 
-def deliver(saga: Saga, reply: Delivery, now: datetime) -> ReplyOutcome:
+def deliver(saga: Saga, reply: DeliveredReply, now: datetime) -> ReplyOutcome:
     """Hand ``reply`` to the saga through the method its kind and outcome call for."""
     return saga.answer(
         reply.step,
@@ -131,7 +131,7 @@ def finish(saga: Saga, now: datetime, max_moves: int = 500) -> None:
         command = saga.pending_command
         if command is not None:
             outcome = deliver(
-                saga, Delivery(command.step, command.kind, True, command.attempt, None), now
+                saga, DeliveredReply(command.step, command.kind, True, command.attempt, None), now
             )
             assert outcome.applied, f"the reply to pending {command} was not applied: {outcome}"
             continue
@@ -155,11 +155,11 @@ class SagaLaws(RuleBasedStateMachine):
         self.snapshots: dict[int, Saga] = {}
         self.unchecked_versions: list[int] = []
         self.now: datetime = EPOCH
-        self.delivered: list[Delivery] = []
+        self.delivered: list[DeliveredReply] = []
         self.message_count = 0
         self.ended_at: tuple[SagaStatus, int] | None = None
         self._world: World | None = None
-        self.in_flight: list[Delivery] = []
+        self.in_flight: list[DeliveredReply] = []
 
     # -- helpers -----------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class SagaLaws(RuleBasedStateMachine):
         assert self._world is not None
         return self._world
 
-    def command_named(self, reply: Delivery) -> Command | None:
+    def command_named(self, reply: DeliveredReply) -> Command | None:
         """The command ``reply`` is about (its latest attempt if it names none), if sent."""
         named = [
             s
@@ -191,7 +191,7 @@ class SagaLaws(RuleBasedStateMachine):
         assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
         return event.command()
 
-    def as_participant_answers(self, reply: Delivery) -> Delivery:
+    def as_participant_answers(self, reply: DeliveredReply) -> DeliveredReply:
         """``reply`` as the participant gives it: a success runs the command now (unless it
         ran before, or a fence refuses it and it fails); a failure means it never runs."""
         command = self.command_named(reply)
@@ -250,7 +250,7 @@ class SagaLaws(RuleBasedStateMachine):
         """Neither ended nor dead-lettered (judged from the log)."""
         return not laws.is_ended(self.events) and not laws.is_dead_lettered(self.events)
 
-    def is_late(self, reply: Delivery) -> bool:
+    def is_late(self, reply: DeliveredReply) -> bool:
         """Law 4's oracle for late facts: the first success of an uncertain step that the
         saga is not waiting for now is recorded as ``StepCompletedLate``."""
         return (
@@ -262,14 +262,14 @@ class SagaLaws(RuleBasedStateMachine):
             )
         )
 
-    def would_apply(self, reply: Delivery) -> bool:
+    def would_apply(self, reply: DeliveredReply) -> bool:
         """Law 4's oracle: applied iff it answers the outstanding command, new message id
         (or is a late fact)."""
         return self.is_late(reply) or laws.reply_would_apply(
             self.events, reply.step, reply.kind, reply.attempt, reply.message_id
         )
 
-    def hand_over(self, reply: Delivery, *, answered: bool = False) -> ReplyOutcome:
+    def hand_over(self, reply: DeliveredReply, *, answered: bool = False) -> ReplyOutcome:
         """Deliver ``reply`` (first to its participant, unless ``answered``), check it
         against the oracle, and store what it recorded."""
         if not answered:
@@ -299,7 +299,7 @@ class SagaLaws(RuleBasedStateMachine):
             self.delivered.append(reply)
         return outcome
 
-    def expected_error(self, reply: Delivery) -> type[SagalogError] | None:
+    def expected_error(self, reply: DeliveredReply) -> type[SagalogError] | None:
         """The typed error a reply must raise, judged from the definition and the log."""
         return laws.expected_reply_error(
             self.definition, self.events, reply.step, reply.kind, reply.attempt
@@ -343,7 +343,7 @@ class SagaLaws(RuleBasedStateMachine):
             if waiting is None or waiting.step != definition.steps[index].name:
                 break  # a fenced participant refused an action (its deadline within the margin)
             outcome = self.hand_over(
-                Delivery(
+                DeliveredReply(
                     definition.steps[index].name,
                     CommandKind.ACTION,
                     True,
@@ -355,7 +355,7 @@ class SagaLaws(RuleBasedStateMachine):
             assert outcome.applied
 
     @rule(move=replies(python_forms=True))
-    def participant_replies(self, move: Reply) -> None:
+    def participant_replies(self, move: AnswerCommand) -> None:
         """A reply to the latest command sent, or (reordered, stale) to an earlier one."""
         reply = move.delivery(laws.sent_commands(self.events), self.fresh_message_id)
         assert reply is not None
@@ -366,7 +366,7 @@ class SagaLaws(RuleBasedStateMachine):
         """The outstanding command (or, when none, the latest) succeeds: drives sagas forward."""
         target = laws.outstanding_command(self.events) or laws.sent_commands(self.events)[-1]
         self.hand_over(
-            Delivery(
+            DeliveredReply(
                 step=target.step,
                 kind=target.kind,
                 succeeded=True,
@@ -385,7 +385,7 @@ class SagaLaws(RuleBasedStateMachine):
             if target is None:
                 return
             outcome = self.hand_over(
-                Delivery(
+                DeliveredReply(
                     step=target.step,
                     kind=target.kind,
                     succeeded=True,
@@ -402,7 +402,7 @@ class SagaLaws(RuleBasedStateMachine):
         retries, compensation and dead letters."""
         target = laws.outstanding_command(self.events) or laws.sent_commands(self.events)[-1]
         self.hand_over(
-            Delivery(
+            DeliveredReply(
                 step=target.step,
                 kind=target.kind,
                 succeeded=False,
@@ -444,7 +444,7 @@ class SagaLaws(RuleBasedStateMachine):
         if self.world.ran(command.command_id):
             return
         answer = self.world.answer(command, self.now, result={"late": sent.step})
-        delivery = Delivery(
+        delivery = DeliveredReply(
             command.step,
             command.kind,
             answer.succeeded,
