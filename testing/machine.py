@@ -242,24 +242,13 @@ class SagaLawsMachine(RuleBasedStateMachine):
     # -- effects -----------------------------------------------------------------
 
     def _command_answered(self, sent: laws.Sent) -> Command:
-        event = self.history()[sent.index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        return event.command()
-
-    def _command_named(self, reply: DeliveredReply) -> Command | None:
-        """The command ``reply`` is about (the latest attempt if it names none), if sent."""
-        named = [
-            s
-            for s in laws.sent_commands(self.history())
-            if (s.step, s.kind) == (reply.step, reply.kind) and reply.attempt in (None, s.attempt)
-        ]
-        return self._command_answered(named[-1]) if named else None
+        return laws.command_of(self.history(), sent)
 
     def _participant_answers(self, reply: DeliveredReply) -> DeliveredReply:
         """``reply`` as the participant of its command would give it: a success means the
         command runs now (unless it ran before, or a fence refuses it, turning the success
         into a failure); a failure means it will never run."""
-        command = self._command_named(reply)
+        command = laws.command_named(self.history(), reply.step, reply.kind, reply.attempt)
         if command is None:
             return reply
         answer = self.participants_world.answer(
@@ -529,15 +518,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             return
         answer = self.participants_world.answer(command, self.clock.now, result={"late": True})
         self._after_answer(command, answer)
-        delivery = DeliveredReply(
-            command.step,
-            command.kind,
-            answer.succeeded,
-            command.attempt,
-            self._fresh_message_id(),
-            answer.result if command.kind is CommandKind.ACTION else None,
-            answer.error or "failed",
-        )
+        delivery = DeliveredReply.answering(command, answer, self._fresh_message_id())
         if reply == "now":
             self._deliver(delivery, answered=True)
         elif reply == "later":
@@ -559,10 +540,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         events = self.history()
         running = not laws.is_ended(events) and not laws.is_dead_lettered(events)
         pending = laws.timers(events) if running else []
-        if move.to_next_wakeup and pending:
-            self.clock.move_to(min(t.due for t in pending))
-        else:
-            self.clock.advance(move.seconds)
+        self.clock.move_to(move.moment(self.clock.now, [t.due for t in pending]))
         due = any(t.due <= self.clock.now for t in pending)
         version = self.saga.version
         self.manager.tick(self.clock.now)

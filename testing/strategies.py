@@ -55,13 +55,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hypothesis import strategies as st
 
 from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
 from sagalog.testing.clock import EPOCH
 from sagalog.testing.laws import Sent
+
+if TYPE_CHECKING:
+    from sagalog.domain import Command
+    from sagalog.testing.world import Answer
 
 __all__ = [
     "EPOCH",
@@ -337,6 +341,19 @@ class DeliveredReply:
     result: Any = None
     error: str = "failed"
 
+    @classmethod
+    def answering(cls, command: Command, answer: Answer, message_id: str) -> DeliveredReply:
+        """The reply a participant gives after handling ``command`` as ``answer`` says."""
+        return cls(
+            command.step,
+            command.kind,
+            answer.succeeded,
+            command.attempt,
+            message_id,
+            answer.result if command.kind is CommandKind.ACTION else None,
+            answer.error or "failed",
+        )
+
 
 @dataclass(frozen=True)
 class AnswerCommand:
@@ -423,6 +440,12 @@ class AdvanceClock:
 
     seconds: float
     to_next_wakeup: bool
+
+    def moment(self, now: datetime, due: Sequence[datetime]) -> datetime:
+        """Where the clock reading ``now`` moves, the saga's timers being ``due``."""
+        if self.to_next_wakeup and due:
+            return max(now, min(due))
+        return now + timedelta(seconds=self.seconds)
 
 
 class OperatorVerb(StrEnum):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -52,7 +52,6 @@ from hypothesis.stateful import (
 from sagalog.domain import (
     MAX_PAYLOAD_BYTES,
     MAX_TEXT_LENGTH,
-    Command,
     CommandKind,
     InvalidPayloadError,
     InvalidTransitionError,
@@ -178,23 +177,10 @@ class SagaLaws(RuleBasedStateMachine):
         assert self._world is not None
         return self._world
 
-    def command_named(self, reply: DeliveredReply) -> Command | None:
-        """The command ``reply`` is about (its latest attempt if it names none), if sent."""
-        named = [
-            s
-            for s in laws.sent_commands(self.events)
-            if (s.step, s.kind) == (reply.step, reply.kind) and reply.attempt in (None, s.attempt)
-        ]
-        if not named:
-            return None
-        event = self.events[named[-1].index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        return event.command()
-
     def as_participant_answers(self, reply: DeliveredReply) -> DeliveredReply:
         """``reply`` as the participant gives it: a success runs the command now (unless it
         ran before, or a fence refuses it and it fails); a failure means it never runs."""
-        command = self.command_named(reply)
+        command = laws.command_named(self.events, reply.step, reply.kind, reply.attempt)
         if command is None:
             return reply
         answer = self.world.answer(
@@ -438,21 +424,11 @@ class SagaLaws(RuleBasedStateMachine):
         now, later (:meth:`a_reply_in_flight_arrives`) or never."""
         sent = pick_back(laws.sent_commands(self.events), pick)
         assert sent is not None
-        event = self.events[sent.index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        command = event.command()
+        command = laws.command_of(self.events, sent)
         if self.world.ran(command.command_id):
             return
         answer = self.world.answer(command, self.now, result={"late": sent.step})
-        delivery = DeliveredReply(
-            command.step,
-            command.kind,
-            answer.succeeded,
-            command.attempt,
-            self.fresh_message_id(),
-            answer.result if command.kind is CommandKind.ACTION else None,
-            answer.error or "failed",
-        )
+        delivery = DeliveredReply.answering(command, answer, self.fresh_message_id())
         if reply == "now":
             self.hand_over(delivery, answered=True)
         elif reply == "later":
@@ -471,10 +447,7 @@ class SagaLaws(RuleBasedStateMachine):
         """The clock moves on; exactly the due timers fire (``fire_due``)."""
         running = self.running()
         pending = laws.timers(self.events) if running else []
-        if move.to_next_wakeup and pending:
-            self.now = max(self.now, min(t.due for t in pending))
-        else:
-            self.now += timedelta(seconds=move.seconds)
+        self.now = move.moment(self.now, [t.due for t in pending])
         due = any(t.due <= self.now for t in pending)
         version = self.saga.version
         fired = self.saga.fire_due(self.now)
@@ -509,9 +482,7 @@ class SagaLaws(RuleBasedStateMachine):
                 for s in laws.sent_commands(self.events)
                 if (s.step, s.kind) == (dead_letter.step, dead_letter.kind)
             ]
-            by_hand = self.events[resolved[-1].index]
-            assert isinstance(by_hand, Saga.StepDispatched | Saga.CompensationDispatched)
-            self.world.by_hand(by_hand.command(), self.now)
+            self.world.by_hand(laws.command_of(self.events, resolved[-1]), self.now)
         before = len(self.events)
         call()
         self.record(None)
