@@ -31,6 +31,7 @@ from typing import Any
 from uuid import UUID
 
 from sagalog.domain import (
+    Command,
     CommandKind,
     RetryPolicy,
     Saga,
@@ -57,6 +58,8 @@ __all__ = [
     "check_law2_compensations",
     "check_law3_absorbing",
     "check_law6_command_ids",
+    "command_named",
+    "command_of",
     "compensation_began",
     "compensation_plan",
     "describe_history",
@@ -296,6 +299,26 @@ def pending_retry(events: Events) -> Timer | None:
         elif isinstance(event, _CLEARS_RETRY):
             pending = None
     return pending
+
+
+def command_of(events: Events, sent: Sent) -> Command:
+    """The command ``sent`` stands for, rebuilt from its dispatch event."""
+    event = events[sent.index]
+    assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
+    return event.command()
+
+
+def command_named(
+    events: Events, step: str, kind: CommandKind, attempt: int | None
+) -> Command | None:
+    """The command a reply naming ``step``, ``kind`` and ``attempt`` is about (its latest
+    attempt when it names none), if the saga sent it."""
+    named = [
+        s
+        for s in sent_commands(events)
+        if (s.step, s.kind) == (step, kind) and attempt in (None, s.attempt)
+    ]
+    return command_of(events, named[-1]) if named else None
 
 
 def timers(events: Events) -> list[Timer]:

@@ -92,11 +92,11 @@ from sagalog.testing.clock import ManualClock
 from sagalog.testing.replies import send_reply
 from sagalog.testing.strategies import (
     AdvanceClock,
-    Delivery,
+    AnswerCommand,
+    DeliveredReply,
     OperatorAction,
     OperatorVerb,
     Redeliver,
-    Reply,
     StrayReply,
     clock_advances,
     error_texts,
@@ -153,8 +153,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
         self._manager: SagaManager | None = None
         self._definition: SagaDefinition | None = None
         self._world: World | None = None
-        self.in_flight: list[Delivery] = []
-        self.delivered: list[Delivery] = []
+        self.in_flight: list[DeliveredReply] = []
+        self.delivered: list[DeliveredReply] = []
         self.seen: dict[int, Saga] = {}
         self.unchecked_versions: list[int] = []
         self.ended_at: tuple[SagaStatus, int] | None = None
@@ -242,24 +242,13 @@ class SagaLawsMachine(RuleBasedStateMachine):
     # -- effects -----------------------------------------------------------------
 
     def _command_answered(self, sent: laws.Sent) -> Command:
-        event = self.history()[sent.index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        return event.command()
+        return laws.command_of(self.history(), sent)
 
-    def _command_named(self, reply: Delivery) -> Command | None:
-        """The command ``reply`` is about (the latest attempt if it names none), if sent."""
-        named = [
-            s
-            for s in laws.sent_commands(self.history())
-            if (s.step, s.kind) == (reply.step, reply.kind) and reply.attempt in (None, s.attempt)
-        ]
-        return self._command_answered(named[-1]) if named else None
-
-    def _participant_answers(self, reply: Delivery) -> Delivery:
+    def _participant_answers(self, reply: DeliveredReply) -> DeliveredReply:
         """``reply`` as the participant of its command would give it: a success means the
         command runs now (unless it ran before, or a fence refuses it, turning the success
         into a failure); a failure means it will never run."""
-        command = self._command_named(reply)
+        command = laws.command_named(self.history(), reply.step, reply.kind, reply.attempt)
         if command is None:
             return reply
         answer = self.participants_world.answer(
@@ -317,7 +306,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
 
     # -- delivering replies ------------------------------------------------------
 
-    def _deliver(self, reply: Delivery, *, answered: bool = False) -> ReplyOutcome | None:
+    def _deliver(self, reply: DeliveredReply, *, answered: bool = False) -> ReplyOutcome | None:
         """Hand ``reply`` to the manager and judge the outcome by law 4's oracle. Unless
         ``answered`` (a reply the participants already gave), the participant of the
         command first handles it (see :meth:`_participant_answers`)."""
@@ -397,7 +386,9 @@ class SagaLawsMachine(RuleBasedStateMachine):
     def _succeed(self, sent: laws.Sent, message_id: str | None) -> ReplyOutcome | None:
         """The participant of ``sent`` runs it and answers (a fence may refuse it)."""
         return self._deliver(
-            Delivery(sent.step, sent.kind, True, sent.attempt, message_id, {"done": sent.step})
+            DeliveredReply(
+                sent.step, sent.kind, True, sent.attempt, message_id, {"done": sent.step}
+            )
         )
 
     def _require_applied(self, target: laws.Sent, outcome: ReplyOutcome | None) -> None:
@@ -440,7 +431,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             self._require_applied(target, self._succeed(target, None))
 
     @rule(move=replies())
-    def a_participant_replies(self, move: Reply) -> None:
+    def a_participant_replies(self, move: AnswerCommand) -> None:
         """A reply to the latest command sent or, reordered or stale, to an earlier one."""
         reply = move.delivery(laws.sent_commands(self.history()), self._fresh_message_id)
         assert reply is not None
@@ -455,7 +446,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             attempt = target.attempt if cite_attempt else None
             message_id = self._fresh_message_id()
             self._deliver(
-                Delivery(target.step, target.kind, False, attempt, message_id, None, error)
+                DeliveredReply(target.step, target.kind, False, attempt, message_id, None, error)
             )
 
     @rule(count=st.integers(1, 8), with_message_ids=st.booleans())
@@ -490,7 +481,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         target = laws.outstanding_command(self.history())
         if used is None or target is None:
             return
-        reply = Delivery(target.step, target.kind, succeeded, None, used.message_id)
+        reply = DeliveredReply(target.step, target.kind, succeeded, None, used.message_id)
         outcome = self._deliver(reply, answered=True)
         self.require(
             outcome is not None and outcome.outcome is Outcome.DUPLICATE,
@@ -527,15 +518,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             return
         answer = self.participants_world.answer(command, self.clock.now, result={"late": True})
         self._after_answer(command, answer)
-        delivery = Delivery(
-            command.step,
-            command.kind,
-            answer.succeeded,
-            command.attempt,
-            self._fresh_message_id(),
-            answer.result if command.kind is CommandKind.ACTION else None,
-            answer.error or "failed",
-        )
+        delivery = DeliveredReply.answering(command, answer, self._fresh_message_id())
         if reply == "now":
             self._deliver(delivery, answered=True)
         elif reply == "later":
@@ -557,10 +540,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         events = self.history()
         running = not laws.is_ended(events) and not laws.is_dead_lettered(events)
         pending = laws.timers(events) if running else []
-        if move.to_next_wakeup and pending:
-            self.clock.move_to(min(t.due for t in pending))
-        else:
-            self.clock.advance(move.seconds)
+        self.clock.move_to(move.moment(self.clock.now, [t.due for t in pending]))
         due = any(t.due <= self.clock.now for t in pending)
         version = self.saga.version
         self.manager.tick(self.clock.now)

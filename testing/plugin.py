@@ -38,11 +38,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sagalog.testing.clock import ManualClock
-
 if TYPE_CHECKING:
     from sagalog.domain import SagaDefinition
     from sagalog.process import SagaManager
+    from sagalog.process.clock import ManualClock
 
 __all__ = [
     "BACKENDS",
@@ -114,7 +113,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def saga_clock() -> ManualClock:
-    """A clock standing at ``EPOCH`` until the test moves it."""
+    """A clock standing at ``EPOCH`` until the test moves it (imported here: loading the
+    plugin must not import the process manager)."""
+    from sagalog.process.clock import ManualClock
+
     return ManualClock()
 
 

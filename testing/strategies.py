@@ -28,7 +28,7 @@ Reply schedules
     interprets against the saga's state at the moment the move is made, because what
     a participant can answer depends on what the saga has sent so far:
 
-    - :class:`Reply` — a participant answers one of the commands sent so far: the
+    - :class:`AnswerCommand` — a participant answers one of the commands sent so far: the
       latest one (normally the pending one) or an earlier one (a reordered or stale
       reply), successfully or not, naming its attempt or not, with a fresh message id
       or none;
@@ -55,7 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from hypothesis import strategies as st
 
@@ -63,17 +63,21 @@ from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
 from sagalog.testing.clock import EPOCH
 from sagalog.testing.laws import Sent
 
+if TYPE_CHECKING:
+    from sagalog.domain import Command
+    from sagalog.testing.world import Answer
+
 __all__ = [
     "EPOCH",
     "UNKNOWN_STEP",
     "AdvanceClock",
-    "Delivery",
+    "AnswerCommand",
+    "DeliveredReply",
     "JSONValue",
     "Move",
     "OperatorAction",
     "OperatorVerb",
     "Redeliver",
-    "Reply",
     "StepKind",
     "StrayReply",
     "aware_datetimes",
@@ -324,9 +328,10 @@ UNKNOWN_STEP = "Unknown-Step"
 
 
 @dataclass(frozen=True)
-class Delivery:
+class DeliveredReply:
     """One concrete reply as handed to a saga or a manager (kept to redeliver it
-    verbatim): about the ``kind`` command of ``step``, succeeded or not."""
+    verbatim): about the ``kind`` command of ``step``, succeeded or not. (Not a
+    :class:`sagalog.process.Reply` message: the fields a test hands over, no more.)"""
 
     step: str
     kind: CommandKind
@@ -336,9 +341,22 @@ class Delivery:
     result: Any = None
     error: str = "failed"
 
+    @classmethod
+    def answering(cls, command: Command, answer: Answer, message_id: str) -> DeliveredReply:
+        """The reply a participant gives after handling ``command`` as ``answer`` says."""
+        return cls(
+            command.step,
+            command.kind,
+            answer.succeeded,
+            command.attempt,
+            message_id,
+            answer.result if command.kind is CommandKind.ACTION else None,
+            answer.error or "failed",
+        )
+
 
 @dataclass(frozen=True)
-class Reply:
+class AnswerCommand:
     """A participant answers one of the commands the saga has sent so far.
 
     ``pick`` counts back from the latest command sent: ``0`` is the latest (normally
@@ -359,13 +377,13 @@ class Reply:
 
     def delivery(
         self, sent: Sequence[Sent], fresh_message_id: Callable[[], str]
-    ) -> Delivery | None:
+    ) -> DeliveredReply | None:
         """This reply, aimed at the command ``pick`` places back in ``sent`` (the commands
         sent so far, oldest first); ``None`` when nothing was sent."""
         target = pick_back(sent, self.pick)
         if target is None:
             return None
-        return Delivery(
+        return DeliveredReply(
             step=target.step,
             kind=target.kind,
             succeeded=self.succeeded,
@@ -400,14 +418,16 @@ class StrayReply:
     attempt: int | None
     succeeded: bool
 
-    def delivery(self, step_names: Sequence[str], message_id: str) -> Delivery:
+    def delivery(self, step_names: Sequence[str], message_id: str) -> DeliveredReply:
         """This reply made concrete for a definition with steps ``step_names``."""
         step = (
             UNKNOWN_STEP
             if self.step_index is None
             else step_names[self.step_index % len(step_names)]
         )
-        return Delivery(step, self.kind, self.succeeded, self.attempt, message_id, error="stray")
+        return DeliveredReply(
+            step, self.kind, self.succeeded, self.attempt, message_id, error="stray"
+        )
 
 
 @dataclass(frozen=True)
@@ -420,6 +440,12 @@ class AdvanceClock:
 
     seconds: float
     to_next_wakeup: bool
+
+    def moment(self, now: datetime, due: Sequence[datetime]) -> datetime:
+        """Where the clock reading ``now`` moves, the saga's timers being ``due``."""
+        if self.to_next_wakeup and due:
+            return max(now, min(due))
+        return now + timedelta(seconds=self.seconds)
 
 
 class OperatorVerb(StrEnum):
@@ -440,7 +466,13 @@ class OperatorAction:
 
 
 #: One move of a reply schedule.
-Move: TypeAlias = Reply | Redeliver | StrayReply | AdvanceClock | OperatorAction
+Move: TypeAlias = AnswerCommand | Redeliver | StrayReply | AdvanceClock | OperatorAction
+
+#: The former names of :class:`AnswerCommand` and :class:`DeliveredReply`, documented
+#: before they were renamed (they read as :class:`sagalog.process.Reply`); kept so that
+#: code importing them keeps working, and left out of ``__all__``.
+Reply = AnswerCommand
+Delivery = DeliveredReply
 
 
 def picks() -> st.SearchStrategy[int]:
@@ -450,10 +482,10 @@ def picks() -> st.SearchStrategy[int]:
 
 def replies(
     *, python_forms: bool = False, succeeded: st.SearchStrategy[bool] | None = None
-) -> st.SearchStrategy[Reply]:
-    """:class:`Reply` moves: successes and failures, to the latest or an earlier command."""
+) -> st.SearchStrategy[AnswerCommand]:
+    """:class:`AnswerCommand` moves: successes and failures, to the latest or an earlier command."""
     return st.builds(
-        Reply,
+        AnswerCommand,
         pick=picks(),
         succeeded=succeeded if succeeded is not None else st.booleans(),
         result=step_results(python_forms=python_forms),

@@ -46,6 +46,9 @@ import pytest
 
 from sagalog.process.store.url import DatabaseUrl, mask_password, parse_database_url
 
+#: Fixtures every folder shares: the broker's (``broker_url``, ``topology``, ``background``).
+pytest_plugins = ["support.broker"]
+
 BACKENDS = ("memory", "sqlite", "postgres")
 BACKEND_ENV_VAR = "SAGALOG_TEST_BACKEND"
 POSTGRES_URL_ENV_VAR = "SAGALOG_TEST_POSTGRES_URL"

@@ -26,6 +26,7 @@ from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
+from sagalog.process.clock import ManualClock
 
 
 @dataclass(frozen=True)
@@ -47,20 +48,6 @@ class DemoRates:
             raise ValueError("failure + late + silent rates must not exceed 1")
 
 
-class SimulatedClock:
-    """A clock the demo moves forward; the manager reads it as its ``now``."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance_to(self, moment: datetime) -> None:
-        """Move forward to ``moment`` (never backwards)."""
-        self.now = max(self.now, moment)
-
-
 @dataclass(order=True)
 class _Scheduled:
     at: datetime
@@ -71,7 +58,7 @@ class _Scheduled:
 class SimulatedParticipants:
     """All the demo's services: each command gets a reply (or none) by chance."""
 
-    def __init__(self, rng: random.Random, rates: DemoRates, clock: SimulatedClock) -> None:
+    def __init__(self, rng: random.Random, rates: DemoRates, clock: ManualClock) -> None:
         self.rng = rng
         self.rates = rates
         self.clock = clock
@@ -216,7 +203,7 @@ def run_demo(
 ) -> DemoResult:
     """Run ``sagas`` sagas (half orders, half trips) to an end and count how they ended."""
     rng = random.Random(seed)
-    clock = SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 3650)))
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=rng.randint(0, 3650)))
     manager = SagaManager(DEMO_DEFINITIONS, database_url, clock=clock)
     transport = InProcessTransport()
     participants = SimulatedParticipants(rng, rates, clock)
@@ -241,7 +228,7 @@ def run_demo(
             if not upcoming and transport.pending() == 0:
                 break
             if upcoming:
-                clock.advance_to(min(upcoming))
+                clock.move_to(min(upcoming))
         seconds = time.perf_counter() - started
         by_type: dict[str, Counter[SagaStatus]] = {}
         for saga_id in ids:

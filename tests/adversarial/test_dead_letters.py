@@ -16,8 +16,9 @@ import logging
 from typing import Any
 
 import pytest
-from helpers import publish_raw, wait_until
+from helpers import publish_raw
 from prometheus_client import generate_latest
+from support.broker import wait_until
 from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app

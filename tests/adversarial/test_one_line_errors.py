@@ -17,7 +17,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from helpers import Background, first_command_id, publish_raw, wait_until
+from helpers import first_command_id, publish_raw
+from support.broker import Background, wait_until
 from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app

@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from helpers import Background, TcpProxy, first_command_id, publish_raw, wait_until
+from helpers import TcpProxy, first_command_id, publish_raw
+from support.broker import Background, wait_until
 
 from sagalog.domain import SagaDefinition, Step
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
@@ -46,7 +47,11 @@ QUICK = SagaDefinition(
 
 
 class Clock:
-    """A settable monotonic clock."""
+    """A settable monotonic clock: seconds as a float, as ``time.monotonic`` reads them.
+
+    Not a ``ManualClock``: ``DependencyHealth`` measures intervals on a monotonic clock,
+    not the timezone-aware datetimes sagas are timed in.
+    """
 
     def __init__(self) -> None:
         self.now = 1000.0

@@ -15,9 +15,10 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from helpers import Background, first_command_id, publish_raw, wait_until
+from helpers import first_command_id, publish_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.broker import Background, wait_until
 
 from sagalog.domain import Command, CommandKind
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS

@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 import pytest
-from helpers import Background, first_command_id, publish_raw, wait_until
+from helpers import first_command_id, publish_raw
+from support.broker import Background, wait_until
 
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS

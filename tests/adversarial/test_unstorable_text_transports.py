@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Background, first_command_id, publish_raw, wait_until
+from helpers import first_command_id, publish_raw
+from support.broker import Background, wait_until
 from typer.testing import CliRunner
 
 from sagalog.domain import Command, Saga

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 
 from sagalog.domain import SagaNotFoundError, SagaStatus, StepStatus
 from sagalog.infrastructure.rabbitmq import (

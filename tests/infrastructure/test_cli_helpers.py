@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from sagalog.domain import RetryPolicy, SagaDefinition, Step
 from sagalog.infrastructure.cli import app
 from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.clock import ManualClock
 
 runner = CliRunner()
 
@@ -58,18 +59,6 @@ CLI_SHOP = SagaDefinition(
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
 def seed_sagas(url: str) -> dict[str, str]:
     """Record one ``CliShop`` saga per situation in ``url``; their ids by situation.
 
@@ -78,7 +67,7 @@ def seed_sagas(url: str) -> dict[str, str]:
     running (waits on a step without timeout); waiting (its deadline passed,
     no timer fired: nobody ticked).
     """
-    clock = _Clock()
+    clock = ManualClock(T0)
     manager = SagaManager([CLI_SHOP], url, clock=clock)
     ids: dict[str, str] = {}
     try:

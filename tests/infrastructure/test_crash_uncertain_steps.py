@@ -37,7 +37,7 @@ from pathlib import Path
 from uuid import UUID, uuid5
 
 import pytest
-from broker import wait_until
+from support.broker import wait_until
 from uncertain_transfer import SERVICES, STEP_TIMEOUT, TRANSFER
 
 from sagalog.domain import Saga, SagaStatus

@@ -27,19 +27,10 @@ from sagalog.infrastructure.services.fencing import (
 )
 from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import Reply
+from sagalog.process.clock import ManualClock
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Store = InMemoryProcessedCommands | SQLiteProcessedCommands
-
-
-class Clock:
-    """The participant's own clock, moved by the test."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Bank:
@@ -103,7 +94,7 @@ def command(
 
 
 def test_an_action_past_its_deadline_is_refused_and_never_executed(store: FenceStore) -> None:
-    bank, clock = Bank(), Clock(NOW + timedelta(seconds=30))
+    bank, clock = Bank(), ManualClock(NOW + timedelta(seconds=30))
     fence = Fence(store, clock=clock)
     answer = fence.answer(command(uuid4()), bank.execute)
     assert answer.handling is Handling.REFUSED
@@ -122,10 +113,10 @@ def test_an_action_within_the_skew_margin_of_its_deadline_is_refused(store: Fenc
     lag, refuses an action that would start within the margin of it."""
     bank = Bank()
     deadline = NOW + timedelta(seconds=10)
-    fence = Fence(store, Fencing(skew_margin=timedelta(seconds=2)), clock=Clock())
-    fence.clock = Clock(deadline - timedelta(seconds=2))  # exactly the margin before: refused
+    fence = Fence(store, Fencing(skew_margin=timedelta(seconds=2)), clock=ManualClock(NOW))
+    fence.clock = ManualClock(deadline - timedelta(seconds=2))  # the margin before: refused
     refused = fence.answer(command(uuid4(), deadline=deadline), bank.execute)
-    fence.clock = Clock(deadline - timedelta(seconds=2, microseconds=1))  # just before it: runs
+    fence.clock = ManualClock(deadline - timedelta(seconds=2, microseconds=1))  # before that: runs
     done = fence.answer(command(uuid4(), deadline=deadline), bank.execute)
     assert refused.reason is FenceReason.DEADLINE_PASSED
     assert "skew margin 2s" in (refused.reply.error or "")
@@ -139,7 +130,7 @@ def test_the_default_margin_is_one_second_and_a_naive_deadline_reads_as_utc(
 ) -> None:
     bank = Bank()
     naive = (NOW + timedelta(seconds=10)).replace(tzinfo=None)
-    fence = Fence(store, clock=Clock(NOW + timedelta(seconds=10) - DEFAULT_SKEW_MARGIN))
+    fence = Fence(store, clock=ManualClock(NOW + timedelta(seconds=10) - DEFAULT_SKEW_MARGIN))
     answer = fence.answer(command(uuid4(), deadline=naive), bank.execute)
     assert Fencing().skew_margin == DEFAULT_SKEW_MARGIN == timedelta(seconds=1)
     assert answer.reason is FenceReason.DEADLINE_PASSED
@@ -148,9 +139,9 @@ def test_the_default_margin_is_one_second_and_a_naive_deadline_reads_as_utc(
 
 def test_a_compensation_is_never_fenced_by_its_deadline(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     fence.answer(command(saga), bank.execute)
-    fence.clock = Clock(NOW + timedelta(days=1))
+    fence.clock = ManualClock(NOW + timedelta(days=1))
     late = command(saga, CommandKind.COMPENSATION, deadline=NOW + timedelta(seconds=20))
     answer = fence.answer(late, bank.execute)
     assert answer.handling is Handling.EXECUTED
@@ -178,12 +169,12 @@ def test_an_action_started_before_a_crash_runs_again_past_its_deadline(
 
     try:
         with pytest.raises(Crash):
-            Fence(first_life, clock=Clock()).answer(command(saga), debit_then_die)
+            Fence(first_life, clock=ManualClock(NOW)).answer(command(saga), debit_then_die)
     finally:
         first_life.close()
     second_life = SQLiteProcessedCommands(path)
     try:
-        fence = Fence(second_life, clock=Clock(NOW + timedelta(hours=1)))
+        fence = Fence(second_life, clock=ManualClock(NOW + timedelta(hours=1)))
         redelivered = fence.answer(command(saga), bank.execute)
         other = fence.answer(command(uuid4()), bank.execute)  # never started: refused
         assert not second_life.was_started(command(saga).command_id)  # cleared with the reply
@@ -198,7 +189,7 @@ def test_an_action_started_before_a_crash_runs_again_past_its_deadline(
 
 def test_an_action_without_a_deadline_is_not_fenced_by_time(store: FenceStore) -> None:
     bank = Bank()
-    fence = Fence(store, clock=Clock(datetime(2100, 1, 1, tzinfo=UTC)))
+    fence = Fence(store, clock=ManualClock(datetime(2100, 1, 1, tzinfo=UTC)))
     assert fence.answer(command(uuid4(), deadline=None), bank.execute).reply.outcome == "completed"
     assert len(bank.calls) == 1
 
@@ -208,7 +199,7 @@ def test_an_action_without_a_deadline_is_not_fenced_by_time(store: FenceStore) -
 
 def test_a_debit_delivered_after_its_refund_is_refused(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     refund = fence.answer(command(saga, CommandKind.COMPENSATION), bank.execute)
     debit = fence.answer(command(saga), bank.execute)
     again = fence.answer(command(saga, attempt=2), bank.execute)
@@ -227,7 +218,7 @@ def test_a_debit_delivered_after_its_refund_is_refused(store: FenceStore) -> Non
 def test_a_tombstone_is_written_before_the_compensation_runs(store: FenceStore) -> None:
     """A compensation whose handler crashes still fences the action out."""
     saga = uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
 
     def crash(command: Command) -> Reply:
         raise RuntimeError("killed mid-refund")
@@ -242,7 +233,7 @@ def test_a_tombstone_is_written_before_the_compensation_runs(store: FenceStore) 
 
 def test_a_tombstone_is_per_saga_and_step(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     fence.answer(command(saga, CommandKind.COMPENSATION), bank.execute)
     other_step = fence.answer(command(saga, step="credit"), bank.execute)
     other_saga = fence.answer(command(uuid4()), bank.execute)
@@ -257,7 +248,7 @@ def test_attempt_two_after_attempt_one_succeeded_gets_that_success_without_runni
     store: FenceStore,
 ) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     first = fence.answer(command(saga, attempt=1), bank.execute)
     second = fence.answer(command(saga, attempt=2), bank.execute)
     assert second.handling is Handling.REPEATED
@@ -272,9 +263,9 @@ def test_attempt_two_after_attempt_one_succeeded_gets_that_success_without_runni
 def test_a_repeated_success_wins_over_an_expired_deadline(store: FenceStore) -> None:
     """The debit did happen: attempt 2 must say so, not 'failed', or it would not be undone."""
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     fence.answer(command(saga, attempt=1), bank.execute)
-    fence.clock = Clock(NOW + timedelta(minutes=5))
+    fence.clock = ManualClock(NOW + timedelta(minutes=5))
     late = fence.answer(command(saga, attempt=2), bank.execute)
     assert late.handling is Handling.REPEATED
     assert late.reply.outcome == "completed"
@@ -283,7 +274,7 @@ def test_a_repeated_success_wins_over_an_expired_deadline(store: FenceStore) -> 
 def test_attempt_two_after_attempt_one_failed_runs(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
     bank.fail_next = True
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     first = fence.answer(command(saga, attempt=1), bank.execute)
     second = fence.answer(command(saga, attempt=2), bank.execute)
     assert first.reply.outcome == "failed"
@@ -297,7 +288,7 @@ def test_a_compensation_retry_runs_after_a_failed_compensation_and_not_after_a_s
     store: FenceStore,
 ) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     fence.answer(command(saga), bank.execute)
     bank.fail_next = True
     answers = [
@@ -316,9 +307,9 @@ def test_a_compensation_retry_runs_after_a_failed_compensation_and_not_after_a_s
 
 def test_a_redelivered_command_gets_its_own_reply_again(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
-    fence = Fence(store, clock=Clock(NOW + timedelta(hours=1)))
+    fence = Fence(store, clock=ManualClock(NOW + timedelta(hours=1)))
     refused = fence.answer(command(saga), bank.execute)
-    fence.clock = Clock()
+    fence.clock = ManualClock(NOW)
     again = fence.answer(command(saga), bank.execute)  # the same command id, redelivered
     assert again.handling is Handling.DUPLICATE
     assert again.reply == refused.reply
@@ -331,7 +322,7 @@ def test_a_redelivered_command_gets_its_own_reply_again(store: FenceStore) -> No
 
 def test_each_fence_can_be_turned_off(store: FenceStore) -> None:
     bank, saga = Bank(), uuid4()
-    expired = Clock(NOW + timedelta(hours=1))
+    expired = ManualClock(NOW + timedelta(hours=1))
     no_deadline = Fence(store, Fencing(deadline=False), clock=expired)
     assert no_deadline.answer(command(saga), bank.execute).handling is Handling.EXECUTED
     no_idempotency = Fence(store, Fencing(idempotency=False, deadline=False), clock=expired)
@@ -374,7 +365,7 @@ def test_a_store_that_cannot_keep_fences_is_refused_unless_they_are_off() -> Non
     store = RepliesOnly()
     with pytest.raises(TypeError, match=r"turn fencing off with Fencing.off\(\)"):
         Fence(RepliesOnly(), Fencing(tombstones=False, idempotency=False))
-    fence = Fence(store, Fencing.off(), clock=Clock())
+    fence = Fence(store, Fencing.off(), clock=ManualClock(NOW))
     bank, saga = Bank(), uuid4()
     assert fence.answer(command(saga), bank.execute).handling is Handling.EXECUTED
     assert fence.answer(command(saga), bank.execute).handling is Handling.DUPLICATE
@@ -383,7 +374,7 @@ def test_a_store_that_cannot_keep_fences_is_refused_unless_they_are_off() -> Non
 
 def test_a_reply_for_another_command_is_refused_and_nothing_recorded(store: FenceStore) -> None:
     saga = uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     with pytest.raises(ValueError, match="not command"):
         fence.answer(command(saga), lambda c: Reply.to(command(uuid4())))
     assert store.get(command(saga).command_id) is None
@@ -393,7 +384,7 @@ def test_a_reply_for_another_command_is_refused_and_nothing_recorded(store: Fenc
 def test_actions_in_force_are_the_successes_not_compensated(store: Store) -> None:
     """What the crash tests count: actions a participant left done."""
     bank, kept, undone, refused = Bank(), uuid4(), uuid4(), uuid4()
-    fence = Fence(store, clock=Clock())
+    fence = Fence(store, clock=ManualClock(NOW))
     fence.answer(command(kept), bank.execute)
     fence.answer(command(undone), bank.execute)
     fence.answer(command(undone, CommandKind.COMPENSATION), bank.execute)

@@ -29,6 +29,7 @@ from sagalog.infrastructure.services.fencing import (
     action_key,
 )
 from sagalog.process import Reply, SagaManager
+from sagalog.process.clock import ManualClock
 
 TRANSFER = SagaDefinition(
     "Transfer",
@@ -48,14 +49,6 @@ TRANSFER = SagaDefinition(
     ],
 )
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Bank:
@@ -87,12 +80,12 @@ class Bank:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(START)
 
 
 @pytest.fixture
-def manager(database_url: str, clock: Clock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([TRANSFER], database_url, clock=clock)
     yield app
     app.close()
@@ -115,7 +108,9 @@ def _run(relay: CommandRelay, transport: InProcessTransport) -> None:
         transport.deliver()
 
 
-def test_a_fenced_in_process_bank_completes_a_transfer(manager: SagaManager, clock: Clock) -> None:
+def test_a_fenced_in_process_bank_completes_a_transfer(
+    manager: SagaManager, clock: ManualClock
+) -> None:
     bank = Bank()
     fence = Fence(InMemoryProcessedCommands(), clock=clock)
     relay, transport = _wire(manager, fence, bank)
@@ -127,12 +122,12 @@ def test_a_fenced_in_process_bank_completes_a_transfer(manager: SagaManager, clo
 
 
 def test_a_command_delivered_after_its_deadline_is_refused_and_the_saga_fails_cleanly(
-    manager: SagaManager, clock: Clock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     """The relay sends, after a restart, a command whose deadline passed: the bank,
     on its own clock, refuses it, and the saga learns the debit did not happen."""
     bank = Bank()
-    bank_clock = Clock()
+    bank_clock = ManualClock(START)
     fence = Fence(InMemoryProcessedCommands(), clock=bank_clock)
     relay, transport = _wire(manager, fence, bank)
     saga_id = manager.start("Transfer", {"source": "A", "target": "B", "amount": 100})
@@ -148,7 +143,7 @@ def test_a_command_delivered_after_its_deadline_is_refused_and_the_saga_fails_cl
 
 
 def test_after_a_refund_a_stray_debit_is_refused_in_process(
-    manager: SagaManager, clock: Clock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     bank = Bank()
     bank.refuse_credits = True

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pika
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 
 from sagalog.domain import RetryPolicy, Saga, SagaDefinition, Step
 from sagalog.infrastructure.messaging.observer import SagaEventFollower
@@ -23,6 +23,7 @@ from sagalog.infrastructure.observability.logs import (
 )
 from sagalog.infrastructure.rabbitmq import ReplyConsumer, Topology, channel_to
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -44,14 +45,6 @@ ORDER = SagaDefinition(
         ),
     ],
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Capture(logging.Handler):
@@ -79,7 +72,7 @@ def capture() -> Iterator[Capture]:
 
 @pytest.fixture
 def manager(database_url: str) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=Clock())
+    app = SagaManager([ORDER], database_url, clock=ManualClock(T0))
     yield app
     app.close()
 

@@ -16,6 +16,7 @@ from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.observability.metrics import MetricsServer, SagaMetrics
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaProjector, StuckReason
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -42,18 +43,6 @@ ORDER = SagaDefinition(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        self.now += timedelta(seconds=seconds)
-        return self.now
-
-
 class Discard:
     """A transport that accepts everything (the relay's lag is what is measured)."""
 
@@ -65,12 +54,12 @@ class Discard:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def manager(database_url: str, clock: Clock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([ORDER], database_url, clock=clock)
     yield app
     app.close()
@@ -110,7 +99,7 @@ def value(
     return samples[key]
 
 
-def _run_three_sagas(manager: SagaManager, clock: Clock) -> tuple[UUID, UUID, UUID]:
+def _run_three_sagas(manager: SagaManager, clock: ManualClock) -> tuple[UUID, UUID, UUID]:
     """One completes, one times out, retries and is compensated (its charge too: the attempt
     that timed out may have charged), one is dead-lettered."""
     completes = manager.start("Order", {"n": 1})
@@ -146,7 +135,7 @@ def _run_three_sagas(manager: SagaManager, clock: Clock) -> tuple[UUID, UUID, UU
 
 
 def test_counters_and_durations_follow_the_log(
-    manager: SagaManager, clock: Clock, metrics: SagaMetrics, server: MetricsServer
+    manager: SagaManager, clock: ManualClock, metrics: SagaMetrics, server: MetricsServer
 ) -> None:
     follower = SagaEventFollower(manager, [metrics.observe])
     completes, compensated, dead = _run_three_sagas(manager, clock)
@@ -193,7 +182,7 @@ def test_counters_and_durations_follow_the_log(
 
 
 def test_operator_actions_are_counted(
-    manager: SagaManager, clock: Clock, metrics: SagaMetrics, server: MetricsServer
+    manager: SagaManager, clock: ManualClock, metrics: SagaMetrics, server: MetricsServer
 ) -> None:
     follower = SagaEventFollower(manager, [metrics.observe], start="beginning")
     _completes, _compensated, dead = _run_three_sagas(manager, clock)
@@ -214,7 +203,7 @@ def test_operator_actions_are_counted(
 
 
 def test_a_follower_started_at_the_head_counts_only_new_transitions(
-    manager: SagaManager, clock: Clock, metrics: SagaMetrics, server: MetricsServer
+    manager: SagaManager, clock: ManualClock, metrics: SagaMetrics, server: MetricsServer
 ) -> None:
     earlier = manager.start("Order", {"n": 1})
     follower = SagaEventFollower(manager, [metrics.observe])  # start="head"
@@ -230,7 +219,7 @@ def test_a_follower_started_at_the_head_counts_only_new_transitions(
 
 
 def test_lags_and_stuck_sagas_are_computed_at_scrape_time(
-    manager: SagaManager, clock: Clock, metrics: SagaMetrics, server: MetricsServer
+    manager: SagaManager, clock: ManualClock, metrics: SagaMetrics, server: MetricsServer
 ) -> None:
     relay = CommandRelay(manager, Discard())
     projector = SagaProjector(manager)

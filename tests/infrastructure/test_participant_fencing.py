@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 
 from sagalog.domain import (
     Command,

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 import pika
 import pytest
-from broker import Background, close_connections, wait_until
+from support.broker import Background, close_connections, wait_until
 
 from sagalog.domain import (
     Command,

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import pika
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 from test_rabbitmq import ORDER
 
 from sagalog.domain import CommandKind, Saga, SagaStatus, command_id_for

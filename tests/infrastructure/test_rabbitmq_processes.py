@@ -9,7 +9,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services

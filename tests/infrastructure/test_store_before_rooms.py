@@ -30,6 +30,7 @@ from test_cli_helpers import invoke, invoke_json
 
 from sagalog.domain import Saga, SagaDefinition, SagaStatus
 from sagalog.process import SagaManager, saga_id_for
+from sagalog.process.clock import ManualClock
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 FIXTURE = FIXTURES / "before_rooms.sqlite"
@@ -70,14 +71,6 @@ RECORDED = {
     "pending_future": ("Trip", "PENDING", "flight"),
     "from_upstream": ("Trip", "PENDING", "hotel"),
 }
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -280,7 +273,7 @@ def test_show_replay_and_explain_read_the_old_log(url: str) -> None:
 def test_carries_on_and_the_projections_catch_up_from_where_they_were(
     url: str, definitions: list[SagaDefinition]
 ) -> None:
-    clock = Clock(LAST + timedelta(minutes=1))
+    clock = ManualClock(LAST + timedelta(minutes=1))
     manager = SagaManager(definitions, url, clock=clock)
 
     def status(name: str) -> SagaStatus:

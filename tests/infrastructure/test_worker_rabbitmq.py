@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from broker import Background, wait_until
+from support.broker import Background, wait_until
 
 from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
 from sagalog.infrastructure.rabbitmq import (

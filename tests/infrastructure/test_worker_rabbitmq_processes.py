@@ -17,7 +17,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from broker import wait_until
+from support.broker import wait_until
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services

@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER, T0
 
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     """A manager running the ``Order`` saga on the selected backend, closed afterwards."""
     app = SagaManager([ORDER], database_url, clock=clock)
     yield app

@@ -6,12 +6,11 @@ import asyncio
 import inspect
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sagas import ORDER, FakeClock, finish_compensations
+from support.sagas import ORDER, T0, finish_compensations
 
 from sagalog.domain import (
     CommandKind,
@@ -24,6 +23,7 @@ from sagalog.domain import (
 )
 from sagalog.process import InvalidReplyError, SagaManager
 from sagalog.process.aio import AsyncSagaManager
+from sagalog.process.clock import ManualClock
 
 #: The events of an Order saga whose four steps all succeed, in order.
 HAPPY_PATH = [
@@ -39,13 +39,6 @@ HAPPY_PATH = [
     "SagaCompleted",
 ]
 STEPS = ["reserve", "charge", "ship", "notify"]
-
-
-@pytest.fixture
-def manager(database_url: str) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=FakeClock())
-    yield app
-    app.close()
 
 
 def _names(events: list[Saga.Event]) -> list[str]:
@@ -147,7 +140,7 @@ def test_concurrent_starts_of_one_saga_id_record_one_saga(manager: SagaManager) 
 
 def test_tick_and_operator_actions_are_awaitable(manager: SagaManager) -> None:
     clock = manager.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(clock, ManualClock)
 
     async def scenario() -> tuple[UUID, UUID]:
         async with AsyncSagaManager(manager) as front:
@@ -207,7 +200,7 @@ class GatedManager(SagaManager):
 
 
 def test_calls_run_off_the_event_loop_in_a_bounded_pool(database_url: str) -> None:
-    manager = GatedManager([ORDER], database_url, clock=FakeClock())
+    manager = GatedManager([ORDER], database_url, clock=ManualClock(T0))
     saga_id = manager.start("Order", {"n": 1})
 
     async def scenario() -> list[SagaStatus]:
@@ -295,7 +288,7 @@ def test_an_awaited_call_runs_the_managers_own_override(database_url: str) -> No
             type(self).starts += 1
             return super().start(saga_type, data, **kwargs)
 
-    counting = Counting([ORDER], database_url, clock=FakeClock())
+    counting = Counting([ORDER], database_url, clock=ManualClock(T0))
 
     async def scenario() -> UUID:
         async with AsyncSagaManager(counting) as front:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from uuid import UUID
 
 import pytest
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER
 
 from sagalog.domain import (
     InvalidDefinitionError,
@@ -23,6 +23,7 @@ from sagalog.domain import (
     UnknownSagaTypeError,
 )
 from sagalog.process import DefinitionRegistry, SagaManager
+from sagalog.process.clock import ManualClock
 
 #: Version 2 of ``Order``: a fraud check between reserving and charging.
 ORDER_V2 = SagaDefinition(
@@ -40,12 +41,7 @@ ORDER_V1_CHANGED = SagaDefinition("Order", [*ORDER.steps[:3]], version=1)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([ORDER, ORDER_V2], database_url, clock=clock)
     yield app
     app.close()
@@ -88,7 +84,7 @@ def test_new_sagas_start_on_the_newest_version_in_flight_ones_continue_on_theirs
 
 @pytest.mark.requires_database(reason="a second manager on the same store")
 def test_a_saga_continues_on_its_version_after_the_code_stops_registering_it(
-    database_url: str, clock: FakeClock
+    database_url: str, clock: ManualClock
 ) -> None:
     first = SagaManager([ORDER], database_url, clock=clock)
     try:

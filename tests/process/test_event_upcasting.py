@@ -16,10 +16,10 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
-from sagas import FakeClock
 
 from sagalog.domain import Saga, SagaDefinition, SagaStatus, Step
 from sagalog.process import SagaManager, replay
+from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaProjector, SagaViews
 
 SHOP = SagaDefinition(
@@ -32,12 +32,7 @@ SHOP = SagaDefinition(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([SHOP], database_url, clock=clock)
     yield app
     app.close()
@@ -61,7 +56,7 @@ def _raw(manager: SagaManager, event_class: type[Saga.Event], state: dict[str, A
     )
 
 
-def _write_version_1_ending(manager: SagaManager, saga_id: UUID, clock: FakeClock) -> None:
+def _write_version_1_ending(manager: SagaManager, saga_id: UUID, clock: ManualClock) -> None:
     """Record the compensation's success and a version-1 ``SagaFailed``, raw."""
     saga = manager.get(saga_id)
     common = {"originator_id": saga_id, "correlation_id": saga_id, "causation_id": None}
@@ -94,7 +89,7 @@ def _write_version_1_ending(manager: SagaManager, saga_id: UUID, clock: FakeCloc
 
 
 def test_a_version_1_saga_failed_loads_with_failed_step_none_everywhere(
-    manager: SagaManager, clock: FakeClock, database_url: str
+    manager: SagaManager, clock: ManualClock, database_url: str
 ) -> None:
     saga_id = _compensating_saga(manager)
     _write_version_1_ending(manager, saga_id, clock)

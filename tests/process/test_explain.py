@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
-from sagas import ORDER, FakeClock
-
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.process.debugging.explain import explain
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=clock)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-def _text(manager: SagaManager, clock: FakeClock, saga_id: object) -> str:
+def _text(manager: SagaManager, clock: ManualClock, saga_id: object) -> str:
     from uuid import UUID
 
     assert isinstance(saga_id, UUID)
@@ -34,7 +17,7 @@ def _text(manager: SagaManager, clock: FakeClock, saga_id: object) -> str:
 
 
 def test_a_completed_saga_says_so_and_names_its_retries(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
@@ -50,7 +33,7 @@ def test_a_completed_saga_says_so_and_names_its_retries(
 
 
 def test_a_failed_saga_names_the_step_error_attempts_and_compensations(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
@@ -69,7 +52,7 @@ def test_a_failed_saga_names_the_step_error_attempts_and_compensations(
 
 
 def test_a_saga_compensating_names_what_is_done_and_what_is_not(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
@@ -82,7 +65,7 @@ def test_a_saga_compensating_names_what_is_done_and_what_is_not(
 
 
 def test_a_dead_lettered_compensation_points_to_retry_and_resolve(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     for step in ("reserve", "charge"):
@@ -100,7 +83,7 @@ def test_a_dead_lettered_compensation_points_to_retry_and_resolve(
 
 
 def test_a_dead_lettered_compensation_says_which_compensations_ran(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     for step in ("reserve", "charge"):
@@ -120,7 +103,7 @@ def test_a_dead_lettered_compensation_says_which_compensations_ran(
 
 
 def test_a_saga_past_its_deadline_asks_whether_the_worker_runs(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     clock.advance(3600)
@@ -133,7 +116,7 @@ def test_a_saga_past_its_deadline_asks_whether_the_worker_runs(
 
 
 def test_a_running_saga_within_its_deadline_is_not_called_overdue(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
@@ -146,7 +129,7 @@ def test_a_running_saga_within_its_deadline_is_not_called_overdue(
 
 
 def test_a_step_without_timeout_says_it_waits_as_long_as_it_takes(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
@@ -156,7 +139,7 @@ def test_a_step_without_timeout_says_it_waits_as_long_as_it_takes(
     assert "has no timeout" in text
 
 
-def test_an_aborted_saga_names_who_aborted_it(manager: SagaManager, clock: FakeClock) -> None:
+def test_an_aborted_saga_names_who_aborted_it(manager: SagaManager, clock: ManualClock) -> None:
     s = manager.start("Order", {})
     manager.handle_step_completed(s, "reserve")
     manager.abort(s, actor="carol", reason="customer cancelled")
@@ -168,7 +151,7 @@ def test_an_aborted_saga_names_who_aborted_it(manager: SagaManager, clock: FakeC
     assert "charge: outcome unknown when rollback began (it was in flight); compensated" in text
 
 
-def test_a_saga_past_the_pivot_cannot_be_aborted(manager: SagaManager, clock: FakeClock) -> None:
+def test_a_saga_past_the_pivot_cannot_be_aborted(manager: SagaManager, clock: ManualClock) -> None:
     s = manager.start("Order", {})
     for step in ("reserve", "charge", "ship"):
         manager.handle_step_completed(s, step)
@@ -176,7 +159,7 @@ def test_a_saga_past_the_pivot_cannot_be_aborted(manager: SagaManager, clock: Fa
 
 
 def test_a_timed_out_step_is_named_uncertain_and_compensated(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.tick(clock.advance(31))  # reserve never answers
@@ -187,7 +170,7 @@ def test_a_timed_out_step_is_named_uncertain_and_compensated(
 
 
 def test_a_success_after_the_compensation_is_flagged_for_a_check(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     s = manager.start("Order", {})
     manager.tick(clock.advance(31))

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import OperationalError, StoredEvent
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER
 
 from sagalog.domain import (
     CommandKind,
@@ -25,6 +25,7 @@ from sagalog.domain import (
     command_id_for,
 )
 from sagalog.process import InvalidReplyError, Reply, SagaManager
+from sagalog.process.clock import ManualClock
 
 
 class CommitCounter:
@@ -148,7 +149,7 @@ def test_a_failed_commit_records_nothing_and_a_retry_applies_each_reply_once(
 
 
 def test_the_saga_cache_is_bounded_and_keeps_no_ended_saga(
-    database_url: str, clock: FakeClock
+    database_url: str, clock: ManualClock
 ) -> None:
     manager = SagaManager([ORDER], database_url, clock=clock, env={"SAGALOG_SAGA_CACHE_SIZE": "2"})
     try:
@@ -164,7 +165,7 @@ def test_the_saga_cache_is_bounded_and_keeps_no_ended_saga(
 
 @pytest.fixture
 def two_managers(
-    database_url: str, clock: FakeClock, backend: str
+    database_url: str, clock: ManualClock, backend: str
 ) -> Iterator[tuple[SagaManager, SagaManager]]:
     if backend == "memory":
         pytest.skip("managers cannot share an in-memory store")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from uuid import uuid4
 
 import pytest
-from sagas import ORDER, FakeClock
 
 from sagalog.domain import (
     CommandKind,
@@ -19,13 +18,6 @@ from sagalog.domain import (
     command_id_for,
 )
 from sagalog.process import InvalidReplyError, SagaManager
-
-
-@pytest.fixture
-def manager(database_url: str) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=FakeClock())
-    yield app
-    app.close()
 
 
 def _writes_nothing(

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID, uuid4
-
-import pytest
-from sagas import ORDER, FakeClock
 
 from sagalog.domain import CommandKind, Outcome, Saga, SagaStatus, StepStatus, command_id_for
 from sagalog.process import Reply, SagaManager
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=clock)
-    yield app
-    app.close()
 
 
 def _names(manager: SagaManager, saga_id: UUID) -> list[str]:

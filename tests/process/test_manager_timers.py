@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER
 
 from sagalog.domain import Outcome, Saga, SagaStatus, StepStatus
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=clock)
-    yield app
-    app.close()
-
-
-def test_tick_before_the_deadline_changes_nothing(manager: SagaManager, clock: FakeClock) -> None:
+def test_tick_before_the_deadline_changes_nothing(manager: SagaManager, clock: ManualClock) -> None:
     saga_id = manager.start("Order", {})
     assert manager.tick(clock.advance(29)) == 0
     assert manager.get(saga_id).version == 2
 
 
 def test_compensation_timeout_schedules_a_compensation_retry(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")
@@ -50,7 +37,7 @@ def test_compensation_timeout_schedules_a_compensation_retry(
 
 
 def test_step_timeout_then_retry_then_late_success_is_recorded_and_waits_for_the_retry(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")
@@ -68,7 +55,7 @@ def test_step_timeout_then_retry_then_late_success_is_recorded_and_waits_for_the
     assert manager.handle_step_completed(saga_id, "charge", attempt=2).applied
 
 
-def test_timers_survive_a_restart(database_url: str, backend: str, clock: FakeClock) -> None:
+def test_timers_survive_a_restart(database_url: str, backend: str, clock: ManualClock) -> None:
     if backend == "memory":
         pytest.skip("an in-memory store does not survive a restart")
     first = SagaManager([ORDER], database_url, clock=clock)
@@ -90,7 +77,7 @@ def test_timers_survive_a_restart(database_url: str, backend: str, clock: FakeCl
 
 
 def test_dead_lettered_compensation_waits_for_an_operator_retry(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")
@@ -114,7 +101,7 @@ def test_dead_lettered_compensation_waits_for_an_operator_retry(
 
 
 def test_operator_resolve_moves_a_dead_lettered_saga_on(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")

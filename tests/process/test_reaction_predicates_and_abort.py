@@ -15,7 +15,7 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.system import SingleThreadedRunner, System
-from sagas import ORDER
+from support.sagas import ORDER
 
 from sagalog.domain import CommandKind, Saga, SagaDefinition, SagaStatus, StepStatus
 from sagalog.process import (

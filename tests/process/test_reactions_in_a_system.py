@@ -8,7 +8,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.system import SingleThreadedRunner, System
-from sagas import ORDER
+from support.sagas import ORDER
 
 from sagalog.domain import SagaDefinition, SagaStatus, StepStatus
 from sagalog.process import (

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
-from sagas import ORDER, T0, FakeClock
+from support.sagas import T0
 
 from sagalog.domain import SagaNotFoundError
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.process.debugging.replay import VersionOutOfRangeError, replay, snapshot_of, state_at
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=clock)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
 def test_replay_gives_one_step_per_event_with_the_state_after_it(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {"n": 1})
     clock.advance(1)
@@ -65,7 +51,7 @@ def test_replay_gives_one_step_per_event_with_the_state_after_it(
 
 
 def test_every_replayed_state_equals_the_stored_saga_at_that_version(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Order", {"n": 2})
     manager.handle_step_completed(saga_id, "reserve")

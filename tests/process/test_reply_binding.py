@@ -8,11 +8,10 @@ to accept unbound replies (an upgrade window for participants that predate the f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import pytest
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER, T0
 
 from sagalog.domain import (
     CommandKind,
@@ -22,13 +21,7 @@ from sagalog.domain import (
     command_id_for,
 )
 from sagalog.process import Reply, SagaManager
-
-
-@pytest.fixture
-def manager(database_url: str) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=FakeClock())
-    yield app
-    app.close()
+from sagalog.process.clock import ManualClock
 
 
 def _reply(saga_id: UUID, command_id: UUID | None, step: str = "reserve") -> dict[str, object]:
@@ -96,7 +89,7 @@ def test_a_reply_without_a_command_id_is_refused_by_default(manager: SagaManager
 
 def test_unbound_replies_are_accepted_when_the_manager_is_told_to(database_url: str) -> None:
     manager = SagaManager(
-        [ORDER], database_url, env={"SAGALOG_ACCEPT_UNBOUND_REPLIES": "true"}, clock=FakeClock()
+        [ORDER], database_url, env={"SAGALOG_ACCEPT_UNBOUND_REPLIES": "true"}, clock=ManualClock(T0)
     )
     try:
         assert manager.accept_unbound_replies
@@ -111,7 +104,7 @@ def test_a_reply_to_an_earlier_attempt_is_bound_to_that_attempt(manager: SagaMan
     saga_id = manager.start("Order", {})
     manager.handle_step_completed(saga_id, "reserve")
     clock = manager.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(clock, ManualClock)
     manager.tick(clock.advance(31))  # charge attempt 1 timed out; retry scheduled
     manager.tick(clock.advance(10))  # attempt 2 dispatched
     first = command_id_for(saga_id, "charge", CommandKind.ACTION, 1)

@@ -9,10 +9,10 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from sagas import FakeClock
 
 from sagalog.domain import RetryPolicy, SagaDefinition, SagaStatus, Step
 from sagalog.process import ChartBar, SagaManager, plot_timeline, timeline_chart
+from sagalog.process.clock import ManualClock
 
 TRIP = SagaDefinition(
     "Trip",
@@ -37,18 +37,13 @@ TRIP = SagaDefinition(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([TRIP], database_url, clock=clock)
     yield app
     app.close()
 
 
-def _eventful_saga(manager: SagaManager, clock: FakeClock) -> UUID:
+def _eventful_saga(manager: SagaManager, clock: ManualClock) -> UUID:
     """hotel ok; flight fails, is retried and succeeds; car times out (uncertain, so it is
     returned); compensation of the flight succeeds, the hotel's fails once and succeeds on
     its retry: FAILED."""
@@ -78,7 +73,7 @@ def _shape(bars: tuple[ChartBar, ...]) -> list[tuple[str, str, int, str, float]]
 
 
 def test_every_command_is_one_bar_from_dispatch_to_outcome(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     chart = timeline_chart(manager.history(_eventful_saga(manager, clock)))
     assert _shape(chart.bars) == [
@@ -99,7 +94,7 @@ def test_every_command_is_one_bar_from_dispatch_to_outcome(
 
 
 def test_failures_timeouts_retries_and_the_rollback_are_marked(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     chart = timeline_chart(manager.history(_eventful_saga(manager, clock)))
     marks = [(m.kind, m.step, m.lane, chart.seconds(m.at)) for m in chart.markers]
@@ -118,7 +113,7 @@ def test_failures_timeouts_retries_and_the_rollback_are_marked(
 
 
 def test_a_waiting_command_is_an_open_bar_up_to_its_deadline_and_operators_are_marked(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = manager.start("Trip", {"trip": 2})
     manager.handle_step_completed(saga_id, "hotel")
@@ -150,7 +145,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plot_timeline_writes_a_png_of_plausible_size(
-    manager: SagaManager, clock: FakeClock, tmp_path: Path
+    manager: SagaManager, clock: ManualClock, tmp_path: Path
 ) -> None:
     target = tmp_path / "timeline.png"
     figure = plot_timeline(manager.history(_eventful_saga(manager, clock)), target)

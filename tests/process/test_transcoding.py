@@ -35,10 +35,11 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, get_topic
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER
 
 from sagalog.domain import Saga
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
 
 
@@ -498,7 +499,7 @@ class XorCipher(Cipher):
         return bytes(byte ^ 0x5A for byte in ciphertext)
 
 
-def _drive(manager: SagaManager, clock: FakeClock) -> list[UUID]:
+def _drive(manager: SagaManager, clock: ManualClock) -> list[UUID]:
     """A few sagas through many kinds of event: completion, timeouts, failure, abort."""
     data = {"order": "ö-1", "amount": 120.5, "big": 2**70, "tags": ["a", {"_type_": "x", "y": 1}]}
     done, failed, timed_out, aborted = (manager.start("Order", data) for _ in range(4))
@@ -518,7 +519,7 @@ def _states(manager: SagaManager, ids: list[UUID]) -> list[Any]:
 
 @pytest.fixture
 def fast_and_reference(
-    database_url: str, clock: FakeClock
+    database_url: str, clock: ManualClock
 ) -> Iterator[tuple[SagaManager, SagaManager]]:
     fast = SagaManager([ORDER], database_url, clock=clock)
     reference = SagaManager([ORDER], database_url, clock=clock, env=ESCAPES_JSON_TRANSCODER)
@@ -539,7 +540,7 @@ def test_the_manager_decodes_with_the_fast_transcoder_by_default(
 
 @pytest.mark.parametrize("writer", ["fast", "reference"])
 def test_a_store_written_by_either_transcoder_rebuilds_the_same_sagas(
-    fast_and_reference: tuple[SagaManager, SagaManager], clock: FakeClock, writer: str
+    fast_and_reference: tuple[SagaManager, SagaManager], clock: ManualClock, writer: str
 ) -> None:
     fast, reference = fast_and_reference
     if fast.database_url.kind == "memory":  # two in-memory managers share no store
@@ -566,7 +567,7 @@ def test_a_store_written_by_either_transcoder_rebuilds_the_same_sagas(
     ids=["compressor", "cipher"],
 )
 def test_compressor_and_cipher_settings_still_apply(
-    database_url: str, clock: FakeClock, env: dict[str, str]
+    database_url: str, clock: ManualClock, env: dict[str, str]
 ) -> None:
     manager = SagaManager([ORDER], database_url, clock=clock, env=env)
     try:

@@ -23,7 +23,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from sagas import FakeClock
 
 from sagalog.domain import (
     Command,
@@ -46,6 +45,7 @@ from sagalog.infrastructure.services.fencing import (
 )
 from sagalog.infrastructure.services.participant import CommandFailed, Participant
 from sagalog.process import Reply, SagaManager, explain
+from sagalog.process.clock import ManualClock
 
 TIMEOUT = timedelta(seconds=10)
 PAST_THE_DEADLINE = TIMEOUT.total_seconds() + 1
@@ -128,7 +128,7 @@ class Effects:
 class Bank:
     """Accounts A and B, and a mailer, behind one fenced participant."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.balances = {"A": 1000, "B": 0}
         self.effects = Effects()
         self.ran: list[str] = []
@@ -170,7 +170,7 @@ class Bank:
 class Hotel:
     """Flights and hotel rooms behind one fenced participant; ``bookings`` in force."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.bookings: dict[str, int] = {}
         self.effects = Effects()
         self.store = InMemoryProcessedCommands()
@@ -248,19 +248,14 @@ class Wire:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager([transfer(), TRIP], database_url, clock=clock)
     yield app
     app.close()
 
 
 @pytest.fixture
-def bank(clock: FakeClock) -> Bank:
+def bank(clock: ManualClock) -> Bank:
     return Bank(clock)
 
 
@@ -307,7 +302,7 @@ def test_a_debit_done_in_time_whose_reply_comes_after_the_timeout_is_refunded(
     bank: Bank,
     wire: Wire,
     relay: CommandRelay,
-    clock: FakeClock,
+    clock: ManualClock,
     late_reply: str,
 ) -> None:
     """Issue 14, steps 1 to 3: the reply is still queued when the deadline passes."""
@@ -356,7 +351,7 @@ def test_a_debit_done_in_time_whose_reply_comes_after_the_timeout_is_refunded(
 
 
 def test_a_refund_sent_for_a_debit_that_never_ran_is_a_no_op_and_the_debit_stays_out(
-    manager: SagaManager, bank: Bank, wire: Wire, relay: CommandRelay, clock: FakeClock
+    manager: SagaManager, bank: Bank, wire: Wire, relay: CommandRelay, clock: ManualClock
 ) -> None:
     """The debit is lost on the way: the saga cannot know, so it refunds anyway."""
     saga_id = manager.start("MoneyTransfer", DATA)
@@ -372,7 +367,7 @@ def test_a_refund_sent_for_a_debit_that_never_ran_is_a_no_op_and_the_debit_stays
 
 
 def test_an_abort_while_the_hotel_books_leaves_no_booking(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     """Issue 14: ``abort`` while ``Hotels.Book`` is in flight; the hotel books afterwards."""
     hotel = Hotel(clock)
@@ -411,7 +406,7 @@ def test_an_abort_while_the_hotel_books_leaves_no_booking(
 
 
 def test_an_abort_whose_cancel_overtakes_the_booking_leaves_no_booking(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     """The cancellation reaches the hotel first; the booking delivered after it is fenced."""
     hotel = Hotel(clock)
@@ -440,7 +435,7 @@ def test_an_abort_whose_cancel_overtakes_the_booking_leaves_no_booking(
 
 
 def test_a_debit_delivered_after_its_refund_is_refused_by_the_tombstone(
-    manager: SagaManager, bank: Bank, wire: Wire, relay: CommandRelay, clock: FakeClock
+    manager: SagaManager, bank: Bank, wire: Wire, relay: CommandRelay, clock: ManualClock
 ) -> None:
     """Out of order: the debit timed out undelivered, its refund overtook it."""
     saga_id = manager.start("MoneyTransfer", DATA)
@@ -470,7 +465,7 @@ def test_a_debit_delivered_after_its_deadline_is_refused_and_never_runs(
     bank: Bank,
     wire: Wire,
     relay: CommandRelay,
-    clock: FakeClock,
+    clock: ManualClock,
     manager_ticks_first: bool,
 ) -> None:
     """The relay sends it late (after a restart): the bank's clock says it expired."""
@@ -493,7 +488,9 @@ def test_a_debit_delivered_after_its_deadline_is_refused_and_never_runs(
     _assert_nothing_left(manager, saga_id, bank)
 
 
-def test_a_retry_after_a_timeout_does_not_debit_twice(database_url: str, clock: FakeClock) -> None:
+def test_a_retry_after_a_timeout_does_not_debit_twice(
+    database_url: str, clock: ManualClock
+) -> None:
     """Attempt 1 debits in time, its reply is late; attempt 2 gets attempt 1's success."""
     manager = SagaManager([transfer(debit_attempts=2)], database_url, clock=clock)
     bank = Bank(clock)

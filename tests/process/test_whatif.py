@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sagas import ORDER, FakeClock
+from support.sagas import ORDER
 
 from sagalog.domain import (
     CommandKind,
@@ -20,6 +19,7 @@ from sagalog.domain import (
     SagaNotFoundError,
 )
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.process.debugging.whatif import (
     CommandRecord,
     DefinitionImportError,
@@ -34,11 +34,11 @@ from sagalog.testing.profiles import load_profile
 from sagalog.testing.strategies import (
     EPOCH,
     AdvanceClock,
+    AnswerCommand,
     Move,
     OperatorAction,
     OperatorVerb,
     Redeliver,
-    Reply,
     StrayReply,
     definitions,
     reply_schedules,
@@ -70,21 +70,7 @@ COSMETIC = SagaDefinition(
 )
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
-    app = SagaManager([ORDER], database_url, clock=clock)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-def _charge_fails_twice(manager: SagaManager, clock: FakeClock) -> UUID:
+def _charge_fails_twice(manager: SagaManager, clock: ManualClock) -> UUID:
     """reserve ok; charge fails, is retried 10 s later by the clock, fails again; rolled back."""
     s = manager.start("Order", {"order": 1}, saga_id=uuid4())
     clock.advance(1)
@@ -100,7 +86,7 @@ def _charge_fails_twice(manager: SagaManager, clock: FakeClock) -> UUID:
     return s
 
 
-def _charge_succeeds_on_retry(manager: SagaManager, clock: FakeClock) -> UUID:
+def _charge_succeeds_on_retry(manager: SagaManager, clock: ManualClock) -> UUID:
     """charge fails once, is retried by the clock and succeeds; the saga completes."""
     s = manager.start("Order", {"order": 2})
     manager.handle_step_completed(s, "reserve")
@@ -113,7 +99,7 @@ def _charge_succeeds_on_retry(manager: SagaManager, clock: FakeClock) -> UUID:
     return s
 
 
-def _dead_lettered_then_retried_and_timed_out(manager: SagaManager, clock: FakeClock) -> UUID:
+def _dead_lettered_then_retried_and_timed_out(manager: SagaManager, clock: ManualClock) -> UUID:
     """Timeouts, compensation retries, a dead letter and an operator retry."""
     s = manager.start("Order", {"order": 3})
     manager.handle_step_completed(s, "reserve")
@@ -137,7 +123,7 @@ def _dead_lettered_then_retried_and_timed_out(manager: SagaManager, clock: FakeC
     [_charge_fails_twice, _charge_succeeds_on_retry, _dead_lettered_then_retried_and_timed_out],
 )
 def test_the_same_definition_makes_the_same_decisions(
-    manager: SagaManager, clock: FakeClock, scenario: object
+    manager: SagaManager, clock: ManualClock, scenario: object
 ) -> None:
     assert callable(scenario)
     saga_id = scenario(manager, clock)
@@ -154,7 +140,7 @@ def test_the_same_definition_makes_the_same_decisions(
 
 
 def test_a_definition_that_changes_nothing_used_ends_the_same(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = _charge_succeeds_on_retry(manager, clock)
     report = what_if(manager, saga_id, COSMETIC)
@@ -165,7 +151,7 @@ def test_a_definition_that_changes_nothing_used_ends_the_same(
 
 
 def test_more_retries_on_the_failing_step_try_again_instead_of_compensating(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = _charge_fails_twice(manager, clock)
     report = what_if(manager, saga_id, MORE_RETRIES)
@@ -199,7 +185,7 @@ def test_more_retries_on_the_failing_step_try_again_instead_of_compensating(
 
 
 def test_fewer_retries_compensate_a_saga_that_completed(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = _charge_succeeds_on_retry(manager, clock)
     report = what_if(manager, saga_id, NO_RETRY)
@@ -216,7 +202,7 @@ def test_fewer_retries_compensate_a_saga_that_completed(
     assert [c.step for c in report.original_tail] == ["charge", "ship", "notify"]
 
 
-def test_what_if_writes_nothing(manager: SagaManager, clock: FakeClock) -> None:
+def test_what_if_writes_nothing(manager: SagaManager, clock: ManualClock) -> None:
     saga_id = _charge_fails_twice(manager, clock)
     before = manager.history(saga_id)
     what_if(manager, saga_id, MORE_RETRIES)
@@ -225,7 +211,7 @@ def test_what_if_writes_nothing(manager: SagaManager, clock: FakeClock) -> None:
 
 
 def test_recorded_inputs_are_replies_ticks_and_operator_actions_in_order(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = _dead_lettered_then_retried_and_timed_out(manager, clock)
     inputs = recorded_inputs(manager.history(saga_id))
@@ -241,7 +227,7 @@ def test_recorded_inputs_are_replies_ticks_and_operator_actions_in_order(
 
 
 def test_what_if_many_counts_the_sagas_that_would_end_differently(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     failing = _charge_fails_twice(manager, clock)
     succeeding = _charge_succeeds_on_retry(manager, clock)
@@ -262,7 +248,7 @@ def test_an_unknown_saga_is_an_error(manager: SagaManager) -> None:
 
 
 def test_a_definition_of_another_saga_type_is_refused(
-    manager: SagaManager, clock: FakeClock
+    manager: SagaManager, clock: ManualClock
 ) -> None:
     saga_id = _charge_succeeds_on_retry(manager, clock)
     other = SagaDefinition("Warehouse", list(ORDER.steps), version=ORDER.version)
@@ -274,26 +260,26 @@ def test_a_definition_of_another_saga_type_is_refused(
     assert (summary.total, summary.other_type) == (0, (saga_id,))
 
 
-def test_a_definition_must_be_a_saga_definition(manager: SagaManager, clock: FakeClock) -> None:
+def test_a_definition_must_be_a_saga_definition(manager: SagaManager, clock: ManualClock) -> None:
     saga_id = _charge_succeeds_on_retry(manager, clock)
     with pytest.raises(TypeError, match="SagaDefinition"):
         what_if(manager, saga_id, "Order")  # type: ignore[arg-type]
 
 
 def test_load_definition_imports_module_attribute() -> None:
-    assert load_definition("sagas:ORDER") is ORDER
+    assert load_definition("support.sagas:ORDER") is ORDER
     assert load_definition("test_whatif:MORE_RETRIES") is MORE_RETRIES
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("sagas", "module:attribute"),
+        ("support.sagas", "module:attribute"),
         (":ORDER", "module:attribute"),
         ("no_such_module_xyz:ORDER", "cannot import module 'no_such_module_xyz'"),
-        ("sagas:NOPE", "has no attribute 'NOPE'"),
-        ("sagas:FakeClock", "is a type, not a SagaDefinition"),
-        ("sagas:T0", "is a datetime, not a SagaDefinition"),
+        ("support.sagas:NOPE", "has no attribute 'NOPE'"),
+        ("support.sagas:ManualClock", "is a type, not a SagaDefinition"),
+        ("support.sagas:T0", "is a datetime, not a SagaDefinition"),
     ],
 )
 def test_load_definition_errors_are_one_line(spec: str, message: str) -> None:
@@ -319,7 +305,7 @@ def _play(saga: Saga, schedule: list[Move]) -> None:
                 if (event.step, kind, event.attempt) not in sent:
                     sent.append((event.step, kind, event.attempt))
         try:
-            if isinstance(move, Reply) and sent:
+            if isinstance(move, AnswerCommand) and sent:
                 step, kind, attempt = sent[-1 - (move.pick % len(sent))]
                 counter += 1
                 message_id = f"m{counter}" if move.with_message_id else None

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from projection_sagas import DEFINITIONS, FakeClock
+from support.sagas import DEFINITIONS, T0
 
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaProjector, SagaViews
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def manager(database_url: str, clock: FakeClock) -> Iterator[SagaManager]:
+def manager(database_url: str, clock: ManualClock) -> Iterator[SagaManager]:
     app = SagaManager(DEFINITIONS, database_url, clock=clock)
     yield app
     app.close()

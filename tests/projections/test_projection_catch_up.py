@@ -14,10 +14,11 @@ from eventsourcing.persistence import (
     WaitInterruptedError,
 )
 from eventsourcing.projection import ProjectionRunner
-from projection_sagas import DEFINITIONS, FakeClock, run_scenarios
 from sqlalchemy.exc import OperationalError
+from support.sagas import DEFINITIONS, T0, run_scenarios
 
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import (
     SCHEMA_VERSION,
     SagaLogReader,
@@ -36,7 +37,7 @@ def _rebuilt(projector: SagaProjector) -> Dump:
 
 
 def test_rebuilt_views_equal_views_kept_up_live(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     one_by_one = SagaProjector(manager, projector.views, batch_size=1)
     run_scenarios(manager, clock, after=one_by_one.catch_up)
@@ -47,7 +48,7 @@ def test_rebuilt_views_equal_views_kept_up_live(
 
 
 def test_a_projector_running_in_the_background_keeps_up(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=projector.run, args=(stop,), kwargs={"poll_interval": 0.01})
@@ -67,7 +68,7 @@ def test_a_projector_running_in_the_background_keeps_up(
 
 
 def test_catch_up_resumes_from_the_tracked_position(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     first = manager.start("Shop", {"order": 1})
     manager.handle_step_completed(first, "reserve")
@@ -91,7 +92,7 @@ def test_catch_up_resumes_from_the_tracked_position(
 
 @pytest.mark.requires_database(reason="reopens the log and the views after a restart")
 def test_catch_up_after_a_restart_applies_only_what_was_missed(database_url: str) -> None:
-    clock = FakeClock()
+    clock = ManualClock(T0)
     manager = SagaManager(DEFINITIONS, database_url, clock=clock)
     projector = SagaProjector(manager)
     saga_id = manager.start("Shop", {"order": 1})
@@ -120,7 +121,7 @@ def test_catch_up_after_a_restart_applies_only_what_was_missed(database_url: str
 
 @pytest.mark.requires_database(reason="two processes' worth of views on one database")
 def test_concurrent_catch_ups_apply_each_event_once(
-    database_url: str, manager: SagaManager, clock: FakeClock
+    database_url: str, manager: SagaManager, clock: ManualClock
 ) -> None:
     run_scenarios(manager, clock)
     projectors = [SagaProjector(manager, SagaViews(database_url), batch_size=7) for _ in range(3)]
@@ -147,7 +148,7 @@ def test_concurrent_catch_ups_apply_each_event_once(
 
 def test_a_failing_batch_writes_neither_rows_nor_position(
     manager: SagaManager,
-    clock: FakeClock,
+    clock: ManualClock,
     projector: SagaProjector,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -336,7 +337,7 @@ def test_views_keep_the_tracking_recorder_wait_contract(views: SagaViews) -> Non
 
 
 def test_eventsourcings_projection_runner_drives_the_views(
-    backend: str, database_url: str, manager: SagaManager, clock: FakeClock
+    backend: str, database_url: str, manager: SagaManager, clock: ManualClock
 ) -> None:
     """eventsourcing's ``ProjectionRunner`` needs a log with subscriptions: PostgreSQL's."""
     if backend != "postgres":

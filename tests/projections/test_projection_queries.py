@@ -5,16 +5,17 @@ from __future__ import annotations
 from uuid import uuid4
 
 import pytest
-from projection_sagas import FakeClock, run_scenarios
+from support.sagas import run_scenarios
 
 from sagalog.domain import SagaStatus
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaProjector
 
 
 @pytest.fixture
 def scenarios(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> dict[str, object]:
     ids = run_scenarios(manager, clock)
     projector.catch_up()

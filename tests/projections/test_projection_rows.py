@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from projection_sagas import DEFINITIONS, FakeClock, run_scenarios
+from support.sagas import DEFINITIONS, T0, run_scenarios
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import (
     ACTIVE_STATUSES,
     ProjectionIntegrityError,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.xdist_group("test_projection_rows")
 @pytest.fixture(scope="module")
 def scenario_log() -> Iterator[tuple[SagaManager, dict[str, Any]]]:
     """One in-memory manager driven through every scenario (pure tests need no database)."""
-    clock = FakeClock()
+    clock = ManualClock(T0)
     manager = SagaManager(DEFINITIONS, "memory://", clock=clock)
     ids = run_scenarios(manager, clock)
     yield manager, ids

@@ -6,9 +6,9 @@ from datetime import timedelta
 from uuid import UUID
 
 import pytest
-from projection_sagas import FakeClock
 
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import (
     SagaProjector,
     StuckPolicy,
@@ -20,7 +20,7 @@ from sagalog.projections import (
 R = StuckReason
 
 
-def _dead_letter(manager: SagaManager, clock: FakeClock) -> UUID:
+def _dead_letter(manager: SagaManager, clock: ManualClock) -> UUID:
     saga_id = manager.start("Shop", {"order": "dead"})
     for name in ("reserve", "charge", "ship"):
         manager.handle_step_completed(saga_id, name)
@@ -43,7 +43,7 @@ def _reasons(projector: SagaProjector, **kwargs: object) -> dict[UUID, tuple[Stu
 
 
 def test_each_reason_is_reported_most_urgent_first(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     dead = _dead_letter(manager, clock)
     missed = manager.start("Shop", {"order": "missed"})
@@ -71,7 +71,7 @@ def test_each_reason_is_reported_most_urgent_first(
 
 
 def test_a_deadline_counts_as_missed_only_after_the_grace(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     saga_id = manager.start("Shop", {})
     start = clock.now
@@ -84,7 +84,7 @@ def test_a_deadline_counts_as_missed_only_after_the_grace(
 
 
 def test_a_missed_deadline_clears_once_the_timeout_is_recorded(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     saga_id = manager.start("Shop", {})
     later = clock.advance(120)
@@ -100,7 +100,7 @@ def test_a_missed_deadline_clears_once_the_timeout_is_recorded(
 
 
 def test_a_missed_retry_counts_as_a_missed_deadline(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     saga_id = manager.start("Shop", {})
     manager.handle_step_completed(saga_id, "reserve")
@@ -112,7 +112,7 @@ def test_a_missed_retry_counts_as_a_missed_deadline(
 
 
 def test_compensating_too_long_has_its_own_threshold(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     saga_id = _compensating(manager)
     assert _reasons(projector, now=clock.now + timedelta(minutes=10)) == {}
@@ -126,7 +126,7 @@ def test_compensating_too_long_has_its_own_threshold(
 
 
 def test_no_progress_thresholds_are_per_saga_type(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     slow = manager.start("Slow", {})
     shop = manager.start("Shop", {})
@@ -143,7 +143,7 @@ def test_no_progress_thresholds_are_per_saga_type(
 
 
 def test_an_operator_action_takes_a_saga_off_the_list(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     saga_id = _dead_letter(manager, clock)
     assert _reasons(projector, now=clock.now) == {saga_id: (R.DEAD_LETTERED,)}
@@ -152,7 +152,7 @@ def test_an_operator_action_takes_a_saga_off_the_list(
 
 
 def test_the_limit_keeps_the_oldest(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     ids = []
     for n in range(5):
@@ -167,7 +167,7 @@ def test_the_limit_keeps_the_oldest(
 
 
 def test_sagas_on_a_clock_ahead_of_now_are_shown_with_dates(
-    manager: SagaManager, clock: FakeClock, projector: SagaProjector
+    manager: SagaManager, clock: ManualClock, projector: SagaProjector
 ) -> None:
     _dead_letter(manager, clock)
     projector.catch_up()

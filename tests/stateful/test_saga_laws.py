@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
@@ -50,7 +50,6 @@ from hypothesis.stateful import (
 )
 
 from sagalog.domain import (
-    Command,
     CommandKind,
     InvalidPayloadError,
     InvalidTransitionError,
@@ -66,11 +65,11 @@ from sagalog.testing import laws
 from sagalog.testing.strategies import (
     EPOCH,
     AdvanceClock,
-    Delivery,
+    AnswerCommand,
+    DeliveredReply,
     OperatorAction,
     OperatorVerb,
     Redeliver,
-    Reply,
     StrayReply,
     clock_advances,
     definitions,
@@ -104,7 +103,7 @@ MALFORMED = (
 )
 
 
-def deliver(saga: Saga, reply: Delivery, now: datetime) -> ReplyOutcome:
+def deliver(saga: Saga, reply: DeliveredReply, now: datetime) -> ReplyOutcome:
     """Hand ``reply`` to the saga through the method its kind and outcome call for."""
     return saga.answer(
         reply.step,
@@ -130,7 +129,7 @@ def finish(saga: Saga, now: datetime, max_moves: int = 500) -> None:
         command = saga.pending_command
         if command is not None:
             outcome = deliver(
-                saga, Delivery(command.step, command.kind, True, command.attempt, None), now
+                saga, DeliveredReply(command.step, command.kind, True, command.attempt, None), now
             )
             assert outcome.applied, f"the reply to pending {command} was not applied: {outcome}"
             continue
@@ -154,11 +153,11 @@ class SagaLaws(RuleBasedStateMachine):
         self.snapshots: dict[int, Saga] = {}
         self.unchecked_versions: list[int] = []
         self.now: datetime = EPOCH
-        self.delivered: list[Delivery] = []
+        self.delivered: list[DeliveredReply] = []
         self.message_count = 0
         self.ended_at: tuple[SagaStatus, int] | None = None
         self._world: World | None = None
-        self.in_flight: list[Delivery] = []
+        self.in_flight: list[DeliveredReply] = []
 
     # -- helpers -----------------------------------------------------------------
 
@@ -177,23 +176,10 @@ class SagaLaws(RuleBasedStateMachine):
         assert self._world is not None
         return self._world
 
-    def command_named(self, reply: Delivery) -> Command | None:
-        """The command ``reply`` is about (its latest attempt if it names none), if sent."""
-        named = [
-            s
-            for s in laws.sent_commands(self.events)
-            if (s.step, s.kind) == (reply.step, reply.kind) and reply.attempt in (None, s.attempt)
-        ]
-        if not named:
-            return None
-        event = self.events[named[-1].index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        return event.command()
-
-    def as_participant_answers(self, reply: Delivery) -> Delivery:
+    def as_participant_answers(self, reply: DeliveredReply) -> DeliveredReply:
         """``reply`` as the participant gives it: a success runs the command now (unless it
         ran before, or a fence refuses it and it fails); a failure means it never runs."""
-        command = self.command_named(reply)
+        command = laws.command_named(self.events, reply.step, reply.kind, reply.attempt)
         if command is None:
             return reply
         answer = self.world.answer(
@@ -249,7 +235,7 @@ class SagaLaws(RuleBasedStateMachine):
         """Neither ended nor dead-lettered (judged from the log)."""
         return not laws.is_ended(self.events) and not laws.is_dead_lettered(self.events)
 
-    def is_late(self, reply: Delivery) -> bool:
+    def is_late(self, reply: DeliveredReply) -> bool:
         """Law 4's oracle for late facts: the first success of an uncertain step that the
         saga is not waiting for now is recorded as ``StepCompletedLate``."""
         return (
@@ -261,14 +247,14 @@ class SagaLaws(RuleBasedStateMachine):
             )
         )
 
-    def would_apply(self, reply: Delivery) -> bool:
+    def would_apply(self, reply: DeliveredReply) -> bool:
         """Law 4's oracle: applied iff it answers the outstanding command, new message id
         (or is a late fact)."""
         return self.is_late(reply) or laws.reply_would_apply(
             self.events, reply.step, reply.kind, reply.attempt, reply.message_id
         )
 
-    def hand_over(self, reply: Delivery, *, answered: bool = False) -> ReplyOutcome:
+    def hand_over(self, reply: DeliveredReply, *, answered: bool = False) -> ReplyOutcome:
         """Deliver ``reply`` (first to its participant, unless ``answered``), check it
         against the oracle, and store what it recorded."""
         if not answered:
@@ -298,7 +284,7 @@ class SagaLaws(RuleBasedStateMachine):
             self.delivered.append(reply)
         return outcome
 
-    def expected_error(self, reply: Delivery) -> type[SagalogError] | None:
+    def expected_error(self, reply: DeliveredReply) -> type[SagalogError] | None:
         """The typed error a reply must raise, judged from the definition and the log."""
         return laws.expected_reply_error(
             self.definition, self.events, reply.step, reply.kind, reply.attempt
@@ -342,7 +328,7 @@ class SagaLaws(RuleBasedStateMachine):
             if waiting is None or waiting.step != definition.steps[index].name:
                 break  # a fenced participant refused an action (its deadline within the margin)
             outcome = self.hand_over(
-                Delivery(
+                DeliveredReply(
                     definition.steps[index].name,
                     CommandKind.ACTION,
                     True,
@@ -354,7 +340,7 @@ class SagaLaws(RuleBasedStateMachine):
             assert outcome.applied
 
     @rule(move=replies(python_forms=True))
-    def participant_replies(self, move: Reply) -> None:
+    def participant_replies(self, move: AnswerCommand) -> None:
         """A reply to the latest command sent, or (reordered, stale) to an earlier one."""
         reply = move.delivery(laws.sent_commands(self.events), self.fresh_message_id)
         assert reply is not None
@@ -365,7 +351,7 @@ class SagaLaws(RuleBasedStateMachine):
         """The outstanding command (or, when none, the latest) succeeds: drives sagas forward."""
         target = laws.outstanding_command(self.events) or laws.sent_commands(self.events)[-1]
         self.hand_over(
-            Delivery(
+            DeliveredReply(
                 step=target.step,
                 kind=target.kind,
                 succeeded=True,
@@ -384,7 +370,7 @@ class SagaLaws(RuleBasedStateMachine):
             if target is None:
                 return
             outcome = self.hand_over(
-                Delivery(
+                DeliveredReply(
                     step=target.step,
                     kind=target.kind,
                     succeeded=True,
@@ -401,7 +387,7 @@ class SagaLaws(RuleBasedStateMachine):
         retries, compensation and dead letters."""
         target = laws.outstanding_command(self.events) or laws.sent_commands(self.events)[-1]
         self.hand_over(
-            Delivery(
+            DeliveredReply(
                 step=target.step,
                 kind=target.kind,
                 succeeded=False,
@@ -437,21 +423,11 @@ class SagaLaws(RuleBasedStateMachine):
         now, later (:meth:`a_reply_in_flight_arrives`) or never."""
         sent = pick_back(laws.sent_commands(self.events), pick)
         assert sent is not None
-        event = self.events[sent.index]
-        assert isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched)
-        command = event.command()
+        command = laws.command_of(self.events, sent)
         if self.world.ran(command.command_id):
             return
         answer = self.world.answer(command, self.now, result={"late": sent.step})
-        delivery = Delivery(
-            command.step,
-            command.kind,
-            answer.succeeded,
-            command.attempt,
-            self.fresh_message_id(),
-            answer.result if command.kind is CommandKind.ACTION else None,
-            answer.error or "failed",
-        )
+        delivery = DeliveredReply.answering(command, answer, self.fresh_message_id())
         if reply == "now":
             self.hand_over(delivery, answered=True)
         elif reply == "later":
@@ -470,10 +446,7 @@ class SagaLaws(RuleBasedStateMachine):
         """The clock moves on; exactly the due timers fire (``fire_due``)."""
         running = self.running()
         pending = laws.timers(self.events) if running else []
-        if move.to_next_wakeup and pending:
-            self.now = max(self.now, min(t.due for t in pending))
-        else:
-            self.now += timedelta(seconds=move.seconds)
+        self.now = move.moment(self.now, [t.due for t in pending])
         due = any(t.due <= self.now for t in pending)
         version = self.saga.version
         fired = self.saga.fire_due(self.now)
@@ -508,9 +481,7 @@ class SagaLaws(RuleBasedStateMachine):
                 for s in laws.sent_commands(self.events)
                 if (s.step, s.kind) == (dead_letter.step, dead_letter.kind)
             ]
-            by_hand = self.events[resolved[-1].index]
-            assert isinstance(by_hand, Saga.StepDispatched | Saga.CompensationDispatched)
-            self.world.by_hand(by_hand.command(), self.now)
+            self.world.by_hand(laws.command_of(self.events, resolved[-1]), self.now)
         before = len(self.events)
         call()
         self.record(None)

@@ -147,7 +147,11 @@ def planned_reply(index: int, command: Command, tag: str) -> Reply | None:
 
 
 class EpochClock:
-    """The shared logical clock: ``T0 + epoch * EPOCH``, the epoch in a SQLite file."""
+    """The shared logical clock: ``T0 + epoch * EPOCH``, the epoch in a SQLite file.
+
+    Not a ``ManualClock``: worker processes share it, so its time lives in a file that
+    any of them may move forward (at most once per epoch), not in one process's memory.
+    """
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)

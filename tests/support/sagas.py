@@ -1,9 +1,10 @@
-"""Definitions, a settable clock and scripted sagas for the projection tests.
+"""Saga definitions and scripted sagas shared by the tests of several folders.
 
-:func:`run_scenarios` drives a manager through sagas that, together, record
-every kind of saga event: completion, retries, timeouts of actions and of
-compensations, compensation, dead letters of both kinds, every operator action,
-and sagas left running. The projection tests build views from that log.
+``ORDER`` is the process tests' four-step order; ``SHOP``, ``SLOW`` and ``HOLD`` with
+:func:`run_scenarios` drive a manager through sagas that, together, record every kind
+of saga event: completion, retries, timeouts of actions and of compensations,
+compensation, dead letters of both kinds, every operator action, and sagas left
+running. Clocks are ``ManualClock(T0)`` (:mod:`sagalog.process.clock`).
 """
 
 from __future__ import annotations
@@ -12,25 +13,54 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sagalog.domain import RetryPolicy, SagaDefinition, Step
+from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 
+#: Where the tests' clocks start.
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
+ORDER = SagaDefinition(
+    "Order",
+    [
+        Step(
+            name="reserve",
+            action="Inventory.Reserve",
+            compensation="Inventory.Release",
+            timeout=timedelta(seconds=30),
+        ),
+        Step(
+            name="charge",
+            action="Payment.Charge",
+            compensation="Payment.Refund",
+            timeout=timedelta(seconds=30),
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=10)),
+        ),
+        Step(
+            name="ship",
+            action="Shipping.Create",
+            compensation="Shipping.Cancel",
+            compensation_retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=5)),
+        ),
+        Step(
+            name="notify",
+            action="Mail.Send",
+            retriable=True,
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=1)),
+        ),
+    ],
+)
 
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> datetime:
-        """Move forward and return the new time."""
-        self.now += timedelta(seconds=seconds)
-        return self.now
+def finish_compensations(manager: SagaManager, saga_id: UUID) -> list[str]:
+    """Answer every compensation ``saga_id`` dispatches with success; the steps, in order."""
+    undone: list[str] = []
+    while (command := manager.get(saga_id).pending_command) is not None:
+        assert command.kind is CommandKind.COMPENSATION, command
+        manager.handle_compensation_completed(saga_id, command.step)
+        undone.append(command.step)
+    return undone
 
 
 SHOP = SagaDefinition(
@@ -89,7 +119,7 @@ Hook = Callable[[], object]
 
 
 def run_scenarios(
-    manager: SagaManager, clock: FakeClock, after: Hook | None = None
+    manager: SagaManager, clock: ManualClock, after: Hook | None = None
 ) -> dict[str, UUID]:
     """Drive one saga per scenario; call ``after()`` after every recorded step.
 
