@@ -1,37 +1,21 @@
-"""The process manager: replies, upstream events and the clock in; saga events out."""
+"""The process manager: replies, upstream events and the clock in; saga events out.
 
+This package exports what an application calls: ``SagaManager`` and its asyncio front,
+replies, reactions to upstream events, the debugging functions and the database URL.
+The second tier is the modules: ``manager``, ``batch`` (how transitions are committed),
+``routing`` (how upstream events find their reactions), ``reactions``, ``messages``,
+``clock``, ``registry``, and the rooms ``store`` and ``debugging``.
+See docs/process-manager.md, docs/store.md and docs/debugging.md.
+"""
+
+from sagalog.domain._exports import moved_names
 from sagalog.process.aio import AsyncSagaManager
-from sagalog.process.debugging.explain import Outbox, explain
-from sagalog.process.debugging.replay import (
-    PendingCommand,
-    ReplayStep,
-    SagaSnapshot,
-    StepSnapshot,
-    VersionOutOfRangeError,
-    replay,
-    snapshot_of,
-    state_at,
-)
-from sagalog.process.debugging.timeline import (
-    ChartBar,
-    ChartMarker,
-    PlotUnavailableError,
-    TimelineChart,
-    plot_timeline,
-    timeline_chart,
-)
-from sagalog.process.debugging.whatif import (
-    CommandRecord,
-    DefinitionImportError,
-    DefinitionMismatchError,
-    WhatIfReport,
-    WhatIfSummary,
-    load_definition,
-    what_if,
-    what_if_events,
-    what_if_many,
-)
-from sagalog.process.manager import ConcurrencyConflictError, SagaManager, utc_now
+from sagalog.process.batch import ConcurrencyConflictError
+from sagalog.process.debugging.explain import explain
+from sagalog.process.debugging.replay import replay, state_at
+from sagalog.process.debugging.timeline import plot_timeline, timeline_chart
+from sagalog.process.debugging.whatif import load_definition, what_if, what_if_events, what_if_many
+from sagalog.process.manager import SagaManager
 from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import (
     AbortSaga,
@@ -40,66 +24,66 @@ from sagalog.process.reactions import (
     FailCompensation,
     FailStep,
     Reaction,
-    ReplyReaction,
     StartSaga,
     saga_id_for,
 )
-from sagalog.process.registry import DefinitionRegistry
-from sagalog.process.store.timers import TimerIndex
 from sagalog.process.store.url import (
-    DEFAULT_DATABASE_URL,
     DatabaseUnavailableError,
-    DatabaseUrl,
     DatabaseUrlError,
     parse_database_url,
 )
 
 __all__ = [
-    "DEFAULT_DATABASE_URL",
     "AbortSaga",
     "AsyncSagaManager",
-    "ChartBar",
-    "ChartMarker",
-    "CommandRecord",
     "CompleteCompensation",
     "CompleteStep",
     "ConcurrencyConflictError",
     "DatabaseUnavailableError",
-    "DatabaseUrl",
     "DatabaseUrlError",
-    "DefinitionImportError",
-    "DefinitionMismatchError",
-    "DefinitionRegistry",
     "FailCompensation",
     "FailStep",
     "InvalidReplyError",
-    "Outbox",
-    "PendingCommand",
-    "PlotUnavailableError",
     "Reaction",
-    "ReplayStep",
     "Reply",
-    "ReplyReaction",
     "SagaManager",
-    "SagaSnapshot",
     "StartSaga",
-    "StepSnapshot",
-    "TimelineChart",
-    "TimerIndex",
-    "VersionOutOfRangeError",
-    "WhatIfReport",
-    "WhatIfSummary",
     "explain",
     "load_definition",
     "parse_database_url",
     "plot_timeline",
     "replay",
     "saga_id_for",
-    "snapshot_of",
     "state_at",
     "timeline_chart",
-    "utc_now",
     "what_if",
     "what_if_events",
     "what_if_many",
 ]
+
+#: Exported here before the API was tiered; their homes are the modules named.
+MOVED = {
+    "DEFAULT_DATABASE_URL": "sagalog.process.store.url",
+    "DatabaseUrl": "sagalog.process.store.url",
+    "TimerIndex": "sagalog.process.store.timers",
+    "ChartBar": "sagalog.process.debugging.timeline",
+    "ChartMarker": "sagalog.process.debugging.timeline",
+    "TimelineChart": "sagalog.process.debugging.timeline",
+    "PlotUnavailableError": "sagalog.process.debugging.timeline",
+    "CommandRecord": "sagalog.process.debugging.whatif",
+    "WhatIfReport": "sagalog.process.debugging.whatif",
+    "WhatIfSummary": "sagalog.process.debugging.whatif",
+    "DefinitionMismatchError": "sagalog.process.debugging.whatif",
+    "DefinitionImportError": "sagalog.process.debugging.whatif",
+    "PendingCommand": "sagalog.process.debugging.replay",
+    "ReplayStep": "sagalog.process.debugging.replay",
+    "SagaSnapshot": "sagalog.process.debugging.replay",
+    "StepSnapshot": "sagalog.process.debugging.replay",
+    "VersionOutOfRangeError": "sagalog.process.debugging.replay",
+    "snapshot_of": "sagalog.process.debugging.replay",
+    "Outbox": "sagalog.process.debugging.explain",
+    "DefinitionRegistry": "sagalog.process.registry",
+    "ReplyReaction": "sagalog.process.reactions",
+    "utc_now": "sagalog.process.clock",
+}
+__getattr__ = moved_names(__name__, MOVED)

@@ -11,7 +11,8 @@ from uuid import UUID
 import pytest
 from test_cli_helpers import ids_by_status, invoke, run_demo, shared_store
 
-from sagalog.process import PlotUnavailableError, SagaManager, plot_timeline
+from sagalog.process import SagaManager, plot_timeline
+from sagalog.process.debugging.timeline import PlotUnavailableError
 
 #: One pytest-xdist worker runs this module: its tests share its demo store (a module fixture).
 pytestmark = pytest.mark.xdist_group("test_cli_plot")

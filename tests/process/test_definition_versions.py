@@ -22,8 +22,9 @@ from sagalog.domain import (
     Step,
     UnknownSagaTypeError,
 )
-from sagalog.process import DefinitionRegistry, SagaManager
+from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
+from sagalog.process.registry import DefinitionRegistry
 
 #: Version 2 of ``Order``: a fraud check between reserving and charging.
 ORDER_V2 = SagaDefinition(

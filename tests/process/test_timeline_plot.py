@@ -11,8 +11,9 @@ from uuid import UUID
 import pytest
 
 from sagalog.domain import RetryPolicy, SagaDefinition, SagaStatus, Step
-from sagalog.process import ChartBar, SagaManager, plot_timeline, timeline_chart
+from sagalog.process import SagaManager, plot_timeline, timeline_chart
 from sagalog.process.clock import ManualClock
+from sagalog.process.debugging.timeline import ChartBar
 
 TRIP = SagaDefinition(
     "Trip",
