@@ -35,12 +35,9 @@ from bench_common import BENCH_DEFINITION, STEPS, saga_data
 from projection_catchup import DEFAULT_POSTGRES, _postgres_schema
 
 from sagalog.domain import CommandKind, SagaStatus, command_id_for
-from sagalog.infrastructure.rabbitmq import (
-    DEFAULT_REPLY_BATCH_SIZE,
-    ReplyConsumer,
-    channel_to,
-    unique_topology,
-)
+from sagalog.infrastructure.rabbitmq import ReplyConsumer
+from sagalog.infrastructure.rabbitmq.replies import DEFAULT_REPLY_BATCH_SIZE
+from sagalog.infrastructure.rabbitmq.topology import channel_to, unique_topology
 from sagalog.process import SagaManager
 
 

@@ -141,7 +141,7 @@ class Timer:
     is_retry: bool
 
 
-class LawViolation(AssertionError):
+class LawViolation(SagalogError, AssertionError):
     """A law of DESIGN.md broken by one saga.
 
     The message says which law and how, then which saga (id, definition name and

@@ -156,7 +156,7 @@ def _dead_letter_queue(prefix: str, which: str) -> tuple[Any, str]:
 def _broker_errors(url: str | None) -> Iterator[None]:
     """Broker and URL errors as one line, exit 2."""
     from sagalog.infrastructure.messaging.transport import TransportError
-    from sagalog.infrastructure.rabbitmq import BROKER_ERRORS
+    from sagalog.infrastructure.rabbitmq.topology import BROKER_ERRORS
 
     try:
         yield

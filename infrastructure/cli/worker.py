@@ -179,13 +179,8 @@ def _rabbitmq_worker_parts(
 ) -> tuple[Transport, StoppableLoop]:
     """The broker transport for the relay and the reply consumer, topology declared."""
     try:
-        from sagalog.infrastructure.rabbitmq import (
-            RabbitMQTransport,
-            ReplyConsumer,
-            Topology,
-            channel_to,
-            check_rabbitmq_url,
-        )
+        from sagalog.infrastructure.rabbitmq import RabbitMQTransport, ReplyConsumer, Topology
+        from sagalog.infrastructure.rabbitmq.topology import channel_to, check_rabbitmq_url
     except ImportError as exc:  # pika is the optional "rabbitmq" extra
         raise fail(
             f"--transport rabbitmq needs pika: pip install 'sagalog[rabbitmq]' ({exc})"

@@ -14,156 +14,91 @@ without it, importing this package raises ``ImportError``). One module per role:
 ``consumer`` (the consumer loop: batches, reconnect with backoff), ``replies`` (the
 reply consumer, publishing replies), ``dead_letters`` (writing, reading, replaying,
 purging letters), ``events`` (choreography events over the broker). This package
-re-exports their public names; see docs/rabbitmq.md.
+exports what an application wires up; the rest is imported from its module. See
+docs/rabbitmq.md.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from sagalog.domain._exports import moved_names
 from sagalog.infrastructure.rabbitmq.consumer import ConsumerLoop, ReceivedMessage
 from sagalog.infrastructure.rabbitmq.dead_letters import (
-    DEAD_LETTER_KEPT_BYTES,
-    HEADER_DEAD_LETTER_AT,
-    HEADER_DEAD_LETTER_ATTEMPTS,
-    HEADER_DEAD_LETTER_ERROR,
-    HEADER_DEAD_LETTER_QUEUE,
-    HEADER_DEAD_LETTER_REASON,
-    HEADER_DEAD_LETTER_TRUNCATED_FROM,
-    HEADER_REPLAYED_AT,
-    HEADER_REPLAYED_BY,
-    HEADER_REPLAYED_REASON,
     DeadLetteredMessage,
     dead_letter_depths,
-    publish_dead_letter,
     purge_dead_letters,
     read_dead_letters,
     replay_dead_letters,
 )
-from sagalog.infrastructure.rabbitmq.events import (
-    RabbitMQEventBus,
-    RabbitMQEventSubscriber,
-    delete_event_queues,
-    event_properties,
-    events_exchange,
-    events_queue,
-    publish_event,
-)
-from sagalog.infrastructure.rabbitmq.replies import (
-    DATABASE_ERRORS,
-    DEFAULT_REPLY_BATCH_BYTES,
-    DEFAULT_REPLY_BATCH_SIZE,
-    DEFAULT_REPLY_BATCH_WAIT,
-    INVALID_REPLY_ERRORS,
-    DeadLetterCallback,
-    ReplyCallback,
-    ReplyConsumer,
-    publish_reply,
-    reply_properties,
-)
-from sagalog.infrastructure.rabbitmq.topology import (
-    BROKER_ERRORS,
-    DEFAULT_DEAD_LETTER_MAX_BYTES,
-    DEFAULT_DEAD_LETTER_MAX_LENGTH,
-    DEFAULT_DEAD_LETTER_TTL_MS,
-    DEFAULT_RABBITMQ_URL,
-    HEADER_ATTEMPT,
-    HEADER_CAUSATION_ID,
-    HEADER_COMMAND_ID,
-    HEADER_CORRELATION_ID,
-    HEADER_KIND,
-    HEADER_SAGA_TYPE,
-    HEADER_STEP,
-    RABBITMQ_URL_ENV_VAR,
-    Topology,
-    channel_to,
-    check_rabbitmq_url,
-    close_quietly,
-    connect,
-    queue_depth,
-    rabbitmq_url,
-    unique_topology,
-)
-from sagalog.infrastructure.rabbitmq.transport import RabbitMQTransport, command_properties
+from sagalog.infrastructure.rabbitmq.events import RabbitMQEventBus, RabbitMQEventSubscriber
+from sagalog.infrastructure.rabbitmq.replies import ReplyConsumer, publish_reply
+from sagalog.infrastructure.rabbitmq.topology import Topology
+from sagalog.infrastructure.rabbitmq.transport import RabbitMQTransport
 
 __all__ = [
-    "BROKER_ERRORS",
-    "DATABASE_ERRORS",
-    "DEAD_LETTER_KEPT_BYTES",
-    "DEFAULT_DEAD_LETTER_MAX_BYTES",
-    "DEFAULT_DEAD_LETTER_MAX_LENGTH",
-    "DEFAULT_DEAD_LETTER_TTL_MS",
-    "DEFAULT_RABBITMQ_URL",
-    "DEFAULT_REPLY_BATCH_BYTES",
-    "DEFAULT_REPLY_BATCH_SIZE",
-    "DEFAULT_REPLY_BATCH_WAIT",
-    "HEADER_ATTEMPT",
-    "HEADER_CAUSATION_ID",
-    "HEADER_COMMAND_ID",
-    "HEADER_CORRELATION_ID",
-    "HEADER_DEAD_LETTER_AT",
-    "HEADER_DEAD_LETTER_ATTEMPTS",
-    "HEADER_DEAD_LETTER_ERROR",
-    "HEADER_DEAD_LETTER_QUEUE",
-    "HEADER_DEAD_LETTER_REASON",
-    "HEADER_DEAD_LETTER_TRUNCATED_FROM",
-    "HEADER_KIND",
-    "HEADER_REPLAYED_AT",
-    "HEADER_REPLAYED_BY",
-    "HEADER_REPLAYED_REASON",
-    "HEADER_SAGA_TYPE",
-    "HEADER_STEP",
-    "INVALID_REPLY_ERRORS",
-    "RABBITMQ_URL_ENV_VAR",
     "ConsumerLoop",
-    "DeadLetterCallback",
     "DeadLetteredMessage",
     "RabbitMQEventBus",
     "RabbitMQEventSubscriber",
     "RabbitMQTransport",
     "ReceivedMessage",
-    "ReplyCallback",
     "ReplyConsumer",
     "Topology",
-    "channel_to",
-    "check_rabbitmq_url",
-    "close_quietly",
-    "command_properties",
-    "connect",
     "dead_letter_depths",
-    "delete_event_queues",
-    "event_properties",
-    "events_exchange",
-    "events_queue",
-    "publish_dead_letter",
-    "publish_event",
     "publish_reply",
     "purge_dead_letters",
-    "queue_depth",
-    "rabbitmq_url",
     "read_dead_letters",
     "replay_dead_letters",
-    "reply_properties",
-    "unique_topology",
 ]
 
-#: Names this package had before they got one meaning each: old name → new name.
-_RENAMED = {"DeadLetter": "DeadLetteredMessage", "Delivery": "ReceivedMessage"}
-
-
-def __getattr__(name: str) -> Any:
-    """Resolve a renamed class under its old name, with a ``DeprecationWarning``.
-
-    ``DeadLetter`` is the saga state (``sagalog.domain``) and ``Delivery`` a reply in
-    the testing kit, so the broker's classes have names of their own now.
-    """
-    new = _RENAMED.get(name)
-    if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"{__name__}.{name} is now {new}; the old name will go",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return globals()[new]
+#: Second-tier names (import them from their modules) and two renamed classes: ``DeadLetter``
+#: is the saga state in ``sagalog.domain``, ``Delivery`` a reply in the testing kit.
+MOVED = {
+    "BROKER_ERRORS": "sagalog.infrastructure.rabbitmq.topology",
+    "DATABASE_ERRORS": "sagalog.infrastructure.rabbitmq.replies",
+    "DEAD_LETTER_KEPT_BYTES": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "DEFAULT_DEAD_LETTER_MAX_BYTES": "sagalog.infrastructure.rabbitmq.topology",
+    "DEFAULT_DEAD_LETTER_MAX_LENGTH": "sagalog.infrastructure.rabbitmq.topology",
+    "DEFAULT_DEAD_LETTER_TTL_MS": "sagalog.infrastructure.rabbitmq.topology",
+    "DEFAULT_RABBITMQ_URL": "sagalog.infrastructure.rabbitmq.topology",
+    "DEFAULT_REPLY_BATCH_BYTES": "sagalog.infrastructure.rabbitmq.replies",
+    "DEFAULT_REPLY_BATCH_SIZE": "sagalog.infrastructure.rabbitmq.replies",
+    "DEFAULT_REPLY_BATCH_WAIT": "sagalog.infrastructure.rabbitmq.replies",
+    "DeadLetterCallback": "sagalog.infrastructure.rabbitmq.replies",
+    "HEADER_ATTEMPT": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_CAUSATION_ID": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_COMMAND_ID": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_CORRELATION_ID": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_DEAD_LETTER_AT": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_DEAD_LETTER_ATTEMPTS": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_DEAD_LETTER_ERROR": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_DEAD_LETTER_QUEUE": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_DEAD_LETTER_REASON": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_DEAD_LETTER_TRUNCATED_FROM": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_KIND": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_REPLAYED_AT": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_REPLAYED_BY": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_REPLAYED_REASON": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "HEADER_SAGA_TYPE": "sagalog.infrastructure.rabbitmq.topology",
+    "HEADER_STEP": "sagalog.infrastructure.rabbitmq.topology",
+    "INVALID_REPLY_ERRORS": "sagalog.infrastructure.rabbitmq.replies",
+    "RABBITMQ_URL_ENV_VAR": "sagalog.infrastructure.rabbitmq.topology",
+    "ReplyCallback": "sagalog.infrastructure.rabbitmq.replies",
+    "channel_to": "sagalog.infrastructure.rabbitmq.topology",
+    "check_rabbitmq_url": "sagalog.infrastructure.rabbitmq.topology",
+    "close_quietly": "sagalog.infrastructure.rabbitmq.topology",
+    "command_properties": "sagalog.infrastructure.rabbitmq.transport",
+    "connect": "sagalog.infrastructure.rabbitmq.topology",
+    "delete_event_queues": "sagalog.infrastructure.rabbitmq.events",
+    "event_properties": "sagalog.infrastructure.rabbitmq.events",
+    "events_exchange": "sagalog.infrastructure.rabbitmq.events",
+    "events_queue": "sagalog.infrastructure.rabbitmq.events",
+    "publish_dead_letter": "sagalog.infrastructure.rabbitmq.dead_letters",
+    "publish_event": "sagalog.infrastructure.rabbitmq.events",
+    "queue_depth": "sagalog.infrastructure.rabbitmq.topology",
+    "rabbitmq_url": "sagalog.infrastructure.rabbitmq.topology",
+    "reply_properties": "sagalog.infrastructure.rabbitmq.replies",
+    "unique_topology": "sagalog.infrastructure.rabbitmq.topology",
+    "DeadLetter": "sagalog.infrastructure.rabbitmq.dead_letters:DeadLetteredMessage",
+    "Delivery": "sagalog.infrastructure.rabbitmq.consumer:ReceivedMessage",
+}
+__getattr__ = moved_names(__name__, MOVED)

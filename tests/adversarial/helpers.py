@@ -23,7 +23,7 @@ def publish_raw(
     """Publish ``body`` to ``queue`` as any process on the broker could, confirmed."""
     import pika
 
-    from sagalog.infrastructure.rabbitmq import channel_to
+    from sagalog.infrastructure.rabbitmq.topology import channel_to
 
     with channel_to(broker_url) as channel:
         channel.basic_publish(

@@ -23,16 +23,13 @@ from typer.testing import CliRunner
 
 from sagalog.infrastructure.cli import app
 from sagalog.infrastructure.observability.metrics import SagaMetrics
-from sagalog.infrastructure.rabbitmq import (
+from sagalog.infrastructure.rabbitmq import Topology, dead_letter_depths, read_dead_letters
+from sagalog.infrastructure.rabbitmq.dead_letters import (
     HEADER_DEAD_LETTER_QUEUE,
     HEADER_DEAD_LETTER_REASON,
     HEADER_REPLAYED_BY,
-    Topology,
-    channel_to,
-    dead_letter_depths,
-    queue_depth,
-    read_dead_letters,
 )
+from sagalog.infrastructure.rabbitmq.topology import channel_to, queue_depth
 
 
 def _sagalog(*args: str) -> Any:

@@ -34,9 +34,9 @@ from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
     Topology,
-    channel_to,
     read_dead_letters,
 )
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager
 

@@ -30,14 +30,16 @@ from sagalog.infrastructure.messaging.bounds import (
     check_message_bounds,
 )
 from sagalog.infrastructure.rabbitmq import (
-    DEAD_LETTER_KEPT_BYTES,
-    HEADER_DEAD_LETTER_TRUNCATED_FROM,
     ConsumerLoop,
     RabbitMQTransport,
     ReceivedMessage,
     ReplyConsumer,
     Topology,
     read_dead_letters,
+)
+from sagalog.infrastructure.rabbitmq.dead_letters import (
+    DEAD_LETTER_KEPT_BYTES,
+    HEADER_DEAD_LETTER_TRUNCATED_FROM,
 )
 from sagalog.infrastructure.services.participant import (
     InvalidCommandError,

@@ -9,13 +9,9 @@ import pytest
 from support.broker import Background, wait_until
 
 from sagalog.domain import SagaNotFoundError, SagaStatus, StepStatus
-from sagalog.infrastructure.rabbitmq import (
-    RabbitMQEventBus,
-    RabbitMQEventSubscriber,
-    Topology,
-    channel_to,
-    delete_event_queues,
-)
+from sagalog.infrastructure.rabbitmq import RabbitMQEventBus, RabbitMQEventSubscriber, Topology
+from sagalog.infrastructure.rabbitmq.events import delete_event_queues
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.infrastructure.services.choreography import (
     AWAIT_PREFIX,
     ORDER_CHOREOGRAPHY,

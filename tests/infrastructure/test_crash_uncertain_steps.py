@@ -42,7 +42,8 @@ from uncertain_transfer import SERVICES, STEP_TIMEOUT, TRANSFER
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess
-from sagalog.infrastructure.rabbitmq import Topology, channel_to
+from sagalog.infrastructure.rabbitmq import Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.infrastructure.services.participant import SQLiteProcessedCommands
 from sagalog.process import SagaManager
 

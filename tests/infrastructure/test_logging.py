@@ -21,7 +21,8 @@ from sagalog.infrastructure.observability.logs import (
     SagaTransitionLogger,
     configure_logging,
 )
-from sagalog.infrastructure.rabbitmq import ReplyConsumer, Topology, channel_to
+from sagalog.infrastructure.rabbitmq import ReplyConsumer, Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
 

@@ -28,10 +28,9 @@ from sagalog.infrastructure.rabbitmq import (
     RabbitMQTransport,
     ReplyConsumer,
     Topology,
-    channel_to,
-    queue_depth,
     read_dead_letters,
 )
+from sagalog.infrastructure.rabbitmq.topology import channel_to, queue_depth
 from sagalog.infrastructure.services.fencing import FenceReason, Fencing
 from sagalog.infrastructure.services.participant import (
     CommandFailed,

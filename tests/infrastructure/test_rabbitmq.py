@@ -27,18 +27,20 @@ from sagalog.domain import (
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import TransportError
 from sagalog.infrastructure.rabbitmq import (
-    HEADER_ATTEMPT,
-    HEADER_CAUSATION_ID,
-    HEADER_COMMAND_ID,
-    HEADER_CORRELATION_ID,
-    HEADER_DEAD_LETTER_ATTEMPTS,
     RabbitMQTransport,
     ReceivedMessage,
     ReplyConsumer,
     Topology,
+    read_dead_letters,
+)
+from sagalog.infrastructure.rabbitmq.dead_letters import HEADER_DEAD_LETTER_ATTEMPTS
+from sagalog.infrastructure.rabbitmq.topology import (
+    HEADER_ATTEMPT,
+    HEADER_CAUSATION_ID,
+    HEADER_COMMAND_ID,
+    HEADER_CORRELATION_ID,
     channel_to,
     queue_depth,
-    read_dead_letters,
 )
 from sagalog.infrastructure.services.participant import (
     CommandFailed,

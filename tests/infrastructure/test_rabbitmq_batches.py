@@ -22,13 +22,8 @@ from support.broker import Background, wait_until
 from test_rabbitmq import ORDER
 
 from sagalog.domain import CommandKind, Saga, SagaStatus, command_id_for
-from sagalog.infrastructure.rabbitmq import (
-    ReplyConsumer,
-    Topology,
-    channel_to,
-    queue_depth,
-    read_dead_letters,
-)
+from sagalog.infrastructure.rabbitmq import ReplyConsumer, Topology, read_dead_letters
+from sagalog.infrastructure.rabbitmq.topology import channel_to, queue_depth
 from sagalog.process import SagaManager
 
 

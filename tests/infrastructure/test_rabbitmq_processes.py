@@ -17,13 +17,8 @@ from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess, participant
 from sagalog.infrastructure.demo.runner import DemoRates
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.relay import CommandRelay
-from sagalog.infrastructure.rabbitmq import (
-    RabbitMQTransport,
-    ReplyConsumer,
-    Topology,
-    channel_to,
-    queue_depth,
-)
+from sagalog.infrastructure.rabbitmq import RabbitMQTransport, ReplyConsumer, Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to, queue_depth
 from sagalog.process import SagaManager
 
 pytestmark = pytest.mark.slow

@@ -10,12 +10,8 @@ import pytest
 from support.broker import Background, wait_until
 
 from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
-from sagalog.infrastructure.rabbitmq import (
-    RabbitMQTransport,
-    ReplyConsumer,
-    Topology,
-    channel_to,
-)
+from sagalog.infrastructure.rabbitmq import RabbitMQTransport, ReplyConsumer, Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.infrastructure.services.participant import Participant
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager

@@ -24,7 +24,8 @@ from sagalog.infrastructure.demo.participant import demo_services
 from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess, participant_command
 from sagalog.infrastructure.demo.runner import DemoRates
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
-from sagalog.infrastructure.rabbitmq import Topology, channel_to
+from sagalog.infrastructure.rabbitmq import Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.process import SagaManager
 
 pytestmark = [pytest.mark.slow, pytest.mark.requires_database(reason="two processes share it")]

@@ -111,7 +111,7 @@ def _in_ci() -> bool:
 
 def _try_connect(url: str) -> str | None:
     from sagalog.infrastructure.messaging.transport import TransportError
-    from sagalog.infrastructure.rabbitmq import connect
+    from sagalog.infrastructure.rabbitmq.topology import connect
 
     try:
         connect(url, name="sagalog-test-probe").close()
@@ -157,7 +157,7 @@ def broker_url() -> str:
 @pytest.fixture
 def topology(broker_url: str) -> Iterator[Topology]:
     """A fresh exchange/queue namespace for this test, deleted afterwards."""
-    from sagalog.infrastructure.rabbitmq import channel_to, unique_topology
+    from sagalog.infrastructure.rabbitmq.topology import channel_to, unique_topology
 
     names = unique_topology("sagalog-test")
     yield names
