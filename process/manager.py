@@ -63,6 +63,7 @@ from sagalog.process.messages import InvalidReplyError, Reply
 from sagalog.process.reactions import Reaction, StartSaga, event_message_id
 from sagalog.process.registry import DefinitionRegistry
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.loops import run_until_stopped
 from sagalog.process.store.timers import SAGA_TIMERS_KWARG, BulkEventReader, TimerIndex
 from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
@@ -504,17 +505,23 @@ class SagaManager(ClosedAtExit, ProcessApplication[UUID]):
         on_tick: Callable[[int], None] | None = None,
     ) -> None:
         """Tick every ``interval`` seconds until ``stop`` is set (the worker loop)."""
-        stopping = stop or threading.Event()
-        while not stopping.is_set():
-            try:
-                moved = self.tick()
-            except PersistenceError as exc:
-                logger.warning("tick failed, retrying: %s", first_line(exc))
-                moved = 0
+
+        def step() -> int:
+            moved = self.tick()
             if on_tick is not None:
                 on_tick(moved)
-            if moved == 0:
-                stopping.wait(interval)
+            return moved
+
+        def retrying(exc: BaseException, _delay: float) -> None:
+            logger.warning("tick failed, retrying: %s", first_line(exc))
+
+        run_until_stopped(
+            step,
+            stop or threading.Event(),
+            interval=interval,
+            retry_on=(PersistenceError,),
+            on_error=retrying,
+        )
 
     # -- operator actions --------------------------------------------------------
 
