@@ -58,6 +58,7 @@ from sagalog.infrastructure.messaging.transport import InProcessTransport, Trans
 from sagalog.infrastructure.observability.health import DependencyHealth, probe_store
 from sagalog.process import SagaManager
 from sagalog.process.loading import ImportSpecError, import_object
+from sagalog.process.store.loops import run_until_stopped
 from sagalog.projections import SagaProjector
 
 if TYPE_CHECKING:
@@ -214,28 +215,19 @@ class Worker:
 
     def _relay(self) -> None:
         assert self.relay is not None
-        relay, stop = self.relay, self.stop_event
+        relay = self.relay
         try:
             sent, held = relay.retry_quarantined()
             if sent or held:
                 logger.warning("relay: %d quarantined commands sent, %d still held", sent, held)
         except (TransportError, PersistenceError) as exc:
             logger.warning("relay: cannot retry the quarantined commands yet: %s", exc)
-        backoff = initial = relay.initial_backoff
-        while not stop.is_set():
-            try:
-                sent = relay.pump()
-                if isinstance(self.transport, InProcessTransport):
-                    self.transport.deliver()
-            except (TransportError, PersistenceError) as exc:
-                logger.warning("relay: %s; retrying in %.2fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(relay.max_backoff, backoff * 2)
-                continue
-            backoff = initial
-            self.stats.commands_sent += sent
-            if sent == 0:
-                stop.wait(self.poll_interval)
+        relay.run(self.stop_event, poll_interval=self.poll_interval, on_pump=self._on_pump)
+
+    def _on_pump(self, sent: int) -> None:
+        if isinstance(self.transport, InProcessTransport):
+            self.transport.deliver()
+        self.stats.commands_sent += sent
 
     def _projections(self) -> None:
         self.projector.run(self.stop_event, poll_interval=self.poll_interval)
@@ -253,16 +245,18 @@ class Worker:
 
         Never fails the worker: a probe that raises marks its dependency down.
         """
-        while not self.stop_event.is_set():
-            try:
-                probe_store(self.manager.database_url)
-            except Exception as exc:
-                self.health.down("store", first_line(exc, named=True))
-            else:
-                self.health.up("store")
-            if self._broker_url is not None:
-                self._probe_broker(self._broker_url)
-            self.stop_event.wait(self.health_interval)
+        run_until_stopped(self._probe, self.stop_event, interval=self.health_interval)
+
+    def _probe(self) -> int:
+        try:
+            probe_store(self.manager.database_url)
+        except Exception as exc:
+            self.health.down("store", first_line(exc, named=True))
+        else:
+            self.health.up("store")
+        if self._broker_url is not None:
+            self._probe_broker(self._broker_url)
+        return 0  # nothing is ever "moved": wait the interval every time
 
     def _probe_broker(self, url: str) -> None:
         ready = getattr(self.replies, "ready", None)
@@ -286,7 +280,7 @@ class Worker:
                 logger.error("%s loop failed: %s", name, exc, exc_info=True)
                 with self._lock:
                     self._errors.append((name, exc))
-                self.stop_event.set()
+                self.stop()
 
         return run
 
@@ -329,6 +323,8 @@ class Worker:
     def stop(self) -> None:
         """Ask every loop to finish what it is doing and return."""
         self.stop_event.set()
+        if self.relay is not None:
+            self.relay.wake()  # the relay waits for new commands, not for the stop event
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the loops to return; ``True`` if they all did within ``timeout``."""

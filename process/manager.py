@@ -69,6 +69,7 @@ from sagalog.process.reactions import Reaction
 from sagalog.process.registry import DefinitionRegistry
 from sagalog.process.routing import RoutesReactions, index_reactions
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.loops import run_until_stopped
 from sagalog.process.store.timers import BulkEventReader, TimerIndex
 from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
@@ -436,17 +437,23 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         on_tick: Callable[[int], None] | None = None,
     ) -> None:
         """Tick every ``interval`` seconds until ``stop`` is set (the worker loop)."""
-        stopping = stop or threading.Event()
-        while not stopping.is_set():
-            try:
-                moved = self.tick()
-            except PersistenceError as exc:
-                logger.warning("tick failed, retrying: %s", first_line(exc))
-                moved = 0
+
+        def step() -> int:
+            moved = self.tick()
             if on_tick is not None:
                 on_tick(moved)
-            if moved == 0:
-                stopping.wait(interval)
+            return moved
+
+        def retrying(exc: BaseException, _delay: float) -> None:
+            logger.warning("tick failed, retrying: %s", first_line(exc))
+
+        run_until_stopped(
+            step,
+            stop or threading.Event(),
+            interval=interval,
+            retry_on=(PersistenceError,),
+            on_error=retrying,
+        )
 
     # -- operator actions --------------------------------------------------------
 

@@ -50,8 +50,10 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from sagalog.domain.errors import first_line
+from sagalog.process.store.loops import Backoff, run_until_stopped
 from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUrl, parse_database_url
+from sagalog.projections.cursor import LogCursor
 from sagalog.projections.quarantine import QuarantinedEvent, describe_failure
 from sagalog.projections.rows import ProjectionIntegrityError
 from sagalog.projections.schema import SCHEMA_VERSION
@@ -186,7 +188,7 @@ class ProjectionStatus:
         }
 
 
-class SagaProjector:
+class SagaProjector(LogCursor):
     """Keeps :class:`SagaViews` up with an application's log by polling it in batches.
 
     ``app`` is the application whose log is followed (a ``SagaManager`` or
@@ -202,16 +204,13 @@ class SagaProjector:
         *,
         batch_size: int = 1000,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.app = app
+        super().__init__(app, batch_size=batch_size)
         if views is None:
             url = getattr(app, "database_url", None)
             if not isinstance(url, DatabaseUrl):
                 raise TypeError("give the views explicitly: the application has no database_url")
             views = SagaViews(url)
         self.views = views
-        self.batch_size = batch_size
         #: Events this projector applied since it was created (for metrics and the worker).
         self.events_applied = 0
         #: Events this projector set aside since it was created.
@@ -226,13 +225,21 @@ class SagaProjector:
         """The notification id up to which the views are built (0: none)."""
         return self.views.max_tracking_id(self.app.name) or 0
 
-    def head(self) -> int:
-        """The notification id of the newest event in the log (0: empty)."""
-        return self.app.recorder.max_notification_id() or 0
+    def tracked_position(self) -> int:
+        return self.position()
 
-    def lag(self) -> int:
-        """How many notifications the views are behind the log."""
-        return max(0, self.head() - self.position())
+    def pump(self) -> int:
+        """Apply the next batch after the position; return how many events were new."""
+        notifications = self.read_after(self.position())
+        if not notifications:
+            return 0
+        new = self._apply_batch(notifications)
+        self.events_applied += new
+        return new
+
+    def drain(self, *, stop: threading.Event | None = None) -> int:
+        """Apply everything up to the current head (:meth:`catch_up` without progress)."""
+        return self.catch_up(stop=stop)
 
     def catch_up(
         self,
@@ -254,9 +261,7 @@ class SagaProjector:
         while position < head:
             if stop is not None and stop.is_set():
                 break
-            notifications = self.app.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, stop=head
-            )
+            notifications = self.read_after(position, stop=head)
             if not notifications:
                 break
             new = self._apply_batch(notifications)
@@ -353,13 +358,7 @@ class SagaProjector:
 
     def _load_events(self, notification_ids: list[int]) -> list[Any]:
         """The events of ``notification_ids`` read from the log, in order."""
-        events = []
-        for notification_id in sorted(notification_ids):
-            found = self.app.recorder.select_notifications(start=notification_id, limit=1)
-            if not found or found[0].id != notification_id:
-                raise LookupError(f"notification {notification_id} is no longer in the log")
-            events.append(self.app.mapper.to_domain_event(found[0]))
-        return events
+        return [self.app.mapper.to_domain_event(self.read_one(n)) for n in sorted(notification_ids)]
 
     def rebuild(self, progress: Progress | None = None) -> int:
         """Empty the views and build them again from the start of the log.
@@ -382,19 +381,18 @@ class SagaProjector:
 
         A damaged view (``ProjectionIntegrityError``) is not retried: it is raised.
         """
-        backoff = poll_interval
-        while not stop.is_set():
-            try:
-                applied = self.catch_up(stop=stop)
-            except (PersistenceError, SQLAlchemyOperationalError) as exc:
-                first = first_line(exc)
-                logger.warning("projection: %s; retrying in %.2fs", first, backoff)
-                stop.wait(backoff)
-                backoff = min(max_backoff, backoff * 2)
-                continue
-            backoff = poll_interval
-            if applied == 0:
-                stop.wait(poll_interval)
+
+        def retrying(exc: BaseException, delay: float) -> None:
+            logger.warning("projection: %s; retrying in %.2fs", first_line(exc), delay)
+
+        run_until_stopped(
+            lambda: self.catch_up(stop=stop),
+            stop,
+            interval=poll_interval,
+            backoff=Backoff(poll_interval, max_backoff),
+            retry_on=(PersistenceError, SQLAlchemyOperationalError),
+            on_error=retrying,
+        )
 
     def status(self) -> ProjectionStatus:
         """Position, head, lag and row counts."""

@@ -30,6 +30,8 @@ from eventsourcing.persistence import PersistenceError
 
 from sagalog.domain import Saga, SagaNotFoundError
 from sagalog.process import SagaManager
+from sagalog.process.store.loops import run_until_stopped
+from sagalog.projections.cursor import LogCursor
 from sagalog.projections.quarantine import QuarantineLog, describe_failure
 
 logger = logging.getLogger("sagalog.follower")
@@ -55,7 +57,7 @@ class ObservedEvent:
 EventHandler = Callable[[ObservedEvent], None]
 
 
-class SagaEventFollower:
+class SagaEventFollower(LogCursor):
     """Reads the manager's log from a position and hands each saga event to handlers.
 
     ``start``: ``"head"`` (only what is recorded from now on), ``"beginning"``
@@ -75,13 +77,13 @@ class SagaEventFollower:
         quarantine: QuarantineLog | None = None,
         name: str = "metrics",
     ) -> None:
+        super().__init__(manager, batch_size=batch_size)
         self.manager = manager
         self.name = name
         self.quarantine = quarantine
         #: Events that did not decode, passed over since this follower was created.
         self.quarantined = 0
         self.handlers: list[EventHandler] = list(handlers)
-        self.batch_size = batch_size
         if start == "head":
             self.position = manager.recorder.max_notification_id() or 0
         elif start == "beginning":
@@ -96,20 +98,13 @@ class SagaEventFollower:
         """Add ``handler`` (called for every event from now on)."""
         self.handlers.append(handler)
 
-    def head(self) -> int:
-        """The newest notification id in the manager's log."""
-        return self.manager.recorder.max_notification_id() or 0
-
-    def lag(self) -> int:
-        """How many notifications lie beyond what this follower has handled."""
-        return max(0, self.head() - self.position)
+    def tracked_position(self) -> int:
+        return self.position
 
     def pump(self) -> int:
         """Handle one batch of new events; return how many saga events it held."""
         with self._lock:
-            notifications = self.manager.recorder.select_notifications(
-                start=self.position + 1, limit=self.batch_size
-            )
+            notifications = self.read_after(self.position)
             count = 0
             for notification in notifications:
                 try:
@@ -146,25 +141,19 @@ class SagaEventFollower:
             except PersistenceError as failure:  # pragma: no cover - the log was readable
                 logger.warning("follower: cannot record the quarantine: %s", failure)
 
-    def drain(self) -> int:
-        """Pump until the follower reached the head; return how many events it handled."""
-        total = 0
-        while True:
-            before = self.position
-            total += self.pump()
-            if self.position == before:
-                return total
-
     def run(self, stop: threading.Event, *, poll_interval: float = 0.2) -> None:
         """Pump until ``stop`` is set; a database error is logged and retried."""
-        while not stop.is_set():
-            try:
-                moved = self.drain()
-            except PersistenceError as exc:
-                logger.warning("follower: %s; retrying", exc)
-                moved = 0
-            if moved == 0:
-                stop.wait(poll_interval)
+
+        def retrying(exc: BaseException, _delay: float) -> None:
+            logger.warning("follower: %s; retrying", exc)
+
+        run_until_stopped(
+            self.drain,
+            stop,
+            interval=poll_interval,
+            retry_on=(PersistenceError,),
+            on_error=retrying,
+        )
 
     def _saga_type(self, event: Saga.Event) -> str:
         saga_id = event.originator_id

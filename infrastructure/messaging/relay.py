@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -54,6 +54,8 @@ from sagalog.domain import Command, Saga
 from sagalog.infrastructure.messaging.transport import Transport, TransportError
 from sagalog.process import SagaManager
 from sagalog.process.debugging.explain import Outbox
+from sagalog.process.store.loops import Backoff, run_until_stopped
+from sagalog.projections.cursor import LogCursor
 from sagalog.projections.quarantine import QuarantineLog, describe_failure
 
 logger = logging.getLogger("sagalog.relay")
@@ -65,7 +67,7 @@ COMMAND_TOPICS: tuple[str, ...] = tuple(get_topic(cls) for cls in Saga.COMMAND_E
 MAX_PUSHED = 50_000
 
 
-class CommandRelay(RecordingEventReceiver[UUID]):
+class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
     """Delivers the commands recorded by ``manager`` to ``transport``, at least once."""
 
     name = "CommandRelay"
@@ -80,13 +82,13 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         max_backoff: float = 5.0,
         quarantine: QuarantineLog | None = None,
     ) -> None:
+        super().__init__(manager, batch_size=batch_size)
         self.manager = manager
         #: Where poison events are recorded (default: the table on the manager's database).
         self._quarantine = quarantine
         #: Events this relay set aside since it was created.
         self.quarantined = 0
         self.transport = transport
-        self.batch_size = batch_size
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         env = manager.database_url.application_env(self.name)
@@ -117,6 +119,11 @@ class CommandRelay(RecordingEventReceiver[UUID]):
                 self._pushed.clear()
             else:
                 self._pushed.extend(new_recording_event.recordings)
+        self.wake()
+
+    def wake(self) -> None:
+        """End the wait of :meth:`run` for new commands now (something was committed,
+        or the relay is being stopped)."""
         self._wakeup.set()
 
     def close(self) -> None:
@@ -143,6 +150,9 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         command (a saga's later events, which carry none, are passed over too).
         """
         return self.tracking.max_tracking_id(self.manager.name) or 0
+
+    def tracked_position(self) -> int:
+        return self.position if self._position is None else self._position
 
     def lag(self, limit: int = 10_000) -> int:
         """How many recorded commands wait to be sent (counted up to ``limit``).
@@ -216,11 +226,7 @@ class CommandRelay(RecordingEventReceiver[UUID]):
                         self._set_aside(note.id, note.originator_id, note.topic, exc)
                 yield recording.notification.id, command
             return
-        notifications: list[Notification] = list(
-            self.manager.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, topics=COMMAND_TOPICS
-            )
-        )
+        notifications: list[Notification] = list(self.read_after(position, topics=COMMAND_TOPICS))
         to_domain_event = self.manager.mapper.to_domain_event
         for notification in notifications:
             command = None
@@ -266,11 +272,8 @@ class CommandRelay(RecordingEventReceiver[UUID]):
         for item in held:
             if item.application_name != self.manager.name:
                 continue
-            found = self.manager.recorder.select_notifications(start=item.notification_id, limit=1)
             try:
-                if not found or found[0].id != item.notification_id:
-                    raise LookupError(f"notification {item.notification_id} is gone")
-                event = self.manager.mapper.to_domain_event(found[0])
+                event = self.manager.mapper.to_domain_event(self.read_one(item.notification_id))
                 if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
                     self.transport.send(event.command())
             except TransportError:
@@ -312,31 +315,42 @@ class CommandRelay(RecordingEventReceiver[UUID]):
                     commands += 1
             return taken
 
-    def drain(self) -> int:
-        """Pump until nothing is left; return how many commands were sent."""
-        total = 0
-        while True:
-            sent = self.pump()
-            total += sent
-            if sent < self.batch_size:
-                return total
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 0.1,
+        on_pump: Callable[[int], None] | None = None,
+    ) -> None:
+        """Pump until ``stop`` is set, backing off exponentially on transport errors.
 
-    def run(self, stop: threading.Event, *, poll_interval: float = 0.1) -> None:
-        """Pump until ``stop`` is set, backing off exponentially on transport errors."""
-        backoff = self.initial_backoff
-        while not stop.is_set():
-            try:
-                sent = self.pump()
-            except (TransportError, PersistenceError) as exc:
-                logger.warning("relay: %s; retrying in %.2fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
-                continue
-            backoff = self.initial_backoff
-            if sent == 0:
-                # Woken early when the manager pushes what it committed.
-                self._wakeup.wait(poll_interval)
-                self._wakeup.clear()
+        ``on_pump(sent)`` runs after each pump, inside the retry (the worker delivers
+        in-process commands there). When nothing was sent the relay waits up to
+        ``poll_interval``, woken early by :meth:`wake`.
+        """
+
+        def step() -> int:
+            sent = self.pump()
+            if on_pump is not None:
+                on_pump(sent)
+            return sent
+
+        def idle(seconds: float) -> None:
+            self._wakeup.wait(seconds)
+            self._wakeup.clear()
+
+        def retrying(exc: BaseException, delay: float) -> None:
+            logger.warning("relay: %s; retrying in %.2fs", exc, delay)
+
+        run_until_stopped(
+            step,
+            stop,
+            interval=poll_interval,
+            backoff=Backoff(self.initial_backoff, self.max_backoff),
+            retry_on=(TransportError, PersistenceError),
+            on_error=retrying,
+            idle=idle,
+        )
 
 
 #: ``outbox_of`` looks this many command events past the relay's position, at most.

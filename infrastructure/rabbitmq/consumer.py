@@ -30,6 +30,7 @@ from sagalog.infrastructure.rabbitmq.topology import (
     connect,
     rabbitmq_url,
 )
+from sagalog.process.store.loops import Backoff
 
 logger = logging.getLogger("sagalog.rabbitmq")
 
@@ -159,29 +160,31 @@ class ConsumerLoop:
         """Consume until ``stop`` is set (or :meth:`stop` called), reconnecting as needed."""
         if stop is not None:
             self._stop = stop
-        backoff = self.initial_backoff
+        # Not ``run_until_stopped``: a failed connect and a lost connection are told
+        # apart (logged differently, only the latter counted), by where they happen.
+        backoff = Backoff(self.initial_backoff, self.max_backoff)
         while not self._stop.is_set():
             try:
                 connection = connect(self.url, name=self.connection_name)
             except TransportError as exc:
-                logger.warning("%s: %s; retrying in %.2fs", self.connection_name, exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
+                delay = backoff.next()
+                logger.warning("%s: %s; retrying in %.2fs", self.connection_name, exc, delay)
+                self._stop.wait(delay)
                 continue
             try:
                 self._consume(connection)
-                backoff = self.initial_backoff
+                backoff.reset()
             except BROKER_ERRORS as exc:
                 self.ready.clear()
                 self.reconnects += 1
+                delay = backoff.next()
                 logger.warning(
                     "%s: connection lost (%s); reconnecting in %.2fs",
                     self.connection_name,
                     first_line(exc, named=True),
-                    backoff,
+                    delay,
                 )
-                self._stop.wait(backoff)
-                backoff = min(self.max_backoff, backoff * 2)
+                self._stop.wait(delay)
             finally:
                 self.ready.clear()
                 close_quietly(connection)

@@ -46,6 +46,7 @@ from sagalog.infrastructure.rabbitmq.topology import (
     Topology,
 )
 from sagalog.process import DatabaseUnavailableError, InvalidReplyError, Reply, SagaManager
+from sagalog.process.store.loops import Backoff
 
 logger = logging.getLogger("sagalog.rabbitmq")
 
@@ -193,7 +194,7 @@ class ReplyConsumer(ConsumerLoop):
                 dead[index] = (str(refusal), refusal, 1)
         attempts = [0] * len(deliveries)
         todo = list(replies)
-        rounds = 0
+        rounds = Backoff(self.retry_backoff, self.max_backoff)
         while todo:
             answers = self._decide([replies[index] for index in todo])
             again: list[int] = []
@@ -220,10 +221,8 @@ class ReplyConsumer(ConsumerLoop):
                     again.append(index)
                     self._log_retry(replies[index], answer, attempts[index])
             todo = again
-            if todo:
-                rounds += 1
-                if self.wait(min(self.max_backoff, self.retry_backoff * 2 ** (rounds - 1))):
-                    raise _Stopping from None  # unacked: redelivered to the next consumer
+            if todo and self.wait(rounds.next()):
+                raise _Stopping from None  # unacked: redelivered to the next consumer
         # Every reply has its outcome, committed, or is to be dead-lettered: publish
         # the dead letters (each confirmed), then ack the whole batch at once.
         for index, (reason, error, tries) in sorted(dead.items()):  # in delivery order
@@ -277,15 +276,14 @@ class ReplyConsumer(ConsumerLoop):
                 if name is not None:
                     wanted[index] = service_of(name)
 
-        failures = 0
+        failures = Backoff(self.retry_backoff, self.max_backoff)
         while True:
             try:
                 self._serviced(load)
                 break
             except DATABASE_ERRORS as exc:  # unacked until the check could be made
-                failures += 1
                 self.database_errors += 1
-                delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
+                delay = failures.next()
                 logger.warning(
                     "the database failed checking reply signers (%s); retrying in %.2fs",
                     first_line(exc, named=True),
@@ -307,14 +305,13 @@ class ReplyConsumer(ConsumerLoop):
         Anything else raised for a batch of several is narrowed down by handing
         the replies over one at a time; for a single reply it is its result.
         """
-        failures = 0
+        failures = Backoff(self.retry_backoff, self.max_backoff)
         while True:
             try:
                 return list(self._serviced(lambda: self.manager.handle_many(replies)))
             except DATABASE_ERRORS as exc:
-                failures += 1
                 self.database_errors += 1
-                delay = min(self.max_backoff, self.retry_backoff * 2 ** (failures - 1))
+                delay = failures.next()
                 logger.warning(
                     "the database failed on a batch of %d replies (%s); "
                     "they stay unacked, retrying in %.2fs",

@@ -88,6 +88,7 @@ from sagalog.infrastructure.services.fencing import (
     ProcessedCommandStore as ProcessedCommandStore,
 )
 from sagalog.process import Reply
+from sagalog.process.store.loops import Backoff
 from sagalog.process.store.sqlite import use_wal
 from sagalog.process.store.url import DEFAULT_SQLITE_LOCK_TIMEOUT, create_private_file
 
@@ -358,6 +359,7 @@ class Participant(ConsumerLoop):
     def _answer(self, command: Command) -> Reply:
         handler = self.handlers[command.name]
         attempt = 0
+        backoff = Backoff(self.retry_backoff)
         while True:
             attempt += 1
             try:
@@ -375,7 +377,7 @@ class Participant(ConsumerLoop):
                         extra=command_log_fields(command),
                     )
                     return reply_to(command, error=f"{type(exc).__name__}: {exc}")
-                self.wait(self.retry_backoff * 2 ** (attempt - 1))
+                self.wait(backoff.next())
                 continue
             try:
                 return reply_to(command, result=result)
