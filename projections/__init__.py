@@ -10,53 +10,25 @@ the same thing as an eventsourcing ``Projection`` for eventsourcing's
 ``ProjectionRunner``. ``SagaViews.stuck`` answers "which sagas are stuck, and
 why"; ``definition_versions`` which definition versions the sagas run on. See
 docs/projections.md.
+
+This package exports what an application reads; row rules, the schema, the engine and the
+log cursor (``cursor``) are the second tier, in their modules.
 """
 
-from sagalog.projections.engine import create_view_engine
+from sagalog.domain._exports import moved_names
 from sagalog.projections.projection import (
     ProjectionStatus,
     SagaLogReader,
     SagaProjection,
     SagaProjector,
-    SagaViewsFactory,
     runner_env,
 )
-from sagalog.projections.rows import (
-    ACTIVE_STATUSES,
-    ProjectionIntegrityError,
-    SagaSummary,
-    TimelineEntry,
-    apply_event,
-    evolve_summary,
-    timeline_entry,
-)
-from sagalog.projections.schema import (
-    SCHEMA_VERSION,
-    metadata,
-    saga_summary,
-    saga_timeline,
-    tracking,
-)
-from sagalog.projections.stuck import (
-    StuckPolicy,
-    StuckReason,
-    StuckSaga,
-    format_duration,
-    parse_duration,
-)
-from sagalog.projections.versions import (
-    UNPROJECTED,
-    DefinitionVersionUsage,
-    definition_versions,
-    started_sagas,
-)
-from sagalog.projections.view import DEFAULT_PROJECTION_NAME, SagaViews
+from sagalog.projections.rows import ProjectionIntegrityError, SagaSummary, TimelineEntry
+from sagalog.projections.stuck import StuckPolicy, StuckReason, StuckSaga
+from sagalog.projections.versions import DefinitionVersionUsage, definition_versions
+from sagalog.projections.view import SagaViews
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "DEFAULT_PROJECTION_NAME",
-    "SCHEMA_VERSION",
-    "UNPROJECTED",
     "DefinitionVersionUsage",
     "ProjectionIntegrityError",
     "ProjectionStatus",
@@ -65,22 +37,31 @@ __all__ = [
     "SagaProjector",
     "SagaSummary",
     "SagaViews",
-    "SagaViewsFactory",
     "StuckPolicy",
     "StuckReason",
     "StuckSaga",
     "TimelineEntry",
-    "apply_event",
-    "create_view_engine",
     "definition_versions",
-    "evolve_summary",
-    "format_duration",
-    "metadata",
-    "parse_duration",
     "runner_env",
-    "saga_summary",
-    "saga_timeline",
-    "started_sagas",
-    "timeline_entry",
-    "tracking",
 ]
+
+#: Exported here before the API was tiered; their homes are the modules named.
+MOVED = {
+    "create_view_engine": "sagalog.projections.engine",
+    "SagaViewsFactory": "sagalog.projections.projection",
+    "ACTIVE_STATUSES": "sagalog.projections.rows",
+    "apply_event": "sagalog.projections.rows",
+    "evolve_summary": "sagalog.projections.rows",
+    "timeline_entry": "sagalog.projections.rows",
+    "SCHEMA_VERSION": "sagalog.projections.schema",
+    "metadata": "sagalog.projections.schema",
+    "saga_summary": "sagalog.projections.schema",
+    "saga_timeline": "sagalog.projections.schema",
+    "tracking": "sagalog.projections.schema",
+    "format_duration": "sagalog.projections.stuck",
+    "parse_duration": "sagalog.projections.stuck",
+    "UNPROJECTED": "sagalog.projections.versions",
+    "started_sagas": "sagalog.projections.versions",
+    "DEFAULT_PROJECTION_NAME": "sagalog.projections.view",
+}
+__getattr__ = moved_names(__name__, MOVED)

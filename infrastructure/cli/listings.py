@@ -39,15 +39,9 @@ from sagalog.infrastructure.cli.output import (
     status_text,
 )
 from sagalog.process.debugging.timeline import plot_timeline
-from sagalog.projections import (
-    SagaSummary,
-    StuckPolicy,
-    StuckSaga,
-    TimelineEntry,
-    format_duration,
-    parse_duration,
-)
+from sagalog.projections import SagaSummary, StuckPolicy, StuckSaga, TimelineEntry
 from sagalog.projections.quarantine import QuarantinedEvent
+from sagalog.projections.stuck import format_duration, parse_duration
 
 
 @app.command("list")

@@ -19,14 +19,8 @@ from support.sagas import DEFINITIONS, T0, run_scenarios
 
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
-from sagalog.projections import (
-    SCHEMA_VERSION,
-    SagaLogReader,
-    SagaProjection,
-    SagaProjector,
-    SagaViews,
-    runner_env,
-)
+from sagalog.projections import SagaLogReader, SagaProjection, SagaProjector, SagaViews, runner_env
+from sagalog.projections.schema import SCHEMA_VERSION
 
 Dump = tuple[list[Any], list[Any]]
 

@@ -10,12 +10,12 @@ import pytest
 from sagalog.domain import SagaDefinition, Step
 from sagalog.process import SagaManager
 from sagalog.projections import (
-    UNPROJECTED,
     DefinitionVersionUsage,
     SagaProjector,
     SagaViews,
     definition_versions,
 )
+from sagalog.projections.versions import UNPROJECTED
 
 PARCEL_V1 = SagaDefinition(
     "Parcel",

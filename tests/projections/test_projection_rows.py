@@ -13,14 +13,14 @@ from support.sagas import DEFINITIONS, T0, run_scenarios
 from sagalog.domain import Saga, SagaStatus
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
-from sagalog.projections import (
+from sagalog.projections import ProjectionIntegrityError, SagaSummary
+from sagalog.projections.rows import (
     ACTIVE_STATUSES,
-    ProjectionIntegrityError,
-    SagaSummary,
+    HANDLED_EVENT_TYPES,
+    MAX_DETAIL,
     evolve_summary,
     timeline_entry,
 )
-from sagalog.projections.rows import HANDLED_EVENT_TYPES, MAX_DETAIL
 
 #: One pytest-xdist worker runs this module: its tests share its scenario log (a module fixture).
 pytestmark = pytest.mark.xdist_group("test_projection_rows")

@@ -9,13 +9,8 @@ import pytest
 
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
-from sagalog.projections import (
-    SagaProjector,
-    StuckPolicy,
-    StuckReason,
-    format_duration,
-    parse_duration,
-)
+from sagalog.projections import SagaProjector, StuckPolicy, StuckReason
+from sagalog.projections.stuck import format_duration, parse_duration
 
 R = StuckReason
 
