@@ -1,5 +1,6 @@
-"""Persistence.
+"""The persistence room: eventsourcing recorders that also keep the saga timer index.
 
-Eventsourcing recorders for SQLite, PostgreSQL and memory that also keep the saga timer
-index.
+Memory and SQLite (``recorders``) and PostgreSQL (``postgres``, needing psycopg). The
+manager never imports this room: its environment names the recorders by topic, and
+eventsourcing imports them, as it does its own. See docs/persistence.md.
 """

@@ -1,4 +1,5 @@
-"""Debugging a saga from its log.
+"""The debugging room: a saga explained from its own log; nothing here writes.
 
-Replay (time travel), explain in words, what-if, and the timeline chart.
+Time travel (``replay``), the story in words (``explain``), the same inputs under another
+definition (``whatif``) and the timeline chart (``timeline``). See docs/debugging.md.
 """

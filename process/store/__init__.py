@@ -1,4 +1,7 @@
-"""The manager's store plumbing.
+"""The store room: how the process manager keeps its log.
 
-Database URLs, the stored-event codec, the timer index and SQLite's WAL switch.
+Database URLs (``url``), the stored-event codec (``codec``), the durable timer index
+(``timers``), SQLite's WAL switch (``sqlite``), which managers a store holds
+(``contents``), the one run-until-stopped loop (``loops``) and the topics that moved
+(``topics``). See docs/store.md.
 """
