@@ -5,7 +5,7 @@ exports what a saga's author uses; the modules (``definition``, ``saga``, ``stat
 ``commands``, ``payload``, ``errors``) are the second tier. See docs/domain.md.
 """
 
-from sagalog.domain._exports import moved_names
+from sagalog.domain._exports import names_on_demand
 from sagalog.domain.commands import Command, command_id_for, idempotency_key_for
 from sagalog.domain.definition import RetryPolicy, SagaDefinition, Step
 from sagalog.domain.errors import (
@@ -53,4 +53,4 @@ MOVED = {
     "DeadLetter": "sagalog.domain.saga",
     "StepState": "sagalog.domain.saga",
 }
-__getattr__ = moved_names(__name__, MOVED)
+__getattr__ = names_on_demand(globals(), moved=MOVED)

@@ -10,8 +10,9 @@ prometheus-client). See docs/worker.md and the page of each room.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagalog.domain._exports import names_on_demand
 
 if TYPE_CHECKING:
     from sagalog.infrastructure.messaging.observer import SagaEventFollower
@@ -74,15 +75,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module when the name is first read (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = names_on_demand(globals(), lazy=_HOMES)
 
 
 def __dir__() -> list[str]:

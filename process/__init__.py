@@ -8,7 +8,7 @@ The second tier is the modules: ``manager``, ``batch`` (how transitions are comm
 See docs/process-manager.md, docs/store.md and docs/debugging.md.
 """
 
-from sagalog.domain._exports import moved_names
+from sagalog.domain._exports import names_on_demand
 from sagalog.process.aio import AsyncSagaManager
 from sagalog.process.batch import ConcurrencyConflictError
 from sagalog.process.debugging.explain import explain
@@ -86,4 +86,4 @@ MOVED = {
     "ReplyReaction": "sagalog.process.reactions",
     "utc_now": "sagalog.process.clock",
 }
-__getattr__ = moved_names(__name__, MOVED)
+__getattr__ = names_on_demand(globals(), moved=MOVED)

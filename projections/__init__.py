@@ -15,7 +15,7 @@ This package exports what an application reads; row rules, the schema, the engin
 log cursor (``cursor``) are the second tier, in their modules.
 """
 
-from sagalog.domain._exports import moved_names
+from sagalog.domain._exports import names_on_demand
 from sagalog.projections.projection import (
     ProjectionStatus,
     SagaLogReader,
@@ -64,4 +64,4 @@ MOVED = {
     "started_sagas": "sagalog.projections.versions",
     "DEFAULT_PROJECTION_NAME": "sagalog.projections.view",
 }
-__getattr__ = moved_names(__name__, MOVED)
+__getattr__ = names_on_demand(globals(), moved=MOVED)

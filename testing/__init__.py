@@ -20,8 +20,9 @@ the names that use it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sagalog.domain._exports import names_on_demand
 
 if TYPE_CHECKING:
     from sagalog.testing.clock import EPOCH, ManualClock
@@ -103,14 +104,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = names_on_demand(
+    globals(), lazy={name: f"{__name__}.{home}" for name, home in _HOMES.items()}
+)
 
 
 def __dir__() -> list[str]:

@@ -20,7 +20,7 @@ docs/rabbitmq.md.
 
 from __future__ import annotations
 
-from sagalog.domain._exports import moved_names
+from sagalog.domain._exports import names_on_demand
 from sagalog.infrastructure.rabbitmq.consumer import ConsumerLoop, ReceivedMessage
 from sagalog.infrastructure.rabbitmq.dead_letters import (
     DeadLetteredMessage,
@@ -101,4 +101,4 @@ MOVED = {
     "DeadLetter": "sagalog.infrastructure.rabbitmq.dead_letters:DeadLetteredMessage",
     "Delivery": "sagalog.infrastructure.rabbitmq.consumer:ReceivedMessage",
 }
-__getattr__ = moved_names(__name__, MOVED)
+__getattr__ = names_on_demand(globals(), moved=MOVED)
