@@ -45,9 +45,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from sagalog.process.store.url import DatabaseUrl, mask_password, parse_database_url
+from sagalog.testing.profiles import load_profile
 
 #: Fixtures every folder shares: the broker's (``broker_url``, ``topology``, ``background``).
 pytest_plugins = ["support.broker"]
+
+#: The hypothesis profile ``SAGALOG_HYPOTHESIS_PROFILE`` chooses (``dev`` by default), for
+#: every property test of the suite (see ``sagalog.testing.profiles``).
+PROFILE = load_profile()
 
 BACKENDS = ("memory", "sqlite", "postgres")
 BACKEND_ENV_VAR = "SAGALOG_TEST_BACKEND"

@@ -30,7 +30,6 @@ from sagalog.process.debugging.whatif import (
     what_if_events,
     what_if_many,
 )
-from sagalog.testing.profiles import load_profile
 from sagalog.testing.strategies import (
     EPOCH,
     AdvanceClock,
@@ -44,8 +43,6 @@ from sagalog.testing.strategies import (
     reply_schedules,
     saga_data,
 )
-
-load_profile()  # the hypothesis profile SAGALOG_HYPOTHESIS_PROFILE chooses
 
 
 def _with_charge_retry(policy: RetryPolicy, version: int = 2) -> SagaDefinition:
