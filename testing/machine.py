@@ -68,7 +68,6 @@ import copy
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
@@ -89,7 +88,6 @@ from sagalog.domain import (
 from sagalog.process import SagaManager
 from sagalog.testing import laws
 from sagalog.testing.clock import ManualClock
-from sagalog.testing.replies import send_reply
 from sagalog.testing.strategies import (
     AdvanceClock,
     AnswerCommand,
@@ -108,6 +106,7 @@ from sagalog.testing.strategies import (
     saga_data,
     stray_replies,
 )
+from sagalog.testing.subjects import ManagerSubject, Subject
 from sagalog.testing.world import Answer, Fencing, Handling, Participant, World
 
 __all__ = ["Participant", "SagaLawsMachine"]
@@ -120,9 +119,6 @@ _MAX_MOVES_TO_END = 500
 
 #: What the cooperative operator does to a dead-lettered saga.
 _RESOLVE_BY_HAND = OperatorAction(OperatorVerb.RESOLVE, "cooperative.operator", "ending the saga")
-
-#: Later than any timer: the timer index is asked for everything up to here.
-_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class SagaLawsMachine(RuleBasedStateMachine):
@@ -150,7 +146,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock()
         self.saga_id: UUID = uuid4()
-        self._manager: SagaManager | None = None
+        self._subject: Subject | None = None
+        self.start_message_id: str | None = None
         self._definition: SagaDefinition | None = None
         self._world: World | None = None
         self.in_flight: list[DeliveredReply] = []
@@ -174,13 +171,30 @@ class SagaLawsMachine(RuleBasedStateMachine):
         """Release what :meth:`open_manager` opened."""
         manager.close()
 
+    def _open_subject(self, definition: SagaDefinition) -> Subject:
+        """What the rules drive: the saga through :meth:`open_manager`'s manager.
+        (sagalog's own tests drive the ``Saga`` aggregate alone, with the same rules.)"""
+        return ManagerSubject(self.open_manager(definition), self.saga_id, self.close_manager)
+
+    def _draw_example(self, draw: st.DataObject) -> Fencing:
+        """Draw what else an example varies, before the saga starts; the fences of its
+        participants (:attr:`fencing`, always, in the kit)."""
+        return self.fencing
+
     # -- state -------------------------------------------------------------------
+
+    @property
+    def subject(self) -> Subject:
+        """What this example's rules drive (see :mod:`sagalog.testing.subjects`)."""
+        assert self._subject is not None, "the saga has not been started"
+        return self._subject
 
     @property
     def manager(self) -> SagaManager:
         """The manager of this example."""
-        assert self._manager is not None, "the saga has not been started"
-        return self._manager
+        subject = self.subject
+        assert isinstance(subject, ManagerSubject), f"{type(self).__name__} runs no manager"
+        return subject.manager
 
     @property
     def saga_definition(self) -> SagaDefinition:
@@ -202,11 +216,11 @@ class SagaLawsMachine(RuleBasedStateMachine):
     @property
     def saga(self) -> Saga:
         """The saga as the manager has it now."""
-        return self.manager.get(self.saga_id)
+        return self.subject.saga
 
     def history(self) -> list[Saga.Event]:
         """The saga's stored events, oldest first."""
-        return self.manager.history(self.saga_id)
+        return self.subject.history()
 
     def require(self, condition: bool, problem: str) -> None:
         """Fail with a :class:`~sagalog.testing.laws.LawViolation` saying ``problem``
@@ -224,9 +238,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
             self.unchecked_versions.append(saga.version)
         self.seen[saga.version] = copy.deepcopy(saga)
 
-    def _head(self) -> int | None:
-        head: int | None = self.manager.recorder.max_notification_id()
-        return head
+    def _head(self) -> object:
+        return self.subject.mark()
 
     def _definitions(self) -> st.SearchStrategy[SagaDefinition]:
         chosen = getattr(type(self), "definition", None)
@@ -301,7 +314,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
                 False,
                 f"law 1: the saga is FAILED but the action of {left[0].command.step!r} is in "
                 f"force, never compensated: {runs}. No fence excuses it (fencing: "
-                f"{self.fencing})",
+                f"{self.participants_world.fencing})",
             )
 
     # -- delivering replies ------------------------------------------------------
@@ -335,17 +348,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         head = self._head()
         result = reply.result
         try:
-            outcome = send_reply(
-                self.manager,
-                self.saga_id,
-                reply.step,
-                reply.kind,
-                reply.succeeded,
-                result=result,
-                error=reply.error,
-                attempt=reply.attempt,
-                message_id=reply.message_id,
-            )
+            outcome = self.subject.deliver(reply, self.clock.now)
         except SagalogError as refused:
             self.require(
                 refusal is not None and isinstance(refused, refusal),
@@ -407,19 +410,20 @@ class SagaLawsMachine(RuleBasedStateMachine):
         from deep states with much to compensate."""
         definition = draw.draw(self._definitions(), label="definition")
         data = draw.draw(self.data if self.data is not None else saga_data(), label="data")
+        fencing = self._draw_example(draw)
         self._definition = definition
-        self._manager = self.open_manager(definition)
+        self._subject = self._open_subject(definition)
         state = self.new_world()
         if self.participants and state is None:
             raise TypeError(
                 f"{type(self).__name__} has participants but new_world() returned None; "
                 "override new_world to return the world they act on"
             )
-        self._world = World(state, self.participants, self.fencing)
-        start = (definition.name, data)
-        self.manager.start(*start, saga_id=self.saga_id, version=definition.version)
+        self._world = World(state, self.participants, fencing)
+        start = (definition, data, self.start_message_id, self.clock.now)
+        self.subject.start(*start)
         head = self._head()
-        again = self.manager.start(*start, saga_id=self.saga_id, version=definition.version)
+        again = self.subject.start(*start)
         self.require(again == self.saga_id, f"starting again gave {again}, not {self.saga_id}")
         self.require(self._head() == head, "starting an existing saga again recorded events")
         self._remember()
@@ -543,12 +547,12 @@ class SagaLawsMachine(RuleBasedStateMachine):
         self.clock.move_to(move.moment(self.clock.now, [t.due for t in pending]))
         due = any(t.due <= self.clock.now for t in pending)
         version = self.saga.version
-        self.manager.tick(self.clock.now)
+        fired = self.subject.tick(self.clock.now)
         moved = self.saga.version > version
         self.require(
-            moved == due,
-            f"at {self.clock.now} the saga {'moved' if moved else 'stood still'}; "
-            f"its timers: {pending}",
+            moved == due and (fired > 0) == due,
+            f"at {self.clock.now} the saga {'moved' if moved else 'stood still'} ({fired} "
+            f"fired); its timers: {pending}",
         )
         self._remember()
 
@@ -573,9 +577,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
             self.participants_world.by_hand(command, self.clock.now)
             if command.kind is CommandKind.COMPENSATION:
                 self._check_the_world(undoing=command)
-        act = getattr(self.manager, move.verb.value)
         try:
-            act(self.saga_id, actor=move.actor, reason=move.reason)
+            self.subject.act(move.verb, move.actor, move.reason, self.clock.now)
         except InvalidTransitionError as refused:
             self.require(not allowed, f"the operator's {move.verb.value} was refused: {refused}")
             self.require(self._head() == head, f"the refused {move.verb.value} recorded events")
@@ -610,7 +613,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         if self._definition is None:
             return
         for version in self.unchecked_versions:
-            rebuilt = self.manager.get(self.saga_id, version=version)
+            rebuilt = self.subject.rebuilt(version)
             self.require(
                 rebuilt == self.seen[version],
                 f"law 5: the saga rebuilt at version {version} differs from the live one then",
@@ -633,10 +636,9 @@ class SagaLawsMachine(RuleBasedStateMachine):
         if self._definition is None:
             return
         wakeup = self.saga.next_wakeup
-        indexed = dict(self.manager.timers.select_due_timers(_FAR_FUTURE, 1_000_000))
+        indexed = self.subject.indexed_wakeup()
         self.require(
-            indexed.get(self.saga_id) == wakeup,
-            f"the timer index says {indexed.get(self.saga_id)}; the saga wakes at {wakeup}",
+            indexed == wakeup, f"the timer index says {indexed}; the saga wakes at {wakeup}"
         )
 
     @invariant()
@@ -681,7 +683,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
             self.require(wakeup is not None, "liveness: a running saga waits on nothing")
             assert wakeup is not None
             version = self.saga.version
-            self.manager.tick(self.clock.move_to(wakeup))
+            self.subject.tick(self.clock.move_to(wakeup))
             self.require(self.saga.version > version, f"liveness: nothing fired at {wakeup}")
             self._remember()
         self.require(False, f"liveness: the saga did not end within {_MAX_MOVES_TO_END} moves")
@@ -691,11 +693,11 @@ class SagaLawsMachine(RuleBasedStateMachine):
         close the manager. After a failed rule or invariant (hypothesis calls teardown
         while that exception propagates) the saga is left as it is: finishing it
         would run its participants again and report a second failure."""
-        if self._manager is None:
+        if self._subject is None:
             return
         try:
             if sys.exc_info()[1] is None:
                 self.everyone_cooperates_to_the_end()
         finally:
-            self.close_manager(self._manager)
-            self._manager = None
+            self._subject.close()
+            self._subject = None
