@@ -1,4 +1,4 @@
-"""A package's names resolved on first use: lazily imported ones, and ones that moved.
+"""A package's names resolved on first use: lazily imported ones, ones that moved, old modules.
 
 A package's ``__all__`` is its first tier of public names. Some it imports only when
 first read (their module needs an optional extra, or is heavy to load); a name that
@@ -10,8 +10,13 @@ Homes are eventsourcing topics: ``"package.module"`` (the same name there) or
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import sys
 import warnings
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from eventsourcing.utils import resolve_topic
@@ -55,3 +60,41 @@ def names_on_demand(
 def _from(home: str, name: str) -> Any:
     """The object at ``home`` (a topic), under ``name`` unless the topic renames it."""
     return resolve_topic(home if ":" in home else f"{home}:{name}")
+
+
+class ModuleAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Old module paths that moved, importable with a ``DeprecationWarning``.
+
+    ``import sagalog.infrastructure.relay`` finds the module now at
+    ``sagalog.infrastructure.messaging.relay``: the same module object, so its classes
+    keep one identity. Installed at the end of ``sys.meta_path``, it is asked only about
+    names no file answers to.
+    """
+
+    def __init__(self, moved: Mapping[str, str]) -> None:
+        self.moved = dict(moved)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in self.moved:
+            return None
+        return ModuleSpec(fullname, self)
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        new = self.moved[spec.name]
+        warnings.warn(
+            f"module {spec.name} is now {new}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(new)
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the module was imported under its own name."""
+
+
+def alias_modules(moved: Mapping[str, str]) -> None:
+    """Make the ``moved`` old module paths importable (once per process)."""
+    if not any(isinstance(f, ModuleAliases) and f.moved == moved for f in sys.meta_path):
+        sys.meta_path.append(ModuleAliases(moved))

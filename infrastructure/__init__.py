@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sagalog.domain._exports import names_on_demand
+from sagalog.domain._exports import alias_modules, names_on_demand
 
 if TYPE_CHECKING:
     from sagalog.infrastructure.messaging.observer import SagaEventFollower
@@ -74,6 +74,28 @@ __all__ = [
     "configure_logging",
 ]
 
+
+#: Modules that moved into the rooms, importable by their old paths with a warning.
+MOVED_MODULES = {
+    "sagalog.infrastructure.recorders": "sagalog.infrastructure.persistence.recorders",
+    "sagalog.infrastructure.postgres_recorder": "sagalog.infrastructure.persistence.postgres",
+    "sagalog.infrastructure.relay": "sagalog.infrastructure.messaging.relay",
+    "sagalog.infrastructure.transport": "sagalog.infrastructure.messaging.transport",
+    "sagalog.infrastructure.follower": "sagalog.infrastructure.messaging.observer",
+    "sagalog.infrastructure.bounds": "sagalog.infrastructure.messaging.bounds",
+    "sagalog.infrastructure.signing": "sagalog.infrastructure.messaging.signing",
+    "sagalog.infrastructure.fencing": "sagalog.infrastructure.services.fencing",
+    "sagalog.infrastructure.participant": "sagalog.infrastructure.services.participant",
+    "sagalog.infrastructure.choreography": "sagalog.infrastructure.services.choreography",
+    "sagalog.infrastructure.metrics": "sagalog.infrastructure.observability.metrics",
+    "sagalog.infrastructure.logs": "sagalog.infrastructure.observability.logs",
+    "sagalog.infrastructure.health": "sagalog.infrastructure.observability.health",
+    "sagalog.infrastructure.demo_sagas": "sagalog.infrastructure.demo.sagas",
+    "sagalog.infrastructure.demo_participant": "sagalog.infrastructure.demo.participant",
+    "sagalog.infrastructure.demo_rabbitmq": "sagalog.infrastructure.demo.rabbitmq",
+    "sagalog.infrastructure.cli_operations": "sagalog.infrastructure.cli.poison",
+}
+alias_modules(MOVED_MODULES)
 
 __getattr__ = names_on_demand(globals(), lazy=_HOMES)
 

@@ -8,7 +8,7 @@ The second tier is the modules: ``manager``, ``batch`` (how transitions are comm
 See docs/process-manager.md, docs/store.md and docs/debugging.md.
 """
 
-from sagalog.domain._exports import names_on_demand
+from sagalog.domain._exports import alias_modules, names_on_demand
 from sagalog.process.aio import AsyncSagaManager
 from sagalog.process.batch import ConcurrencyConflictError
 from sagalog.process.debugging.explain import explain
@@ -87,3 +87,17 @@ MOVED = {
     "utc_now": "sagalog.process.clock",
 }
 __getattr__ = names_on_demand(globals(), moved=MOVED)
+
+#: Modules that moved into the store and debugging rooms, importable by their old paths.
+#: (``replay`` and ``explain`` are not: those names are the package's functions.)
+MOVED_MODULES = {
+    "sagalog.process.database": "sagalog.process.store.url",
+    "sagalog.process.transcoding": "sagalog.process.store.codec",
+    "sagalog.process.timers": "sagalog.process.store.timers",
+    "sagalog.process.sqlite_wal": "sagalog.process.store.sqlite",
+    "sagalog.process.stores": "sagalog.process.store.contents",
+    "sagalog.process.whatif": "sagalog.process.debugging.whatif",
+    "sagalog.process.timeline_plot": "sagalog.process.debugging.timeline",
+    "sagalog.process.asyncio_front": "sagalog.process.aio",
+}
+alias_modules(MOVED_MODULES)

@@ -249,3 +249,39 @@ def test_every_package_says_what_its_room_is_for() -> None:
         if hasattr(module, "__path__") and len((module.__doc__ or "").strip()) < 40
     )
     assert silent == []
+
+
+def test_modules_that_moved_import_by_their_old_paths_with_a_warning() -> None:
+    """In a fresh process, so that no new path was imported first by another test."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, json, warnings\n"
+        "import sagalog.infrastructure as i, sagalog.process as p\n"
+        "moved = {**i.MOVED_MODULES, **p.MOVED_MODULES}\n"
+        "found = {}\n"
+        "for old, new in moved.items():\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        module = importlib.import_module(old)\n"
+        "    said = [str(w.message) for w in caught if w.category is DeprecationWarning]\n"
+        "    found[old] = [module is importlib.import_module(new), any(new in s for s in said)]\n"
+        "print(json.dumps(found))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads(ran.stdout)
+    assert len(found) == 25
+    assert {old: result for old, result in found.items() if result != [True, True]} == {}
+
+
+def test_an_old_module_path_that_names_a_function_is_not_shadowed() -> None:
+    """``sagalog.process.replay`` stays the function: no old module takes its name."""
+    import sagalog.process as process
+
+    assert "sagalog.process.replay" not in process.MOVED_MODULES
+    assert callable(process.replay)
+    assert callable(process.explain)
