@@ -19,6 +19,12 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
   with the relay and projection lags and the stuck sagas by reason (needs the
   ``metrics`` extra, prometheus-client).
 
+**Roles.** Every worker on a shared store (SQLite, PostgreSQL) takes part in the store's
+lease (:mod:`sagalog.infrastructure.persistence.lease`): the holder is *active* and runs
+the timers, the relay and the projections; the others are *standbys* (the reply consumer
+and the metrics run in every worker) and take over when the holder's lease expires. The
+relay sends under the holder's lease term, fenced by its epoch. See docs/worker.md.
+
 The default is **no transport**: the worker ticks the timers and keeps the
 projections up, and the relay does not run. Commands are not lost — they stay
 in the log (the log is the outbox) and the relay's tracked position does not
@@ -43,6 +49,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +63,13 @@ from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.observability.health import DependencyHealth, probe_store
+from sagalog.infrastructure.persistence.lease import (
+    DEFAULT_LEASE_SECONDS,
+    LeaseLost,
+    LeaseTerm,
+    StoreLease,
+    holder_id,
+)
 from sagalog.process import SagaManager
 from sagalog.process.loading import ImportSpecError, import_object
 from sagalog.process.store.loops import run_until_stopped
@@ -130,6 +144,7 @@ class Worker:
         replies: StoppableLoop | None = None,
         health_interval: float = 2.0,
         outage_log_interval: float | None = None,
+        lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     ) -> None:
         if tick_interval <= 0 or poll_interval <= 0:
             raise ValueError("intervals must be positive")
@@ -150,6 +165,20 @@ class Worker:
         self.poll_interval = poll_interval
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
+        #: The store's lease (``None``: a private store, or ``lease_seconds=None``: always active).
+        self.lease: StoreLease | None = None
+        url = manager.database_url
+        shared = url.kind in ("postgresql", "sqlite") and not url.is_sqlite_memory
+        if lease_seconds is not None and shared:
+            self.lease = StoreLease(url, lease_seconds=lease_seconds)
+        #: This worker's name in the lease row.
+        self.holder = holder_id()
+        #: The lease term held now (``None``: standby, or no lease).
+        self.term: LeaseTerm | None = None
+        #: Set while this worker runs the relay, the timers and the projections.
+        self.active = threading.Event()
+        self._term_stop = self.stop_event
+        self._active_threads: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
@@ -211,7 +240,7 @@ class Worker:
         self.stats.sagas_ticked += moved
 
     def _timers(self) -> None:
-        self.manager.run(self.stop_event, interval=self.tick_interval, on_tick=self._on_tick)
+        self.manager.run(self._term_stop, interval=self.tick_interval, on_tick=self._on_tick)
 
     def _relay(self) -> None:
         assert self.relay is not None
@@ -222,7 +251,16 @@ class Worker:
                 logger.warning("relay: %d quarantined commands sent, %d still held", sent, held)
         except (TransportError, PersistenceError) as exc:
             logger.warning("relay: cannot retry the quarantined commands yet: %s", exc)
-        relay.run(self.stop_event, poll_interval=self.poll_interval, on_pump=self._on_pump)
+        except LeaseLost as exc:
+            logger.warning("relay: %s; stopped sending", exc)
+            self._term_stop.set()
+            return
+        try:
+            relay.run(self._term_stop, poll_interval=self.poll_interval, on_pump=self._on_pump)
+        except LeaseLost as exc:
+            # Stop sending at once; the lease loop steps down to standby.
+            logger.warning("relay: %s; stopped sending", exc)
+            self._term_stop.set()
 
     def _on_pump(self, sent: int) -> None:
         if isinstance(self.transport, InProcessTransport):
@@ -230,7 +268,105 @@ class Worker:
         self.stats.commands_sent += sent
 
     def _projections(self) -> None:
-        self.projector.run(self.stop_event, poll_interval=self.poll_interval)
+        self.projector.run(self._term_stop, poll_interval=self.poll_interval)
+
+    # -- the lease -------------------------------------------------------------------
+
+    def _start_active(self, term: LeaseTerm | None) -> None:
+        """Become active: run the relay, the timers and the projections under ``term``."""
+        self._term_stop = self.stop_event if term is None else threading.Event()
+        if self.stop_event.is_set():
+            self._term_stop.set()
+        self.term = term
+        if self.relay is not None:
+            self.relay.send_under(term)
+        loops: dict[str, Callable[[], None]] = {
+            "timers": self._timers,
+            "relay": self._relay,
+            "projections": self._projections,
+        }
+        self._active_threads = []
+        for name in self.loops:
+            if name in loops:
+                thread = threading.Thread(
+                    target=self._guarded(name, loops[name]), name=f"sagalog-{name}", daemon=True
+                )
+                self._active_threads.append(thread)
+                thread.start()
+        self.active.set()
+
+    def _stop_active(self) -> None:
+        """Become standby: stop the active loops and wait until each finished its unit."""
+        self._term_stop.set()
+        if self.relay is not None:
+            self.relay.wake()
+        for thread in self._active_threads:
+            thread.join()
+        self._active_threads = []
+        self.active.clear()
+
+    def _hold_lease(self) -> None:
+        """The lease loop: stand by until the lease is free, hold it, step down when it is lost."""
+        lease = self.lease
+        assert lease is not None
+        heartbeat = lease.lease_seconds / 4
+        poll = lease.lease_seconds / 8
+        while not self.stop_event.is_set():
+            try:
+                term = lease.acquire(self.holder)
+            except Exception as exc:
+                self.health.down("store", first_line(exc, named=True))
+                self.stop_event.wait(poll)
+                continue
+            if term is None:
+                self.stop_event.wait(poll)
+                continue
+            self._role_changed(True, term.epoch)
+            self._start_active(term)
+            lost = self._renew_until_lost(term, heartbeat)
+            self._stop_active()
+            if lost:
+                self._role_changed(False, term.epoch)
+            else:  # stopping: hand the lease over now rather than when it expires
+                try:
+                    lease.release(term)
+                except Exception as exc:
+                    logger.warning("lease: not released (it expires by itself): %s", exc)
+                self._role_changed(False, term.epoch)
+
+    def _renew_until_lost(self, term: LeaseTerm, heartbeat: float) -> bool:
+        """Renew ``term`` every ``heartbeat`` seconds; ``True`` once lost, ``False`` on stop."""
+        lease = self.lease
+        assert lease is not None
+        while not self._term_stop.wait(heartbeat):
+            try:
+                if not lease.renew(term):
+                    logger.warning("lease: epoch %d was taken over by another worker", term.epoch)
+                    break
+            except Exception as exc:
+                self.health.down("store", first_line(exc, named=True))
+                if time.monotonic() >= term.valid_until:
+                    logger.warning("lease: epoch %d not renewed in time: %s", term.epoch, exc)
+                    break
+        else:
+            if not self.stop_event.is_set():  # a loop gave the term up (the relay lost it)
+                term.ended.set()
+                return True
+            return False
+        term.ended.set()
+        return True
+
+    def _role_changed(self, active: bool, epoch: int) -> None:
+        role = "active" if active else "standby"
+        logger.warning(
+            "worker %s is %s (lease epoch %d)",
+            self.holder,
+            role,
+            epoch,
+            extra={"role": role, "epoch": epoch},
+        )
+        if self._metrics is not None:
+            self._metrics.role_changed(active, epoch)
 
     def _replies(self) -> None:
         assert self.replies is not None
@@ -303,14 +439,16 @@ class Worker:
         if self._threads:
             raise RuntimeError("the worker was started already")
         loops: dict[str, Callable[[], None]] = {
-            "timers": self._timers,
-            "relay": self._relay,
-            "projections": self._projections,
             "metrics": self._observe,
             "replies": self._replies,
         }
-
-        for name in self.loops:
+        if self.lease is None:
+            self._start_active(None)
+        else:
+            loops["lease"] = self._hold_lease
+        for name in [*self.loops, "lease"]:
+            if name not in loops:
+                continue
             thread = threading.Thread(
                 target=self._guarded(name, loops[name]), name=f"sagalog-{name}", daemon=True
             )
@@ -321,8 +459,9 @@ class Worker:
         watcher.start()
 
     def stop(self) -> None:
-        """Ask every loop to finish what it is doing and return."""
+        """Ask every loop to finish what it is doing and return (and hand the lease over)."""
         self.stop_event.set()
+        self._term_stop.set()
         if self.relay is not None:
             self.relay.wake()  # the relay waits for new commands, not for the stop event
 
@@ -330,7 +469,10 @@ class Worker:
         """Wait for the loops to return; ``True`` if they all did within ``timeout``."""
         for thread in self._threads:
             thread.join(timeout)
-        return not any(thread.is_alive() for thread in self._threads)
+        for thread in list(self._active_threads):
+            thread.join(timeout)
+        threads = [*self._threads, *self._active_threads]
+        return not any(thread.is_alive() for thread in threads)
 
     def run(self, *, check_interval: float = 0.2) -> None:
         """Start, block until stopped (or a loop fails), then join.
@@ -352,6 +494,8 @@ class Worker:
             self.metrics_server = None
         if self.transport is not None:
             self.transport.close()
+        if self.lease is not None:
+            self.lease.close()
         self.projector.close()
 
 

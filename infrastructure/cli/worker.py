@@ -17,6 +17,7 @@ from sagalog.infrastructure.cli.opening import open_manager
 from sagalog.infrastructure.cli.options import AppOption, DatabaseUrlOption, DefinitionsOption
 from sagalog.infrastructure.cli.output import err_console, escape
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
+from sagalog.infrastructure.persistence.lease import DEFAULT_LEASE_SECONDS
 from sagalog.infrastructure.worker import (
     StoppableLoop,
     Worker,
@@ -70,10 +71,26 @@ def worker(
         typer.Option(
             min=0,
             max=65535,
-            help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
+            help="Serve Prometheus metrics on http://HOST:PORT/metrics "
             "(0: any free port; needs the metrics extra).",
         ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Address the metrics endpoint binds (0.0.0.0: every interface, for a "
+            "Prometheus on another host)."
+        ),
+    ] = "127.0.0.1",
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="The store's lease time: one worker per store runs the relay, the timers "
+            "and the projections; the others stand by and take over this long after it "
+            "stops renewing (dies, hangs, loses the database).",
+        ),
+    ] = DEFAULT_LEASE_SECONDS,
 ) -> None:
     """Run the timers, the command relay and the projections until SIGINT/SIGTERM."""
     if transport not in ("none", "in-process", "rabbitmq"):
@@ -121,7 +138,9 @@ def worker(
                         tick_interval=tick_interval,
                         poll_interval=poll_interval,
                         metrics_port=metrics_port,
+                        metrics_addr=metrics_host,
                         replies=replies,
+                        lease_seconds=lease_seconds,
                     )
                 except ValueError as exc:
                     raise fail(str(exc)) from None
@@ -133,7 +152,8 @@ def worker(
                 if not received:  # a signal during startup: stop before running anything
                     err_console.print(
                         f"sagalog worker on {manager.database_url.masked}: timers every "
-                        f"{tick_interval:g} s, projections following, {relay}; "
+                        f"{tick_interval:g} s, projections following, {relay}, "
+                        f"lease {lease_seconds:g} s ({runner.holder}); "
                         "stop with Ctrl-C or SIGTERM",
                         highlight=False,
                         soft_wrap=True,

@@ -19,7 +19,12 @@ id), a relay that fell behind, a restart — is read from the log as before, so
 the pushed recordings only ever save a read; the position is recorded the same
 way either way.
 
-Run one relay per saga database: two relays on one database would both send.
+Two relays on one database would both send, so each worker's relay runs only while its
+worker holds the store's lease (:mod:`sagalog.infrastructure.persistence.lease`): under a
+lease term (:meth:`CommandRelay.send_under`) each command is sent only while the term
+holds by the worker's own clock, and the position is recorded only if the lease row still
+has the term's epoch, so a worker paused past its lease and resumed cannot send again
+or move the position once another took over.
 
 A poison event — one that no longer decodes, or whose command cannot be built or
 that the transport refuses as such (not a broker outage, which is retried) — does
@@ -52,6 +57,7 @@ from eventsourcing.utils import Environment, get_topic
 
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.messaging.transport import Transport, TransportError
+from sagalog.infrastructure.persistence.lease import LeaseTerm
 from sagalog.process import SagaManager
 from sagalog.process.debugging.explain import Outbox
 from sagalog.process.store.loops import Backoff, run_until_stopped
@@ -99,9 +105,14 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         self.tracking = factory.tracking_recorder()
         self.delivered = 0
         #: The position this relay recorded last (``None``: read it from the store).
-        #: One relay runs per saga database, so after the first read only this relay
-        #: moves its position; any failure of a pump forgets it, to be read again.
+        #: One relay runs per saga database at a time (the lease's holder), so after the
+        #: first read only this relay moves its position; any failure of a pump, and a
+        #: new lease term, forget it, to be read again.
         self._position: int | None = None
+        #: The lease term this relay sends under (``None``: no lease, the only relay).
+        #: Each command is sent only while the term holds, and the position is
+        #: recorded only if the lease row still has the term's epoch.
+        self.fence: LeaseTerm | None = None
         #: Recordings the manager pushed after its commits, oldest first.
         self._pushed: deque[Recording[UUID]] = deque()
         self._pushed_lock = threading.Lock()
@@ -120,6 +131,14 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
             else:
                 self._pushed.extend(new_recording_event.recordings)
         self.wake()
+
+    def send_under(self, term: LeaseTerm | None) -> None:
+        """Send (and record the position) only while ``term`` holds; ``None``: no lease.
+
+        The position is read again from the store: another holder may have moved it.
+        """
+        self.fence = term
+        self._position = None
 
     def wake(self) -> None:
         """End the wait of :meth:`run` for new commands now (something was committed,
@@ -184,6 +203,8 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         try:
             for notification_id, command in self._commands_after(position):
                 if command is not None:
+                    if self.fence is not None:
+                        self.fence.check()
                     try:
                         self.transport.send(command)
                     except TransportError:
@@ -200,7 +221,11 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
             # after a failure, up to the last command accepted.
             sent_up_to = last_seen if done else last_sent
             if sent_up_to is not None:
-                self.tracking.insert_tracking(Tracking(self.manager.name, sent_up_to))
+                tracking = Tracking(self.manager.name, sent_up_to)
+                if self.fence is None:
+                    self.tracking.insert_tracking(tracking)
+                else:
+                    self.fence.record_position(self.tracking, tracking)
                 self.delivered += count
         self._position = position if sent_up_to is None else sent_up_to
         return count
@@ -275,6 +300,8 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
             try:
                 event = self.manager.mapper.to_domain_event(self.read_one(item.notification_id))
                 if isinstance(event, Saga.StepDispatched | Saga.CompensationDispatched):
+                    if self.fence is not None:
+                        self.fence.check()
                     self.transport.send(event.command())
             except TransportError:
                 raise

@@ -50,6 +50,7 @@ from wsgiref.simple_server import WSGIServer, make_server
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     make_wsgi_app,
     start_http_server,
@@ -308,6 +309,21 @@ class SagaMetrics:
         self.events_observed = Counter(
             "sagalog_events_observed", "Saga events read from the log.", registry=r
         )
+        self.active = Gauge(
+            "sagalog_worker_active",
+            "1 while this worker holds the store's lease (runs the relay, timers and "
+            "projections), 0 while it stands by.",
+            registry=r,
+        )
+        self.lease_epoch = Gauge(
+            "sagalog_lease_epoch", "The epoch of the lease this worker held last.", registry=r
+        )
+        self.lease_changes = Counter(
+            "sagalog_lease_changes",
+            "This worker's role changes: acquired (standby to active) or lost (active to standby).",
+            ["change"],
+            registry=r,
+        )
         self.lag_sources: dict[str, HasLag] = {}
         self.relay: CommandRelay | None = None
         self.stuck_query: StuckQuery | None = None
@@ -391,6 +407,12 @@ class SagaMetrics:
         """Count a reply sent to the dead-letter queue (``ReplyConsumer.on_dead_letter``)."""
         name = error if isinstance(error, str) else type(error).__name__ if error else "none"
         self.replies_dead_lettered.labels(name).inc()
+
+    def role_changed(self, active: bool, epoch: int) -> None:
+        """Record that this worker took (``active``) or lost the store's lease at ``epoch``."""
+        self.active.set(1 if active else 0)
+        self.lease_epoch.set(epoch)
+        self.lease_changes.labels("acquired" if active else "lost").inc()
 
     # -- scrape-time gauges ----------------------------------------------------------
 

@@ -1,0 +1,192 @@
+"""One worker per store runs the relay, the timers and the projections; the lease fences it.
+
+On SQLite and PostgreSQL (a private memory store has no other worker to share with).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+
+from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
+from sagalog.infrastructure.messaging.relay import CommandRelay
+from sagalog.infrastructure.messaging.transport import InProcessTransport
+from sagalog.infrastructure.persistence.lease import LeaseLost, StoreLease
+from sagalog.infrastructure.worker import Worker
+from sagalog.process import SagaManager
+from sagalog.process.store.url import parse_database_url
+
+TWO_STEPS = SagaDefinition(
+    "Two",
+    [
+        Step(name="a", action="A.Do", compensation="A.Undo"),
+        Step(name="b", action="B.Do"),
+    ],
+)
+
+
+class Sent:
+    """Records the commands a transport accepted."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def send(self, command: Command) -> None:
+        self.commands.append(command)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def store_url(database_url: str, backend: str) -> str:
+    if backend == "memory":
+        pytest.skip("a private memory store is never shared: it has no lease")
+    return database_url
+
+
+@pytest.fixture
+def manager(store_url: str) -> Iterator[SagaManager]:
+    app = SagaManager([TWO_STEPS], store_url)
+    yield app
+    app.close()
+
+
+def _lease(url: str, seconds: float) -> StoreLease:
+    return StoreLease(parse_database_url(url), lease_seconds=seconds)
+
+
+def test_only_one_holder_at_a_time_and_a_takeover_raises_the_epoch(store_url: str) -> None:
+    first, second = _lease(store_url, 0.3), _lease(store_url, 0.3)
+    try:
+        term = first.acquire("first")
+        assert term is not None
+        assert second.acquire("second") is None
+        assert first.renew(term)
+        time.sleep(0.4)  # the first holder stopped renewing: its lease expired
+        taken = second.acquire("second")
+        assert taken is not None
+        assert taken.epoch == term.epoch + 1
+        assert not first.renew(term)
+        second.release(taken)
+        again = first.acquire("first")  # a released lease is free at once
+        assert again is not None
+        assert again.epoch == taken.epoch + 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_paused_holder_can_neither_send_nor_record_a_position_after_a_takeover(
+    manager: SagaManager, store_url: str
+) -> None:
+    old_lease, new_lease = _lease(store_url, 0.3), _lease(store_url, 0.3)
+    old_sent, new_sent = Sent(), Sent()
+    old_relay, new_relay = CommandRelay(manager, old_sent), CommandRelay(manager, new_sent)
+    try:
+        old_term = old_lease.acquire("old")
+        assert old_term is not None
+        old_relay.send_under(old_term)
+        manager.start("Two", {"n": 0})
+        assert old_relay.pump() == 1
+        before = old_relay.position
+        for n in range(1, 4):
+            manager.start("Two", {"n": n})
+        time.sleep(0.4)  # the old holder is paused past its lease ...
+        new_term = new_lease.acquire("new")  # ... and another worker takes over
+        assert new_term is not None
+        # Resumed, the old holder knows by its own clock that its lease ran out: no send.
+        with pytest.raises(LeaseLost):
+            old_relay.pump()
+        assert len(old_sent.commands) == 1
+        # Even had it sent (its check passed just before the pause), the epoch refuses
+        # its position: the batch is not recorded as sent by the old holder.
+        old_term.valid_until = time.monotonic() + 60
+        with pytest.raises(LeaseLost, match="not recorded"):
+            old_relay.pump()
+        assert old_relay.position == before
+        new_relay.send_under(new_term)
+        assert new_relay.pump() == 3
+        head = manager.recorder.max_notification_id()
+        assert new_relay.position == head
+    finally:
+        old_relay.close()
+        new_relay.close()
+        old_lease.close()
+        new_lease.close()
+
+
+def _participants(manager: SagaManager, sent: Counter[UUID]) -> InProcessTransport:
+    transport = InProcessTransport()
+
+    def handle(command: Command) -> None:
+        sent[command.command_id] += 1
+        manager.handle_step_completed(
+            command.saga_id, command.step, {}, message_id=f"{command.command_id}:reply"
+        )
+
+    transport.subscribe_all(handle)
+    return transport
+
+
+def test_two_workers_on_one_store_send_each_command_once(store_url: str) -> None:
+    sent: Counter[UUID] = Counter()
+    managers = [SagaManager([TWO_STEPS], store_url) for _ in range(2)]
+    workers = [
+        Worker(
+            m,
+            transport=_participants(m, sent),
+            tick_interval=0.05,
+            poll_interval=0.02,
+            lease_seconds=1.0,
+        )
+        for m in managers
+    ]
+    starter = SagaManager([TWO_STEPS], store_url)
+    try:
+        for worker in workers:
+            worker.start()
+        sagas = [starter.start("Two", {"n": n}) for n in range(40)]
+        deadline = time.monotonic() + 60
+        while any(starter.get(s).status is not SagaStatus.COMPLETED for s in sagas):
+            assert time.monotonic() < deadline, "the sagas did not finish"
+            time.sleep(0.05)
+        assert sum(w.active.is_set() for w in workers) == 1
+        assert len(sent) == 80  # two commands per saga ...
+        assert set(sent.values()) == {1}  # ... each sent once
+        assert sum(w.stats.commands_sent for w in workers) == 80
+    finally:
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(30)
+            worker.close()
+        for m in [*managers, starter]:
+            m.close()
+
+
+def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
+    managers = [SagaManager([TWO_STEPS], store_url) for _ in range(2)]
+    workers = [
+        Worker(m, tick_interval=0.05, poll_interval=0.02, lease_seconds=30) for m in managers
+    ]
+    try:
+        workers[0].start()
+        assert workers[0].active.wait(10)
+        workers[1].start()
+        time.sleep(0.3)
+        assert not workers[1].active.is_set()
+        workers[0].stop()
+        assert workers[0].join(30)
+        assert workers[1].active.wait(10)  # far sooner than the 30 s lease
+    finally:
+        for worker in workers:
+            worker.stop()
+            worker.join(30)
+            worker.close()
+        for m in managers:
+            m.close()
