@@ -212,15 +212,18 @@ class Step(_DefinitionPart):
 
 
 class SagaDefinition(_DefinitionPart):
-    """A named, versioned, ordered list of steps.
+    """A named, versioned, ordered list of steps, with an optional deadline for the whole saga.
 
     Validated when built: at least one step; unique step names; retriable steps
-    only after the last compensatable step (the pivot rule).
+    only after the last compensatable step (the pivot rule). ``deadline`` is an SLA
+    counted from the saga's start: a saga still running before its pivot when it
+    passes records ``SagaDeadlinePassed`` and compensates, as after a failure.
     """
 
     name: str = Field(min_length=1, max_length=100, pattern=_NAME_PATTERN)
     steps: tuple[Step, ...] = Field(min_length=1, max_length=100)
     version: int = Field(default=1, ge=1)
+    deadline: timedelta | None = None
 
     def __init__(self, name: str, steps: Any, version: int = 1, **kwargs: Any) -> None:
         """Allow the positional form ``SagaDefinition(name, steps, version)``."""
@@ -235,6 +238,22 @@ class SagaDefinition(_DefinitionPart):
                 raise ValueError(f"step names must be unique; {step.name!r} appears twice")
             seen.add(step.name)
         return steps
+
+    @field_validator("deadline")
+    @classmethod
+    def _positive_deadline(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("the saga deadline must be positive")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_no_deadline(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump leaves ``deadline`` out when there is none, so definitions written
+        before it existed keep their fingerprint (see ``Step._omit_new_defaults``)."""
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("deadline", 0) is None:
+            del dumped["deadline"]
+        return dumped
 
     @model_validator(mode="after")
     def _pivot_rule(self) -> Self:

@@ -158,6 +158,8 @@ class Saga(Aggregate):
             if self.causation_id is not None:
                 saga.processed_messages.add(self.causation_id)
             self.evolve(saga)
+            if saga.deadline is not None:
+                saga.next_wakeup = saga._with_deadline(saga.next_wakeup)
 
         def evolve(self, saga: Saga) -> None:
             """Change ``saga`` as this event says; overridden by each event."""
@@ -184,6 +186,8 @@ class Saga(Aggregate):
             saga: Saga = aggregate
             definition = definition_from_dict(self.definition, self.definition_fingerprint)
             saga._init_state(self.saga_type, definition, self.data)
+            if definition.deadline is not None:
+                saga.deadline = self.timestamp + definition.deadline
             super().apply(saga)
 
     class StepDispatched(Event):
@@ -497,12 +501,27 @@ class Saga(Aggregate):
             )
 
     class OperatorRetried(Event):
-        """An operator asked for the dead-lettered command to be tried again."""
+        """An operator asked for the dead-lettered command to be tried again.
+
+        ``changes`` is the data patch the operator retried with, as a diff: for each
+        top-level key of the saga's data it set, ``{"new": value}`` plus ``"old": value``
+        when the key was there before. The patched data is what the retried command
+        (and every later one) carries. Added in class version 2; a retry recorded
+        before carries ``None`` (no patch), so old logs load unchanged.
+        """
+
+        class_version = 2
 
         step: str
         kind: str
         actor: str
         reason: str
+        changes: dict[str, dict[str, Any]] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 had no data patch."""
+            state["changes"] = None
 
         def evolve(self, saga: Saga) -> None:
             saga.status = (
@@ -511,6 +530,25 @@ class Saga(Aggregate):
                 else SagaStatuses.COMPENSATING
             )
             saga.dead_letter = None
+            if self.changes:
+                saga.data = {
+                    **saga.data,
+                    **{key: change["new"] for key, change in self.changes.items()},
+                }
+
+    class SagaDeadlinePassed(Event):
+        """The saga's deadline (``SagaDefinition.deadline`` after its start) passed first.
+
+        Before the pivot the saga rolls back as after a failure: ``CompensationRequested``
+        follows, naming the steps in flight as uncertain. Past the pivot (``past_pivot``)
+        the saga must finish, so the fact is recorded for the audit and it goes on.
+        """
+
+        deadline: datetime
+        past_pivot: bool
+
+        def evolve(self, saga: Saga) -> None:
+            saga.deadline_passed = True
 
     class OperatorResolved(Event):
         """An operator declared the dead-lettered command done by hand; the saga moves on."""
@@ -585,6 +623,10 @@ class Saga(Aggregate):
         #: for (``pending_command``), not for every dispatch applied on a rebuild.
         self._pending_dispatch: Saga.StepDispatched | Saga.CompensationDispatched | None = None
         self.aborted_by: str | None = None
+        #: When the saga's deadline passes (``None``: its definition sets none).
+        self.deadline: datetime | None = None
+        #: Whether ``SagaDeadlinePassed`` was recorded.
+        self.deadline_passed = False
 
     # -- creation ----------------------------------------------------------------
 
@@ -665,6 +707,28 @@ class Saga(Aggregate):
                 or (self.steps[step.name].uncertain and step.compensate_uncertain)
             )
         ]
+
+    @property
+    def deadline_pending(self) -> bool:
+        """Whether the saga's deadline can still fire: set, not passed, the saga running."""
+        return (
+            self.deadline is not None
+            and not self.deadline_passed
+            and self.status in (SagaStatuses.STARTED, SagaStatuses.PENDING)
+        )
+
+    def _with_deadline(self, wakeup: datetime | None) -> datetime | None:
+        """``wakeup`` or the saga's deadline, whichever is earlier, while that can fire."""
+        if not self.deadline_pending:
+            return wakeup
+        assert self.deadline is not None
+        return self.deadline if wakeup is None or self.deadline < wakeup else wakeup
+
+    @property
+    def past_pivot(self) -> bool:
+        """Whether the step under way is retriable: the saga can then only go forward."""
+        current = self.current_step
+        return current is not None and self.definition.step(current).retriable
 
     @property
     def is_terminal(self) -> bool:
@@ -832,6 +896,9 @@ class Saga(Aggregate):
         name = self.current_step
         st = self.steps[name]
         step = self.definition.step(name)
+        if self.deadline_pending and self.next_wakeup == self.deadline:
+            self._pass_deadline(now)
+            return True
         kind = _AWAITING_OUTCOME.get(st.status)
         if kind is not None and st.deadline is not None:
             timed_out = self.StepTimedOut if kind is ACTION else self.CompensationTimedOut
@@ -845,13 +912,36 @@ class Saga(Aggregate):
             return True
         return False
 
+    def _pass_deadline(self, now: datetime) -> None:
+        """Record that the saga's deadline passed; before the pivot, roll back."""
+        assert self.deadline is not None
+        deadline, past_pivot = self.deadline, self.past_pivot
+        self._trigger(self.SagaDeadlinePassed, now, None, deadline=deadline, past_pivot=past_pivot)
+        if not past_pivot:
+            self._begin_compensation(
+                f"saga deadline {deadline.isoformat()} passed", None, now, None
+            )
+
     # -- operator actions --------------------------------------------------------
 
-    def retry(self, *, actor: str, reason: str, now: datetime) -> None:
-        """Try the dead-lettered command once more (a new attempt, a new command id)."""
+    def retry(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        patch: dict[str, Any] | None = None,
+    ) -> None:
+        """Try the dead-lettered command once more (a new attempt, a new command id).
+
+        ``patch`` corrects the saga's data first: its top-level keys replace (or add)
+        those of the data, the rest is kept; the patched data is checked like the data
+        a saga starts with, and the diff is recorded in ``OperatorRetried.changes``.
+        """
         _check_now(now)
         actor, reason = _check_operator(actor, reason)
         dead = self._require_dead_letter("retry")
+        changes = self._changes_of(patch) if patch is not None else None
         self._trigger(
             self.OperatorRetried,
             now,
@@ -860,9 +950,24 @@ class Saga(Aggregate):
             kind=dead.kind.value,
             actor=actor,
             reason=reason,
+            changes=changes,
         )
         attempt = _latest_attempt(self.steps[dead.step], dead.kind) + 1
         self._dispatch(self.definition.step(dead.step), dead.kind, attempt, now, None)
+
+    def _changes_of(self, patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The diff a data ``patch`` makes, once the patch and the patched data are checked."""
+        if not isinstance(patch, dict) or not patch:
+            raise InvalidPayloadError("a data patch must be a non-empty JSON object")
+        checked = check_data(patch)
+        check_data({**self.data, **checked})
+        changes: dict[str, dict[str, Any]] = {}
+        for key, new in checked.items():
+            change = {"new": new}
+            if key in self.data:
+                change["old"] = self.data[key]
+            changes[key] = change
+        return changes
 
     def resolve(self, *, actor: str, reason: str, now: datetime) -> None:
         """Declare the dead-lettered command done by hand, and move the saga on."""
@@ -898,7 +1003,7 @@ class Saga(Aggregate):
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only a running saga can be aborted"
             )
-        if self.current_step is not None and self.definition.step(self.current_step).retriable:
+        if self.past_pivot:
             raise InvalidTransitionError(
                 f"saga {self.id} is past its pivot (step {self.current_step!r} is retriable); "
                 "it can only go forward"

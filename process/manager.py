@@ -457,9 +457,23 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
 
     # -- operator actions --------------------------------------------------------
 
-    def retry(self, saga_id: UUID, *, actor: str, reason: str) -> None:
-        """Try the dead-lettered command of ``saga_id`` again (recorded with who and why)."""
-        self._transition(saga_id, lambda saga, now: saga.retry(actor=actor, reason=reason, now=now))
+    def retry(
+        self,
+        saga_id: UUID,
+        *,
+        actor: str,
+        reason: str,
+        patch: dict[str, Any] | None = None,
+    ) -> None:
+        """Try the dead-lettered command of ``saga_id`` again (recorded with who and why).
+
+        ``patch`` corrects the saga's data first (top-level keys replaced or added; see
+        ``Saga.retry``): a bad patch raises :class:`InvalidPayloadError` and records nothing.
+        """
+        self._transition(
+            saga_id,
+            lambda saga, now: saga.retry(actor=actor, reason=reason, now=now, patch=patch),
+        )
 
     def resolve(self, saga_id: UUID, *, actor: str, reason: str) -> None:
         """Mark the dead-lettered command of ``saga_id`` done by hand; the saga moves on."""

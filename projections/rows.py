@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
+
+from pydantic import TypeAdapter
 
 from sagalog.domain import Saga, SagalogError, SagaStatus
 from sagalog.domain.status import CommandKind
@@ -79,6 +81,7 @@ class SagaSummary:
     step_marks: dict[str, str] | None
     in_force_since: datetime | None
     in_force_steps: str | None
+    saga_deadline: datetime | None
 
     def as_row(self) -> dict[str, Any]:
         """The row as a dict of column values (shallow: values are immutable)."""
@@ -321,6 +324,10 @@ def _operator_resolved(row: Row, event: Any) -> None:
         _mark(row, event.step, remove="fd")
 
 
+def _deadline_passed(row: Row, event: Any) -> None:
+    row["saga_deadline"] = None
+
+
 _EVOLVE: dict[type[Any], Callable[[Row, Any], None]] = {
     Saga.SagaStarted: _unchanged,  # the row was built from the event already
     Saga.StepDispatched: _action_dispatched,
@@ -342,6 +349,7 @@ _EVOLVE: dict[type[Any], Callable[[Row, Any], None]] = {
     Saga.OperatorResolved: _operator_resolved,
     Saga.OperatorCompensationRequested: _operator_compensates,
     Saga.SagaAborted: _unchanged,
+    Saga.SagaDeadlinePassed: _deadline_passed,
 }
 
 #: The saga event types with a rule of their own (any other type only counts and timestamps).
@@ -403,6 +411,7 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
             "step_marks": _marks_of(event.definition),
             "in_force_since": None,
             "in_force_steps": None,
+            "saga_deadline": _saga_deadline(event),
         }
     elif version != row["last_version"] + 1:
         raise ProjectionIntegrityError(
@@ -418,7 +427,25 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
     if row["last_progress_at"] is not None:
         row["last_progress_at"] = event.timestamp
     _EVOLVE.get(type(event), _unchanged)(row, event)
+    deadline = row["saga_deadline"]
+    if (
+        deadline is not None
+        and row["status"] in _DEADLINE_STATUSES
+        and (wakeup is None or deadline < wakeup)
+    ):
+        row["next_deadline"], row["wakeup_kind"] = deadline, "saga_deadline"
     return row
+
+
+#: Statuses in which a saga's own deadline can fire.
+_DEADLINE_STATUSES = frozenset({SagaStatus.STARTED.value, SagaStatus.PENDING.value})
+_TIMEDELTA = TypeAdapter(timedelta)
+
+
+def _saga_deadline(started: Saga.SagaStarted) -> datetime | None:
+    """When the saga's deadline passes, read from the definition it started with."""
+    deadline = started.definition.get("deadline")
+    return None if deadline is None else started.timestamp + _TIMEDELTA.validate_python(deadline)
 
 
 # -- timeline ------------------------------------------------------------------------
@@ -459,8 +486,14 @@ def _detail(event: Any) -> str:
     if isinstance(event, Saga.SagaDeadLettered):
         plural = "s" if event.attempts != 1 else ""
         return f"{event.kind} gave up after {event.attempts} attempt{plural}: {event.error}"
+    if isinstance(event, Saga.OperatorRetried) and event.changes:
+        patched = _short_json({key: change["new"] for key, change in event.changes.items()})
+        return f"{event.kind} by {event.actor} with data {patched}: {event.reason}"
     if isinstance(event, Saga.OperatorRetried | Saga.OperatorResolved):
         return f"{event.kind} by {event.actor}: {event.reason}"
+    if isinstance(event, Saga.SagaDeadlinePassed):
+        after = "past the pivot: going on" if event.past_pivot else "compensating"
+        return f"deadline {_instant(event.deadline)} passed; {after}"
     if isinstance(event, Saga.SagaAborted):
         return f"by {event.actor}: {event.reason}"
     return ""

@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 #: Version of the view tables' shape and meaning; part of their names.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SUMMARY_TABLE_NAME = f"saga_summary_v{SCHEMA_VERSION}"
 TIMELINE_TABLE_NAME = f"saga_timeline_v{SCHEMA_VERSION}"
@@ -128,9 +128,9 @@ saga_summary = Table(
     Column("attempt", Integer, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    # The saga's next wake-up: a command's deadline or a retry's due time.
+    # The saga's next wake-up: a command's deadline, a retry's due time or the saga's deadline.
     Column("next_deadline", UTCDateTime),
-    # What ``next_deadline`` is: 'deadline' (timeout) or 'retry'.
+    # What ``next_deadline`` is: 'deadline' (timeout), 'retry' or 'saga_deadline'.
     Column("wakeup_kind", String(16)),
     Column("last_error", Text),
     Column("failure_reason", Text),
@@ -153,6 +153,9 @@ saga_summary = Table(
     # success after the end): since when. NULL otherwise.
     Column("in_force_since", UTCDateTime),
     Column("in_force_steps", Text),
+    # The saga's own deadline (``SagaDefinition.deadline`` after its start) while it can
+    # still fire; NULL for a definition without one, and once ``SagaDeadlinePassed``.
+    Column("saga_deadline", UTCDateTime),
 )
 
 # saga_id ends every index so that ties come out of the index in the queries' order

@@ -6,9 +6,12 @@
   An operator compensates it (``sagalog compensate``).
 * ``DEAD_LETTERED`` — retries are exhausted where the saga may not give up; it
   waits for an operator (``sagalog retry | resolve``).
-* ``DEADLINE_MISSED`` — the saga's next wake-up (a command's deadline or a
-  retry's due time) passed more than ``deadline_grace`` ago and no timeout or
-  retry was recorded: nothing is ticking the timers. Is the worker down?
+* ``DEADLINE_MISSED`` — the saga's next wake-up (a command's deadline, a
+  retry's due time, or the saga's own deadline, ``SagaDefinition.deadline``)
+  passed more than ``deadline_grace`` ago and no timeout, retry or
+  ``SagaDeadlinePassed`` was recorded: nothing is ticking the timers. Is the
+  worker down? (A saga whose deadline *was* recorded as passed is compensating,
+  or past its pivot, and is not stuck for that.)
 * ``COMPENSATION_TOO_LONG`` — the saga has been compensating for longer than
   ``compensation_too_long``.
 * ``NO_PROGRESS`` — a running saga recorded no event for longer than

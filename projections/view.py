@@ -591,6 +591,10 @@ def _stuck_saga(
             f"{summary.dead_letter_kind} of {summary.dead_letter_step} gave up {ago}: "
             f"{summary.last_error or 'no error recorded'}"
         )
+    elif reason is StuckReason.DEADLINE_MISSED and summary.wakeup_kind == "saga_deadline":
+        detail = (
+            f"the saga's deadline passed {ago} and it did not compensate; is the worker running?"
+        )
     elif reason is StuckReason.DEADLINE_MISSED:
         what = "retry" if summary.wakeup_kind == "retry" else "deadline"
         detail = (

@@ -128,12 +128,32 @@ def _operator_command(
     app.command(name)(command)
 
 
-_operator_command(
-    "retry",
-    "Try a dead-lettered saga's failed command once more.",
-    lambda m, sid, actor, reason: m.retry(sid, actor=actor, reason=reason),
-    "retried",
-)
+@app.command()
+def retry(
+    saga_id: SagaIdArgument,
+    reason: ReasonOption,
+    actor: ActorOption,
+    patch: Annotated[
+        str | None,
+        typer.Option(
+            help="A JSON object (or @FILE) whose top-level keys replace or add those of the saga's "
+            "data before the retry; recorded with the old values.",
+        ),
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+    app: AppOption = None,
+    definitions: DefinitionsOption = None,
+) -> None:
+    """Try a dead-lettered saga's failed command once more, optionally with corrected data."""
+    changes = _json_object(patch) if patch is not None else None
+    _operator_action(
+        saga_id,
+        (database_url, app, definitions),
+        lambda manager, sid: manager.retry(sid, actor=actor, reason=reason, patch=changes),
+        "retried",
+    )
+
+
 _operator_command(
     "resolve",
     "Declare a dead-lettered saga's failed command done by hand; the saga moves on.",

@@ -292,6 +292,14 @@ def _waiting(saga: Saga, now: datetime, outbox: Outbox | None) -> list[str]:
                 f"({st.last_error}); attempt {st.compensation_attempt + 1} is scheduled for "
                 f"{_when(st.retry_due_at)}."
             )
+    if saga.deadline is not None:
+        if saga.deadline_passed:
+            lines.append(f"Its deadline, {_when(saga.deadline)}, passed.")
+        elif saga.deadline_pending:
+            lines.append(
+                f"Its deadline is {_when(saga.deadline)}: if it has not ended by then, it "
+                "compensates (unless it is past its pivot)."
+            )
     wake = saga.next_wakeup
     if wake is not None and wake <= now:
         lines.append(

@@ -49,7 +49,9 @@ def _events_of_every_path() -> list[Saga.Event]:
             message_id = f"m-{seed}-{turn}"
             try:
                 if saga.dead_letter is not None:
-                    if roll < 0.5:
+                    if roll < 0.25:
+                        saga.retry(actor="ops", reason="fixed", now=now, patch={"order": -seed})
+                    elif roll < 0.5:
                         saga.retry(actor="ops", reason="again", now=now)
                     else:
                         saga.resolve(actor="ops", reason="by hand", now=now)
@@ -73,7 +75,7 @@ def _events_of_every_path() -> list[Saga.Event]:
             except SagalogError:
                 continue
         events += collect(saga)
-    return events + _events_of_a_late_effect_repaired()
+    return events + _events_of_a_late_effect_repaired() + _events_of_a_deadline_passed()
 
 
 def _events_of_a_late_effect_repaired() -> list[Saga.Event]:
@@ -96,6 +98,14 @@ def _events_of_a_late_effect_repaired() -> list[Saga.Event]:
     saga.complete_step("hold", {"h": 1}, now=at(6))
     saga.compensate(actor="ops", reason="late hold", now=at(7))
     saga.complete_compensation("hold", now=at(8))
+    return collect(saga)
+
+
+def _events_of_a_deadline_passed() -> list[Saga.Event]:
+    """A saga whose deadline passes while its first step is in flight."""
+    definition = SagaDefinition("Due", order_definition().steps, deadline=timedelta(seconds=5))
+    saga = Saga.start(definition, {}, saga_id=SAGA_ID, now=T0)
+    saga.fire_due(at(5))
     return collect(saga)
 
 

@@ -47,6 +47,7 @@ def test_list_filters_by_status_and_type(
             "compensation_dead_letter_resolved",
             "aborted",
             "late_effect_repaired",
+            "deadline_passed",
         )
     }
     assert views.list_sagas(status="DEAD_LETTERED")[0].saga_id == scenarios["dead_lettered"]

@@ -141,7 +141,9 @@ def test_timeline_rows_say_what_happened(
     assert by_type["SagaDeadLettered"].detail.startswith(
         "compensation gave up after 2 attempts: compensation timed out at "
     )
-    assert by_type["OperatorRetried"].detail == "compensation by alice: warehouse back"
+    assert by_type["OperatorRetried"].detail == (
+        'compensation by alice with data {"order":40,"site":"B"}: warehouse back'
+    )
     assert by_type["OperatorRetried"].step == "reserve"
     assert by_type["OperatorRetried"].attempt is None
     assert all(e.time.tzinfo is not None for e in entries)

@@ -113,7 +113,23 @@ HOLD = SagaDefinition(
     ],
 )
 
-DEFINITIONS = (SHOP, SLOW, HOLD)
+#: Two steps and a retriable tail, with a deadline for the whole saga.
+TIMED = SagaDefinition(
+    "Timed",
+    [
+        Step(name="book", action="Desk.Book", compensation="Desk.Cancel"),
+        Step(name="pay", action="Bank.Pay", compensation="Bank.Refund"),
+        Step(
+            name="tell",
+            action="Mail.Tell",
+            retriable=True,
+            retry=RetryPolicy(max_attempts=3, initial_delay=timedelta(seconds=5)),
+        ),
+    ],
+    deadline=timedelta(minutes=5),
+)
+
+DEFINITIONS = (SHOP, SLOW, HOLD, TIMED)
 
 Hook = Callable[[], object]
 
@@ -177,7 +193,7 @@ def run_scenarios(
     step()
     manager.tick(clock.advance(31))  # the second compensation attempt times out
     step()
-    manager.retry(s, actor="alice", reason="warehouse back")
+    manager.retry(s, actor="alice", reason="warehouse back", patch={"order": 40, "site": "B"})
     step()
     manager.handle_compensation_completed(s, "reserve")
     step()
@@ -227,6 +243,28 @@ def run_scenarios(
     manager.compensate(s, actor="erin", reason="the hold went through late")
     step()
     manager.handle_compensation_completed(s, "hold")
+    step()
+
+    # The saga's deadline passes while its second step is in flight: it compensates both.
+    ids["deadline_passed"] = s = manager.start("Timed", {"n": 11})
+    manager.handle_step_completed(s, "book")
+    step()
+    manager.tick(clock.advance(301))
+    step()
+    manager.handle_compensation_completed(s, "pay")
+    step()
+    manager.handle_compensation_completed(s, "book")
+    step()
+
+    # The deadline passes past the pivot: recorded, and the saga goes on to complete.
+    ids["deadline_past_pivot"] = s = manager.start("Timed", {"n": 12})
+    manager.handle_step_completed(s, "book")
+    manager.handle_step_completed(s, "pay")
+    manager.handle_step_failed(s, "tell", "smtp down")
+    step()
+    manager.tick(clock.advance(301))
+    step()
+    manager.handle_step_completed(s, "tell")
     step()
 
     # Left dead-lettered (stuck: DEAD_LETTERED).
