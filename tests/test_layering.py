@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_the_layers_name_their_recorders_by_topic_strings() -> None:
     """The scan sees the recorder topics (it would miss them if the pattern were wrong)."""
     topics = _all_topics()
     assert "sagalog.infrastructure.persistence.recorders" in topics
-    assert topics["sagalog.infrastructure.persistence.recorders"] == {"process"}
+    assert "process" in topics["sagalog.infrastructure.persistence.recorders"]
 
 
 def test_every_topic_named_as_a_string_resolves() -> None:
@@ -117,7 +118,9 @@ def test_every_topic_named_as_a_string_resolves() -> None:
     unresolved = []
     for topic in sorted(_all_topics()):
         try:
-            resolve_topic(topic)
+            with warnings.catch_warnings():  # old module paths resolve, with a warning
+                warnings.simplefilter("ignore", DeprecationWarning)
+                resolve_topic(topic)
         except Exception as error:
             unresolved.append(f"{topic}: {error}")
     assert unresolved == []

@@ -144,16 +144,8 @@ def probe_store(url: DatabaseUrl) -> None:
     """
     if url.kind == "postgresql":
         import psycopg
-        from psycopg.conninfo import make_conninfo
 
-        conninfo = make_conninfo(
-            host=url.host or "",
-            port=url.port or 5432,
-            user=url.user or "",
-            dbname=url.dbname or "",
-            password=url.password or None,
-        )
-        with psycopg.connect(conninfo, connect_timeout=PROBE_TIMEOUT) as conn:
+        with psycopg.connect(url.conninfo(), connect_timeout=PROBE_TIMEOUT) as conn:
             conn.execute("SELECT 1")
     elif url.kind == "sqlite" and not url.is_sqlite_memory:
         assert url.path is not None

@@ -151,17 +151,12 @@ class StoreLease:
         url = self.url
         if self.postgres:
             import psycopg
-            from psycopg.conninfo import make_conninfo
 
-            conninfo = make_conninfo(
-                host=url.host or "",
-                port=url.port or 5432,
-                user=url.user or "",
-                dbname=url.dbname or "",
-                password=url.password or None,
-            )
             return psycopg.connect(
-                conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT, prepare_threshold=None
+                url.conninfo(),
+                autocommit=True,
+                connect_timeout=_CONNECT_TIMEOUT,
+                prepare_threshold=None,
             )
         assert url.path is not None
         return sqlite3.connect(

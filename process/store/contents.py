@@ -33,16 +33,8 @@ def saga_store_names(url: DatabaseUrl) -> list[str]:
     if url.kind != "postgresql":
         return []
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
-    conninfo = make_conninfo(
-        host=url.host or "",
-        port=url.port or 5432,
-        user=url.user or "",
-        dbname=url.dbname or "",
-        password=url.password or None,
-        connect_timeout=url.connect_timeout or _LOOKUP_CONNECT_TIMEOUT,
-    )
+    conninfo = url.conninfo(connect_timeout=url.connect_timeout or _LOOKUP_CONNECT_TIMEOUT)
     try:
         with psycopg.connect(conninfo) as conn:
             rows = conn.execute(

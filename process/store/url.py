@@ -281,6 +281,24 @@ class DatabaseUrl:
     def __str__(self) -> str:
         return self.masked
 
+    def conninfo(self, **extra: str | int | None) -> str:
+        """The libpq connection string of a PostgreSQL URL (``extra``: more libpq keys).
+
+        For sagalog's own short connections beside eventsourcing's pool: the store's
+        lease, the health probe, the lookup of which managers a store holds.
+        """
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            "",
+            host=self.host or "",
+            port=self.port or 5432,
+            user=self.user or "",
+            dbname=self.dbname or "",
+            password=self.password or None,
+            **extra,
+        )
+
     def eventsourcing_env(self, app_name: str = "SagaManager") -> dict[str, str]:
         """The eventsourcing environment that stores an application's events here.
 

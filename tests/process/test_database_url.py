@@ -386,3 +386,17 @@ def test_other_backends_get_no_pool_default(url: str) -> None:
     assert parsed.application_env("SagaManager", environ={}).keys() == (
         parsed.eventsourcing_env("SagaManager").keys()
     )
+
+
+def test_a_postgresql_url_gives_its_libpq_connection_string() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = parse_database_url("postgresql://saga:s3cret@db.example:6543/sagas?schema=app")
+    assert conninfo_to_dict(url.conninfo(connect_timeout=3)) == {
+        "host": "db.example",
+        "port": "6543",
+        "user": "saga",
+        "dbname": "sagas",
+        "password": "s3cret",
+        "connect_timeout": "3",
+    }
