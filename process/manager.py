@@ -71,7 +71,6 @@ from sagalog.process.routing import RoutesReactions, index_reactions
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
 from sagalog.process.store.loops import run_until_stopped
 from sagalog.process.store.timers import BulkEventReader, TimerIndex
-from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
 
 __all__ = [
@@ -144,7 +143,6 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         if database_url is None and env is not None:
             database_url = env.get("SAGALOG_DATABASE_URL")
         self.database_url = parse_database_url(database_url)
-        register_moved_topics()  # an env may still name a recorder by its old topic
         merged: dict[str, str] = self.database_url.application_env(
             self.name, {**os.environ, **(env or {})}
         )

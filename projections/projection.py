@@ -51,7 +51,6 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from sagalog.domain.errors import first_line
 from sagalog.process.store.loops import Backoff, run_until_stopped
-from sagalog.process.store.topics import register_moved_topics
 from sagalog.process.store.url import DatabaseUrl, parse_database_url
 from sagalog.projections.cursor import LogCursor
 from sagalog.projections.quarantine import QuarantinedEvent, describe_failure
@@ -146,7 +145,6 @@ def runner_env(database_url: str) -> dict[str, str]:
     views are built by :class:`SagaViewsFactory` (keys prefixed ``SAGAPROJECTION_``).
     """
     url = parse_database_url(database_url)
-    register_moved_topics()  # an env may still name a recorder by its old topic
     env = url.eventsourcing_env(SagaLogReader.name)
     prefix = SagaProjection.name.upper() + "_"
     env[prefix + "PERSISTENCE_MODULE"] = get_topic(SagaViewsFactory)

@@ -112,9 +112,6 @@ def test_every_topic_named_as_a_string_resolves() -> None:
     """A moved module would leave a topic string that no longer imports: caught here."""
     from eventsourcing.utils import resolve_topic
 
-    from sagalog.process.store.topics import register_moved_topics
-
-    register_moved_topics()
     unresolved = []
     for topic in sorted(_all_topics()):
         try:
@@ -128,12 +125,15 @@ def test_every_topic_named_as_a_string_resolves() -> None:
 
 def test_topic_strings_name_a_higher_layer_only_where_allowed() -> None:
     """Old topics kept as aliases are judged by the module they now resolve to."""
-    from sagalog.process.store.topics import MOVED_MODULES
+    import sagalog.infrastructure
+    import sagalog.process
+
+    moved = {**sagalog.infrastructure.MOVED_MODULES, **sagalog.process.MOVED_MODULES}
 
     offences = []
     for named_topic, layers in _all_topics().items():
         module, _, attribute = named_topic.partition(":")
-        topic = MOVED_MODULES.get(module, module) + (f":{attribute}" if attribute else "")
+        topic = moved.get(module, module) + (f":{attribute}" if attribute else "")
         parts = topic.split(":")[0].split(".")
         named = parts[1]
         for layer in layers:

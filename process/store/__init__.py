@@ -2,6 +2,5 @@
 
 Database URLs (``url``), the stored-event codec (``codec``), the durable timer index
 (``timers``), SQLite's WAL switch (``sqlite``), which managers a store holds
-(``contents``), the one run-until-stopped loop (``loops``) and the topics that moved
-(``topics``). See docs/store.md.
+(``contents``) and the one run-until-stopped loop (``loops``). See docs/store.md.
 """

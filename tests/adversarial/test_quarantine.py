@@ -20,7 +20,7 @@ from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.utils import clear_topic_cache, register_topic, resolve_topic
+from eventsourcing.utils import clear_topic_cache, register_topic
 from poison_store import HEALTHY, POISONED, poisoned_store
 from typer.testing import CliRunner
 
@@ -32,7 +32,6 @@ from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager
-from sagalog.process.store.topics import MOVED_MODULES
 from sagalog.projections import SagaProjector
 from sagalog.projections.quarantine import HELD_BEHIND
 
@@ -177,12 +176,8 @@ def _write_with_lost_topic(manager: SagaManager, saga_id: UUID) -> None:
 
 @pytest.fixture
 def lost_topic() -> Iterator[None]:
-    """Forget the lost topic afterwards; the moved topics' aliases (registered once per
-    process) are registered again, so later tests in this process still resolve them."""
     yield
     clear_topic_cache()
-    for old, new in MOVED_MODULES.items():
-        register_topic(old, resolve_topic(new))
 
 
 def test_an_undecodable_event_is_quarantined_by_every_follower_and_retried_once_readable(
