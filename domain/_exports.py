@@ -4,7 +4,7 @@ A package's ``__all__`` is its first tier of public names. Some it imports only 
 first read (their module needs an optional extra, or is heavy to load); a name that
 left the first tier for a documented module (the second tier) keeps working from the
 package for code written before, with a ``DeprecationWarning`` that names its home.
-Homes are eventsourcing topics: ``"package.module"`` (the same name there) or
+Homes are written as eventsourcing topics: ``"package.module"`` (the same name there) or
 ``"package.module:NewName"`` (a renamed object).
 """
 
@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
-
-from eventsourcing.utils import resolve_topic
 
 
 def names_on_demand(
@@ -57,9 +55,31 @@ def names_on_demand(
     return resolve
 
 
+#: The optional extra that installs each third-party package a lazy name may need.
+EXTRAS = {
+    "pika": "rabbitmq",
+    "prometheus_client": "metrics",
+    "psycopg": "postgres",
+    "matplotlib": "plot",
+    "hypothesis": "testing",
+}
+
+
 def _from(home: str, name: str) -> Any:
-    """The object at ``home`` (a topic), under ``name`` unless the topic renames it."""
-    return resolve_topic(home if ":" in home else f"{home}:{name}")
+    """The object at ``home`` (a topic), under ``name`` unless the topic renames it.
+
+    A module that needs a missing optional extra raises ``ImportError`` naming the extra.
+    """
+    module, _, new_name = home.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if missing not in EXTRAS:
+            raise
+        msg = f"{name} needs {missing}: pip install 'sagalog[{EXTRAS[missing]}]'"
+        raise ImportError(msg, name=missing) from error
+    return getattr(found, new_name or name)
 
 
 class ModuleAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -285,3 +285,27 @@ def test_an_old_module_path_that_names_a_function_is_not_shadowed() -> None:
     assert "sagalog.process.replay" not in process.MOVED_MODULES
     assert callable(process.replay)
     assert callable(process.explain)
+
+
+def test_a_lazy_name_whose_extra_is_missing_says_which_extra_to_install() -> None:
+    """``from sagalog.infrastructure import Participant`` without pika: one clear ImportError."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['pika'] = None\n"
+        "import sagalog.infrastructure as infrastructure\n"
+        "from sagalog.infrastructure import CommandRelay\n"
+        "try:\n"
+        "    from sagalog.infrastructure import Participant\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        ran.stdout.strip() == "ImportError Participant needs pika: pip install 'sagalog[rabbitmq]'"
+    )
