@@ -1,0 +1,84 @@
+"""The console is safe by default: read-only without a token, the token and the CSRF
+check refuse what they should, and nothing is written when they refuse."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from uuid import UUID
+
+from console_support import TOKEN, Client, Console
+
+
+def _post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _dead_lettered(console: Console) -> str:
+    page = Client(console.url).json("/api/sagas?status=DEAD_LETTERED")
+    assert page["sagas"], "the demo left no dead-lettered saga"
+    return str(page["sagas"][0]["saga_id"])
+
+
+RETRY = {"action": "retry", "actor": "ops", "reason": "broker back"}
+
+
+def test_a_console_without_a_token_refuses_every_action(read_only_console: Console) -> None:
+    saga_id = _dead_lettered(read_only_console)
+    events = len(read_only_console.store.manager.history(UUID(saga_id)))
+    code, body = _post_json(
+        f"{read_only_console.url}/api/sagas/{saga_id}/actions", RETRY, "anything"
+    )
+    assert code == 403
+    assert "read-only" in body["error"]
+    history = read_only_console.store.manager.history(UUID(saga_id))
+    assert len(history) == events
+
+
+def test_the_api_refuses_a_wrong_or_missing_token_and_accepts_the_right_one(
+    console: Console,
+) -> None:
+    saga_id = _dead_lettered(console)
+    url = f"{console.url}/api/sagas/{saga_id}/actions"
+    assert _post_json(url, RETRY, None)[0] == 401
+    assert _post_json(url, RETRY, "not-the-token")[0] == 401
+    code, body = _post_json(url, RETRY, TOKEN)
+    assert code == 200, body
+    assert body["status"] != "DEAD_LETTERED"
+
+
+def test_a_form_without_the_csrf_value_is_refused_even_when_signed_in(console: Console) -> None:
+    saga_id = _dead_lettered(console)
+    client = Client(console.url)
+    client.sign_in(TOKEN)
+    form = {"action": "retry", "actor": "ops", "reason": "x", "csrf": "forged"}
+    code, text = client.post_form(f"/sagas/{saga_id}/act", form)
+    assert code == 403
+    assert "CSRF" in text
+    assert client.json(f"/api/sagas/{saga_id}")["summary"]["status"] == "DEAD_LETTERED"
+
+
+def test_a_form_without_signing_in_is_refused(console: Console) -> None:
+    saga_id = _dead_lettered(console)
+    client = Client(console.url)
+    client.get("/")
+    form = {"action": "retry", "actor": "ops", "reason": "x", "csrf": client.csrf()}
+    code, text = client.post_form(f"/sagas/{saga_id}/act", form)
+    assert code == 401
+    assert "sign in" in text
+
+
+def test_pages_forbid_inline_scripts_and_framing(console: Console) -> None:
+    headers = Client(console.url).get("/").headers
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
