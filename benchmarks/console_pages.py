@@ -15,6 +15,7 @@ This is a measurement, not a test: run it by hand::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -25,7 +26,6 @@ from datetime import UTC, datetime
 
 from psycopg import sql
 from stuck_query import FILL, _connect, _with_schema
-
 
 from sagalog.infrastructure.demo.runner import DemoRates, run_demo
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
@@ -112,12 +112,12 @@ def main() -> int:
         run_demo(database_url=url, sagas=args.sagas, seed=3, rates=DemoRates())
         for base in _serve(url):
             with urllib.request.urlopen(base + "/api/sagas?type=TravelBooking&limit=1") as r:
-                saga_id = __import__("json").loads(r.read())["sagas"][0]["saga_id"]
+                saga_id = json.loads(r.read())["sagas"][0]["saga_id"]
             # A page deep in the list: follow the cursor 20 pages down.
             cursor = ""
             for _ in range(20):
                 with urllib.request.urlopen(f"{base}/api/sagas?status=FAILED&cursor={cursor}") as r:
-                    cursor = __import__("json").loads(r.read())["next_cursor"]
+                    cursor = json.loads(r.read())["next_cursor"]
             pages = {
                 "sagas, first page": "/sagas",
                 "sagas, FAILED, 21st page (keyset)": f"/sagas?status=FAILED&cursor={cursor}",

@@ -219,7 +219,11 @@ def activity(
 
     with views._reading() as conn:
         for (moment,) in conn.execute(
-            select(s.started_at).where(s.started_at >= begin, s.started_at < end)
+            # A saga started in the window changed in it or later: the updated_at
+            # bound lets the (updated_at, saga_id) index narrow the scan.
+            select(s.started_at).where(
+                s.updated_at >= begin, s.started_at >= begin, s.started_at < end
+            )
         ):
             if (i := slot(moment)) is not None:
                 counts["started"][i] += 1

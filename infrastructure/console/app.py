@@ -389,6 +389,7 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
         return {
             "by_type": overview.by_type,
             "stuck_by_reason": overview.stuck_by_reason,
+            "stuck_capped": overview.stuck_capped,
             "activity": jsonable(overview.activity),
             "lag": {
                 "head": overview.lag.head,

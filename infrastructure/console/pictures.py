@@ -160,7 +160,12 @@ def path_picture(story: SagaStory) -> Picture:
         y = 10 + i * row
         status = states.get(name, "NOT_STARTED")
         compensating = "COMPENSAT" in status
-        state = "compensated" if compensating else _state(status)
+        # While its compensation runs or has failed, the action's effect is still there.
+        state = (
+            (_state(status) if status in ("COMPENSATED", "COMPENSATION_RESOLVED") else "done")
+            if compensating
+            else _state(status)
+        )
         if i:
             picture.line(130, y - 14, 130, y, "edge")
         picture.rect(10, y, 240, 36, f"node {state}", f"{name}: {status}")

@@ -35,8 +35,9 @@ from sagalog.projections.search import (
 
 __all__ = ["ConsoleStore", "Lag", "Overview", "SagaStory", "jsonable"]
 
-#: How many stuck sagas the overview counts by reason, and the stuck page lists.
-STUCK_LIMIT = 500
+#: How many stuck sagas the overview counts by reason, and the stuck page lists (the
+#: default of ``sagalog stuck``).
+STUCK_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Overview:
 
     by_type: dict[str, dict[str, int]]
     stuck_by_reason: dict[str, int]
+    #: Whether the stuck query's limit was reached (the counts are then lower bounds).
+    stuck_capped: bool
     activity: list[ActivityBucket]
     lag: Lag
 
@@ -100,11 +103,11 @@ class ConsoleStore:
         return int(self.manager.recorder.max_notification_id() or 0)
 
     def lag(self) -> Lag:
-        status = self.projector.status()
+        """Positions only: ``projector.status()`` would also count every row."""
         return Lag(
-            head=status.head,
+            head=self.head(),
             relay_position=self._relay_position(),
-            projection_position=status.position,
+            projection_position=self.projector.position(),
         )
 
     def _relay_position(self) -> int:
@@ -127,7 +130,8 @@ class ConsoleStore:
         self.catch_up()
         views = self.projector.views
         stuck: dict[str, int] = {}
-        for item in views.stuck(policy=self.policy, limit=STUCK_LIMIT):
+        found = views.stuck(policy=self.policy, limit=STUCK_LIMIT)
+        for item in found:
             stuck[item.reason.value] = stuck.get(item.reason.value, 0) + 1
         # Sagas may run on their own clock (the demo's is simulated): the chart ends at
         # the later of now and the latest change, so it always shows the latest activity.
@@ -138,6 +142,7 @@ class ConsoleStore:
         return Overview(
             by_type=count_by_type_and_status(views),
             stuck_by_reason=stuck,
+            stuck_capped=len(found) >= STUCK_LIMIT,
             activity=activity(views, until=until, buckets=hours),
             lag=self.lag(),
         )

@@ -13,7 +13,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.client import HTTPMessage
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +35,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class Response:
-    def __init__(self, status: int, headers: HTTPMessage, text: str) -> None:
+    def __init__(self, status: int, headers: Any, text: str) -> None:
         self.status, self.headers, self.text = status, headers, text
 
 

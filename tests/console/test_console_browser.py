@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from console_support import TOKEN, XSS, Console
@@ -139,7 +140,12 @@ def test_markup_in_saga_data_errors_and_operator_text_never_runs(
 ) -> None:
     p: object = page
     dialogs: list[str] = []
-    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    p.on("dialog", on_dialog)  # type: ignore[attr-defined]
     for path in ("/", "/sagas", "/stuck", f"/sagas/{console.xss_saga}"):
         p.goto(console.url + path)  # type: ignore[attr-defined]
         p.locator("details").first.click() if p.locator("details").count() else None  # type: ignore[attr-defined]
