@@ -35,7 +35,7 @@ from sagalog.infrastructure.console.pictures import (
     path_picture,
     timeline_picture,
 )
-from sagalog.infrastructure.console.reading import ConsoleStore, jsonable
+from sagalog.infrastructure.console.reading import EXPLAINED_STUCK, ConsoleStore, jsonable
 from sagalog.projections.search import PageCursor, SagaFilter
 
 __all__ = ["create_app"]
@@ -255,7 +255,9 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
 
     @app.get("/stuck", response_class=HTMLResponse, include_in_schema=False)
     def stuck_page(request: Request) -> HTMLResponse:
-        return page(request, "stuck.html", {"stuck": store.stuck(), "head": store.head()})
+        stuck = store.stuck()
+        advice = store.advice([item.saga_id for item in stuck[:EXPLAINED_STUCK]])
+        return page(request, "stuck.html", {"stuck": stuck, "advice": advice})
 
     @app.get("/sagas/{saga_id}", response_class=HTMLResponse, include_in_schema=False)
     def saga_page(request: Request, saga_id: UUID) -> HTMLResponse:

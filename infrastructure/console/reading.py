@@ -33,11 +33,13 @@ from sagalog.projections.search import (
     search_sagas,
 )
 
-__all__ = ["ConsoleStore", "Lag", "Overview", "SagaStory", "jsonable"]
+__all__ = ["EXPLAINED_STUCK", "ConsoleStore", "Lag", "Overview", "SagaStory", "jsonable"]
 
 #: How many stuck sagas the overview counts by reason, and the stuck page lists (the
 #: default of ``sagalog stuck``).
 STUCK_LIMIT = 100
+#: How many of the most urgent stuck sagas the stuck page explains (each reads its log).
+EXPLAINED_STUCK = 10
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,22 @@ class ConsoleStore:
         """Stuck sagas, most urgent first, with the stuck query's reasons and words."""
         self.catch_up()
         return self.projector.views.stuck(policy=self.policy, limit=limit)
+
+    def advice(self, saga_ids: list[UUID]) -> dict[UUID, str]:
+        """``explain``'s last sentence (what would move the saga on) for each of ``saga_ids``.
+
+        Reads each saga's log, so the stuck page asks it only for its most urgent few.
+        """
+        found: dict[UUID, str] = {}
+        with self.lock:
+            for saga_id in saga_ids:
+                try:
+                    sentences = explain_saga(self.manager.get(saga_id))
+                except SagaNotFoundError:
+                    continue
+                if len(sentences) > 1:
+                    found[saga_id] = sentences[-1]
+        return found
 
     def story(self, saga_id: UUID) -> SagaStory:
         """Everything the saga page shows; ``SagaNotFoundError`` if there is no such saga."""

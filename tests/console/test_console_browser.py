@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from console_support import TOKEN, XSS, Console
@@ -156,3 +157,23 @@ def test_markup_in_saga_data_errors_and_operator_text_never_runs(
     assert XSS.split('"')[0] in p.locator("#events").inner_text()  # type: ignore[attr-defined]
     assert dialogs == []
     shot(p, "saga-markup")
+
+
+def test_the_stuck_page_says_what_to_do_and_a_saga_page_follows_the_log(
+    console: Console, page: object
+) -> None:
+    p: object = page
+    p.goto(console.url + "/stuck")  # type: ignore[attr-defined]
+    first = p.locator("#stuck li").first  # type: ignore[attr-defined]
+    assert "DEAD_LETTERED" in first.inner_text()
+    assert "What to do: Run `sagalog retry" in first.inner_text()
+    shot(p, "stuck")
+
+    saga_id = first.locator("a.id").inner_text()
+    p.goto(f"{console.url}/sagas/{saga_id}")  # type: ignore[attr-defined]
+    assert "DEAD_LETTERED" in p.locator("h1").inner_text()  # type: ignore[attr-defined]
+    # Someone else acts (the CLI, another console): the open page reloads on its own.
+    console.store.manager.retry(UUID(saga_id), actor="cli-user", reason="from a terminal")
+    heading = p.locator("h1")  # type: ignore[attr-defined]
+    playwright_api.expect(heading).not_to_contain_text("DEAD_LETTERED", timeout=20_000)
+    assert "cli-user" in p.locator("#timeline").inner_text()  # type: ignore[attr-defined]
