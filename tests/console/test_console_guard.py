@@ -82,3 +82,25 @@ def test_pages_forbid_inline_scripts_and_framing(console: Console) -> None:
     headers = Client(console.url).get("/").headers
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_a_patch_retry_through_the_api_is_recorded_with_its_changes(console: Console) -> None:
+    saga_id = _dead_lettered(console)
+    body = {**RETRY, "patch": {"note": "corrected by ops"}}
+    code, answer = _post_json(f"{console.url}/api/sagas/{saga_id}/actions", body, TOKEN)
+    assert code == 200, answer
+    events = Client(console.url).json(f"/api/sagas/{saga_id}")["events"]
+    retried = [e for e in events if e["event"] == "OperatorRetried"]
+    assert len(retried) == 1
+    assert retried[0]["actor"] == "ops"
+    assert "corrected by ops" in json.dumps(retried[0])
+
+
+def test_an_action_the_saga_refuses_is_one_line_and_writes_nothing(console: Console) -> None:
+    saga_id = _dead_lettered(console)
+    before = len(console.store.manager.history(UUID(saga_id)))
+    body = {**RETRY, "action": "abort"}
+    code, answer = _post_json(f"{console.url}/api/sagas/{saga_id}/actions", body, TOKEN)
+    assert code == 400
+    assert "\n" not in answer["error"]
+    assert len(console.store.manager.history(UUID(saga_id))) == before
