@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from psycopg import sql
 from stuck_query import FILL, _connect, _with_schema
 
+from sagalog.infrastructure.console.reading import EXPLAINED_STUCK, ConsoleStore
 from sagalog.infrastructure.demo.runner import DemoRates, run_demo
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.process import SagaManager
@@ -127,6 +128,8 @@ def main() -> int:
                 "one saga": f"/sagas/{saga_id}",
                 "overview": "/",
             }
+            with urllib.request.urlopen(base + f"/api/sagas?limit={EXPLAINED_STUCK}") as r:
+                with_logs = [row["saga_id"] for row in json.loads(r.read())["sagas"]]
             print(f"{args.rows:,} generated rows + {args.sagas} demo sagas, {args.runs} runs each")
             for name, path in pages.items():
                 timings = _time(base + path, args.runs)
@@ -135,6 +138,24 @@ def main() -> int:
                     f"p99 {_p(timings, 0.99):7.1f} ms  "
                     f"(min-max {min(timings):.1f}-{max(timings):.1f})"
                 )
+        # The generated stuck rows have no log, so the stuck page's explanations (of its
+        # EXPLAINED_STUCK most urgent sagas) cost little above; this is their full cost.
+        manager = SagaManager(list(DEMO_DEFINITIONS), url)
+        try:
+            store = ConsoleStore(manager, SagaProjector(manager))
+            ids = [uuid.UUID(i) for i in with_logs]
+            timings = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                assert len(store.advice(ids)) == len(ids)
+                timings.append((time.perf_counter() - t0) * 1000)
+            print(
+                f"  {'+ explaining ' + str(len(ids)) + ' sagas with logs':36} "
+                f"p50 {statistics.median(timings):7.1f} ms  p99 {_p(timings, 0.99):7.1f} ms"
+            )
+            store.projector.close()
+        finally:
+            manager.close()
     finally:
         if not args.keep:
             with _connect(args.database_url) as conn:
