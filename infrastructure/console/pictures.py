@@ -106,7 +106,7 @@ def timeline_picture(chart: TimelineChart) -> Picture:
     rows = {name: i for i, name in enumerate(chart.steps)}
     for name, i in rows.items():
         y = 24 + i * row
-        picture.label(left - 6, y + 16, name, "step", "end")
+        picture.label(left - 6, y + 16, _cut(name, 18), "step", "end")
         picture.line(left, y + row - 2, width - 10, y + row - 2, "grid")
     for bar in chart.bars:
         i = rows.get(bar.step, 0)
@@ -135,6 +135,11 @@ def timeline_picture(chart: TimelineChart) -> Picture:
     return picture
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis (the box's title has it whole)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _state(status: str) -> str:
     """A step status as one of the path's states."""
     if status == "NOT_STARTED":
@@ -154,7 +159,7 @@ def path_picture(story: SagaStory) -> Picture:
     """The definition as a chain of steps (actions left, compensations right), each
     coloured by where this saga's step is: done, in flight, failed, compensated, remaining."""
     states = {step.name: step.status for step in story.snapshot.steps}
-    row, width = 54.0, 520.0
+    row, width = 54.0, 600.0
     picture = Picture(width, 20 + row * len(story.steps), f"path of saga {story.summary.saga_id}")
     for i, (name, action, compensation) in enumerate(story.steps):
         y = 10 + i * row
@@ -167,14 +172,14 @@ def path_picture(story: SagaStory) -> Picture:
             else _state(status)
         )
         if i:
-            picture.line(130, y - 14, 130, y, "edge")
-        picture.rect(10, y, 240, 36, f"node {state}", f"{name}: {status}")
-        picture.label(20, y + 15, name, "step")
-        picture.label(20, y + 30, f"{action} · {state}", "small")
+            picture.line(140, y - 14, 140, y, "edge")
+        picture.rect(10, y, 280, 36, f"node {state}", f"{name} ({action}): {status}")
+        picture.label(20, y + 15, _cut(name, 34), "step")
+        picture.label(20, y + 30, _cut(f"{action} · {state}", 46), "small")
         if compensation is not None:
             comp_state = _state(status) if compensating else "remaining"
-            picture.line(250, y + 18, 290, y + 18, "edge dashed")
-            picture.rect(290, y, 220, 36, f"node comp {comp_state}", f"{compensation}: {status}")
-            picture.label(300, y + 15, compensation, "step")
-            picture.label(300, y + 30, f"compensation · {comp_state}", "small")
+            picture.line(290, y + 18, 320, y + 18, "edge dashed")
+            picture.rect(320, y, 270, 36, f"node comp {comp_state}", f"{compensation}: {status}")
+            picture.label(330, y + 15, _cut(compensation, 33), "step")
+            picture.label(330, y + 30, f"compensation · {comp_state}", "small")
     return picture
