@@ -158,8 +158,9 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         )
         if env:
             merged.update(env)
-        encrypted = encryption_configured(merged) and not (
-            merged.get("CIPHER_TOPIC") or merged.get(f"{self.name.upper()}_CIPHER_TOPIC")
+        settings = {**os.environ, **merged}
+        encrypted = encryption_configured(settings) and not (
+            settings.get("CIPHER_TOPIC") or settings.get(f"{self.name.upper()}_CIPHER_TOPIC")
         )
         if encrypted:
             merged["CIPHER_TOPIC"] = _CIPHER_TOPIC
@@ -193,6 +194,11 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         if unbound:
             self.accept_unbound_replies = unbound in ("1", "true", "yes", "on")
         self._close_at_exit()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether sagas' payloads are encrypted, each under its own key (``forget`` works)."""
+        return self._data_keys is not None
 
     def _check_store_key(self) -> None:
         """Refuse, in one line, a store whose events this manager's keys cannot read.

@@ -42,9 +42,9 @@ __all__ = [
 #: Keyword argument of ``insert_events`` carrying ``{saga_id: wrapped data key}``.
 DATA_KEYS_KWARG = "data_keys"
 #: What an erased payload reads as (dict fields: ``{ERASED: True}``).
-ERASED = "[erased]"
+ERASED = "<erased>"
 #: What a payload reads as where it is not decrypted (the read models).
-ENCRYPTED = "[encrypted]"
+ENCRYPTED = "<encrypted>"
 #: The fields of saga events that hold saga data, sealed under the saga's key.
 SEALED_FIELDS = ("data", "payload", "result", "error", "reason", "changes")
 #: Fields that are dicts: erased or redacted, they stay dicts.
