@@ -1,0 +1,263 @@
+"""Encryption at rest and crypto-shredding, on every backend.
+
+With store keys set, no saga data, result or error text is written in the clear
+anywhere sagalog writes (the raw SQLite files, every PostgreSQL table of the
+test's schema, the in-memory recorder), before and after ``forget``; a forgotten
+saga still replays with its payloads erased; without the key every command
+fails in one line; a rotated key still reads what the old one wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from support.sagas import ORDER, T0
+from typer.testing import CliRunner
+
+from sagalog.domain import InvalidTransitionError, SagaStatus
+from sagalog.infrastructure.cli import app
+from sagalog.process import SagaManager, parse_database_url
+from sagalog.process.clock import ManualClock
+from sagalog.process.store.encryption import (
+    EncryptionKeyError,
+    EncryptionKeyMissingError,
+    new_key,
+)
+from sagalog.process.store.shredding import ERASED, ErasureError
+from sagalog.projections import SagaProjector
+
+SECRET_DATA = "DE89370400440532013000"
+SECRET_ERROR = "card-4111111111111111-declined"
+SECRET_RESULT = "reservation-for-Jane-Roe"
+SECRETS = (SECRET_DATA, SECRET_ERROR, SECRET_RESULT)
+
+K1 = new_key("k1")
+K2 = new_key("k2")
+
+
+@contextmanager
+def reopened(database_url: str, env: dict[str, str] | None = None) -> Iterator[SagaManager]:
+    """A manager of ``ORDER`` on the store, with ``env``, closed afterwards."""
+    manager = SagaManager([ORDER], database_url, env=env, clock=ManualClock(T0))
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
+def keyed(*keys: str) -> dict[str, str]:
+    return {"SAGALOG_ENCRYPTION_KEYS": ",".join(keys)}
+
+
+def run_failed_saga(manager: SagaManager) -> UUID:
+    """A saga whose data, a result and an error carry the secrets; it ends FAILED."""
+    saga_id = manager.start("Order", {"iban": SECRET_DATA, "items": [1, 2]})
+    manager.handle_step_completed(saga_id, "reserve", {"ref": SECRET_RESULT})
+    manager.handle_step_failed(saga_id, "charge", SECRET_ERROR)
+    assert manager.tick(T0 + timedelta(minutes=1)) == 1  # the retry is sent
+    manager.handle_step_failed(saga_id, "charge", SECRET_ERROR, attempt=2)
+    saga = manager.get(saga_id)
+    while (command := saga.pending_command) is not None:
+        manager.handle_compensation_completed(saga_id, command.step)
+        saga = manager.get(saga_id)
+    assert saga.status is SagaStatus.FAILED
+    return saga_id
+
+
+def raw_store_bytes(manager: SagaManager, database_url: str) -> bytes:
+    """Everything the store holds, as bytes: files, every table of the schema, or the dicts."""
+    url = parse_database_url(database_url)
+    if url.kind == "sqlite":
+        assert url.path is not None
+        files = sorted(Path(url.path).parent.glob(Path(url.path).name + "*"))
+        assert files
+        return b"".join(path.read_bytes() for path in files)
+    if url.kind == "postgresql":
+        import psycopg
+        from psycopg import sql
+
+        dumped: list[bytes] = []
+        with psycopg.connect(url.conninfo(), autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (url.schema,),
+            ).fetchall()
+            assert len(tables) >= 5, tables  # events, tracking, timers, keys, views
+            for (table,) in tables:
+                rows = conn.execute(
+                    sql.SQL("SELECT * FROM {}.{}").format(
+                        sql.Identifier(url.schema or "public"), sql.Identifier(table)
+                    )
+                ).fetchall()
+                for row in rows:
+                    for value in row:
+                        if isinstance(value, bytes | memoryview):
+                            dumped.append(bytes(value))
+                        else:
+                            dumped.append(str(value).encode("utf-8"))
+        return b"\n".join(dumped)
+    recorder = manager.recorder
+    states = [n.state for n in recorder.select_notifications(1, 10_000)]
+    return b"".join(states) + repr(vars(recorder)).encode()
+
+
+def assert_no_secret(blob: bytes) -> None:
+    for secret in SECRETS:
+        assert secret.encode() not in blob, f"{secret} found in the store"
+    assert b"iban" not in blob  # a key of the saga's data is saga data too
+
+
+def test_a_plain_store_does_hold_the_secrets(database_url: str) -> None:
+    """The grep below can fail: without keys the same saga leaves its secrets readable."""
+    with reopened(database_url) as manager:
+        run_failed_saga(manager)
+        projector = SagaProjector(manager)
+        projector.catch_up()
+        projector.close()
+        blob = raw_store_bytes(manager, database_url)
+    assert SECRET_DATA.encode() in blob and SECRET_ERROR.encode() in blob
+
+
+def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> None:
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = run_failed_saga(manager)
+        projector = SagaProjector(manager)
+        projector.catch_up()
+        assert_no_secret(raw_store_bytes(manager, database_url))
+
+        manager.saga_cache.clear()
+        saga = manager.get(saga_id)
+        assert saga.data["iban"] == SECRET_DATA
+        assert saga.last_error == SECRET_ERROR
+        assert saga.results["reserve"] == {"ref": SECRET_RESULT}
+        summary = projector.views.get(saga_id)
+        assert summary is not None and summary.last_error == "<encrypted>"
+        assert all(SECRET_DATA not in e.detail for e in projector.views.timeline(saga_id))
+
+        before = manager.history(saga_id)
+        assert manager.forget(saga_id, actor="dpo", reason="erasure request 17") is True
+        projector.catch_up()
+        assert_no_secret(raw_store_bytes(manager, database_url))
+
+        manager.saga_cache.clear()
+        after = manager.get(saga_id)
+        assert after.forgotten and after.forgotten_by == "dpo"
+        assert after.status is SagaStatus.FAILED
+        assert after.data == {ERASED: True}
+        assert after.last_error == ERASED and after.failure_reason == ERASED
+        history = manager.history(saga_id)
+        assert [type(e).__name__ for e in history[:-1]] == [type(e).__name__ for e in before]
+        assert type(history[-1]).__name__ == "SagaForgotten"
+        assert [(e.timestamp, getattr(e, "step", None)) for e in history[:-1]] == [
+            (e.timestamp, getattr(e, "step", None)) for e in before
+        ]
+        ids = [getattr(e, "command_id", None) for e in history[:-1]]
+        assert ids == [getattr(e, "command_id", None) for e in before] and any(ids)
+        assert {name: st.status for name, st in after.steps.items()} == {
+            name: st.status for name, st in manager.get(saga_id, len(before)).steps.items()
+        }
+        timeline = projector.views.timeline(saga_id)
+        assert timeline[-1].event_type == "SagaForgotten"
+        assert "erased by dpo" in timeline[-1].detail
+        summary = projector.views.get(saga_id)
+        assert summary is not None and summary.last_error == ERASED
+        # Forgetting again destroys nothing more and records nothing.
+        assert manager.forget(saga_id, actor="dpo", reason="again") is False
+        assert len(manager.history(saga_id)) == len(history)
+        projector.close()
+
+
+def test_a_running_saga_is_not_forgotten(database_url: str) -> None:
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = manager.start("Order", {"iban": SECRET_DATA})
+        with pytest.raises(InvalidTransitionError, match="only an ended saga can be forgotten"):
+            manager.forget(saga_id, actor="dpo", reason="too early")
+        manager.saga_cache.clear()
+        assert manager.get(saga_id).data["iban"] == SECRET_DATA
+        assert len(manager.history(saga_id)) == 2
+
+
+def test_forget_needs_encryption(database_url: str) -> None:
+    with reopened(database_url) as manager:
+        saga_id = run_failed_saga(manager)
+        with pytest.raises(ErasureError, match="needs encryption at rest"):
+            manager.forget(saga_id, actor="dpo", reason="no keys")
+        assert not manager.get(saga_id).forgotten
+
+
+def test_without_the_key_opening_fails_in_one_line(
+    database_url: str, requires_database: None
+) -> None:
+    with reopened(database_url, keyed(K1)) as manager:
+        run_failed_saga(manager)
+    with pytest.raises(EncryptionKeyMissingError) as missing:
+        SagaManager([ORDER], database_url, env={"SAGALOG_ENCRYPTION_KEYS": ""})
+    assert "\n" not in str(missing.value) and "SAGALOG_ENCRYPTION_KEYS" in str(missing.value)
+    with pytest.raises(EncryptionKeyError, match="do not include") as unknown:
+        SagaManager([ORDER], database_url, env=keyed(K2))
+    assert "\n" not in str(unknown.value)
+    wrong = "k1=" + K2.split("=", 1)[1]
+    with pytest.raises(EncryptionKeyError, match="does not decrypt"):
+        SagaManager([ORDER], database_url, env=keyed(wrong))
+
+
+def test_a_rotated_key_reads_what_the_old_one_wrote(
+    database_url: str, requires_database: None
+) -> None:
+    with reopened(database_url, keyed(K1)) as manager:
+        old = run_failed_saga(manager)
+    with reopened(database_url, keyed(K2, K1)) as manager:
+        assert manager.get(old).data["iban"] == SECRET_DATA
+        new = manager.start("Order", {"iban": "second"})
+        assert manager.get(new).data == {"iban": "second"}
+        assert manager.forget(old, actor="dpo", reason="rotated") is True
+    with reopened(database_url, keyed(K2, K1)) as manager:
+        assert manager.get(new).data == {"iban": "second"}
+        assert manager.get(old).data == {ERASED: True}
+
+
+def test_every_command_without_the_key_fails_in_one_line(
+    database_url: str, requires_database: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = str(run_failed_saga(manager))
+    runner = CliRunner()
+    monkeypatch.delenv("SAGALOG_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("SAGALOG_ENCRYPTION_KEY_FILE", raising=False)
+    commands = [
+        ["list"],
+        ["show", saga_id],
+        ["explain", saga_id],
+        ["replay", saga_id],
+        ["stuck"],
+        ["forget", saga_id, "--actor", "a", "--reason", "b"],
+        ["projections", "status"],
+        ["versions"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, [*command, "--database-url", database_url])
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: the saga store is encrypted"), (
+            command,
+            result.output,
+        )
+    key_file = Path(parse_database_url(database_url).path or "/nonexistent").parent / "keys"
+    if parse_database_url(database_url).kind == "sqlite":
+        key_file.write_text(f"# the store keys\n{K1}\n", encoding="utf-8")
+        monkeypatch.setenv("SAGALOG_ENCRYPTION_KEY_FILE", str(key_file))
+        shown = runner.invoke(app, ["explain", saga_id, "--database-url", database_url])
+        assert shown.exit_code == 0, shown.output
+        assert SECRET_ERROR in shown.output
+        forgot = runner.invoke(
+            app,
+            ["forget", saga_id, "--actor", "dpo", "--reason", "r", "--database-url", database_url],
+        )
+        assert forgot.exit_code == 0, forgot.output
+        shown = runner.invoke(app, ["show", saga_id, "--database-url", database_url])
+        assert "its data was erased by dpo" in shown.output and SECRET_ERROR not in shown.output
