@@ -120,7 +120,8 @@ def test_a_plain_store_does_hold_the_secrets(database_url: str) -> None:
         projector.catch_up()
         projector.close()
         blob = raw_store_bytes(manager, database_url)
-    assert SECRET_DATA.encode() in blob and SECRET_ERROR.encode() in blob
+    assert SECRET_DATA.encode() in blob
+    assert SECRET_ERROR.encode() in blob
 
 
 def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> None:
@@ -136,7 +137,8 @@ def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> 
         assert saga.last_error == SECRET_ERROR
         assert saga.results["reserve"] == {"ref": SECRET_RESULT}
         summary = projector.views.get(saga_id)
-        assert summary is not None and summary.last_error == "<encrypted>"
+        assert summary is not None
+        assert summary.last_error == "<encrypted>"
         assert all(SECRET_DATA not in e.detail for e in projector.views.timeline(saga_id))
 
         before = manager.history(saga_id)
@@ -146,10 +148,12 @@ def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> 
 
         manager.saga_cache.clear()
         after = manager.get(saga_id)
-        assert after.forgotten and after.forgotten_by == "dpo"
+        assert after.forgotten
+        assert after.forgotten_by == "dpo"
         assert after.status is SagaStatus.FAILED
         assert after.data == {ERASED: True}
-        assert after.last_error == ERASED and after.failure_reason == ERASED
+        assert after.last_error == ERASED
+        assert after.failure_reason == ERASED
         history = manager.history(saga_id)
         assert [type(e).__name__ for e in history[:-1]] == [type(e).__name__ for e in before]
         assert type(history[-1]).__name__ == "SagaForgotten"
@@ -157,7 +161,8 @@ def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> 
             (e.timestamp, getattr(e, "step", None)) for e in before
         ]
         ids = [getattr(e, "command_id", None) for e in history[:-1]]
-        assert ids == [getattr(e, "command_id", None) for e in before] and any(ids)
+        assert ids == [getattr(e, "command_id", None) for e in before]
+        assert any(ids)
         assert {name: st.status for name, st in after.steps.items()} == {
             name: st.status for name, st in manager.get(saga_id, len(before)).steps.items()
         }
@@ -165,7 +170,8 @@ def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> 
         assert timeline[-1].event_type == "SagaForgotten"
         assert "erased by dpo" in timeline[-1].detail
         summary = projector.views.get(saga_id)
-        assert summary is not None and summary.last_error == ERASED
+        assert summary is not None
+        assert summary.last_error == ERASED
         # Forgetting again destroys nothing more and records nothing.
         assert manager.forget(saga_id, actor="dpo", reason="again") is False
         assert len(manager.history(saga_id)) == len(history)
@@ -197,7 +203,8 @@ def test_without_the_key_opening_fails_in_one_line(
         run_failed_saga(manager)
     with pytest.raises(EncryptionKeyMissingError) as missing:
         SagaManager([ORDER], database_url, env={"SAGALOG_ENCRYPTION_KEYS": ""})
-    assert "\n" not in str(missing.value) and "SAGALOG_ENCRYPTION_KEYS" in str(missing.value)
+    assert "\n" not in str(missing.value)
+    assert "SAGALOG_ENCRYPTION_KEYS" in str(missing.value)
     with pytest.raises(EncryptionKeyError, match="do not include") as unknown:
         SagaManager([ORDER], database_url, env=keyed(K2))
     assert "\n" not in str(unknown.value)
@@ -260,4 +267,5 @@ def test_every_command_without_the_key_fails_in_one_line(
         )
         assert forgot.exit_code == 0, forgot.output
         shown = runner.invoke(app, ["show", saga_id, "--database-url", database_url])
-        assert "its data was erased by dpo" in shown.output and SECRET_ERROR not in shown.output
+        assert "its data was erased by dpo" in shown.output
+        assert SECRET_ERROR not in shown.output
