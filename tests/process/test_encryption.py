@@ -250,10 +250,8 @@ def test_every_command_without_the_key_fails_in_one_line(
         result = runner.invoke(app, [*command, "--database-url", database_url])
         assert result.exit_code == 2, (command, result.output)
         lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: the saga store is encrypted"), (
-            command,
-            result.output,
-        )
+        assert len(lines) == 1, (command, result.output)
+        assert lines[0].startswith("error: the saga store is encrypted"), command
     key_file = Path(parse_database_url(database_url).path or "/nonexistent").parent / "keys"
     if parse_database_url(database_url).kind == "sqlite":
         key_file.write_text(f"# the store keys\n{K1}\n", encoding="utf-8")
