@@ -1,7 +1,7 @@
 """Encryption at rest: the store keys, the cipher of stored events, one line when a key is missing.
 
-Two layers, both AES-256-GCM (pycryptodome, the library eventsourcing's own
-``AESCipher`` uses; install ``sagalog[encryption]``):
+Two layers, both AES-256-GCM (the ``cryptography`` package, OpenSSL's AES-GCM;
+install ``sagalog[encryption]``):
 
 * the **store key** encrypts every stored event's whole state (eventsourcing's
   cipher hook: :class:`SagaCipher`, named by ``CIPHER_TOPIC``), and wraps each
@@ -52,12 +52,28 @@ ENCRYPTION_KEY_FILE_ENV_VAR = "SAGALOG_ENCRYPTION_KEY_FILE"
 #: First bytes of everything encrypted here (no JSON document starts with them).
 MAGIC = b"\x00sl1"
 _NONCE = 12
-_TAG = 16
 _KEY_BYTES = 32
 _MAX_ID = 64
 _HINT = (
     f"set {ENCRYPTION_KEYS_ENV_VAR} or {ENCRYPTION_KEY_FILE_ENV_VAR} (docs/security.md, 'Settings')"
 )
+
+
+def aes_gcm_class() -> Any:
+    """``cryptography``'s ``AESGCM``, or a one-line error naming the extra to install."""
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:  # pragma: no cover - the extra is missing
+        raise EncryptionKeyError(
+            "encryption at rest needs the cryptography package: pip install 'sagalog[encryption]'"
+        ) from None
+    return AESGCM
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 class EncryptionKeyError(SagalogError, ValueError):
@@ -110,24 +126,18 @@ class KeyRing:
         """Keys as ``(id, 32 bytes)``, the writing key first."""
         if not keys:
             raise EncryptionKeyMissingError("no store key is configured")
-        try:
-            from Crypto.Cipher import AES
-        except ImportError:  # pragma: no cover - the extra is missing
-            raise EncryptionKeyError(
-                "encryption needs pycryptodome: pip install 'sagalog[encryption]'"
-            ) from None
-        self._aes: Any = AES
-        self._keys: dict[bytes, bytes] = {}
+        aes_gcm = aes_gcm_class()
+        self._keys: dict[bytes, Any] = {}
         for key_id, key in keys:
             raw_id = _check_id(key_id)
             if len(key) != _KEY_BYTES:
                 raise EncryptionKeyError(f"store key {key_id!r} must be 32 bytes, not {len(key)}")
             if raw_id in self._keys:
                 raise EncryptionKeyError(f"store key {key_id!r} is listed twice")
-            self._keys[raw_id] = key
+            self._keys[raw_id] = aes_gcm(key)
         self.write_id = keys[0][0]
         self._write_raw_id = keys[0][0].encode("utf-8")
-        self._write_key = keys[0][1]
+        self._write_key = self._keys[self._write_raw_id]
         self._header = MAGIC + bytes([len(self._write_raw_id)]) + self._write_raw_id
 
     @property
@@ -156,11 +166,9 @@ class KeyRing:
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         """``plaintext`` sealed under the writing key, bound to ``aad``."""
         nonce = os.urandom(_NONCE)
-        cipher = self._aes.new(self._write_key, self._aes.MODE_GCM, nonce=nonce)
-        if aad:
-            cipher.update(aad)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return b"".join((self._header, nonce, tag, ciphertext))
+        return b"".join(
+            (self._header, nonce, self._write_key.encrypt(nonce, plaintext, aad or None))
+        )
 
     def decrypt(self, blob: bytes, aad: bytes = b"") -> bytes:
         """What :meth:`encrypt` sealed, under whichever listed key it names."""
@@ -176,14 +184,11 @@ class KeyRing:
                 f"which the configured keys ({', '.join(self.key_ids)}) do not include"
             )
         body = start + 1 + size
-        nonce = blob[body : body + _NONCE]
-        tag = blob[body + _NONCE : body + _NONCE + _TAG]
-        cipher = self._aes.new(key, self._aes.MODE_GCM, nonce=nonce)
-        if aad:
-            cipher.update(aad)
         try:
-            return bytes(cipher.decrypt_and_verify(blob[body + _NONCE + _TAG :], tag))
-        except ValueError:
+            return bytes(
+                key.decrypt(blob[body : body + _NONCE], blob[body + _NONCE :], aad or None)
+            )
+        except _invalid_tag():
             raise EncryptionKeyError(
                 f"data encrypted with key {raw_id.decode('utf-8', 'replace')!r} does not "
                 "decrypt: the key is not the one it was written with, or the data was altered"

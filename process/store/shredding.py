@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from sagalog.domain.errors import SagalogError
-from sagalog.process.store.encryption import KeyRing
+from sagalog.process.store.encryption import KeyRing, aes_gcm_class
 
 __all__ = [
     "DATA_KEYS_KWARG",
@@ -52,7 +52,6 @@ _DICT_FIELDS = frozenset({"data", "payload"})
 #: A sealed field's text: this prefix, then base64 of nonce, tag and ciphertext.
 SEALED_PREFIX = "sagalog:sealed:"
 _NONCE = 12
-_TAG = 16
 _WRAP_AAD = b"sagalog-data-key:"
 
 
@@ -86,12 +85,6 @@ class DataKeyTable(Protocol):
         ...
 
 
-def _aes() -> Any:
-    from Crypto.Cipher import AES
-
-    return AES
-
-
 class SagaDataKeys:
     """The data keys of sagas: made, wrapped, looked up (and remembered), destroyed."""
 
@@ -100,16 +93,18 @@ class SagaDataKeys:
         self.keyring = keyring
         self.table = table
         self.cache_size = cache_size
-        #: saga id → data key, or ``None`` when it was forgotten.
-        self._cache: dict[UUID, bytes | None] = {}
-        self._aes = _aes()
+        #: saga id → its data key's cipher, or ``None`` when it was forgotten.
+        self._cache: dict[UUID, Any] = {}
+        self._aes_gcm = aes_gcm_class()
 
     # -- keys --------------------------------------------------------------------
 
-    def _remember(self, saga_id: UUID, key: bytes | None) -> None:
+    def _remember(self, saga_id: UUID, key: bytes | None) -> Any:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
-        self._cache[saga_id] = key
+        cipher = None if key is None else self._aes_gcm(key)
+        self._cache[saga_id] = cipher
+        return cipher
 
     def _wrap(self, saga_id: UUID, key: bytes) -> bytes:
         return self.keyring.encrypt(key, _WRAP_AAD + saga_id.bytes)
@@ -140,29 +135,26 @@ class SagaDataKeys:
             for saga_id, wrapped in self.table.select_data_keys(missing).items():
                 self._remember(saga_id, self._unwrap(saga_id, wrapped))
 
-    def key_for_reading(self, saga_id: UUID) -> bytes | None:
-        """The saga's key, ``None`` if it was forgotten (or never existed)."""
+    def key_for_reading(self, saga_id: UUID) -> Any:
+        """The saga's key (a cipher), ``None`` if it was forgotten (or never existed)."""
         try:
             return self._cache[saga_id]
         except KeyError:
             pass
         wrapped = self.table.select_data_keys([saga_id]).get(saga_id)
-        key = None if wrapped is None else self._unwrap(saga_id, wrapped)
-        if wrapped is not None:
-            self._remember(saga_id, key)
-        return key
+        if wrapped is None:
+            return None
+        return self._remember(saga_id, self._unwrap(saga_id, wrapped))
 
-    def key_for_writing(self, saga_id: UUID) -> bytes | None:
-        """The saga's key, made now if it has none (a saga started before encryption)."""
+    def key_for_writing(self, saga_id: UUID) -> Any:
+        """The saga's key (a cipher), made now if it has none (a saga started before encryption)."""
         if saga_id in self._cache:
             return self._cache[saga_id]
         found = self.table.select_data_keys([saga_id]).get(saga_id)
         if found is None:
             self.table.insert_data_keys({saga_id: self._wrap(saga_id, os.urandom(32))})
             found = self.table.select_data_keys([saga_id]).get(saga_id, b"")
-        key = self._unwrap(saga_id, found)
-        self._remember(saga_id, key)
-        return key
+        return self._remember(saga_id, self._unwrap(saga_id, found))
 
     def forget(self, saga_id: UUID) -> bool:
         """Destroy the saga's key (a tombstone row); whether there was one to destroy."""
@@ -172,24 +164,25 @@ class SagaDataKeys:
 
     # -- payloads ----------------------------------------------------------------
 
-    def seal(self, saga_id: UUID, field: str, value: Any, key: bytes | None) -> Any:
+    def seal(self, saga_id: UUID, field: str, value: Any, key: Any) -> Any:
         """``value`` sealed under ``key`` (``None``: the saga was forgotten, so erased)."""
         if key is None:
             return erased_value(field)
         nonce = os.urandom(_NONCE)
-        cipher = self._aes.new(key, self._aes.MODE_GCM, nonce=nonce)
-        cipher.update(saga_id.bytes + field.encode("ascii"))
-        ciphertext, tag = cipher.encrypt_and_digest(
-            json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        )
-        return SEALED_PREFIX + base64.b64encode(nonce + tag + ciphertext).decode("ascii")
+        plain = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        sealed = key.encrypt(nonce, plain, saga_id.bytes + field.encode("ascii"))
+        return SEALED_PREFIX + base64.b64encode(nonce + sealed).decode("ascii")
 
-    def unseal(self, saga_id: UUID, field: str, text: str, key: bytes | None) -> Any:
-        """The value ``seal`` sealed; :data:`ERASED` when ``key`` is ``None``."""
+    def unseal(self, saga_id: UUID, field: str, text: str, key: Any) -> Any:
+        """The value ``seal`` sealed; :data:`ERASED` when ``key`` is ``None``.
+
+        Raises ``ValueError`` when it does not decrypt (altered, or another key).
+        """
         if key is None:
             return erased_value(field)
         blob = base64.b64decode(text[len(SEALED_PREFIX) :])
-        cipher = self._aes.new(key, self._aes.MODE_GCM, nonce=blob[:_NONCE])
-        cipher.update(saga_id.bytes + field.encode("ascii"))
-        plain = cipher.decrypt_and_verify(blob[_NONCE + _TAG :], blob[_NONCE : _NONCE + _TAG])
+        try:
+            plain = key.decrypt(blob[:_NONCE], blob[_NONCE:], saga_id.bytes + field.encode("ascii"))
+        except Exception as exc:  # cryptography's InvalidTag
+            raise ValueError("a sealed payload does not decrypt") from exc
         return json.loads(plain)
