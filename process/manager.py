@@ -603,8 +603,6 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
                     continue
             return found
         mapper = self.mapper
-        if self._data_keys is not None:
-            self._data_keys.prefetch(ids)
         event_from_row: Callable[[UUID, int, str, bytes], DomainEventProtocol[Any]] = (
             mapper.event_from_row
             if isinstance(mapper, SagaMapper)
@@ -615,6 +613,8 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         for first in range(0, len(ids), self.max_batch_size):
             page_ids = ids[first : first + self.max_batch_size]
             page = self._bulk_reader.select_event_rows_of(page_ids)
+            if self._data_keys is not None:
+                self._data_keys.prefetch(page_ids)  # the page's keys in one query
             for saga_id in page_ids:  # in the order asked for
                 rows = page.get(saga_id)
                 if not rows:

@@ -29,7 +29,7 @@ from sagalog.process.store.encryption import (
     new_key,
 )
 from sagalog.process.store.shredding import ERASED, ErasureError
-from sagalog.projections import SagaProjector
+from sagalog.projections import SagaLogReader, SagaProjector, runner_env
 
 SECRET_DATA = "DE89370400440532013000"
 SECRET_ERROR = "card-4111111111111111-declined"
@@ -245,6 +245,7 @@ def test_every_command_without_the_key_fails_in_one_line(
         ["forget", saga_id, "--actor", "a", "--reason", "b"],
         ["projections", "status"],
         ["versions"],
+        ["worker", "--transport", "none"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--database-url", database_url])
@@ -267,3 +268,23 @@ def test_every_command_without_the_key_fails_in_one_line(
         shown = runner.invoke(app, ["show", saga_id, "--database-url", database_url])
         assert "its data was erased by dpo" in shown.output
         assert SECRET_ERROR not in shown.output
+
+
+def test_the_projection_runner_reads_the_log_redacted(
+    database_url: str, requires_database: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eventsourcing's runner opens the log as ``SagaLogReader``: keys from the environment."""
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = run_failed_saga(manager)
+    monkeypatch.setenv("SAGALOG_ENCRYPTION_KEYS", K1)
+    reader = SagaLogReader(runner_env(database_url))
+    try:
+        events = [
+            reader.mapper.to_domain_event(n) for n in reader.recorder.select_notifications(1, 100)
+        ]
+    finally:
+        reader.close()
+    started = [e for e in events if type(e).__name__ == "SagaStarted"]
+    assert started[0].originator_id == saga_id
+    assert started[0].data == {"<encrypted>": True}
+    assert all(getattr(e, "error", "<encrypted>") == "<encrypted>" for e in events)
