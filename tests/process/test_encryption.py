@@ -19,7 +19,7 @@ import pytest
 from support.sagas import ORDER, T0
 from typer.testing import CliRunner
 
-from sagalog.domain import InvalidTransitionError, SagaStatus
+from sagalog.domain import InvalidTransitionError, Saga, SagaStatus
 from sagalog.infrastructure.cli import app
 from sagalog.process import SagaManager, parse_database_url
 from sagalog.process.clock import ManualClock
@@ -284,7 +284,7 @@ def test_the_projection_runner_reads_the_log_redacted(
         ]
     finally:
         reader.close()
-    started = [e for e in events if type(e).__name__ == "SagaStarted"]
+    started = [e for e in events if isinstance(e, Saga.SagaStarted)]
     assert started[0].originator_id == saga_id
     assert started[0].data == {"<encrypted>": True}
     assert all(getattr(e, "error", "<encrypted>") == "<encrypted>" for e in events)
