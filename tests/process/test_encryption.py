@@ -9,6 +9,7 @@ fails in one line; a rotated key still reads what the old one wrote.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -288,3 +289,31 @@ def test_the_projection_runner_reads_the_log_redacted(
     assert started[0].originator_id == saga_id
     assert started[0].data == {"<encrypted>": True}
     assert all(getattr(e, "error", "<encrypted>") == "<encrypted>" for e in events)
+
+
+def test_forget_leaves_no_copy_of_the_key_in_the_sqlite_files(tmp_path: Path) -> None:
+    """``secure_delete`` and the WAL checkpoint: the wrapped key's bytes are gone from disk."""
+    database_url = f"sqlite:///{tmp_path / 'shred.db'}"
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = run_failed_saga(manager)
+        keys = manager.recorder.select_data_keys([saga_id])  # type: ignore[attr-defined]
+        wrapped = keys[saga_id]
+        assert len(wrapped) > 32
+        assert wrapped in raw_store_bytes(manager, database_url)
+        manager.forget(saga_id, actor="dpo", reason="erasure")
+        assert manager.recorder.select_data_keys([saga_id]) == {saga_id: b""}  # type: ignore[attr-defined]
+        assert wrapped not in raw_store_bytes(manager, database_url)
+
+
+def test_keys_new_prints_a_key_line_and_refuses_a_bad_id() -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "new", "k3"])
+    assert made.exit_code == 0, made.output
+    key_id, _, encoded = made.output.strip().partition("=")
+    assert key_id == "k3"
+    assert len(base64.b64decode(encoded)) == 32
+    bad = runner.invoke(app, ["keys", "new", "bad id!"])
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines() == [
+        "error: a key id is 1 to 64 letters, digits, '-', '_' or '.', not 'bad id!'"
+    ]
