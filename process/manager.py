@@ -545,7 +545,7 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         """Erase the data of the ended saga ``saga_id``: record ``SagaForgotten``, destroy its key.
 
         Its events still replay (statuses, steps, times, command ids); every
-        payload reads as ``[erased]``. Needs encryption on
+        payload reads as ``<erased>``. Needs encryption on
         (``SAGALOG_ENCRYPTION_KEYS``); a running saga is refused. Forgetting a
         saga again destroys its key again (in case that failed) and records
         nothing. Returns whether a key was destroyed by this call.

@@ -235,7 +235,7 @@ class SagaProjector(LogCursor):
             views = SagaViews(url)
         self.views = views
         mapper = app.mapper
-        #: How events are read: sealed payloads as ``[encrypted]`` (the views hold no saga data).
+        #: How events are read: sealed payloads as ``<encrypted>`` (the views hold no saga data).
         self.mapper: Mapper[UUID] = (
             mapper.redacted()
             if isinstance(mapper, SagaMapper) and mapper.data_keys is not None

@@ -176,7 +176,7 @@ _operator_command(
 _operator_command(
     "forget",
     "Erase an ended saga's data (crypto-shredding): destroy its data key; its events still "
-    "replay, every payload reads as [erased]. Needs encryption at rest (docs/security.md).",
+    "replay, every payload reads as <erased>. Needs encryption at rest (docs/security.md).",
     lambda m, sid, actor, reason: m.forget(sid, actor=actor, reason=reason),
     "erased the data of",
 )

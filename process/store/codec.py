@@ -418,7 +418,7 @@ class SagaMapper(Mapper[UUID]):
         )
         #: Each saga's data keys (crypto-shredding), when encryption is on.
         self.data_keys: SagaDataKeys | None = None
-        #: Sealed payloads are read as ``[encrypted]``, not decrypted (the read models).
+        #: Sealed payloads are read as ``<encrypted>``, not decrypted (the read models).
         self.redacting = False
         #: Per saga event class: the fields sealed under the saga's data key.
         self._sealed_classes: dict[type[Any], tuple[str, ...]] = {}
@@ -430,7 +430,7 @@ class SagaMapper(Mapper[UUID]):
         self.event_from_row = self._opened_event_from_row  # type: ignore[method-assign]
 
     def redacted(self) -> SagaMapper:
-        """A mapper over the same keys that reads sealed payloads as ``[encrypted]``.
+        """A mapper over the same keys that reads sealed payloads as ``<encrypted>``.
 
         The read models are built through it, so they hold no saga data.
         """

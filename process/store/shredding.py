@@ -11,7 +11,7 @@ which the store key then encrypts whole.
 
 ``SagaManager.forget`` records ``SagaForgotten`` and replaces the key's row by
 an empty tombstone: from then on those fields read as :data:`ERASED` (a dict
-field as ``{"[erased]": true}``), while every other field — statuses, steps,
+field as ``{"<erased>": true}``), while every other field — statuses, steps,
 attempts, times, command ids — still replays. A payload written after the
 tombstone (a late reply) is stored as erased, never in the clear.
 """
