@@ -600,6 +600,22 @@ class Saga(Aggregate):
         def evolve(self, saga: Saga) -> None:
             saga.aborted_by = self.actor
 
+    class SagaForgotten(Event):
+        """An operator erased the saga's data: its data key was destroyed (crypto-shredding).
+
+        From then on the payloads of its events (data, results, error texts,
+        reasons) read as erased; everything else still replays. Its own ``actor``
+        and ``reason`` are the audit of the erasure, kept readable (``payload_free``).
+        """
+
+        payload_free: ClassVar[bool] = True
+
+        actor: str
+        reason: str
+
+        def evolve(self, saga: Saga) -> None:
+            saga.forgotten_by = self.actor
+
     #: Events that carry a command for the relay to deliver.
     COMMAND_EVENTS: ClassVar[tuple[type[Saga.Event], ...]]
 
@@ -1307,6 +1323,31 @@ class Saga(Aggregate):
                 f"{'retried' if action == 'retry' else 'resolved'}"
             )
         return self.dead_letter
+
+    #: Who erased the saga's data (``SagaForgotten``); ``None``: not erased.
+    forgotten_by: str | None = None
+
+    @property
+    def forgotten(self) -> bool:
+        """Whether the saga's data was erased (its payloads read as erased)."""
+        return self.forgotten_by is not None
+
+    def forget(self, *, actor: str, reason: str, now: datetime) -> None:
+        """Record that the saga's data is erased; only an ended saga (or again, no-op).
+
+        A running, dead-lettered or compensating saga is refused: its next
+        commands need its data. Abort it (or let it end) first.
+        """
+        _check_now(now)
+        actor, reason = _check_operator(actor, reason)
+        if self.forgotten:
+            return
+        if not self.status.is_terminal:
+            raise InvalidTransitionError(
+                f"saga {self.id} is {self.status.value}; only an ended saga can be forgotten "
+                "(let it end, or abort it first)"
+            )
+        self._trigger(self.SagaForgotten, now, None, actor=actor, reason=reason)
 
     def commands(self) -> Iterator[Command]:
         """The command pending now, if any (for inspection; the relay reads events)."""

@@ -27,6 +27,8 @@ from sagalog.process.reactions import (
     StartSaga,
     saga_id_for,
 )
+from sagalog.process.store.encryption import EncryptionKeyError, EncryptionKeyMissingError
+from sagalog.process.store.shredding import ErasureError
 from sagalog.process.store.url import (
     DatabaseUnavailableError,
     DatabaseUrlError,
@@ -41,6 +43,9 @@ __all__ = [
     "ConcurrencyConflictError",
     "DatabaseUnavailableError",
     "DatabaseUrlError",
+    "EncryptionKeyError",
+    "EncryptionKeyMissingError",
+    "ErasureError",
     "FailCompensation",
     "FailStep",
     "InvalidReplyError",

@@ -26,6 +26,7 @@ from sagalog.domain import ReplyOutcome, Saga, SagalogError, SagaNotFoundError
 from sagalog.process.cache import SagaCache
 from sagalog.process.clock import Clock
 from sagalog.process.messages import Reply, ReplyInput
+from sagalog.process.store.shredding import DATA_KEYS_KWARG, SagaDataKeys
 from sagalog.process.store.timers import SAGA_TIMERS_KWARG
 
 __all__ = ["CommitsTransitions", "ConcurrencyConflictError", "ReplyResult", "answer_reply"]
@@ -68,6 +69,8 @@ class CommitsTransitions(ProcessApplication[UUID]):
     clock: Clock
     saga_cache: SagaCache
     max_conflict_retries: int
+    #: Each saga's data key (crypto-shredding), when encryption is on.
+    _data_keys: SagaDataKeys | None = None
 
     if TYPE_CHECKING:
 
@@ -88,12 +91,27 @@ class CommitsTransitions(ProcessApplication[UUID]):
             return
         processing: ProcessingEvent[UUID] = ProcessingEvent()
         timers: dict[UUID, datetime | None] = {}
+        keys = self._data_keys
+        new_ids: list[UUID] = []
+        if keys is not None:
+            # A new saga's data key is written in the transaction of its first events.
+            new_ids = [
+                saga.id
+                for saga in sagas
+                if saga.pending_events and isinstance(saga.pending_events[0], Saga.SagaStarted)
+            ]
+            processing.saved_kwargs[DATA_KEYS_KWARG] = keys.new_keys(new_ids)
         for saga in sagas:
             processing.events.extend(saga.collect_events())
             processing.aggregates[saga.id] = saga
             timers[saga.id] = saga.next_wakeup
         processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
-        recordings = self._record(processing)
+        try:
+            recordings = self._record(processing)
+        except BaseException:
+            if keys is not None:
+                keys.discard(new_ids)  # not committed: another manager's may be the saga's
+            raise
         self._take_snapshots(processing)
         self._notify(recordings)
 

@@ -69,7 +69,14 @@ from sagalog.process.reactions import Reaction
 from sagalog.process.registry import DefinitionRegistry
 from sagalog.process.routing import RoutesReactions, index_reactions
 from sagalog.process.store.codec import FastJSONTranscoder, SagaMapper
+from sagalog.process.store.encryption import (
+    EncryptionKeyMissingError,
+    SagaCipher,
+    encryption_configured,
+    is_encrypted,
+)
 from sagalog.process.store.loops import run_until_stopped
+from sagalog.process.store.shredding import DataKeyTable, ErasureError, SagaDataKeys
 from sagalog.process.store.timers import BulkEventReader, TimerIndex
 from sagalog.process.store.url import DatabaseUnavailableError, parse_database_url
 
@@ -84,6 +91,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("sagalog.manager")
+
+#: eventsourcing's cipher setting when sagalog's store keys are configured.
+_CIPHER_TOPIC = "sagalog.process.store.encryption:SagaCipher"
 
 
 def fold_events(saga: Saga | None, events: Iterable[DomainEventProtocol[Any]]) -> Saga | None:
@@ -148,6 +158,12 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         )
         if env:
             merged.update(env)
+        settings = {**os.environ, **merged}
+        encrypted = encryption_configured(settings) and not (
+            settings.get("CIPHER_TOPIC") or settings.get(f"{self.name.upper()}_CIPHER_TOPIC")
+        )
+        if encrypted:
+            merged["CIPHER_TOPIC"] = _CIPHER_TOPIC
         self.clock: Clock = clock or utc_now
         self.registry = DefinitionRegistry(
             type(self).definitions if definitions is None else definitions
@@ -163,6 +179,14 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
                 "environment with sagalog.process.parse_database_url(...).eventsourcing_env()"
             )
         self.timers: TimerIndex = self.recorder
+        if encrypted and isinstance(self.mapper, SagaMapper):
+            cipher = self.mapper.cipher
+            assert isinstance(cipher, SagaCipher)
+            if not isinstance(self.recorder, DataKeyTable):
+                raise TypeError(f"the recorder {type(self.recorder).__name__} keeps no data keys")
+            self._data_keys = SagaDataKeys(cipher.keyring, self.recorder)
+            self.mapper.seal_payloads(self._data_keys)
+        self._check_store_key()
         self._bulk_reader = self.recorder if isinstance(self.recorder, BulkEventReader) else None
         size = merged.get("SAGALOG_SAGA_CACHE_SIZE")
         self.saga_cache = SagaCache(int(size) if size else self.saga_cache_size)
@@ -170,6 +194,29 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         if unbound:
             self.accept_unbound_replies = unbound in ("1", "true", "yes", "on")
         self._close_at_exit()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether sagas' payloads are encrypted, each under its own key (``forget`` works)."""
+        return self._data_keys is not None
+
+    def _check_store_key(self) -> None:
+        """Refuse, in one line, a store whose events this manager's keys cannot read.
+
+        Reads the first and the last event: a store written with encryption and
+        opened without a key (or with keys that do not include the writing one)
+        fails here, at once, rather than on the first saga read.
+        """
+        last = self.recorder.max_notification_id()
+        if not last:
+            return
+        for position in dict.fromkeys((1, last)):
+            for notification in self.recorder.select_notifications(position, 1):
+                if self.mapper.cipher is None:
+                    if is_encrypted(notification.state):
+                        raise EncryptionKeyMissingError()
+                else:
+                    self.mapper.cipher.decrypt(notification.state)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """A :class:`~sagalog.process.store.codec.SagaMapper`, unless ``MAPPER_TOPIC`` names one.
@@ -494,6 +541,37 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
             saga_id, lambda saga, now: saga.compensate(actor=actor, reason=reason, now=now)
         )
 
+    def forget(self, saga_id: UUID, *, actor: str, reason: str) -> bool:
+        """Erase the data of the ended saga ``saga_id``: record ``SagaForgotten``, destroy its key.
+
+        Its events still replay (statuses, steps, times, command ids); every
+        payload reads as ``<erased>``. Needs encryption on
+        (``SAGALOG_ENCRYPTION_KEYS``); a running saga is refused. Forgetting a
+        saga again destroys its key again (in case that failed) and records
+        nothing. Returns whether a key was destroyed by this call.
+        """
+        keys = self._data_keys
+        if keys is None:
+            raise ErasureError(
+                "forget needs encryption at rest: set SAGALOG_ENCRYPTION_KEYS "
+                "(docs/security.md); without it the data is stored in the clear"
+            )
+        first = self.recorder.select_events(saga_id, limit=1)
+        if not first:
+            raise SagaNotFoundError(f"no saga with id {saga_id}")
+        if not is_encrypted(first[0].state):
+            raise ErasureError(
+                f"saga {saga_id} was recorded before encryption was turned on: its data is "
+                "stored in the clear and destroying a key cannot erase it"
+            )
+        self._transition(
+            saga_id, lambda saga, now: saga.forget(actor=actor, reason=reason, now=now)
+        )
+        destroyed = keys.forget(saga_id)
+        self.saga_cache.discard(saga_id)
+        logger.info("saga %s forgotten by %s: its data key is destroyed", saga_id, actor)
+        return destroyed
+
     # -- reading -----------------------------------------------------------------
 
     def get(self, saga_id: UUID, version: int | None = None) -> Saga:
@@ -535,6 +613,8 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
         for first in range(0, len(ids), self.max_batch_size):
             page_ids = ids[first : first + self.max_batch_size]
             page = self._bulk_reader.select_event_rows_of(page_ids)
+            if self._data_keys is not None:
+                self._data_keys.prefetch(page_ids)  # the page's keys in one query
             for saga_id in page_ids:  # in the order asked for
                 rows = page.get(saga_id)
                 if not rows:

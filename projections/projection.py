@@ -24,8 +24,9 @@ reading the position (see ``SagaViews.process``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -36,6 +37,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     InterfaceError,
+    Mapper,
     Notification,
     OperationalError,
     PersistenceError,
@@ -50,6 +52,8 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from sagalog.domain.errors import first_line
+from sagalog.process.store.codec import SagaMapper
+from sagalog.process.store.encryption import EncryptionKeyError, SagaCipher, encryption_configured
 from sagalog.process.store.loops import Backoff, run_until_stopped
 from sagalog.process.store.url import DatabaseUrl, parse_database_url
 from sagalog.projections.cursor import LogCursor
@@ -82,6 +86,8 @@ _NOT_ISOLATED: tuple[type[BaseException], ...] = (
     SQLAlchemyDisconnectionError,
     SQLAlchemyTimeoutError,
     ProjectionIntegrityError,
+    # The store's keys are missing or wrong: no event's fault, every event fails.
+    EncryptionKeyError,
 )
 
 
@@ -108,6 +114,25 @@ class SagaLogReader(Application[UUID]):
     """
 
     name = "SagaManager"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        """The log of the manager's store; with sagalog's store keys when they are set."""
+        merged = dict(env or {})
+        if encryption_configured({**os.environ, **merged}) and not any(
+            key.endswith("CIPHER_TOPIC") for key in merged
+        ):
+            merged["CIPHER_TOPIC"] = get_topic(SagaCipher)
+        super().__init__(merged)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """A redacting :class:`SagaMapper`: the views never hold saga data."""
+        if self.env.get(self.factory.MAPPER_TOPIC):
+            return super().construct_mapper()
+        mapper = self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=SagaMapper
+        )
+        assert isinstance(mapper, SagaMapper)
+        return mapper.redacted()
 
 
 class SagaViewsFactory(InfrastructureFactory[SagaViews]):
@@ -209,6 +234,13 @@ class SagaProjector(LogCursor):
                 raise TypeError("give the views explicitly: the application has no database_url")
             views = SagaViews(url)
         self.views = views
+        mapper = app.mapper
+        #: How events are read: sealed payloads as ``<encrypted>`` (the views hold no saga data).
+        self.mapper: Mapper[UUID] = (
+            mapper.redacted()
+            if isinstance(mapper, SagaMapper) and mapper.data_keys is not None
+            else mapper
+        )
         #: Events this projector applied since it was created (for metrics and the worker).
         self.events_applied = 0
         #: Events this projector set aside since it was created.
@@ -283,7 +315,9 @@ class SagaProjector(LogCursor):
         undecodable: dict[int, BaseException] = {}
         for notification in notifications:
             try:
-                event = self.app.mapper.to_domain_event(notification)
+                event = self.mapper.to_domain_event(notification)
+            except _NOT_ISOLATED:
+                raise
             except Exception as exc:
                 undecodable[notification.id] = exc
                 event = None
@@ -356,7 +390,7 @@ class SagaProjector(LogCursor):
 
     def _load_events(self, notification_ids: list[int]) -> list[Any]:
         """The events of ``notification_ids`` read from the log, in order."""
-        return [self.app.mapper.to_domain_event(self.read_one(n)) for n in sorted(notification_ids)]
+        return [self.mapper.to_domain_event(self.read_one(n)) for n in sorted(notification_ids)]
 
     def rebuild(self, progress: Progress | None = None) -> int:
         """Empty the views and build them again from the start of the log.

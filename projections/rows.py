@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 
 from sagalog.domain import Saga, SagalogError, SagaStatus
 from sagalog.domain.status import CommandKind
+from sagalog.process.store.shredding import ERASED
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -328,6 +329,13 @@ def _deadline_passed(row: Row, event: Any) -> None:
     row["saga_deadline"] = None
 
 
+def _forgotten(row: Row, event: Any) -> None:
+    """The saga's data is erased: so are its error and reason here."""
+    for column in ("last_error", "failure_reason"):
+        if row[column] is not None:
+            row[column] = ERASED
+
+
 _EVOLVE: dict[type[Any], Callable[[Row, Any], None]] = {
     Saga.SagaStarted: _unchanged,  # the row was built from the event already
     Saga.StepDispatched: _action_dispatched,
@@ -350,6 +358,7 @@ _EVOLVE: dict[type[Any], Callable[[Row, Any], None]] = {
     Saga.OperatorCompensationRequested: _operator_compensates,
     Saga.SagaAborted: _unchanged,
     Saga.SagaDeadlinePassed: _deadline_passed,
+    Saga.SagaForgotten: _forgotten,
 }
 
 #: The saga event types with a rule of their own (any other type only counts and timestamps).
@@ -496,6 +505,8 @@ def _detail(event: Any) -> str:
         return f"deadline {_instant(event.deadline)} passed; {after}"
     if isinstance(event, Saga.SagaAborted):
         return f"by {event.actor}: {event.reason}"
+    if isinstance(event, Saga.SagaForgotten):
+        return f"data erased by {event.actor}: {event.reason}"
     return ""
 
 

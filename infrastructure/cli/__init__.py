@@ -30,6 +30,7 @@ from sagalog.infrastructure.cli import worker as worker
 from sagalog.infrastructure.cli import projections as projections
 from sagalog.infrastructure.cli import poison as poison
 from sagalog.infrastructure.cli import console as console
+from sagalog.infrastructure.cli import keys as keys
 # isort: on
 
 __all__ = ["app", "main"]

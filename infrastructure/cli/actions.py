@@ -1,5 +1,6 @@
 """The commands that act on a saga: ``start``, and the operator actions ``retry``,
-``resolve``, ``abort`` and ``compensate`` (each recorded in the saga's log with who and why).
+``resolve``, ``abort``, ``compensate`` and ``forget`` (each recorded in the saga's log with
+who and why).
 """
 
 from __future__ import annotations
@@ -171,4 +172,11 @@ _operator_command(
     "Compensate the steps of a FAILED saga that may still be in force (stuck EFFECT_IN_FORCE).",
     lambda m, sid, actor, reason: m.compensate(sid, actor=actor, reason=reason),
     "compensating",
+)
+_operator_command(
+    "forget",
+    "Erase an ended saga's data (crypto-shredding): destroy its data key; its events still "
+    "replay, every payload reads as <erased>. Needs encryption at rest (docs/security.md).",
+    lambda m, sid, actor, reason: m.forget(sid, actor=actor, reason=reason),
+    "erased the data of",
 )

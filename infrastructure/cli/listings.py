@@ -8,6 +8,7 @@ cut ids, types or statuses.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,8 +40,10 @@ from sagalog.infrastructure.cli.output import (
     status_text,
 )
 from sagalog.process.debugging.timeline import plot_timeline
+from sagalog.process.store.shredding import ERASED
 from sagalog.projections import SagaSummary, StuckPolicy, StuckSaga, TimelineEntry
 from sagalog.projections.quarantine import QuarantinedEvent
+from sagalog.projections.rows import timeline_entry
 from sagalog.projections.stuck import format_duration, parse_duration
 
 
@@ -309,18 +312,38 @@ def show(
     wanted = parse_saga_id(saga_id)
     if plot is not None:
         _check_plot_target(plot)
+    erased_by: str | None = None
     with opened(database_url, app, definitions) as (manager, projector):
         catch_up(projector)
         summary = projector.views.get(wanted)
         timeline = projector.views.timeline(wanted)
+        if summary is not None and manager.encrypted:
+            # The views hold no saga data when encryption is on: read it from the log.
+            saga = manager.get(wanted)
+            erased_by = saga.forgotten_by
+            timeline = [timeline_entry(event) for event in manager.history(wanted)]
+            summary = replace(
+                summary, last_error=saga.last_error, failure_reason=saga.failure_reason
+            )
         if summary is not None and plot is not None:
             _draw(manager.history(wanted), plot)
     if summary is None:
         raise fail(f"no saga with id {wanted}")
     if json_output:
-        print_json({"summary": summary.to_json(), "timeline": [e.to_json() for e in timeline]})
+        print_json(
+            {
+                "summary": summary.to_json(),
+                "timeline": [e.to_json() for e in timeline],
+                **({"data_erased_by": erased_by} if erased_by is not None else {}),
+            }
+        )
     else:
         _print_summary(summary)
+        if erased_by is not None:
+            console.print(
+                f"  its data was erased by {escape(erased_by)}: payloads read as {ERASED}",
+                highlight=False,
+            )
         _print_timeline(summary, timeline)
     if plot is not None:
         err_console.print(f"timeline chart written to {plot}", highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ the transaction rules are described in that module.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -40,6 +40,8 @@ from sagalog.domain.errors import first_line
 from sagalog.infrastructure.persistence.recorders import (
     as_utc,
     check_limit,
+    data_keys_kwarg,
+    data_keys_table_name,
     saga_timers_kwarg,
     timers_table_name,
 )
@@ -130,6 +132,8 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             )
         self.timers_table_name = timers_table_name(events_table_name)
         self.check_identifier_length(self.timers_table_name)
+        self.data_keys_table_name = data_keys_table_name(events_table_name)
+        self.check_identifier_length(self.data_keys_table_name)
         super().__init__(
             datastore,
             events_table_name=events_table_name,
@@ -166,6 +170,29 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         self.count_timers_statement = SQL("SELECT COUNT(*) AS n FROM {schema}.{table}").format(
             schema=schema, table=table
         )
+        keys = Identifier(self.data_keys_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "saga_id uuid PRIMARY KEY, "
+                "wrapped bytea NOT NULL)"
+            ).format(schema=schema, table=keys)
+        )
+        self.insert_data_keys_statement = SQL(
+            "INSERT INTO {schema}.{table} (saga_id, wrapped) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bytea[]) "
+            "ON CONFLICT (saga_id) DO NOTHING"
+        ).format(schema=schema, table=keys)
+        self.select_data_keys_statement = SQL(
+            "SELECT saga_id, wrapped FROM {schema}.{table} WHERE saga_id = ANY(%b::uuid[])"
+        ).format(schema=schema, table=keys)
+        self.has_data_key_statement = SQL(
+            "SELECT length(wrapped) AS had FROM {schema}.{table} WHERE saga_id = %s FOR UPDATE"
+        ).format(schema=schema, table=keys)
+        self.forget_data_key_statement = SQL(
+            "INSERT INTO {schema}.{table} (saga_id, wrapped) VALUES (%s, ''::bytea) "
+            "ON CONFLICT (saga_id) DO UPDATE SET wrapped = ''::bytea"
+        ).format(schema=schema, table=keys)
         # The events as four parallel arrays sent in binary (``%b``): psycopg dumps
         # those without escaping, whereas an array of eventsourcing's composite type
         # (or any array sent as text) is escaped element by element with a regex.
@@ -250,6 +277,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
                 ):
                     curs.execute("BEGIN")
                     self._write_timers(curs, timers)
+                    self._write_data_keys(curs, data_keys_kwarg(kwargs))
                     for statement in self.lock_table_statements:
                         curs.execute(statement, prepare=True)
                     curs.execute(self.notify_statement)
@@ -279,6 +307,48 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         self._write_timers(curs, saga_timers_kwarg(kwargs))
+        self._write_data_keys(curs, data_keys_kwarg(kwargs))
+
+    def _write_data_keys(self, curs: Cursor[DictRow], keys: dict[UUID, bytes]) -> None:
+        """Queue the insert of new sagas' data keys on ``curs``."""
+        if keys:
+            curs.execute(
+                self.insert_data_keys_statement, (list(keys), list(keys.values())), prepare=True
+            )
+
+    @_retry_transient
+    def select_data_keys(self, saga_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The wrapped data keys of ``saga_ids`` that have one (``b""``: forgotten)."""
+        if not saga_ids:
+            return {}
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self.select_data_keys_statement, (list(dict.fromkeys(saga_ids)),))
+            rows = curs.fetchall()
+        return {saga_id: bytes(wrapped) for saga_id, wrapped in rows}
+
+    @_retry_transient
+    def insert_data_keys(self, keys: Mapping[UUID, bytes]) -> None:
+        """Add the data keys of sagas that have none, in a transaction of their own."""
+        checked = data_keys_kwarg({"data_keys": keys})
+        if not checked:
+            return
+        with self.datastore.transaction(commit=True) as curs:
+            self._write_data_keys(curs, checked)
+
+    def forget_data_key(self, saga_id: UUID) -> bool:
+        """Replace the saga's data key by a tombstone; whether there was a key.
+
+        PostgreSQL keeps the old row version until ``VACUUM`` reclaims it
+        (docs/security.md): the key is wrapped by the store key all the same.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.has_data_key_statement, (saga_id,))
+            row = curs.fetchone()
+            curs.execute(self.forget_data_key_statement, (saga_id,))
+        return bool(row and row["had"])
 
     def _write_timers(self, curs: Cursor[DictRow], timers: dict[UUID, datetime | None]) -> None:
         """Queue the timer upsert and delete for ``timers`` on ``curs``."""

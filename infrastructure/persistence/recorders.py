@@ -74,6 +74,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 from eventsourcing.utils import resolve_topic
 
+from sagalog.process.store.shredding import DATA_KEYS_KWARG
 from sagalog.process.store.timers import SAGA_TIMERS_KWARG
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ __all__ = [
     "PostgresSagaRecorder",
     "PostgresSagaTrackingRecorder",
     "SQLiteSagaRecorder",
+    "data_keys_kwarg",
+    "data_keys_table_name",
     "timers_table_name",
 ]
 
@@ -129,6 +132,32 @@ def timers_table_name(events_table_name: str) -> str:
     if sep and not _:
         return f"{prefix}_timers"
     return f"{events_table_name}_timers"
+
+
+def data_keys_table_name(events_table_name: str) -> str:
+    """The data key table (crypto-shredding) that goes with an events table.
+
+    ``sagamanager_events`` → ``sagamanager_data_keys``, ``stored_events`` →
+    ``stored_data_keys``; any other name gets ``_data_keys`` appended.
+    """
+    prefix, sep, rest = events_table_name.rpartition("_events")
+    if sep and not rest:
+        return f"{prefix}_data_keys"
+    return f"{events_table_name}_data_keys"
+
+
+def data_keys_kwarg(kwargs: Mapping[str, Any]) -> dict[UUID, bytes]:
+    """The ``data_keys`` keyword (empty when absent): ``{saga_id: wrapped key}``."""
+    value = kwargs.get(DATA_KEYS_KWARG)
+    if not value:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(saga_id, UUID) and isinstance(key, bytes) and key
+        for saga_id, key in value.items()
+    ):
+        msg = f"{DATA_KEYS_KWARG} must map saga ids to wrapped keys (non-empty bytes)"
+        raise TypeError(msg)
+    return dict(value)
 
 
 def as_utc(moment: object, what: str) -> datetime:
@@ -195,13 +224,17 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
     def __init__(self) -> None:
         super().__init__()
         self._saga_timers: dict[UUID, datetime] = {}
+        self._data_keys: dict[UUID, bytes] = {}
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         timers = saga_timers_kwarg(kwargs)
+        keys = data_keys_kwarg(kwargs)
         with self._database_lock:
             notification_ids = super()._insert_events(stored_events, **kwargs)
+            for saga_id, wrapped in keys.items():
+                self._data_keys.setdefault(saga_id, wrapped)
             for saga_id, due_at in timers.items():
                 if due_at is None:
                     self._saga_timers.pop(saga_id, None)
@@ -222,6 +255,25 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
         """How many sagas have a pending wake-up time."""
         with self._database_lock:
             return len(self._saga_timers)
+
+    def select_data_keys(self, saga_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The wrapped data keys of ``saga_ids`` that have one (``b""``: forgotten)."""
+        with self._database_lock:
+            return {i: self._data_keys[i] for i in saga_ids if i in self._data_keys}
+
+    def insert_data_keys(self, keys: Mapping[UUID, bytes]) -> None:
+        """Add the data keys of sagas that have none."""
+        checked = data_keys_kwarg({DATA_KEYS_KWARG: keys})
+        with self._database_lock:
+            for saga_id, wrapped in checked.items():
+                self._data_keys.setdefault(saga_id, wrapped)
+
+    def forget_data_key(self, saga_id: UUID) -> bool:
+        """Replace the saga's data key by a tombstone; whether there was a key."""
+        with self._database_lock:
+            had = bool(self._data_keys.get(saga_id))
+            self._data_keys[saga_id] = b""
+            return had
 
     def select_event_rows_of(
         self, saga_ids: Sequence[UUID]
@@ -281,7 +333,20 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
     ) -> None:
         # Set before super().__init__, which builds the CREATE statements.
         self.timers_table_name = timers_table_name(events_table_name)
+        self.data_keys_table_name = data_keys_table_name(events_table_name)
         super().__init__(datastore, events_table_name=events_table_name)
+        keys = self.data_keys_table_name
+        self.insert_data_key_statement = (
+            f"INSERT INTO {keys} (saga_id, wrapped) VALUES (?, ?) ON CONFLICT (saga_id) DO NOTHING"
+        )
+        self.select_data_keys_statement = (
+            f"SELECT saga_id, wrapped FROM {keys} WHERE saga_id IN (SELECT value FROM json_each(?))"
+        )
+        self.forget_data_key_statement = (
+            f"INSERT INTO {keys} (saga_id, wrapped) VALUES (?, x'') "
+            "ON CONFLICT (saga_id) DO UPDATE SET wrapped = x''"
+        )
+        self.has_data_key_statement = f"SELECT length(wrapped) FROM {keys} WHERE saga_id = ?"
         table = self.timers_table_name
         self.upsert_timer_statement = (
             f"INSERT INTO {table} (saga_id, due_at) VALUES (?, ?) "
@@ -333,6 +398,12 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         statements.append(
             f"CREATE INDEX IF NOT EXISTS {table}_due_at_idx ON {table} (due_at, saga_id)"
         )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {self.data_keys_table_name} ("
+            "saga_id TEXT PRIMARY KEY, "
+            "wrapped BLOB NOT NULL) "
+            "WITHOUT ROWID"
+        )
         return statements
 
     def _insert_events(
@@ -352,6 +423,12 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             c.executemany(self.upsert_timer_statement, upserts)
         if deletes:
             c.executemany(self.delete_timer_statement, deletes)
+        keys = data_keys_kwarg(kwargs)
+        if keys:
+            c.executemany(
+                self.insert_data_key_statement,
+                [(saga_id.hex, wrapped) for saga_id, wrapped in keys.items()],
+            )
         return super()._insert_events(c, stored_events, **kwargs)
 
     def select_due_timers(self, now: datetime, limit: int) -> Sequence[tuple[UUID, datetime]]:
@@ -393,3 +470,38 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
                 events = found.setdefault(UUID(originator_id), [])
             events.append((version, topic, state))
         return found
+
+    def select_data_keys(self, saga_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The wrapped data keys of ``saga_ids`` that have one (``b""``: forgotten)."""
+        if not saga_ids:
+            return {}
+        ids = json.dumps([saga_id.hex for saga_id in dict.fromkeys(saga_ids)])
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self.select_data_keys_statement, (ids,))
+            rows = c.fetchall()
+        return {UUID(saga_id): bytes(wrapped) for saga_id, wrapped in rows}
+
+    def insert_data_keys(self, keys: Mapping[UUID, bytes]) -> None:
+        """Add the data keys of sagas that have none, in a transaction of their own."""
+        checked = data_keys_kwarg({DATA_KEYS_KWARG: keys})
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                self.insert_data_key_statement,
+                [(saga_id.hex, wrapped) for saga_id, wrapped in checked.items()],
+            )
+
+    def forget_data_key(self, saga_id: UUID) -> bool:
+        """Replace the saga's data key by a tombstone, its bytes overwritten in the file.
+
+        ``secure_delete`` makes SQLite zero the old row's bytes, and a checkpoint
+        then empties the write-ahead log that held the page (best effort: a
+        reader holding the log open keeps it until it is checkpointed again).
+        """
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("PRAGMA secure_delete = ON")
+            c.execute(self.has_data_key_statement, (saga_id.hex,))
+            row = c.fetchone()
+            c.execute(self.forget_data_key_statement, (saga_id.hex,))
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return bool(row and row[0])

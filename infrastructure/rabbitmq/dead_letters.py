@@ -3,11 +3,19 @@
 Letters are published confirmed before the message they replace is acked (never
 silently dropped); operators read, replay or purge them (``sagalog dead-letters``),
 and every replay or purge is logged with who did it and why.
+
+With store keys set (``SAGALOG_ENCRYPTION_KEYS``, docs/security.md) in the process
+that dead-letters a message, the letter's body and reason are kept encrypted under the
+writing store key (header ``sagalog-dead-letter-sealed`` names it): a letter waits in
+the broker for days, holding a saga's data, results or error text. Reading them back
+and replaying them needs the keys.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +26,14 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
 from sagalog.infrastructure.rabbitmq.topology import Topology, channel_to
+from sagalog.process.store.encryption import (
+    ENCRYPTION_KEY_FILE_ENV_VAR,
+    ENCRYPTION_KEYS_ENV_VAR,
+    EncryptionKeyMissingError,
+    KeyRing,
+    encryption_configured,
+)
+from sagalog.process.store.shredding import ENCRYPTED
 
 logger = logging.getLogger("sagalog.rabbitmq")
 
@@ -28,6 +44,26 @@ HEADER_DEAD_LETTER_QUEUE = "sagalog-dead-letter-queue"
 HEADER_DEAD_LETTER_ATTEMPTS = "sagalog-dead-letter-attempts"
 HEADER_DEAD_LETTER_AT = "sagalog-dead-letter-at"
 HEADER_DEAD_LETTER_TRUNCATED_FROM = "sagalog-dead-letter-truncated-from"
+
+#: The store key a sealed letter's body and reason are encrypted under (absent: plain).
+HEADER_DEAD_LETTER_SEALED = "sagalog-dead-letter-sealed"
+#: A sealed letter's reason, encrypted (base64); the plain reason header says ``<encrypted>``.
+HEADER_DEAD_LETTER_SEALED_REASON = "sagalog-dead-letter-sealed-reason"
+_LETTER_AAD = b"sagalog-dead-letter"
+_keyrings: dict[tuple[str, str], KeyRing] = {}
+
+
+def letter_keyring(environ: Mapping[str, str] | None = None) -> KeyRing | None:
+    """The store keys of this process's environment (``None``: encryption off)."""
+    env = os.environ if environ is None else environ
+    if not encryption_configured(env):
+        return None
+    settings = (env.get(ENCRYPTION_KEYS_ENV_VAR, ""), env.get(ENCRYPTION_KEY_FILE_ENV_VAR, ""))
+    keyring = _keyrings.get(settings)
+    if keyring is None:
+        keyring = _keyrings[settings] = KeyRing.from_env(env)
+    return keyring
+
 
 #: An oversized message is dead-lettered cut to this many bytes (enough to see what it was).
 DEAD_LETTER_KEPT_BYTES = 64 * 1024
@@ -72,6 +108,13 @@ def publish_dead_letter(
         headers[HEADER_DEAD_LETTER_TRUNCATED_FROM] = len(body)
         body = body[:max_body]
     headers[HEADER_DEAD_LETTER_REASON] = reason[:_MAX_REASON]
+    keyring = letter_keyring()
+    if keyring is not None:
+        body = keyring.encrypt(body, _LETTER_AAD)
+        sealed_reason = keyring.encrypt(reason[:_MAX_REASON].encode("utf-8"), _LETTER_AAD)
+        headers[HEADER_DEAD_LETTER_REASON] = ENCRYPTED
+        headers[HEADER_DEAD_LETTER_SEALED] = keyring.write_id
+        headers[HEADER_DEAD_LETTER_SEALED_REASON] = base64.b64encode(sealed_reason).decode()
     headers[HEADER_DEAD_LETTER_ERROR] = type(error).__name__ if error else "none"
     headers[HEADER_DEAD_LETTER_QUEUE] = origin
     headers[HEADER_DEAD_LETTER_ATTEMPTS] = attempts
@@ -91,14 +134,30 @@ def _resent(properties: BasicProperties, headers: dict[str, Any]) -> BasicProper
     )
 
 
+def _opened(headers: Mapping[str, Any], body: bytes) -> tuple[bytes, str]:
+    """A letter's body and reason, decrypted when sealed; ``<encrypted>`` without the keys."""
+    reason = str(headers.get(HEADER_DEAD_LETTER_REASON, ""))
+    if not headers.get(HEADER_DEAD_LETTER_SEALED):
+        return body, reason
+    keyring = letter_keyring()
+    if keyring is None:
+        return body, ENCRYPTED
+    sealed_reason = base64.b64decode(str(headers.get(HEADER_DEAD_LETTER_SEALED_REASON, "")))
+    return (
+        keyring.decrypt(body, _LETTER_AAD),
+        keyring.decrypt(sealed_reason, _LETTER_AAD).decode("utf-8"),
+    )
+
+
 def _dead_lettered_message(props: BasicProperties, body: bytes) -> DeadLetteredMessage:
     headers = dict(props.headers or {})
     attempts = headers.get(HEADER_DEAD_LETTER_ATTEMPTS)
+    body, reason = _opened(headers, body)
     return DeadLetteredMessage(
         body=body,
         message_id=props.message_id,
         correlation_id=props.correlation_id,
-        reason=str(headers.get(HEADER_DEAD_LETTER_REASON, "")),
+        reason=reason,
         error=str(headers.get(HEADER_DEAD_LETTER_ERROR, "")),
         attempts=attempts if isinstance(attempts, int) else 0,
         headers=headers,
@@ -128,6 +187,8 @@ HEADER_REPLAYED_REASON = "sagalog-replayed-reason"
 HEADER_REPLAYED_AT = "sagalog-replayed-at"
 
 _DEAD_LETTER_HEADERS = (
+    HEADER_DEAD_LETTER_SEALED,
+    HEADER_DEAD_LETTER_SEALED_REASON,
     HEADER_DEAD_LETTER_REASON,
     HEADER_DEAD_LETTER_ERROR,
     HEADER_DEAD_LETTER_QUEUE,
@@ -165,7 +226,10 @@ def replay_dead_letters(
             if wanted and props.message_id not in wanted:
                 continue  # unacked: back to the queue when the channel closes
             headers = dict(props.headers or {})
+            if headers.get(HEADER_DEAD_LETTER_SEALED) and letter_keyring() is None:
+                raise EncryptionKeyMissingError("the dead letters are encrypted")
             letter = _dead_lettered_message(props, body)
+            body = letter.body  # what was sent, decrypted: participants read it
             origin = str(headers.get(HEADER_DEAD_LETTER_QUEUE) or "")
             for name in _DEAD_LETTER_HEADERS:
                 headers.pop(name, None)

@@ -69,6 +69,11 @@ def explain(saga: Saga, *, now: datetime | None = None, outbox: Outbox | None = 
     else:
         lines += _progress(saga)
         lines += _waiting(saga, moment, outbox)
+    if saga.forgotten:
+        lines.append(
+            f"Its data was erased by {saga.forgotten_by} (sagalog forget): its data, results, "
+            "errors and reasons read as <erased>; its steps, statuses and times remain."
+        )
     return lines
 
 

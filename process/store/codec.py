@@ -50,6 +50,7 @@ from eventsourcing.persistence import (
     DatetimeAsISO,
     JSONTranscoder,
     Mapper,
+    MapperDeserialisationError,
     StoredEvent,
     Transcoder,
     Transcoding,
@@ -60,6 +61,18 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic, resolve_topic
 
 from sagalog.domain import Saga
+from sagalog.process.store.encryption import (
+    EncryptionKeyError,
+    EncryptionKeyMissingError,
+    is_encrypted,
+)
+from sagalog.process.store.shredding import (
+    ENCRYPTED,
+    SEALED_FIELDS,
+    SEALED_PREFIX,
+    SagaDataKeys,
+    erased_value,
+)
 
 #: Maps every digit to ``0`` and blanks the rest: one ``bytes.translate`` (far
 #: cheaper than a regular expression) then shows a long run of digits.
@@ -403,6 +416,110 @@ class SagaMapper(Mapper[UUID]):
         self._encode_flat = (
             transcoder.encode_flat if isinstance(transcoder, FastJSONTranscoder) else None
         )
+        #: Each saga's data keys (crypto-shredding), when encryption is on.
+        self.data_keys: SagaDataKeys | None = None
+        #: Sealed payloads are read as ``<encrypted>``, not decrypted (the read models).
+        self.redacting = False
+        #: Per saga event class: the fields sealed under the saga's data key.
+        self._sealed_classes: dict[type[Any], tuple[str, ...]] = {}
+
+    def seal_payloads(self, data_keys: SagaDataKeys) -> None:
+        """Seal saga events' payload fields under each saga's data key from now on."""
+        self.data_keys = data_keys
+        # An instance attribute: a mapper without encryption reads with no extra step.
+        self.event_from_row = self._opened_event_from_row  # type: ignore[method-assign]
+
+    def redacted(self) -> SagaMapper:
+        """A mapper over the same keys that reads sealed payloads as ``<encrypted>``.
+
+        The read models are built through it, so they hold no saga data.
+        """
+        mapper = SagaMapper(self.transcoder, compressor=self.compressor, cipher=self.cipher)
+        mapper.redacting = True
+        mapper.event_from_row = mapper._opened_event_from_row  # type: ignore[method-assign]
+        return mapper
+
+    def _sealed_fields(self, cls: type[Any]) -> tuple[str, ...]:
+        try:
+            return self._sealed_classes[cls]
+        except KeyError:
+            pass
+        names: tuple[str, ...] = ()
+        if issubclass(cls, Saga.Event) and not getattr(cls, "payload_free", False):
+            annotated = {
+                name for base in cls.__mro__ for name in getattr(base, "__annotations__", {})
+            }
+            names = tuple(name for name in SEALED_FIELDS if name in annotated)
+        self._sealed_classes[cls] = names
+        return names
+
+    def _sealed(self, domain_event: DomainEventProtocol[UUID]) -> DomainEventProtocol[UUID]:
+        """A copy of ``domain_event`` whose payload fields are sealed under its saga's key."""
+        assert self.data_keys is not None
+        fields = self._sealed_fields(type(domain_event))
+        if not fields:
+            return domain_event
+        state = dict(vars(domain_event))
+        saga_id = state["originator_id"]
+        key = self.data_keys.key_for_writing(saga_id)
+        for name in fields:
+            value = state.get(name)
+            if value is not None:
+                state[name] = self.data_keys.seal(saga_id, name, value, key)
+        copy: Any = _new_object(type(domain_event))
+        _set_attribute(copy, "__dict__", state)
+        return copy  # type: ignore[no-any-return]
+
+    def _opened(self, domain_event: Any) -> Any:
+        """``domain_event`` with its sealed payloads opened (or redacted, or erased)."""
+        fields = self._sealed_fields(type(domain_event))
+        if not fields:
+            return domain_event
+        state = vars(domain_event)
+        saga_id = state.get("originator_id")
+        keys = self.data_keys
+        for name in fields:
+            value = state.get(name)
+            if type(value) is not str or not value.startswith(SEALED_PREFIX):
+                continue
+            if self.redacting:
+                state[name] = erased_value(name, ENCRYPTED)
+                continue
+            if keys is None:
+                raise EncryptionKeyMissingError("the saga's payloads are encrypted")
+            key = keys.key_for_reading(saga_id)
+            try:
+                state[name] = keys.unseal(saga_id, name, value, key)
+            except ValueError:
+                raise EncryptionKeyError(
+                    f"a payload of saga {saga_id} does not decrypt under its data key"
+                ) from None
+        return domain_event
+
+    def _opened_event_from_row(
+        self,
+        originator_id: UUID | str,
+        originator_version: int,
+        topic: str,
+        state: bytes,
+        stored_event: StoredEvent | None = None,
+    ) -> DomainEventProtocol[UUID]:
+        """``event_from_row``, then the payloads opened (encryption on)."""
+        event = SagaMapper.event_from_row(
+            self, originator_id, originator_version, topic, state, stored_event
+        )
+        return self._opened(event)  # type: ignore[no-any-return]
+
+    def _decoded_as_eventsourcing(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        """``Mapper.to_domain_event``; a missing or wrong store key said in one line."""
+        try:
+            return super().to_domain_event(stored_event)
+        except MapperDeserialisationError as exc:
+            if isinstance(exc.__cause__, EncryptionKeyError):
+                raise exc.__cause__ from None
+            if self.cipher is None and is_encrypted(stored_event.state):
+                raise EncryptionKeyMissingError() from None
+            raise
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         """The stored event ``Mapper.to_stored_event`` gives, a saga event's written faster."""
@@ -415,6 +532,8 @@ class SagaMapper(Mapper[UUID]):
                 if issubclass(cls, Saga.Event)
                 else None
             )
+        if self.data_keys is not None and flat is not None:
+            domain_event = self._sealed(domain_event)
         if flat is None or self._encode_flat is None:
             return super().to_stored_event(domain_event)
         topic, class_version = flat
@@ -470,7 +589,7 @@ class SagaMapper(Mapper[UUID]):
                 find_id_convertor(cls, UUID) is pass_through_convertor
             ):
                 self._read_classes[cls] = (getattr(cls, "class_version", 1), _typed_fields(cls))
-            return super().to_domain_event(stored_event)
+            return self._decoded_as_eventsourcing(stored_event)
         class_version, fields = known
         try:
             if self._plain_fields is not None:
@@ -488,7 +607,7 @@ class SagaMapper(Mapper[UUID]):
             # Worded and chained as eventsourcing does it: decode again its way.
             if stored_event is None:
                 stored_event = StoredEvent(originator_id, originator_version, topic, state)
-            return super().to_domain_event(stored_event)
+            return self._decoded_as_eventsourcing(stored_event)
         event_state["originator_id"] = originator_id
         event_state["originator_version"] = originator_version
         from_version = event_state.pop("class_version", 1)

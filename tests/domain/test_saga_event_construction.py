@@ -75,7 +75,12 @@ def _events_of_every_path() -> list[Saga.Event]:
             except SagalogError:
                 continue
         events += collect(saga)
-    return events + _events_of_a_late_effect_repaired() + _events_of_a_deadline_passed()
+    return (
+        events
+        + _events_of_a_late_effect_repaired()
+        + _events_of_a_deadline_passed()
+        + _events_of_a_forgotten_saga()
+    )
 
 
 def _events_of_a_late_effect_repaired() -> list[Saga.Event]:
@@ -106,6 +111,15 @@ def _events_of_a_deadline_passed() -> list[Saga.Event]:
     definition = SagaDefinition("Due", order_definition().steps, deadline=timedelta(seconds=5))
     saga = Saga.start(definition, {}, saga_id=SAGA_ID, now=T0)
     saga.fire_due(at(5))
+    return collect(saga)
+
+
+def _events_of_a_forgotten_saga() -> list[Saga.Event]:
+    """A saga that completes, then whose data an operator erases (``SagaForgotten``)."""
+    definition = SagaDefinition("Kept", [Step(name="only", action="Svc.Do")])
+    saga = Saga.start(definition, {"iban": "x"}, saga_id=SAGA_ID, now=T0)
+    saga.complete_step("only", {"r": 1}, now=at(1))
+    saga.forget(actor="dpo", reason="erasure request", now=at(2))
     return collect(saga)
 
 

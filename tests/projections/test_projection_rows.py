@@ -13,6 +13,7 @@ from support.sagas import DEFINITIONS, T0, run_scenarios
 from sagalog.domain import Saga, SagaStatus
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
+from sagalog.process.store.encryption import new_key
 from sagalog.projections import ProjectionIntegrityError, SagaSummary
 from sagalog.projections.rows import (
     ACTIVE_STATUSES,
@@ -28,10 +29,19 @@ pytestmark = pytest.mark.xdist_group("test_projection_rows")
 
 @pytest.fixture(scope="module")
 def scenario_log() -> Iterator[tuple[SagaManager, dict[str, Any]]]:
-    """One in-memory manager driven through every scenario (pure tests need no database)."""
+    """One in-memory manager driven through every scenario (pure tests need no database).
+
+    Encrypted, so that one more saga, ended, can be forgotten (``SagaForgotten``).
+    """
     clock = ManualClock(T0)
-    manager = SagaManager(DEFINITIONS, "memory://", clock=clock)
+    manager = SagaManager(
+        DEFINITIONS, "memory://", clock=clock, env={"SAGALOG_ENCRYPTION_KEYS": new_key("k1")}
+    )
     ids = run_scenarios(manager, clock)
+    ids["forgotten"] = forgotten = manager.start("Shop", {"order": 99})
+    for name in ("reserve", "charge", "ship", "notify"):
+        manager.handle_step_completed(forgotten, name, {"ok": name})
+    manager.forget(forgotten, actor="dpo", reason="erasure request")
     yield manager, ids
     manager.close()
 
