@@ -29,6 +29,7 @@ from sagalog.infrastructure.cli import versions as versions
 from sagalog.infrastructure.cli import worker as worker
 from sagalog.infrastructure.cli import projections as projections
 from sagalog.infrastructure.cli import poison as poison
+from sagalog.infrastructure.cli import retention as retention
 # isort: on
 
 __all__ = ["app", "main"]
