@@ -27,6 +27,7 @@ from sagalog.process.cache import SagaCache
 from sagalog.process.clock import Clock
 from sagalog.process.messages import Reply, ReplyInput
 from sagalog.process.store.timers import SAGA_TIMERS_KWARG
+from sagalog.process.tracing import TransitionTracer
 
 __all__ = ["CommitsTransitions", "ConcurrencyConflictError", "ReplyResult", "answer_reply"]
 
@@ -68,6 +69,8 @@ class CommitsTransitions(ProcessApplication[UUID]):
     clock: Clock
     saga_cache: SagaCache
     max_conflict_retries: int
+    #: Told of every commit when tracing is on (``None``: off, the default).
+    tracer: TransitionTracer | None = None
 
     if TYPE_CHECKING:
 
@@ -88,12 +91,25 @@ class CommitsTransitions(ProcessApplication[UUID]):
             return
         processing: ProcessingEvent[UUID] = ProcessingEvent()
         timers: dict[UUID, datetime | None] = {}
-        for saga in sagas:
-            processing.events.extend(saga.collect_events())
-            processing.aggregates[saga.id] = saga
-            timers[saga.id] = saga.next_wakeup
+        tracer = self.tracer
+        if tracer is None:
+            for saga in sagas:
+                processing.events.extend(saga.collect_events())
+                processing.aggregates[saga.id] = saga
+                timers[saga.id] = saga.next_wakeup
+        else:
+            transitions = []
+            for saga in sagas:
+                events = saga.collect_events()
+                transitions.append((saga, events))
+                processing.events.extend(events)
+                processing.aggregates[saga.id] = saga
+                timers[saga.id] = saga.next_wakeup
+            started_ns = time.time_ns()
         processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
         recordings = self._record(processing)
+        if tracer is not None:
+            tracer.recorded(transitions, started_ns, time.time_ns())
         self._take_snapshots(processing)
         self._notify(recordings)
 

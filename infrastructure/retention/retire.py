@@ -31,7 +31,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
-from sqlalchemy import and_, or_, select
+from sqlalchemy import bindparam, select, tuple_
 
 from sagalog.domain import Saga
 from sagalog.domain.errors import first_line
@@ -160,12 +160,12 @@ def _candidates(
         while True:
             query = select(c.updated_at, c.saga_id).where(c.status == status, c.updated_at < cutoff)
             if after is not None:
-                query = query.where(
-                    or_(
-                        c.updated_at > after[0],
-                        and_(c.updated_at == after[0], c.saga_id > after[1]),
-                    )
+                # A row value: both databases seek the index to it (an OR would rescan).
+                last = tuple_(
+                    bindparam(None, after[0], type_=c.updated_at.type),
+                    bindparam(None, after[1], type_=c.saga_id.type),
                 )
+                query = query.where(tuple_(c.updated_at, c.saga_id) > last)
             query = query.order_by(c.updated_at, c.saga_id).limit(page)
             with views.engine.connect() as conn:
                 rows = conn.execute(query).all()
