@@ -9,11 +9,15 @@ OpenTelemetry is imported.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +27,19 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.broker import Background, wait_until
 from support.sagas import ORDER, T0
 
-from sagalog.domain import Command, SagaStatus
+from sagalog.domain import Command, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step
 from sagalog.infrastructure import CommandRelay, InProcessTransport, Participant
-from sagalog.infrastructure.observability.tracing import active, disable_tracing, enable_tracing
+from sagalog.infrastructure.observability.tracing import (
+    TRACING_FILE_ENV_VAR,
+    active,
+    disable_tracing,
+    enable_tracing,
+)
+from sagalog.infrastructure.rabbitmq import RabbitMQTransport, ReplyConsumer, Topology
+from sagalog.infrastructure.rabbitmq.topology import channel_to
 from sagalog.infrastructure.services.participant import CommandFailed
 from sagalog.process import Reply, SagaManager
 from sagalog.process.clock import ManualClock
@@ -200,3 +212,114 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported(tmp_path: Any) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "[]"
+
+
+TRACED = SagaDefinition(
+    "Traced",
+    [
+        Step(name="reserve", action="Traced.Reserve", timeout=timedelta(seconds=60)),
+        Step(
+            name="charge",
+            action="Traced.Charge",
+            timeout=timedelta(seconds=60),
+            retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=3)),
+        ),
+    ],
+)
+
+
+def _worker(manager: SagaManager, broker_url: str, topology: Topology) -> Background:
+    """The relay, the reply consumer and the timer loop of one worker, in threads."""
+    threads = Background()
+    relay = CommandRelay(manager, RabbitMQTransport(broker_url, topology=topology))
+    consumer = ReplyConsumer(manager, broker_url, topology=topology)
+
+    def relay_loop(stop: threading.Event) -> None:
+        try:
+            relay.run(stop, poll_interval=0.02)
+        finally:
+            relay.transport.close()
+            relay.close()
+
+    threads.start("relay", relay_loop)
+    threads.start("replies", consumer.run)
+    threads.start("timers", lambda stop: manager.run(stop, interval=0.1))
+    return threads
+
+
+@pytest.mark.slow
+@pytest.mark.requires_database(reason="the worker restarts on the same store")
+def test_one_saga_over_rabbitmq_with_two_participant_processes_is_one_trace(
+    exporter: InMemorySpanExporter,
+    broker_url: str,
+    topology: Topology,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    script = Path(__file__).with_name("traced_participant.py")
+    handlers = {"inventory": ["Traced.Reserve"], "payment": ["Traced.Charge"]}
+    with channel_to(broker_url) as channel:
+        for service, names in handlers.items():
+            topology.declare_service(channel, service, names)
+    files = {service: tmp_path / f"{service}.spans.jsonl" for service in handlers}
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), service, topology.prefix, broker_url],
+            env={**os.environ, TRACING_FILE_ENV_VAR: str(files[service])},
+            stdout=subprocess.DEVNULL,
+        )
+        for service in handlers
+    ]
+    try:
+        manager = SagaManager([TRACED], database_url)
+        first = _worker(manager, broker_url, topology)
+        saga_id = manager.start("Traced", {"order": 1})
+
+        def retry_scheduled() -> bool:
+            return any(isinstance(e, Saga.StepRetryScheduled) for e in manager.history(saga_id))
+
+        wait_until(retry_scheduled, timeout=60, message="the declined charge to be retried")
+        first.close()  # the worker stops before the retry is due
+        stopped_at = datetime.now(UTC)
+        manager.close()
+
+        manager = SagaManager([TRACED], database_url)  # a new worker on the same store
+        second = _worker(manager, broker_url, topology)
+        wait_until(
+            lambda: manager.get(saga_id).status is SagaStatus.COMPLETED,
+            timeout=60,
+            message="the saga to complete after the restart",
+        )
+        second.close()
+        history = manager.history(saga_id)
+        manager.close()
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
+    [retry] = [e for e in history if isinstance(e, Saga.StepDispatched) and e.attempt == 2]
+    assert retry.timestamp > stopped_at  # fired by the second worker's timer loop
+
+    trace_id = f"{saga_id.int:032x}"
+    here = [s for s in exporter.get_finished_spans() if s.context is not None]
+    assert {f"{s.context.trace_id:032x}" for s in here if s.context} == {trace_id}
+    sends = {f"{s.context.span_id:016x}": s for s in here if s.name.startswith("saga.send")}
+    remote = {
+        service: [json.loads(line) for line in path.read_text().splitlines()]
+        for service, path in files.items()
+    }
+    assert [s["name"] for s in remote["inventory"]] == ["saga.handle Traced.Reserve"]
+    assert [s["attributes"]["saga.attempt"] for s in remote["payment"]] == [1, 2]
+    assert [s["attributes"]["saga.outcome"] for s in remote["payment"]] == ["failed", "completed"]
+    for span in remote["inventory"] + remote["payment"]:
+        assert span["trace_id"] == trace_id
+        assert span["parent_span_id"] in sends  # the relay's send span, through the header
+    transitions = [
+        s.attributes
+        for s in here
+        if s.name == "saga.transition Traced" and s.attributes is not None
+    ]
+    outcomes = [(a["saga.outcome"], a.get("saga.step"), a.get("saga.attempt")) for a in transitions]
+    assert ("StepDispatched", "charge", 2) in outcomes
+    assert outcomes[-1][0] == "SagaCompleted"
