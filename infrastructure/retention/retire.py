@@ -94,6 +94,8 @@ class RetentionReport:
     archive: str = ""
     archive_sha256: str = ""
     audit_id: int | None = None
+    #: View rows of sagas the log no longer held (a run that stopped halfway), removed.
+    stale_rows_removed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -318,10 +320,13 @@ def _retire_page(
     held = _quarantined(views, page)
     streams = _streams(recorder.select_stream_rows(page))
     leaving: list[ArchivedSaga] = []
+    stale: list[UUID] = []
     for saga_id in page:
         rows = streams.get(saga_id)
         if not rows:
-            keep("not in the store")
+            # Rows of a saga the log no longer holds (a run stopped between the store
+            # and the views): the views follow the log.
+            stale.append(saga_id)
             continue
         if saga_id in held:
             keep("quarantined events")
@@ -345,6 +350,8 @@ def _retire_page(
         leaving.append(
             ArchivedSaga(saga_id, saga.saga_type, str(saga.status), ended_at.isoformat(), rows)
         )
+    if stale and writer is not None:
+        report.stale_rows_removed += views.remove_sagas(stale)
     if not leaving:
         return
     if writer is None:  # a dry run
@@ -374,9 +381,12 @@ def restore_sagas(
     """Bring the sagas of ``archive`` back into the store and the views; audited.
 
     Idempotent: sagas already present with the same events are passed over. A saga
-    present with other events, or an event whose notification id is taken, is
-    refused (:class:`RetentionError`) before anything is written — the whole archive
-    is checked first, then written batch by batch.
+    present with other events, or one that does not decode, is refused
+    (:class:`RetentionError`) before anything is written — the whole archive is
+    checked first, then written batch by batch. An event whose notification id is
+    taken (an archive of another store) stops the restore at its batch, also with
+    :class:`RetentionError`; the batches before stay restored, and a second run
+    passes over them.
     """
     _check_who(actor, reason)
     recorder = _recorder(manager)

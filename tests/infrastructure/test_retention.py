@@ -368,3 +368,23 @@ def test_the_cli_retires_and_restores_with_one_line_errors(
     assert back.exit_code == 0, back.output
     assert '"sagas": 1' in back.output
     assert store.rows("completed") != []
+
+
+def test_view_rows_of_sagas_the_log_no_longer_holds_are_removed(
+    store: Store, tmp_path: Path
+) -> None:
+    completed = store.ids["completed"]
+    last = store.rows("completed")[-1][2]
+    assert store.recorder().delete_streams({completed: last}) == [completed]  # a run cut short
+    assert store.views.get(completed) is not None
+    report = retire_sagas(
+        store.manager,
+        RetentionPolicy(timedelta(days=30)),
+        archive=tmp_path / "a.jsonl.gz",
+        actor="ops",
+        reason="r",
+        views=store.views,
+    )
+    assert report.stale_rows_removed == 1
+    assert store.views.get(completed) is None
+    assert store.views.timeline(completed) == []
