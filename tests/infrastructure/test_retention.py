@@ -355,6 +355,17 @@ def test_the_cli_retires_and_restores_with_one_line_errors(
     assert "error:" in bad.output
     assert "--ended-before" in bad.output
     assert not archive.exists()
+    nowhere = str(tmp_path / "no" / "a.gz")
+    unwritable = runner.invoke(
+        app, ["retention", *common, "--ended-before", "30d", "--archive", nowhere, *who]
+    )
+    assert unwritable.exit_code == 2
+    assert "error: cannot write the archive" in unwritable.output
+    assert store.rows("completed") != []
+    dry = runner.invoke(app, ["retention", *common, "--ended-before", "30d", "--dry-run", *who])
+    assert dry.exit_code == 0, dry.output
+    assert "would retire 1 sagas" in dry.output
+    assert store.rows("completed") != []
     done = runner.invoke(
         app,
         ["retention", *common, "--ended-before", "30d", "--archive", str(archive), *who, "--json"],
