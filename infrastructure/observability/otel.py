@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["OTelTracing", "file_tracer_provider", "saga_span_context"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+#: Replies whose sender's traceparent is remembered at most at once.
+_MAX_REPLY_PARENTS = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
@@ -69,6 +71,22 @@ class OTelTracing:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer_provider = provider
         self.tracer = provider.get_tracer("sagalog")
+        #: The ``traceparent`` each reply arrived under, by message id, until it is decided.
+        self._reply_parents: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def current_traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the current span, if any."""
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        return carrier.get("traceparent")
+
+    def note_reply_parent(self, message_id: str, traceparent: str) -> None:
+        """Make the span of reply ``message_id`` the child of ``traceparent`` (its sender's)."""
+        with self._lock:
+            if len(self._reply_parents) >= _MAX_REPLY_PARENTS:
+                self._reply_parents.clear()  # replies never decided (dead-lettered): forget
+            self._reply_parents[message_id] = traceparent
 
     # -- the manager (sagalog.process.tracing.TransitionTracer) -----------------------
 
@@ -123,9 +141,15 @@ class OTelTracing:
         attributes["saga.outcome"] = (
             outcome.outcome.value if isinstance(outcome, ReplyOutcome) else type(outcome).__name__
         )
+        with self._lock:
+            carrier = self._reply_parents.pop(str(reply.message_id), None)
         span = self.tracer.start_span(
             f"saga.reply {reply.step}",
-            context=_saga_context(reply.saga_id),
+            context=(
+                _PROPAGATOR.extract({"traceparent": carrier})
+                if carrier
+                else _saga_context(reply.saga_id)
+            ),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         )

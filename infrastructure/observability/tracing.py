@@ -36,10 +36,12 @@ __all__ = [
     "TRACING_ENV_VAR",
     "TRACING_FILE_ENV_VAR",
     "active",
+    "current_traceparent",
     "disable_tracing",
     "enable_from_env",
     "enable_tracing",
     "handle_traced",
+    "note_reply_parent",
     "send_traced",
 ]
 
@@ -117,3 +119,16 @@ def handle_traced(
     if tracing is None:
         return answer(command)
     return tracing.handle(command, traceparent, answer)
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the span in force (``None`` when tracing is off)."""
+    tracing = _active
+    return None if tracing is None else tracing.current_traceparent()
+
+
+def note_reply_parent(message_id: str, traceparent: object) -> None:
+    """Remember the reply ``message_id`` arrived under ``traceparent`` (when tracing is on)."""
+    tracing = _active
+    if tracing is not None and isinstance(traceparent, str):
+        tracing.note_reply_parent(message_id, traceparent)

@@ -62,6 +62,7 @@ from sagalog.infrastructure.messaging.bounds import COMMAND_BOUNDS, check_messag
 from sagalog.infrastructure.messaging.signing import service_of
 from sagalog.infrastructure.observability.tracing import (
     TRACEPARENT_HEADER,
+    current_traceparent,
     enable_from_env,
     handle_traced,
 )
@@ -341,7 +342,16 @@ class Participant(ConsumerLoop):
             self._reject(delivery, f"no handler for command {command.name!r}", None)
             return
         traceparent = delivery.headers.get(TRACEPARENT_HEADER)
-        answer = self.answer(command, traceparent=None if traceparent is None else str(traceparent))
+        handle_traced(
+            command,
+            None if traceparent is None else str(traceparent),
+            lambda c: self._answer_and_publish(c, delivery),
+        )
+        delivery.ack()
+
+    def _answer_and_publish(self, command: Command, delivery: ReceivedMessage) -> Answer:
+        """Answer ``command`` through the fence and publish the reply (in the handling span)."""
+        answer = self.fence.answer(command, self._answer)
         if answer.handling is Handling.DUPLICATE:
             logger.info(
                 "command %s (%s) already handled; answering again",
@@ -349,16 +359,16 @@ class Participant(ConsumerLoop):
                 command.name,
                 extra=command_log_fields(command),
             )
-        reply = answer.reply
         publish_reply(
             delivery.channel,
-            reply,
+            answer.reply,
             queue=delivery.properties.reply_to or self.topology.replies_queue,
             causation_id=str(command.command_id),
             signing=self.topology.signing,
             service=service_of(command.name),
+            traceparent=current_traceparent(),
         )
-        delivery.ack()
+        return answer
 
     def answer(self, command: Command, *, traceparent: str | None = None) -> Answer:
         """Answer ``command`` through the fence with its handler, without the broker

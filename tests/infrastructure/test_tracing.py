@@ -315,6 +315,11 @@ def test_one_saga_over_rabbitmq_with_two_participant_processes_is_one_trace(
     for span in remote["inventory"] + remote["payment"]:
         assert span["trace_id"] == trace_id
         assert span["parent_span_id"] in sends  # the relay's send span, through the header
+    # Each reply span is the child of the participant span that answered (reply header).
+    handled = {span["span_id"] for span in remote["inventory"] + remote["payment"]}
+    replies = [s for s in here if s.name.startswith("saga.reply")]
+    assert len(replies) == 3
+    assert {f"{s.parent.span_id:016x}" for s in replies if s.parent} == handled
     transitions = [
         s.attributes
         for s in here
