@@ -67,6 +67,8 @@ class Command:
     payload: dict[str, Any]
     deadline: datetime | None
     causation_id: str | None = None
+    #: The W3C ``traceparent`` the relay sent it under, when tracing is on (never stored).
+    traceparent: str | None = None
 
     @property
     def idempotency_key(self) -> UUID:
@@ -74,8 +76,8 @@ class Command:
         return idempotency_key_for(self.saga_id, self.step, self.kind)
 
     def to_message(self) -> dict[str, Any]:
-        """A JSON-ready dict of the command, for transports."""
-        return {
+        """A JSON-ready dict of the command, for transports (``traceparent`` only when set)."""
+        message = {
             "command_id": str(self.command_id),
             "idempotency_key": str(self.idempotency_key),
             "saga_id": str(self.saga_id),
@@ -89,3 +91,6 @@ class Command:
             "payload": self.payload,
             "deadline": self.deadline.isoformat() if self.deadline else None,
         }
+        if self.traceparent is not None:
+            message["traceparent"] = self.traceparent
+        return message

@@ -28,6 +28,7 @@ from sagalog.process.clock import Clock
 from sagalog.process.messages import Reply, ReplyInput
 from sagalog.process.store.shredding import DATA_KEYS_KWARG, SagaDataKeys
 from sagalog.process.store.timers import SAGA_TIMERS_KWARG
+from sagalog.process.tracing import TransitionTracer
 
 __all__ = ["CommitsTransitions", "ConcurrencyConflictError", "ReplyResult", "answer_reply"]
 
@@ -71,6 +72,8 @@ class CommitsTransitions(ProcessApplication[UUID]):
     max_conflict_retries: int
     #: Each saga's data key (crypto-shredding), when encryption is on.
     _data_keys: SagaDataKeys | None = None
+    #: Told of every commit when tracing is on (``None``: off, the default).
+    tracer: TransitionTracer | None = None
 
     if TYPE_CHECKING:
 
@@ -101,10 +104,21 @@ class CommitsTransitions(ProcessApplication[UUID]):
                 if saga.pending_events and isinstance(saga.pending_events[0], Saga.SagaStarted)
             ]
             processing.saved_kwargs[DATA_KEYS_KWARG] = keys.new_keys(new_ids)
-        for saga in sagas:
-            processing.events.extend(saga.collect_events())
-            processing.aggregates[saga.id] = saga
-            timers[saga.id] = saga.next_wakeup
+        tracer = self.tracer
+        if tracer is None:
+            for saga in sagas:
+                processing.events.extend(saga.collect_events())
+                processing.aggregates[saga.id] = saga
+                timers[saga.id] = saga.next_wakeup
+        else:
+            transitions = []
+            for saga in sagas:
+                events = saga.collect_events()
+                transitions.append((saga, events))
+                processing.events.extend(events)
+                processing.aggregates[saga.id] = saga
+                timers[saga.id] = saga.next_wakeup
+            started_ns = time.time_ns()
         processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
         try:
             recordings = self._record(processing)
@@ -112,6 +126,8 @@ class CommitsTransitions(ProcessApplication[UUID]):
             if keys is not None:
                 keys.discard(new_ids)  # not committed: another manager's may be the saga's
             raise
+        if tracer is not None:
+            tracer.recorded(transitions, started_ns, time.time_ns())
         self._take_snapshots(processing)
         self._notify(recordings)
 

@@ -51,6 +51,7 @@ from sagalog.domain import (
     ReplyOutcome,
     Saga,
     SagaDefinition,
+    SagalogError,
     SagaNotFoundError,
     UnexpectedReplyError,
 )
@@ -411,7 +412,19 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
     def handle(self, reply: ReplyInput) -> ReplyOutcome:
         """Handle a reply message (a :class:`Reply`, a dict or JSON), validated first."""
         message = self._bound(Reply.parse(reply))
-        return self._transition(message.saga_id, lambda saga, now: answer_reply(saga, message, now))
+        if self.tracer is None:
+            return self._transition(
+                message.saga_id, lambda saga, now: answer_reply(saga, message, now)
+            )
+        try:
+            outcome = self._transition(
+                message.saga_id, lambda saga, now: answer_reply(saga, message, now)
+            )
+        except SagalogError as exc:
+            self.tracer.reply_handled(message, exc)
+            raise
+        self.tracer.reply_handled(message, outcome)
+        return outcome
 
     def _bound(self, message: Reply) -> Reply:
         """``message``, if it names the command it answers (or unbound replies are accepted)."""
@@ -456,6 +469,11 @@ class SagaManager(ClosedAtExit, CommitsTransitions, RoutesReactions, ProcessAppl
                 results[index] = exc.with_traceback(None)
         for first in range(0, len(parsed), self.max_batch_size):
             self._handle_chunk(parsed[first : first + self.max_batch_size], results, now)
+        if self.tracer is not None:
+            for index, message in parsed:
+                answered = results[index]
+                if answered is not None:
+                    self.tracer.reply_handled(message, answered)
         return [result for result in results if result is not None]
 
     # -- the clock ---------------------------------------------------------------

@@ -564,6 +564,32 @@ class SagaViews(TrackingRecorder):
             for saga_id, reasons in ranked
         ]
 
+    # -- retention (sagalog.infrastructure.retention) ----------------------------------
+
+    def remove_sagas(self, saga_ids: Sequence[UUID]) -> int:
+        """Delete the summary and timeline rows of ``saga_ids``, retired from the store.
+
+        Returns how many summary rows went. The position does not move: the
+        retired events lie behind it, and the log no longer holds them.
+        """
+        if not saga_ids:
+            return 0
+        ids = list(saga_ids)
+        with self._writing() as conn:
+            conn.execute(delete(saga_timeline).where(saga_timeline.c.saga_id.in_(ids)))
+            gone = conn.execute(delete(saga_summary).where(saga_summary.c.saga_id.in_(ids)))
+        return int(gone.rowcount or 0)
+
+    def restore_sagas(self, events: Sequence[Saga.Event]) -> None:
+        """Write the rows of restored sagas' events (whole streams, in order), in one transaction.
+
+        The restored events went back at their own notification ids, behind the
+        position, so the projector never meets them again: their rows are written
+        here instead.
+        """
+        with self._writing() as conn:
+            self._apply(conn, events)
+
     def close(self) -> None:
         """Release the engine's connections."""
         self.engine.dispose()

@@ -31,6 +31,7 @@ from sagalog.infrastructure.cli import projections as projections
 from sagalog.infrastructure.cli import poison as poison
 from sagalog.infrastructure.cli import console as console
 from sagalog.infrastructure.cli import keys as keys
+from sagalog.infrastructure.cli import retention as retention
 # isort: on
 
 __all__ = ["app", "main"]

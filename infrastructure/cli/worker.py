@@ -17,6 +17,7 @@ from sagalog.infrastructure.cli.opening import open_manager
 from sagalog.infrastructure.cli.options import AppOption, DatabaseUrlOption, DefinitionsOption
 from sagalog.infrastructure.cli.output import err_console, escape
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
+from sagalog.infrastructure.observability.tracing import enable_from_env
 from sagalog.infrastructure.persistence.lease import DEFAULT_LEASE_SECONDS
 from sagalog.infrastructure.worker import (
     StoppableLoop,
@@ -132,6 +133,8 @@ def worker(
                 chosen = in_process
             with errors_as_one_line():
                 try:
+                    # SAGALOG_TRACING / SAGALOG_TRACING_FILE switch OpenTelemetry on.
+                    enable_from_env()
                     runner = Worker(
                         manager,
                         transport=chosen,

@@ -57,6 +57,7 @@ from eventsourcing.utils import Environment, get_topic
 
 from sagalog.domain import Command, Saga
 from sagalog.infrastructure.messaging.transport import Transport, TransportError
+from sagalog.infrastructure.observability.tracing import send_traced
 from sagalog.infrastructure.persistence.lease import LeaseTerm
 from sagalog.process import SagaManager
 from sagalog.process.debugging.explain import Outbox
@@ -206,7 +207,7 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
                     if self.fence is not None:
                         self.fence.check()
                     try:
-                        self.transport.send(command)
+                        send_traced(command, self.transport.send)
                     except TransportError:
                         raise
                     except Exception as exc:  # this command's fault, not the broker's

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -38,6 +39,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from sagalog.domain.errors import first_line
 from sagalog.infrastructure.persistence.recorders import (
+    StreamRow,
     as_utc,
     check_limit,
     data_keys_kwarg,
@@ -466,6 +468,112 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
             row = curs.fetchone()
         assert row is not None
         return int(row["n"])
+
+    # -- retention (sagalog.infrastructure.retention) --------------------------------
+
+    @_retry_transient
+    def select_stream_rows(self, saga_ids: Sequence[UUID]) -> list[StreamRow]:
+        """Every event of ``saga_ids`` with its notification id, saga by saga, oldest first."""
+        if not saga_ids:
+            return []
+        schema, table = self._notifications_table
+        statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE originator_id = ANY(%b::uuid[]) "
+            "ORDER BY originator_id, originator_version"
+        ).format(schema=schema, table=table)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(statement, (list(dict.fromkeys(saga_ids)),))
+            rows = curs.fetchall()
+        return [(int(n), saga_id, int(v), str(t), bytes(st)) for n, saga_id, v, t, st in rows]
+
+    def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
+        """Remove the events and timers of the sagas still at ``last_versions``; return them.
+
+        One transaction, holding the events table's ``EXCLUSIVE`` lock that every
+        insert takes, so no saga gains an event between the check of its last
+        version and the delete. A saga with a newer event is kept. Notification
+        ids come from a sequence and are never handed out again.
+        """
+        if not last_versions:
+            return []
+        schema, table = self._notifications_table
+        timers = Identifier(self.timers_table_name)
+        ids = list(last_versions)
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.cursor(row_factory=tuple_row) as curs:
+                    curs.execute("BEGIN")
+                    for statement in self.lock_table_statements:
+                        curs.execute(statement)
+                    curs.execute(
+                        SQL(
+                            "SELECT originator_id, MAX(originator_version) FROM {schema}.{table} "
+                            "WHERE originator_id = ANY(%s::uuid[]) GROUP BY originator_id"
+                        ).format(schema=schema, table=table),
+                        (ids,),
+                    )
+                    current = {row[0]: int(row[1]) for row in curs.fetchall()}
+                    removed = [
+                        saga_id
+                        for saga_id, last_version in last_versions.items()
+                        if current.get(saga_id) == last_version
+                    ]
+                    curs.execute(
+                        SQL(
+                            "DELETE FROM {schema}.{table} WHERE originator_id = ANY(%s::uuid[])"
+                        ).format(schema=schema, table=table),
+                        (removed,),
+                    )
+                    curs.execute(
+                        SQL("DELETE FROM {schema}.{timers} WHERE saga_id = ANY(%s::uuid[])").format(
+                            schema=schema, timers=timers
+                        ),
+                        (removed,),
+                    )
+                    curs.execute("COMMIT")
+            except BaseException:
+                _roll_back(conn)
+                raise
+        return removed
+
+    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
+        """Put archived events back at their own notification ids, all or none."""
+        if not rows:
+            return
+        schema, table = self._notifications_table
+        statement = SQL(
+            "INSERT INTO {schema}.{table} "
+            "(notification_id, originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::bigint[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+        ).format(schema=schema, table=table)
+        with self.datastore.get_connection() as conn:
+            try:
+                with conn.cursor() as curs:
+                    curs.execute("BEGIN")
+                    for lock in self.lock_table_statements:
+                        curs.execute(lock)
+                    curs.execute(
+                        statement,
+                        (
+                            [row[0] for row in rows],
+                            [row[1] for row in rows],
+                            [row[2] for row in rows],
+                            [row[3] for row in rows],
+                            [row[4] for row in rows],
+                        ),
+                        binary=True,
+                    )
+                    curs.execute("COMMIT")
+            except psycopg.errors.UniqueViolation as exc:
+                _roll_back(conn)
+                raise IntegrityError(first_line(exc)) from exc
+            except BaseException:
+                _roll_back(conn)
+                raise
 
 
 class PostgresSagaTrackingRecorder(PostgresTrackingRecorder):

@@ -67,6 +67,7 @@ from eventsourcing import popo
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    Notification,
     ProcessRecorder,
     ProgrammingError,
     StoredEvent,
@@ -83,6 +84,12 @@ if TYPE_CHECKING:
         PostgresSagaTrackingRecorder,
     )
 
+#: One archived event: notification id, saga id, version, topic, stored state.
+StreamRow = tuple[int, UUID, int, str, bytes]
+
+#: The place of a removed event in the in-memory log (its notification id stays taken).
+_REMOVED = StoredEvent(UUID(int=0), -1, "", b"")
+
 __all__ = [
     "POPOSagaFactory",
     "POPOSagaRecorder",
@@ -91,6 +98,7 @@ __all__ = [
     "SQLiteSagaRecorder",
     "data_keys_kwarg",
     "data_keys_table_name",
+    "StreamRow",
     "timers_table_name",
 ]
 
@@ -225,6 +233,8 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
         super().__init__()
         self._saga_timers: dict[UUID, datetime] = {}
         self._data_keys: dict[UUID, bytes] = {}
+        #: How many places of the log hold a removed event (retention).
+        self._removed = 0
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -285,6 +295,95 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
             if rows:
                 found[saga_id] = rows
         return found
+
+    # -- retention (sagalog.infrastructure.retention) --------------------------------
+
+    def select_stream_rows(self, saga_ids: Sequence[UUID]) -> list[StreamRow]:
+        """Every event of ``saga_ids`` with its notification id, saga by saga, oldest first."""
+        rows: list[StreamRow] = []
+        with self._database_lock:
+            for saga_id in dict.fromkeys(saga_ids):
+                index = self._stored_events_index.get(str(saga_id), {})
+                for version in sorted(index):
+                    position = index[version]
+                    s = self._stored_events[position]
+                    rows.append((position + 1, saga_id, version, s.topic, s.state))
+        return rows
+
+    def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
+        """Remove the events and timers of the sagas still at ``last_versions``; return them.
+
+        A saga with a newer event than its given last version is kept. The
+        removed events leave gaps in the notification log (a placeholder keeps
+        each position, so notification ids are never reused).
+        """
+        removed: list[UUID] = []
+        with self._database_lock:
+            for saga_id, last_version in last_versions.items():
+                index = self._stored_events_index.get(str(saga_id))
+                if not index or max(index) != last_version:
+                    continue
+                for position in index.values():
+                    self._stored_events[position] = _REMOVED
+                self._removed += len(index)
+                del self._stored_events_index[str(saga_id)]
+                self._saga_timers.pop(saga_id, None)
+                removed.append(saga_id)
+        return removed
+
+    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
+        """Put archived events back at their own notification ids, all or none."""
+        with self._database_lock:
+            for notification_id, saga_id, version, _topic, _state in rows:
+                taken = (
+                    notification_id < 1
+                    or notification_id > len(self._stored_events)
+                    or self._stored_events[notification_id - 1] is not _REMOVED
+                )
+                if taken or version in self._stored_events_index.get(str(saga_id), {}):
+                    msg = f"cannot restore event {notification_id} of saga {saga_id}: taken"
+                    raise IntegrityError(msg)
+            for notification_id, saga_id, version, topic, state in rows:
+                self._stored_events[notification_id - 1] = StoredEvent(
+                    saga_id, version, topic, state
+                )
+                self._stored_events_index[str(saga_id)][version] = notification_id - 1
+            self._removed -= len(rows)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """eventsourcing's notifications, passing over the places of removed events."""
+        with self._database_lock:
+            if not self._removed:
+                return super().select_notifications(
+                    start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+                )
+            first = 1 if start is None else max(start + (0 if inclusive_of_start else 1), 1)
+            last = len(self._stored_events) if stop is None else min(stop, len(self._stored_events))
+            found: list[Notification] = []
+            for notification_id in range(first, last + 1):
+                s = self._stored_events[notification_id - 1]
+                if s is _REMOVED or (topics and s.topic not in topics):
+                    continue
+                found.append(
+                    Notification(
+                        id=notification_id,
+                        originator_id=s.originator_id,
+                        originator_version=s.originator_version,
+                        topic=s.topic,
+                        state=s.state,
+                    )
+                )
+                if len(found) == limit:
+                    break
+            return found
 
 
 class POPOSagaFactory(popo.POPOFactory):
@@ -505,3 +604,85 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return bool(row and row[0])
+    # -- retention (sagalog.infrastructure.retention) --------------------------------
+
+    def select_stream_rows(self, saga_ids: Sequence[UUID]) -> list[StreamRow]:
+        """Every event of ``saga_ids`` with its notification id (rowid), saga by saga."""
+        if not saga_ids:
+            return []
+        ids = json.dumps([saga_id.hex for saga_id in dict.fromkeys(saga_ids)])
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT rowid, originator_id, originator_version, topic, state "
+                f"FROM {self.events_table_name} "
+                "WHERE originator_id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY originator_id, originator_version",
+                (ids,),
+            )
+            rows = c.fetchall()
+        return [(int(r[0]), UUID(r[1]), int(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+
+    def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
+        """Remove the events and timers of the sagas still at ``last_versions``; return them.
+
+        One ``BEGIN IMMEDIATE`` transaction. A saga with a newer event than its
+        given last version is kept, and so is the saga holding the newest event
+        of the log: SQLite gives a new row ``MAX(rowid) + 1``, so removing the
+        newest row would hand its notification id out again, behind the
+        positions of the relay and the projections.
+        """
+        if not last_versions:
+            return []
+        table = self.events_table_name
+        ids = json.dumps([saga_id.hex for saga_id in last_versions])
+        with self.datastore.get_connection(commit=True) as conn:
+            c = conn.cursor()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    f"SELECT originator_id FROM {table} "
+                    f"WHERE rowid = (SELECT MAX(rowid) FROM {table})"
+                )
+                newest = {row[0] for row in c.fetchall()}
+                c.execute(
+                    f"SELECT originator_id, MAX(originator_version) FROM {table} "
+                    "WHERE originator_id IN (SELECT value FROM json_each(?)) "
+                    "GROUP BY originator_id",
+                    (ids,),
+                )
+                current = {row[0]: int(row[1]) for row in c.fetchall()}
+                removed = [
+                    saga_id
+                    for saga_id, last_version in last_versions.items()
+                    if current.get(saga_id.hex) == last_version and saga_id.hex not in newest
+                ]
+                gone = json.dumps([saga_id.hex for saga_id in removed])
+                c.execute(
+                    f"DELETE FROM {table} WHERE originator_id IN (SELECT value FROM json_each(?))",
+                    (gone,),
+                )
+                c.execute(
+                    f"DELETE FROM {self.timers_table_name} "
+                    "WHERE saga_id IN (SELECT value FROM json_each(?))",
+                    (gone,),
+                )
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        return removed
+
+    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
+        """Put archived events back at their own notification ids (rowids), all or none."""
+        if not rows:
+            return
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                c.executemany(
+                    f"INSERT INTO {self.events_table_name} "
+                    "(rowid, originator_id, originator_version, topic, state) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(n, saga_id.hex, v, topic, state) for n, saga_id, v, topic, state in rows],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(exc) from exc

@@ -38,6 +38,7 @@ from sagalog.infrastructure.messaging.bounds import (
     check_message_bounds,
 )
 from sagalog.infrastructure.messaging.signing import SignatureError, SigningKeys, service_of
+from sagalog.infrastructure.observability.tracing import TRACEPARENT_HEADER, note_reply_parent
 from sagalog.infrastructure.rabbitmq.consumer import ConsumerLoop, ReceivedMessage
 from sagalog.infrastructure.rabbitmq.dead_letters import DEAD_LETTER_KEPT_BYTES
 from sagalog.infrastructure.rabbitmq.topology import (
@@ -181,6 +182,10 @@ class ReplyConsumer(ConsumerLoop):
                     )
                 check_message_bounds(delivery.body, self.reply_bounds, "reply")
                 replies[index] = Reply.parse(delivery.body)
+                if TRACEPARENT_HEADER in delivery.headers:
+                    note_reply_parent(
+                        replies[index].message_id, delivery.headers[TRACEPARENT_HEADER]
+                    )
             except (InvalidReplyError, MessageBoundsError, SignatureError) as exc:
                 # Kept without its traceback: the traceback holds this frame, whose
                 # deliveries (bodies up to the broker's limit) a cycle would keep alive
@@ -448,14 +453,17 @@ def publish_reply(
     causation_id: str | None = None,
     signing: SigningKeys | None = None,
     service: str | None = None,
+    traceparent: str | None = None,
 ) -> None:
     """Publish ``reply`` to ``queue``; with a confirm-mode channel, return once confirmed.
 
     With ``signing``, the reply is signed with the key of ``service`` (the service of
-    the command it answers).
+    the command it answers). ``traceparent`` (tracing on) goes in its headers.
     """
     body = reply.model_dump_json().encode()
     properties = reply_properties(reply, causation_id)
+    if traceparent is not None:
+        properties.headers = {**(properties.headers or {}), TRACEPARENT_HEADER: traceparent}
     if signing is not None:
         if service is None:
             raise ValueError("a signed reply needs the service of its command")

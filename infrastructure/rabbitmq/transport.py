@@ -21,6 +21,7 @@ from sagalog.domain import Command
 from sagalog.domain.errors import first_line
 from sagalog.infrastructure.messaging.signing import SignatureError, service_of
 from sagalog.infrastructure.messaging.transport import TransportError
+from sagalog.infrastructure.observability.tracing import TRACEPARENT_HEADER
 from sagalog.infrastructure.rabbitmq.topology import (
     BROKER_ERRORS,
     HEADER_ATTEMPT,
@@ -49,6 +50,8 @@ def command_properties(command: Command, reply_to: str) -> BasicProperties:
     }
     if command.causation_id is not None:
         headers[HEADER_CAUSATION_ID] = command.causation_id
+    if command.traceparent is not None:
+        headers[TRACEPARENT_HEADER] = command.traceparent
     return BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,

@@ -60,6 +60,13 @@ from pydantic import ValidationError
 from sagalog.domain import Command, CommandKind, SagalogError
 from sagalog.infrastructure.messaging.bounds import COMMAND_BOUNDS, check_message_bounds
 from sagalog.infrastructure.messaging.signing import service_of
+from sagalog.infrastructure.observability.tracing import (
+    TRACEPARENT_HEADER,
+    current_traceparent,
+    enable_from_env,
+    handle_traced,
+)
+from sagalog.infrastructure.observability.tracing import active as tracing_active
 from sagalog.infrastructure.rabbitmq.consumer import ConsumerLoop, ReceivedMessage
 from sagalog.infrastructure.rabbitmq.replies import publish_reply
 from sagalog.infrastructure.rabbitmq.topology import HEADER_CAUSATION_ID, Topology
@@ -200,6 +207,7 @@ def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
         data = json.loads(body) if isinstance(body, bytes | str) else dict(body)
         deadline = data.get("deadline")
         causation = data.get("causation_id")
+        traceparent = data.get("traceparent")
         return Command(
             command_id=UUID(str(data["command_id"])),
             saga_id=UUID(str(data["saga_id"])),
@@ -211,6 +219,7 @@ def command_from_message(body: bytes | str | Mapping[str, Any]) -> Command:
             payload=dict(data.get("payload") or {}),
             deadline=datetime.fromisoformat(deadline) if deadline else None,
             causation_id=None if causation is None else str(causation),
+            traceparent=None if traceparent is None else str(traceparent),
         )
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidCommandError(f"unreadable command: {type(exc).__name__}: {exc}") from None
@@ -332,7 +341,17 @@ class Participant(ConsumerLoop):
         if command.name not in self.handlers and self.store.get(command.command_id) is None:
             self._reject(delivery, f"no handler for command {command.name!r}", None)
             return
-        answer = self.answer(command)
+        traceparent = delivery.headers.get(TRACEPARENT_HEADER)
+        handle_traced(
+            command,
+            None if traceparent is None else str(traceparent),
+            lambda c: self._answer_and_publish(c, delivery),
+        )
+        delivery.ack()
+
+    def _answer_and_publish(self, command: Command, delivery: ReceivedMessage) -> Answer:
+        """Answer ``command`` through the fence and publish the reply (in the handling span)."""
+        answer = self.fence.answer(command, self._answer)
         if answer.handling is Handling.DUPLICATE:
             logger.info(
                 "command %s (%s) already handled; answering again",
@@ -340,21 +359,32 @@ class Participant(ConsumerLoop):
                 command.name,
                 extra=command_log_fields(command),
             )
-        reply = answer.reply
         publish_reply(
             delivery.channel,
-            reply,
+            answer.reply,
             queue=delivery.properties.reply_to or self.topology.replies_queue,
             causation_id=str(command.command_id),
             signing=self.topology.signing,
             service=service_of(command.name),
+            traceparent=current_traceparent(),
         )
-        delivery.ack()
+        return answer
 
-    def answer(self, command: Command) -> Answer:
+    def answer(self, command: Command, *, traceparent: str | None = None) -> Answer:
         """Answer ``command`` through the fence with its handler, without the broker
-        (what ``on_message`` publishes; in-process use and tests call it directly)."""
-        return self.fence.answer(command, self._answer)
+        (what ``on_message`` publishes; in-process use and tests call it directly).
+
+        With tracing on, in a span continuing ``traceparent`` (the message's header)
+        or the command's own ``traceparent`` (the in-process transport's).
+        """
+        return handle_traced(command, traceparent, lambda c: self.fence.answer(c, self._answer))
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until ``stop`` is set; tracing is switched on first if the environment
+        asks for it (``SAGALOG_TRACING``, ``SAGALOG_TRACING_FILE``)."""
+        if tracing_active() is None:
+            enable_from_env()
+        super().run(stop)
 
     def _answer(self, command: Command) -> Reply:
         handler = self.handlers[command.name]

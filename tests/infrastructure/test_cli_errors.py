@@ -119,6 +119,8 @@ def test_worker_configuration_errors(tmp_path: Path, args: tuple[str, ...], frag
         ("projections", "status"),
         ("projections", "rebuild"),
         ("demo",),
+        ("retention",),
+        ("restore",),
     ],
 )
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
