@@ -96,9 +96,9 @@ __all__ = [
     "PostgresSagaRecorder",
     "PostgresSagaTrackingRecorder",
     "SQLiteSagaRecorder",
+    "StreamRow",
     "data_keys_kwarg",
     "data_keys_table_name",
-    "StreamRow",
     "timers_table_name",
 ]
 
@@ -604,6 +604,7 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return bool(row and row[0])
+
     # -- retention (sagalog.infrastructure.retention) --------------------------------
 
     def select_stream_rows(self, saga_ids: Sequence[UUID]) -> list[StreamRow]:
