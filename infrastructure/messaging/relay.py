@@ -104,6 +104,11 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         self._factory = factory
         self.tracking = factory.tracking_recorder()
         self.delivered = 0
+        #: Commands sent again after a takeover: at or below the mark up to which the
+        #: previous lease holder had begun to send (at most its last batch per failover).
+        self.resent = 0
+        #: Times recording the position failed (the store failed, or the lease was lost).
+        self.tracking_failures = 0
         #: The position this relay recorded last (``None``: read it from the store).
         #: One relay runs per saga database at a time (the lease's holder), so after the
         #: first read only this relay moves its position; any failure of a pump, and a
@@ -200,11 +205,18 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         last_seen: int | None = None  # the last notification of the batch
         count = 0
         done = False
+        fence = self.fence
         try:
-            for notification_id, command in self._commands_after(position):
+            batch = list(self._commands_after(position))
+            commands = [nid for nid, command in batch if command is not None]
+            if fence is not None and commands:
+                # On the database, before sending: the epoch still ours, and the mark
+                # the next holder counts its re-sent commands by.
+                fence.mark_sending(commands[-1])
+            for notification_id, command in batch:
                 if command is not None:
-                    if self.fence is not None:
-                        self.fence.check()
+                    if fence is not None:
+                        fence.check()
                     try:
                         self.transport.send(command)
                     except TransportError:
@@ -214,6 +226,8 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
                     else:
                         count += 1
                         last_sent = notification_id
+                        if fence is not None and notification_id <= fence.inherited_sending_to:
+                            self.resent += 1
                 last_seen = notification_id
             done = True
         finally:
@@ -222,10 +236,14 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
             sent_up_to = last_seen if done else last_sent
             if sent_up_to is not None:
                 tracking = Tracking(self.manager.name, sent_up_to)
-                if self.fence is None:
-                    self.tracking.insert_tracking(tracking)
-                else:
-                    self.fence.record_position(self.tracking, tracking)
+                try:
+                    if fence is None:
+                        self.tracking.insert_tracking(tracking)
+                    else:
+                        fence.record_position(self.tracking, tracking)
+                except Exception:
+                    self.tracking_failures += 1
+                    raise
                 self.delivered += count
         self._position = position if sent_up_to is None else sent_up_to
         return count

@@ -110,7 +110,7 @@ class RabbitMQTransport:
     def send(self, command: Command) -> None:
         """Publish ``command``; return once the broker confirmed it, else raise."""
         body = json.dumps(command.to_message(), separators=(",", ":")).encode()
-        properties = command_properties(command, self.topology.replies_queue)
+        properties = command_properties(command, self.topology.reply_queue_for(command.saga_id))
         if self.topology.signing is not None:
             try:
                 signature = self.topology.signing.sign(
