@@ -23,7 +23,10 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
 lease (:mod:`sagalog.infrastructure.persistence.lease`): the holder is *active* and runs
 the timers, the relay and the projections; the others are *standbys* (the reply consumer
 and the metrics run in every worker) and take over when the holder's lease expires. The
-relay sends under the holder's lease term, fenced by its epoch. See docs/worker.md.
+relay sends under the holder's lease term, fenced by its epoch. Every worker writes a
+heartbeat row (:mod:`sagalog.infrastructure.persistence.heartbeats`) that ``sagalog
+workers`` lists, and consumes its share of the reply partitions, split among the live
+rows. See docs/worker.md and docs/deployment.md.
 
 The default is **no transport**: the worker ticks the timers and keeps the
 projections up, and the relay does not run. Commands are not lost — they stay
