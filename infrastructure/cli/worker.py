@@ -286,10 +286,14 @@ def workers(
     if url.kind == "sqlite" and url.path is not None and not Path(url.path).exists():
         raise fail(f"no store at {url.masked}")
     with errors_as_one_line():
-        lease = StoreLease(url, lease_seconds=lease_seconds)
+        lease = StoreLease(url, lease_seconds=lease_seconds, create=False)
         try:
-            rows = WorkerRegistry(lease).workers()
+            rows = WorkerRegistry(lease, create=False).workers()
             holder = lease.holder()
+        except Exception as exc:
+            if not _no_such_table(exc):
+                raise
+            rows, holder = [], None  # no worker ever ran on this store
         finally:
             lease.close()
     shown = [w for w in rows if show_all or w.age < lease_seconds]
@@ -335,3 +339,9 @@ def workers(
     err_console.print(
         f"{len(shown)} worker(s) on {url.masked}; {lease_line}", highlight=False, soft_wrap=True
     )
+
+
+def _no_such_table(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table is missing (SQLite or PostgreSQL)."""
+    text = str(exc)
+    return "no such table" in text or type(exc).__name__ == "UndefinedTable"

@@ -55,16 +55,18 @@ def share_of(holder: str, live: list[str], partitions: int) -> tuple[int, ...]:
 class WorkerRegistry:
     """The heartbeat rows of the workers on the store of ``lease``."""
 
-    def __init__(self, lease: StoreLease) -> None:
+    def __init__(self, lease: StoreLease, *, create: bool = True) -> None:
         self.lease = lease
         ph, now = lease.placeholder, lease.now
         table = f'"{lease.schema}".{WORKERS_TABLE}' if lease.schema else WORKERS_TABLE
         self.table = table
-        lease.run_ddl(
-            f"CREATE TABLE IF NOT EXISTS {table} (holder TEXT PRIMARY KEY, host TEXT NOT NULL, "
-            "pid BIGINT NOT NULL, role TEXT NOT NULL, epoch BIGINT NOT NULL, "
-            "partitions TEXT NOT NULL, lag BIGINT, heartbeat_at DOUBLE PRECISION NOT NULL)"
-        )
+        if create:
+            lease.run_ddl(
+                f"CREATE TABLE IF NOT EXISTS {table} (holder TEXT PRIMARY KEY, "
+                "host TEXT NOT NULL, pid BIGINT NOT NULL, role TEXT NOT NULL, "
+                "epoch BIGINT NOT NULL, partitions TEXT NOT NULL, lag BIGINT, "
+                "heartbeat_at DOUBLE PRECISION NOT NULL)"
+            )
         columns = "holder, host, pid, role, epoch, partitions, lag"
         values = ", ".join(ph(c.strip()) for c in columns.split(","))
         self._beat = (

@@ -113,6 +113,7 @@ class StoreLease:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         name: str = STORE_LEASE_NAME,
+        create: bool = True,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("the lease time must be positive")
@@ -170,7 +171,8 @@ class StoreLease:
         )
         self._conn: Any = None
         self._conn_lock = threading.Lock()
-        self.create_table()
+        if create:  # (``False``: only read, e.g. ``sagalog workers``; nothing is written)
+            self.create_table()
 
     # -- the connection ------------------------------------------------------------
 

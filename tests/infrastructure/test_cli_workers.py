@@ -84,3 +84,21 @@ def test_workers_on_a_memory_store_is_a_one_line_error() -> None:
     assert result.exit_code == 2
     assert "error:" in result.output
     assert "SQLite or PostgreSQL" in result.output
+
+
+def test_workers_on_a_store_no_worker_ran_on_lists_none_and_writes_nothing(
+    shared_url: str,
+) -> None:
+    SagaManager([ONE], shared_url).close()  # a store with sagas' tables, never a worker
+    result = invoke("workers", "--database-url", shared_url, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    from sagalog.infrastructure.persistence.lease import LEASE_TABLE, StoreLease
+    from sagalog.process.store.url import parse_database_url
+
+    lease = StoreLease(parse_database_url(shared_url), create=False)
+    try:
+        with pytest.raises(Exception, match=f"{LEASE_TABLE}|no such table|does not exist"):
+            lease.holder()
+    finally:
+        lease.close()
