@@ -20,7 +20,9 @@ Run::
     python benchmarks/broker.py                       # SQLite and PostgreSQL, 1-3 workers
     python benchmarks/broker.py --sagas 300 --workers 1,2 --backends sqlite
 
-It prints one table and writes ``benchmarks/results/broker.json``.
+It prints one line per measurement and writes ``benchmarks/results/broker.json``
+(``broker-rate.json`` with ``--rate``: sagas started at that rate rather than all at
+once, so the latency is the path's own rather than a backlog's).
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def _spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
-def measure(backend: str, workers: int, sagas: int) -> dict[str, Any]:
-    """One measurement: ``workers`` workers on a fresh ``backend`` store, ``sagas`` sagas."""
+def measure(backend: str, workers: int, sagas: int, rate: float = 0.0) -> dict[str, Any]:
+    """One measurement: ``workers`` workers on a fresh ``backend`` store, ``sagas`` sagas,
+    all at once (``rate`` 0) or ``rate`` a second (latency without a backlog)."""
     from eventsourcing.utils import get_topic
 
     from sagalog.domain import Saga
@@ -170,7 +173,7 @@ def measure(backend: str, workers: int, sagas: int) -> dict[str, Any]:
                     "--poll-interval", "0.05",
                 ],
                 env=env,
-                stderr=subprocess.DEVNULL,
+                stderr=(tmp / f"worker-{len(worker_pids)}.err").open("wb"),
             )  # fmt: skip
             children.append(child)
             worker_pids.append(child.pid)
@@ -187,7 +190,7 @@ def measure(backend: str, workers: int, sagas: int) -> dict[str, Any]:
             ):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not ready: {live}")
+                raise RuntimeError(f"workers not ready (logs in {tmp}): {live}")
             time.sleep(0.1)
         time.sleep(1.0)  # participants' queues bound (they declare them at start)
         lease.close()
@@ -200,7 +203,10 @@ def measure(backend: str, workers: int, sagas: int) -> dict[str, Any]:
             "rabbitmq": _cpu_of(_pids("beam.smp")),
         }
         started = time.monotonic()
-        manager.start_many("BrokerBench", [{"n": n} for n in range(sagas)])
+        if rate <= 0:
+            manager.start_many("BrokerBench", [{"n": n} for n in range(sagas)])
+        else:
+            threading.Thread(target=_start_at_rate, args=(url, sagas, rate), daemon=True).start()
         done = 0
         while done < sagas:
             batch = manager.recorder.select_notifications(
@@ -248,6 +254,22 @@ def measure(backend: str, workers: int, sagas: int) -> dict[str, Any]:
     }
 
 
+def _start_at_rate(url: str, sagas: int, rate: float) -> None:
+    """Start ``sagas`` sagas, ``rate`` a second, from a manager of its own."""
+    from sagalog.process import SagaManager
+
+    starter = SagaManager([definitions()], url)
+    try:
+        begin = time.monotonic()
+        for n in range(sagas):
+            delay = begin + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            starter.start("BrokerBench", {"n": n})
+    finally:
+        starter.close()
+
+
 def _latencies(logs: dict[str, Path]) -> dict[str, float]:
     """p50/p99 from one step's answer to the next step's command arriving (ms)."""
     steps: dict[str, dict[int, tuple[float, float]]] = {}
@@ -280,10 +302,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="sagas started a second (0: all at once)"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "meta": {
             "sagas": args.sagas,
+            "rate": args.rate,
             "runs": args.runs,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "loadavg_before": os.getloadavg(),
@@ -292,8 +318,8 @@ def main() -> None:
     }
     for backend in args.backends.split(","):
         for count in (int(w) for w in args.workers.split(",")):
-            runs = [measure(backend, count, args.sagas) for _ in range(args.runs)]
-            key = f"{backend}/{count}"
+            runs = [measure(backend, count, args.sagas, args.rate) for _ in range(args.runs)]
+            key = f"{backend}/{count}" + (f"@{args.rate:g}/s" if args.rate > 0 else "")
             results[key] = runs
             rates = [r["sagas_per_s"] for r in runs]
             latency = runs[0]["latency_ms"]
@@ -307,7 +333,8 @@ def main() -> None:
             )
     results["meta"]["loadavg_after"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    target = RESULTS if args.rate <= 0 else RESULTS.with_name("broker-rate.json")
+    target.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
