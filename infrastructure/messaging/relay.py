@@ -213,6 +213,18 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
                 # On the database, before sending: the epoch still ours, and the mark
                 # the next holder counts its re-sent commands by.
                 fence.mark_sending(commands[-1])
+            together = self._send_together(batch, fence)
+            if together is not None:
+                count, last_sent, accepted_all = together
+                if not accepted_all:
+                    last_seen = last_sent
+                    raise TransportError(
+                        f"the broker took {count} of {len(commands)} commands; "
+                        "the rest are sent again"
+                    )
+                last_seen = batch[-1][0] if batch else None
+                done = True
+                batch = []
             for notification_id, command in batch:
                 if command is not None:
                     if fence is not None:
@@ -247,6 +259,35 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
                 self.delivered += count
         self._position = position if sent_up_to is None else sent_up_to
         return count
+
+    def _send_together(
+        self, batch: list[tuple[int, Command | None]], fence: LeaseTerm | None
+    ) -> tuple[int, int | None, bool] | None:
+        """Send the batch's commands at once, if the transport can (``send_many``).
+
+        Returns (commands accepted, the notification id of the last of them, whether all
+        were), or ``None`` when they are to be sent one by one: a transport without
+        ``send_many``, a single command, or a command whose message cannot be built
+        (sent one by one, it is quarantined alone).
+        """
+        send_many = getattr(self.transport, "send_many", None)
+        sendable = [(nid, command) for nid, command in batch if command is not None]
+        if send_many is None or len(sendable) < 2:
+            return None
+        if fence is not None:
+            fence.check()
+        try:
+            accepted = int(send_many([command for _nid, command in sendable]))
+        except TransportError:
+            raise
+        except Exception as exc:  # a command's fault, before anything was published
+            logger.warning("relay: a batch could not be sent at once (%s); one by one", exc)
+            return None
+        taken = sendable[:accepted]
+        if fence is not None:
+            self.resent += sum(1 for nid, _c in taken if nid <= fence.inherited_sending_to)
+        last = taken[-1][0] if taken else None
+        return accepted, last, accepted == len(sendable)
 
     def _commands_after(self, position: int) -> Iterator[tuple[int, Command | None]]:
         """The next batch after ``position``: each notification id and its command, if any.
