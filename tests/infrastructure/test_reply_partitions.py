@@ -98,6 +98,8 @@ def test_the_broker_delivers_a_partition_to_one_consumer_at_a_time(
             message="the first batch of sagas",
         )
         # Both consume every partition, but each queue has one active consumer: the first.
+        # (A consumer counts a reply after its ack, just after the commit the saga shows.)
+        wait_until(lambda: first.handled + second.handled == 12, message="the replies counted")
         assert (first.handled, second.handled) == (12, 0)
         stop_first.set()  # the first goes away: the broker hands its partitions over
         wait_until(lambda: not first.consuming, message="the first consumer to stop")
@@ -106,6 +108,7 @@ def test_the_broker_delivers_a_partition_to_one_consumer_at_a_time(
             lambda: all(manager.get(s).status is SagaStatus.COMPLETED for s in later),
             message="the later sagas",
         )
+        wait_until(lambda: first.handled + second.handled == 20, message="the replies counted")
         assert (first.handled, second.handled) == (12, 8)
     finally:
         stop_first.set()
@@ -167,10 +170,17 @@ def test_two_workers_share_the_partitions_and_send_each_command_once(
         assert len(seen) == 80
         assert set(seen.values()) == {1}
         assert sum(w.active.is_set() for w in workers) == 1
-        relays = [w.relay for w in workers]
-        assert [r.resent for r in relays if r is not None] == [0, 0]
-        assert sum(r.delivered for r in relays if r is not None) == 80
+        relays = [w.relay for w in workers if w.relay is not None]
+        # (The relay counts a batch once its position is recorded, after the send.)
+        wait_until(lambda: sum(r.delivered for r in relays) >= 80, message="the sends counted")
+        assert [r.resent for r in relays] == [0, 0]
+        assert sum(r.delivered for r in relays) == 80
         # Both consumed replies: the replies of each saga in the partition of its id.
+        # (A consumer counts a reply after its ack, just after the commit the saga shows.)
+        wait_until(
+            lambda: sum(getattr(c, "handled", 0) for c in consumers) >= 80,
+            message="the replies counted",
+        )
         handled = [getattr(c, "handled", 0) for c in consumers]
         assert all(handled), handled
         assert sum(handled) == 80
@@ -210,6 +220,7 @@ def test_replies_in_the_single_queue_of_older_workers_are_drained_by_partition_z
         background.start("zero", zero.run)
         wait_until(lambda: manager.get(saga_id).is_terminal, message="the old reply handled")
         assert manager.get(saga_id).status is SagaStatus.COMPLETED
+        wait_until(lambda: zero.handled == 1, message="the reply counted")
         assert (zero.handled, others.handled) == (1, 0)
         assert partitioned.replies_queue in zero.consuming
         assert partitioned.replies_queue not in others.consuming
