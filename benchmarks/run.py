@@ -28,6 +28,7 @@ is kept)::
     python benchmarks/run.py --sagas 500     # sagas per throughput measurement
     python benchmarks/run.py --memory 100000 # only the memory growth (merged into the JSON)
     python benchmarks/run.py --render-only   # re-render the doc from latest.json
+    python benchmarks/run.py --broker        # the broker path, 1-3 workers (broker.py)
 
 Peers come from the ``bench`` extra (``pip install -e ".[bench]"``); a peer whose
 package is missing is skipped with a message. PostgreSQL comes from
@@ -1177,6 +1178,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["--broker"]:
+        # The broker path end to end (workers, participants and RabbitMQ as processes):
+        # its own script, options after --broker go to it (see benchmarks/broker.py).
+        return subprocess.call([sys.executable, str(HERE / "broker.py"), *given[1:]])
     args = parse_args(argv)
     if args.worker:
         return run_worker_here(args.worker, args.params or "{}")

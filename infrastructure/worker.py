@@ -23,7 +23,10 @@ Three loops, each in its own thread, all stopped by one ``threading.Event``:
 lease (:mod:`sagalog.infrastructure.persistence.lease`): the holder is *active* and runs
 the timers, the relay and the projections; the others are *standbys* (the reply consumer
 and the metrics run in every worker) and take over when the holder's lease expires. The
-relay sends under the holder's lease term, fenced by its epoch. See docs/worker.md.
+relay sends under the holder's lease term, fenced by its epoch. Every worker writes a
+heartbeat row (:mod:`sagalog.infrastructure.persistence.heartbeats`) that ``sagalog
+workers`` lists, and consumes its share of the reply partitions, split among the live
+rows. See docs/worker.md and docs/deployment.md.
 
 The default is **no transport**: the worker ticks the timers and keeps the
 projections up, and the relay does not run. Commands are not lost — they stay
@@ -63,6 +66,12 @@ from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.observability.health import DependencyHealth, probe_store
+from sagalog.infrastructure.persistence.heartbeats import (
+    WorkerBeat,
+    WorkerRegistry,
+    share_of,
+    this_host,
+)
 from sagalog.infrastructure.persistence.lease import (
     DEFAULT_LEASE_SECONDS,
     LeaseLost,
@@ -171,8 +180,16 @@ class Worker:
         shared = url.kind in ("postgresql", "sqlite") and not url.is_sqlite_memory
         if lease_seconds is not None and shared:
             self.lease = StoreLease(url, lease_seconds=lease_seconds)
+        #: The heartbeat rows of the store's workers (``None`` without a lease).
+        self.registry: WorkerRegistry | None = (
+            WorkerRegistry(self.lease) if self.lease is not None else None
+        )
         #: This worker's name in the lease row.
         self.holder = holder_id()
+        #: The reply partitions this worker is given (its share among the live workers).
+        self.partitions: tuple[int, ...] = ()
+        self._epoch = 0
+        self._beat_now = threading.Event()
         #: The lease term held now (``None``: standby, or no lease).
         self.term: LeaseTerm | None = None
         #: Set while this worker runs the relay, the timers and the projections.
@@ -183,6 +200,12 @@ class Worker:
         self._errors: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
         self.replies = replies
+        topology = getattr(replies, "topology", None)
+        #: How many reply partitions the replies are routed to (0: one queue).
+        self.reply_partitions: int = getattr(topology, "reply_partitions", 0) or 0
+        if self.registry is not None and self.reply_partitions and hasattr(replies, "assignment"):
+            # Each worker consumes its share; without a registry (a private store), all.
+            setattr(replies, "assignment", lambda: self.partitions)  # noqa: B010
         if outage_log_interval is None:
             outage_log_interval = float(
                 os.environ.get(OUTAGE_LOG_INTERVAL_ENV_VAR, DEFAULT_OUTAGE_LOG_INTERVAL)
@@ -232,6 +255,8 @@ class Worker:
             from sagalog.infrastructure.rabbitmq.dead_letters import dead_letter_depths
 
             metrics.watch_dead_letters(lambda: dead_letter_depths(topology, url))
+        if getattr(topology, "reply_partitions", 0):
+            metrics.watch_reply_partitions(lambda: getattr(self.replies, "held_partitions", ()))
         return metrics, follower
 
     # -- the loops -------------------------------------------------------------------
@@ -356,7 +381,70 @@ class Worker:
         term.ended.set()
         return True
 
+    # -- the heartbeats ----------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        """Write this worker's row every quarter lease time (and at once on a role change);
+        take this worker's share of the reply partitions from the live rows; leave on stop."""
+        registry = self.registry
+        assert registry is not None
+        assert self.lease is not None
+        interval = self.lease.lease_seconds / 4
+        beats = 0
+        while not self.stop_event.is_set():
+            try:
+                self._beat(registry)
+                beats += 1
+                if beats % 60 == 1:
+                    registry.forget_gone()
+            except Exception as exc:
+                self.health.down("store", first_line(exc, named=True))
+            self._beat_now.wait(interval)
+            self._beat_now.clear()
+        try:
+            registry.leave(self.holder)
+        except Exception as exc:
+            logger.warning("workers: row not deleted (it goes stale by itself): %s", exc)
+
+    def _beat(self, registry: WorkerRegistry) -> None:
+        active = self.active.is_set()
+        lag: int | None = None
+        if active and self.relay is not None:
+            try:
+                lag = self.relay.lag(limit=1000)
+            except Exception:
+                lag = None
+        held = getattr(self.replies, "held_partitions", None)
+        host, pid = this_host()
+        registry.beat(
+            WorkerBeat(
+                holder=self.holder,
+                host=host,
+                pid=pid,
+                role="active" if active else "standby",
+                epoch=self._epoch,
+                partitions=tuple(held) if held is not None else (),
+                lag=lag,
+            )
+        )
+        if not self.reply_partitions:
+            return
+        live = [worker.holder for worker in registry.live()]
+        share = share_of(self.holder, live, self.reply_partitions)
+        if share != self.partitions:
+            logger.warning(
+                "worker %s consumes reply partitions %s of %d (%d live workers)",
+                self.holder,
+                ",".join(str(k) for k in share) or "none",
+                self.reply_partitions,
+                len(set(live) | {self.holder}),
+                extra={"partitions": list(share)},
+            )
+            self.partitions = share
+
     def _role_changed(self, active: bool, epoch: int) -> None:
+        self._epoch = epoch
+        self._beat_now.set()
         role = "active" if active else "standby"
         logger.warning(
             "worker %s is %s (lease epoch %d)",
@@ -446,7 +534,8 @@ class Worker:
             self._start_active(None)
         else:
             loops["lease"] = self._hold_lease
-        for name in [*self.loops, "lease"]:
+            loops["heartbeats"] = self._heartbeats
+        for name in [*self.loops, "lease", "heartbeats"]:
             if name not in loops:
                 continue
             thread = threading.Thread(
@@ -462,6 +551,7 @@ class Worker:
         """Ask every loop to finish what it is doing and return (and hand the lease over)."""
         self.stop_event.set()
         self._term_stop.set()
+        self._beat_now.set()
         if self.relay is not None:
             self.relay.wake()  # the relay waits for new commands, not for the stop event
 

@@ -7,18 +7,26 @@ user's participants in this process) or ``rabbitmq`` (the broker, with a reply c
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from sagalog.domain.errors import first_line
 from sagalog.infrastructure.cli.app import app, errors_as_one_line, fail
 from sagalog.infrastructure.cli.opening import open_manager
-from sagalog.infrastructure.cli.options import AppOption, DatabaseUrlOption, DefinitionsOption
-from sagalog.infrastructure.cli.output import err_console, escape
+from sagalog.infrastructure.cli.options import (
+    AppOption,
+    DatabaseUrlOption,
+    DefinitionsOption,
+    JsonOption,
+)
+from sagalog.infrastructure.cli.output import console, err_console, escape, print_json
 from sagalog.infrastructure.messaging.transport import InProcessTransport, Transport, TransportError
 from sagalog.infrastructure.observability.tracing import enable_from_env
-from sagalog.infrastructure.persistence.lease import DEFAULT_LEASE_SECONDS
+from sagalog.infrastructure.persistence.heartbeats import WorkerRegistry
+from sagalog.infrastructure.persistence.lease import DEFAULT_LEASE_SECONDS, StoreLease
 from sagalog.infrastructure.worker import (
     StoppableLoop,
     Worker,
@@ -27,6 +35,10 @@ from sagalog.infrastructure.worker import (
     stop_on_signals,
 )
 from sagalog.process import SagaManager
+from sagalog.process.store.url import parse_database_url
+
+#: Reply partitions of ``sagalog worker --transport rabbitmq`` unless told otherwise.
+DEFAULT_REPLY_PARTITIONS = 8
 
 
 @app.command()
@@ -83,6 +95,23 @@ def worker(
             "Prometheus on another host)."
         ),
     ] = "127.0.0.1",
+    reply_partitions: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1024,
+            help="For --transport rabbitmq: queues the replies are routed to by saga id, "
+            "shared among the live workers (0: the single replies queue of older versions). "
+            "Keep it fixed for a deployment.",
+        ),
+    ] = DEFAULT_REPLY_PARTITIONS,
+    queue_type: Annotated[
+        str,
+        typer.Option(
+            help="For --transport rabbitmq: classic, or quorum (replicated; the production "
+            "setting on a broker cluster) for the reply partitions.",
+        ),
+    ] = "classic",
     lease_seconds: Annotated[
         float,
         typer.Option(
@@ -96,6 +125,8 @@ def worker(
     """Run the timers, the command relay and the projections until SIGINT/SIGTERM."""
     if transport not in ("none", "in-process", "rabbitmq"):
         raise fail(f"unknown transport {transport!r}; choose none, in-process or rabbitmq")
+    if queue_type not in ("classic", "quorum"):
+        raise fail(f"unknown queue type {queue_type!r}; choose classic or quorum")
     if transport == "none" and participants:
         raise fail("--participants needs --transport in-process")
     if transport == "in-process" and not participants:
@@ -117,7 +148,9 @@ def worker(
             chosen: Transport | None = None
             replies: StoppableLoop | None = None
             if transport == "rabbitmq":
-                chosen, replies = _rabbitmq_worker_parts(manager, rabbitmq_url, rabbitmq_prefix)
+                chosen, replies = _rabbitmq_worker_parts(
+                    manager, rabbitmq_url, rabbitmq_prefix, reply_partitions, queue_type
+                )
             if transport == "in-process":
                 assert participants is not None
                 in_process = InProcessTransport()
@@ -198,7 +231,7 @@ def _signing_keys() -> Any:
 
 
 def _rabbitmq_worker_parts(
-    manager: SagaManager, url: str | None, prefix: str
+    manager: SagaManager, url: str | None, prefix: str, partitions: int, queue_type: str
 ) -> tuple[Transport, StoppableLoop]:
     """The broker transport for the relay and the reply consumer, topology declared."""
     try:
@@ -212,7 +245,9 @@ def _rabbitmq_worker_parts(
         check_rabbitmq_url(url)
     except TransportError as exc:
         raise fail(f"--rabbitmq-url: {escape(str(exc))}") from None
-    topology = Topology(prefix, signing=_signing_keys())
+    topology = Topology(
+        prefix, signing=_signing_keys(), reply_partitions=partitions, queue_type=queue_type
+    )
     try:
         with channel_to(url) as channel:
             topology.declare(channel)
@@ -226,6 +261,90 @@ def _rabbitmq_worker_parts(
             soft_wrap=True,
         )
     except Exception as exc:
-        raise fail(f"cannot set up RabbitMQ: {escape(first_line(exc))}") from None
+        raise fail(
+            f"cannot set up RabbitMQ: {escape(first_line(exc))} (a queue declared before "
+            "with another type or without partitions' arguments: see docs/deployment.md)"
+        ) from None
     transport = RabbitMQTransport(url, topology=topology)
     return transport, ReplyConsumer(manager, url, topology=topology)
+
+
+@app.command()
+def workers(
+    database_url: DatabaseUrlOption = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(min=0.1, help="The workers' lease time: older heartbeats are gone."),
+    ] = DEFAULT_LEASE_SECONDS,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also the workers whose heartbeat is stale.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List the workers on the store: host, pid, role, reply partitions, heartbeat, lag."""
+    with errors_as_one_line():
+        url = parse_database_url(database_url)
+    if url.kind not in ("postgresql", "sqlite") or url.is_sqlite_memory:
+        raise fail(f"workers share a SQLite or PostgreSQL store, not {url.masked}")
+    if url.kind == "sqlite" and url.path is not None and not Path(url.path).exists():
+        raise fail(f"no store at {url.masked}")
+    with errors_as_one_line():
+        lease = StoreLease(url, lease_seconds=lease_seconds, create=False)
+        try:
+            rows = WorkerRegistry(lease, create=False).workers()
+            holder = lease.holder()
+        except Exception as exc:
+            if not _no_such_table(exc):
+                raise
+            rows, holder = [], None  # no worker ever ran on this store
+        finally:
+            lease.close()
+    shown = [w for w in rows if show_all or w.age < lease_seconds]
+    if json_output:
+        print_json(
+            [
+                {
+                    "holder": w.holder,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "role": w.role,
+                    "epoch": w.epoch,
+                    "partitions": list(w.partitions),
+                    "heartbeat_age_seconds": round(w.age, 3),
+                    "live": w.age < lease_seconds,
+                    "lag": w.lag,
+                }
+                for w in shown
+            ]
+        )
+        return
+    table = Table(title=None, box=None, header_style="bold")
+    for column in ("worker", "role", "epoch", "reply partitions", "heartbeat", "relay lag"):
+        table.add_column(column)
+    for w in shown:
+        stale = w.age >= lease_seconds
+        table.add_row(
+            escape(w.holder),
+            "gone" if stale else w.role,
+            str(w.epoch),
+            ",".join(str(k) for k in w.partitions) or "-",
+            f"{w.age:.1f} s ago",
+            "-" if w.lag is None else str(w.lag),
+        )
+    if shown:
+        console.print(table)
+    lease_line = (
+        "lease: free"
+        if holder is None
+        else f"lease: {escape(holder[0])}, epoch {holder[1]}, "
+        + (f"expires in {holder[2]:.1f} s" if holder[2] >= 0 else "expired")
+    )
+    err_console.print(
+        f"{len(shown)} worker(s) on {url.masked}; {lease_line}", highlight=False, soft_wrap=True
+    )
+
+
+def _no_such_table(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table is missing (SQLite or PostgreSQL)."""
+    text = str(exc)
+    return "no such table" in text or type(exc).__name__ == "UndefinedTable"

@@ -105,6 +105,11 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         self._factory = factory
         self.tracking = factory.tracking_recorder()
         self.delivered = 0
+        #: Commands sent again after a takeover: at or below the mark up to which the
+        #: previous lease holder had begun to send (at most its last batch per failover).
+        self.resent = 0
+        #: Times recording the position failed (the store failed, or the lease was lost).
+        self.tracking_failures = 0
         #: The position this relay recorded last (``None``: read it from the store).
         #: One relay runs per saga database at a time (the lease's holder), so after the
         #: first read only this relay moves its position; any failure of a pump, and a
@@ -201,11 +206,30 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
         last_seen: int | None = None  # the last notification of the batch
         count = 0
         done = False
+        fence = self.fence
         try:
-            for notification_id, command in self._commands_after(position):
+            batch = list(self._commands_after(position))
+            commands = [nid for nid, command in batch if command is not None]
+            if fence is not None and commands:
+                # On the database, before sending: the epoch still ours, and the mark
+                # the next holder counts its re-sent commands by.
+                fence.mark_sending(commands[-1])
+            together = self._send_together(batch, fence)
+            if together is not None:
+                count, last_sent, accepted_all = together
+                if not accepted_all:
+                    last_seen = last_sent
+                    raise TransportError(
+                        f"the broker took {count} of {len(commands)} commands; "
+                        "the rest are sent again"
+                    )
+                last_seen = batch[-1][0] if batch else None
+                done = True
+                batch = []
+            for notification_id, command in batch:
                 if command is not None:
-                    if self.fence is not None:
-                        self.fence.check()
+                    if fence is not None:
+                        fence.check()
                     try:
                         send_traced(command, self.transport.send)
                     except TransportError:
@@ -215,6 +239,8 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
                     else:
                         count += 1
                         last_sent = notification_id
+                        if fence is not None and notification_id <= fence.inherited_sending_to:
+                            self.resent += 1
                 last_seen = notification_id
             done = True
         finally:
@@ -223,13 +249,46 @@ class CommandRelay(LogCursor, RecordingEventReceiver[UUID]):
             sent_up_to = last_seen if done else last_sent
             if sent_up_to is not None:
                 tracking = Tracking(self.manager.name, sent_up_to)
-                if self.fence is None:
-                    self.tracking.insert_tracking(tracking)
-                else:
-                    self.fence.record_position(self.tracking, tracking)
+                try:
+                    if fence is None:
+                        self.tracking.insert_tracking(tracking)
+                    else:
+                        fence.record_position(self.tracking, tracking)
+                except Exception:
+                    self.tracking_failures += 1
+                    raise
                 self.delivered += count
         self._position = position if sent_up_to is None else sent_up_to
         return count
+
+    def _send_together(
+        self, batch: list[tuple[int, Command | None]], fence: LeaseTerm | None
+    ) -> tuple[int, int | None, bool] | None:
+        """Send the batch's commands at once, if the transport can (``send_many``).
+
+        Returns (commands accepted, the notification id of the last of them, whether all
+        were), or ``None`` when they are to be sent one by one: a transport without
+        ``send_many``, a single command, or a command whose message cannot be built
+        (sent one by one, it is quarantined alone).
+        """
+        send_many = getattr(self.transport, "send_many", None)
+        sendable = [(nid, command) for nid, command in batch if command is not None]
+        if send_many is None or len(sendable) < 2:
+            return None
+        if fence is not None:
+            fence.check()
+        try:
+            accepted = int(send_many([command for _nid, command in sendable]))
+        except TransportError:
+            raise
+        except Exception as exc:  # a command's fault, before anything was published
+            logger.warning("relay: a batch could not be sent at once (%s); one by one", exc)
+            return None
+        taken = sendable[:accepted]
+        if fence is not None:
+            self.resent += sum(1 for nid, _c in taken if nid <= fence.inherited_sending_to)
+        last = taken[-1][0] if taken else None
+        return accepted, last, accepted == len(sendable)
 
     def _commands_after(self, position: int) -> Iterator[tuple[int, Command | None]]:
         """The next batch after ``position``: each notification id and its command, if any.

@@ -167,6 +167,30 @@ class _ScrapeTimeGauges(Collector):
                     f"{_PENDING_LIMIT}).",
                     value=pending,
                 )
+            yield CounterMetricFamily(
+                "sagalog_relay_resent_commands",
+                "Commands this worker's relay sent again after taking the lease over: at or "
+                "below the mark up to which the previous holder had begun to send.",
+                value=getattr(relay, "resent", 0),
+            )
+            yield CounterMetricFamily(
+                "sagalog_relay_tracking_failures",
+                "Times this worker's relay failed to record its position (the store failed, "
+                "or the lease was lost); the batch is sent again.",
+                value=getattr(relay, "tracking_failures", 0),
+            )
+        partitions = self.metrics.reply_partitions
+        if partitions is not None:
+            try:
+                held = len(partitions())
+            except Exception as exc:
+                logger.warning("cannot read the reply partitions held: %s", exc)
+            else:
+                yield GaugeMetricFamily(
+                    "sagalog_reply_partitions_held",
+                    "Reply partitions this worker consumes now.",
+                    value=held,
+                )
         yield from self._gauges_by_label(
             self.metrics.quarantine_counts,
             "sagalog_quarantined_events",
@@ -329,6 +353,7 @@ class SagaMetrics:
         self.stuck_query: StuckQuery | None = None
         self.quarantine_counts: Callable[[], dict[str, int]] | None = None
         self.dead_letter_depths: Callable[[], dict[str, int]] | None = None
+        self.reply_partitions: Callable[[], Sequence[int]] | None = None
         self.stuck_reasons: tuple[str, ...] = ()
         self.fences: dict[str, Fence] = {}
         self.registry.register(_ScrapeTimeGauges(self))
@@ -431,6 +456,10 @@ class SagaMetrics:
         if source not in ("relay", "observer", "projection"):
             raise ValueError(f"unknown lag source {source!r}")
         self.lag_sources[source] = watched
+
+    def watch_reply_partitions(self, held: Callable[[], Sequence[int]]) -> None:
+        """Report ``len(held())`` (the reply partitions this worker consumes) at scrape time."""
+        self.reply_partitions = held
 
     def watch_quarantine(self, counts: Callable[[], dict[str, int]]) -> None:
         """Report ``counts()`` (quarantined events per follower) at scrape time."""

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.persistence import OperationalError, Tracking, TrackingRecorder
 
 from sagalog.domain.errors import SagalogError
 from sagalog.process.store.url import DatabaseUrl
@@ -71,6 +71,10 @@ class LeaseTerm:
     #: ``time.monotonic()`` after which this holder must consider the lease lost.
     valid_until: float
     ended: threading.Event = field(default_factory=threading.Event)
+    #: The notification id up to which the previous holders had begun to send (their
+    #: last :meth:`mark_sending`): a command at or below it that this term sends may have
+    #: been sent before, by a holder that died before it recorded its position.
+    inherited_sending_to: int = 0
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless this term still holds the lease by its own clock."""
@@ -83,6 +87,16 @@ class LeaseTerm:
         Raises :class:`LeaseLost` (nothing recorded) if another worker took the lease over.
         """
         self.lease.record_fenced(recorder, tracking, self.epoch)
+
+    def mark_sending(self, up_to: int) -> None:
+        """Note in the lease row, at this term's epoch, that commands up to ``up_to`` go out.
+
+        Called before each batch: it checks the epoch on the database (a worker that lost
+        the lease learns it here, before it sends) and leaves the next holder the mark
+        it counts re-sent commands by. Raises :class:`LeaseLost`.
+        """
+        self.check()
+        self.lease.mark_sending(self, up_to)
 
 
 class StoreLease:
@@ -99,6 +113,7 @@ class StoreLease:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         name: str = STORE_LEASE_NAME,
+        create: bool = True,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("the lease time must be positive")
@@ -112,16 +127,29 @@ class StoreLease:
         self.table = f'"{schema}".{LEASE_TABLE}' if schema else LEASE_TABLE
         ph: Callable[[str], str] = (lambda p: f"%({p})s") if self.postgres else (lambda p: f":{p}")
         now = "extract(epoch from clock_timestamp())" if self.postgres else _SQLITE_NOW
+        self.placeholder = ph
+        self.now = now
+        self.schema = schema
         self._create = (
             f"CREATE TABLE IF NOT EXISTS {self.table} (name TEXT PRIMARY KEY, "
-            "holder TEXT NOT NULL, epoch BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)"
+            "holder TEXT NOT NULL, epoch BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
+            "sending_to BIGINT NOT NULL DEFAULT 0)"
         )
         self._acquire = (
             f"INSERT INTO {self.table} AS lease (name, holder, epoch, expires_at) "
             f"VALUES ({ph('name')}, {ph('holder')}, 1, {now} + {ph('seconds')}) "
             "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
             "epoch = lease.epoch + 1, expires_at = excluded.expires_at "
-            f"WHERE lease.expires_at < {now} RETURNING epoch"
+            f"WHERE lease.expires_at < {now} RETURNING epoch, sending_to"
+        )
+        self._mark = (
+            f"UPDATE {self.table} SET sending_to = {ph('up_to')} "
+            f"WHERE name = {ph('name')} AND holder = {ph('holder')} AND epoch = {ph('epoch')} "
+            f"AND sending_to < {ph('up_to')} RETURNING epoch"
+        )
+        self._still = (
+            f"SELECT epoch FROM {self.table} WHERE name = {ph('name')} "
+            f"AND holder = {ph('holder')} AND epoch = {ph('epoch')}"
         )
         self._renew = (
             f"UPDATE {self.table} SET expires_at = {now} + {ph('seconds')} "
@@ -143,7 +171,8 @@ class StoreLease:
         )
         self._conn: Any = None
         self._conn_lock = threading.Lock()
-        self.create_table()
+        if create:  # (``False``: only read, e.g. ``sagalog workers``; nothing is written)
+            self.create_table()
 
     # -- the connection ------------------------------------------------------------
 
@@ -190,18 +219,49 @@ class StoreLease:
             self._drop()
 
     def create_table(self) -> None:
-        """Create the lease table unless it exists (serialised on PostgreSQL)."""
+        """Create the lease table unless it exists (serialised on PostgreSQL).
+
+        A table made before the ``sending_to`` column gets it added.
+        """
         if self.postgres:
-            with self._conn_lock:
-                if self._conn is None:
-                    self._conn = self._connect()
-                with self._conn.transaction():
-                    self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('sagalog_ddl'))")
-                    if self.url.schema:
-                        self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.url.schema}"')
-                    self._conn.execute(self._create)
-        else:
-            self._execute(self._create, {})
+            self.run_ddl(
+                self._create,
+                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS "
+                "sending_to BIGINT NOT NULL DEFAULT 0",
+            )
+            return
+        self._execute(self._create, {})
+        columns = {row[1] for row in self._execute(f"PRAGMA table_info({LEASE_TABLE})", {})}
+        if "sending_to" not in columns:
+            try:
+                self._execute(
+                    f"ALTER TABLE {LEASE_TABLE} ADD COLUMN sending_to BIGINT NOT NULL DEFAULT 0",
+                    {},
+                )
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another worker added it first
+                    raise
+
+    def run_ddl(self, *statements: str) -> None:
+        """Run ``statements`` in one transaction; on PostgreSQL under the DDL lock, so that
+        workers starting at once on a fresh store do not race to create the same type."""
+        with self._conn_lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            if not self.postgres:
+                for statement in statements:
+                    self._conn.execute(statement)
+                return
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('sagalog_ddl'))")
+                if self.schema:
+                    self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                for statement in statements:
+                    self._conn.execute(statement)
+
+    def execute(self, statement: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one statement on the lease's connection (its own transaction); the rows."""
+        return self._execute(statement, params)
 
     # -- the lease -----------------------------------------------------------------
 
@@ -213,7 +273,38 @@ class StoreLease:
         )
         if not rows:
             return None
-        return LeaseTerm(self, holder, int(rows[0][0]), started + self.lease_seconds)
+        epoch, sending_to = rows[0]
+        return LeaseTerm(
+            self,
+            holder,
+            int(epoch),
+            started + self.lease_seconds,
+            ended=threading.Event(),
+            inherited_sending_to=int(sending_to or 0),
+        )
+
+    def mark_sending(self, term: LeaseTerm, up_to: int) -> None:
+        """Raise the row's ``sending_to`` to ``up_to`` at ``term``'s epoch, else :class:`LeaseLost`.
+
+        A database error is raised as eventsourcing's ``OperationalError`` (the relay
+        retries it with backoff, as any failure of the store).
+        """
+        params = {"name": self.name, "holder": term.holder, "epoch": term.epoch, "up_to": up_to}
+        try:
+            if self._execute(self._mark, params):
+                return
+            held = self._execute(self._still, params)  # already marked that far, or lost?
+        except (sqlite3.Error, OSError) as exc:
+            raise OperationalError(f"lease: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                raise OperationalError(f"lease: {exc}") from exc
+            raise
+        if not held:
+            term.ended.set()
+            raise LeaseLost(
+                f"the store's lease moved past epoch {term.epoch}: commands up to {up_to} not sent"
+            )
 
     def renew(self, term: LeaseTerm) -> bool:
         """Extend ``term`` by the lease time; ``False`` if another worker took the lease over."""

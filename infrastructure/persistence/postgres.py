@@ -95,6 +95,21 @@ def create_schema(datastore: PostgresDatastore) -> None:
         raise OperationalError(msg) from exc
 
 
+def create_again_if_concurrent(create: Callable[[], None]) -> None:
+    """Run ``create`` (idempotent DDL), again while it collides with another process's."""
+    for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
+        try:
+            create()
+        except PersistenceError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            concurrent = isinstance(exc, IntegrityError) or sqlstate in _CONCURRENT_DDL_SQLSTATES
+            if attempt == _CREATE_TABLE_ATTEMPTS or not concurrent:
+                raise
+            time.sleep(0.02 * attempt)
+        else:
+            return
+
+
 class PostgresSagaRecorder(PostgresProcessRecorder):
     """eventsourcing's PostgreSQL process recorder plus the timer table.
 
@@ -228,19 +243,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         marker found on a second try, the loser just runs them again.
         """
         create_schema(self.datastore)
-        for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
-            try:
-                super().create_table()
-            except PersistenceError as exc:
-                sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                concurrent = (
-                    isinstance(exc, IntegrityError) or sqlstate in _CONCURRENT_DDL_SQLSTATES
-                )
-                if attempt == _CREATE_TABLE_ATTEMPTS or not concurrent:
-                    raise
-                time.sleep(0.02 * attempt)
-            else:
-                return
+        create_again_if_concurrent(super().create_table)
 
     @_retry_transient
     def insert_events(
@@ -586,6 +589,15 @@ class PostgresSagaTrackingRecorder(PostgresTrackingRecorder):
     A position that is not ahead of the recorded one is refused with the same
     ``IntegrityError``. Legacy multi-row tracking tables go eventsourcing's way.
     """
+
+    def create_table(self) -> None:
+        """Create the tracking table, again if another process created it at the same moment.
+
+        Workers started at once on a fresh store each create the relay's tracking table
+        (see :meth:`PostgresSagaRecorder.create_table`).
+        """
+        create_schema(self.datastore)
+        create_again_if_concurrent(super().create_table)
 
     @_retry_transient
     def insert_tracking(self, tracking: Tracking) -> None:

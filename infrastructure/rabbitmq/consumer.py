@@ -108,12 +108,23 @@ class ConsumerLoop:
         #: Commands dead-lettered because their signature failed (see ``signed_kind``).
         self.signatures_refused = 0
         self.ready = threading.Event()
+        #: The queues consumed now (empty while disconnected).
+        self.consuming: tuple[str, ...] = ()
         self._stop = threading.Event()
         self._connection: BlockingConnection | None = None
 
     def declare(self, channel: BlockingChannel) -> str:
         """Declare what this consumer needs; return the queue to consume."""
         raise NotImplementedError
+
+    def queues(self, declared: str) -> Sequence[str]:
+        """The queues to consume now (checked every ``poll_interval``): ``declared`` alone.
+
+        A subclass that consumes several (the reply partitions this worker holds) says
+        which; a queue that leaves the list is cancelled, and the messages already
+        delivered from it are still handled and acked here.
+        """
+        return [declared]
 
     def on_message(self, delivery: ReceivedMessage) -> None:
         """Handle one message; ack it (or dead-letter and ack it) when done."""
@@ -201,11 +212,27 @@ class ConsumerLoop:
         ) -> None:
             received.append(ReceivedMessage(ch, method, properties, body))
 
-        tag = channel.basic_consume(queue, receive)
+        tags: dict[str, str] = {}
+
+        def subscribe() -> None:
+            """Consume the queues wanted now; cancel the others (their held messages stay ours)."""
+            wanted = list(self.queues(queue))
+            for name in [name for name in tags if name not in wanted]:
+                channel.basic_cancel(tags.pop(name))
+            for name in wanted:
+                if name not in tags:
+                    tags[name] = channel.basic_consume(name, receive)
+            self.consuming = tuple(tags)
+
+        subscribe()
         self._connection = connection
         self.ready.set()
+        next_check = time.monotonic() + self.poll_interval
         try:
             while not self._stop.is_set():
+                if time.monotonic() >= next_check:
+                    subscribe()
+                    next_check = time.monotonic() + self.poll_interval
                 if not received:
                     connection.process_data_events(time_limit=self.poll_interval)
                     continue
@@ -220,9 +247,11 @@ class ConsumerLoop:
                 if batch:
                     self.on_batch(batch)
             # Deliveries still held go back to the queue with the connection.
-            channel.basic_cancel(tag)
+            for tag in tags.values():
+                channel.basic_cancel(tag)
         finally:
             self._connection = None
+            self.consuming = ()
 
     def _signed_only(self, batch: list[ReceivedMessage]) -> list[ReceivedMessage]:
         """``batch`` without the commands whose signature fails (dead-lettered, acked)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime
@@ -124,6 +124,7 @@ class ReplyConsumer(ConsumerLoop):
         connection_name: str = "sagalog-replies",
         reply_bounds: MessageBounds = REPLY_BOUNDS,
         max_batch_bytes: int = DEFAULT_REPLY_BATCH_BYTES,
+        assignment: Callable[[], Collection[int]] | None = None,
         **loop_options: float,
     ) -> None:
         super().__init__(
@@ -153,6 +154,9 @@ class ReplyConsumer(ConsumerLoop):
         #: Times the database failed under a batch (each left it unacked and retried).
         self.database_errors = 0
         self._executor: ThreadPoolExecutor | None = None
+        #: With reply partitions: which of them to consume now (``None``: all of them).
+        #: The worker assigns each live worker its share (see docs/deployment.md).
+        self.assignment = assignment
 
     @property
     def batch_size(self) -> int:
@@ -162,6 +166,38 @@ class ReplyConsumer(ConsumerLoop):
     def declare(self, channel: BlockingChannel) -> str:
         self.topology.declare(channel)
         return self.topology.replies_queue
+
+    def queues(self, declared: str) -> Sequence[str]:
+        """The reply partitions assigned now, and the single queue with partition 0.
+
+        Each partition queue has a single active consumer: if two workers briefly both
+        consume one (while the assignment moves), the broker delivers to one of them.
+        """
+        topology = self.topology
+        if not topology.reply_partitions:
+            return [declared]
+        partitions = self.partitions()
+        queues = [topology.reply_partition_queue(k) for k in partitions]
+        if 0 in partitions:  # replies to commands sent by workers without partitions
+            queues.append(declared)
+        return queues
+
+    def partitions(self) -> list[int]:
+        """The reply partitions this consumer is to consume now, in order."""
+        every = range(self.topology.reply_partitions)
+        if self.assignment is None:
+            return list(every)
+        return sorted(k for k in self.assignment() if k in every)
+
+    @property
+    def held_partitions(self) -> list[int]:
+        """The reply partitions consumed now (empty while disconnected)."""
+        prefix = f"{self.topology.replies_queue}."
+        return sorted(
+            int(name[len(prefix) :])
+            for name in self.consuming
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+        )
 
     def on_message(self, delivery: ReceivedMessage) -> None:
         self.on_batch([delivery])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +98,9 @@ DEFAULT_DEAD_LETTER_MAX_BYTES = 1024 * 1024 * 1024
 #: ... each for at most this long (milliseconds: 14 days).
 DEFAULT_DEAD_LETTER_TTL_MS = 14 * 24 * 3600 * 1000
 
+#: The queue types a topology declares its reply partitions and service queues as.
+QUEUE_TYPES = ("classic", "quorum")
+
 #: Queues whose bounded declaration the broker refused this process (warned once each).
 _UNBOUNDED_WARNED: set[str] = set()
 
@@ -129,6 +133,46 @@ class Topology:
     dead_letter_ttl_ms: int | None = DEFAULT_DEAD_LETTER_TTL_MS
     #: With keys, commands and replies are signed and verified (see ``signing``).
     signing: SigningKeys | None = field(default=None, compare=False, repr=False)
+    #: Reply partitions: ``0`` is the single ``<prefix>.replies`` queue; ``N`` routes each
+    #: saga's replies to ``<prefix>.replies.<k>`` (``k`` from its id), each queue with a
+    #: single active consumer, so several workers share the replies, one saga in one place.
+    reply_partitions: int = 0
+    #: ``"quorum"`` declares the reply partitions and the service queues as quorum
+    #: queues (replicated, for a broker cluster: the production setting); ``"classic"``.
+    queue_type: str = "classic"
+
+    def __post_init__(self) -> None:
+        if self.reply_partitions < 0:
+            raise ValueError("reply_partitions must not be negative")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(
+                f"unknown queue type {self.queue_type!r}; choose {' or '.join(QUEUE_TYPES)}"
+            )
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """Arguments of the queues whose type is configurable (``x-queue-type``)."""
+        return {"x-queue-type": self.queue_type} if self.queue_type != "classic" else {}
+
+    def reply_partition(self, saga_id: object) -> int:
+        """The partition of ``saga_id``'s replies (CRC-32 of its text, mod the partitions)."""
+        if not self.reply_partitions:
+            return 0
+        return zlib.crc32(str(saga_id).encode()) % self.reply_partitions
+
+    def reply_partition_queue(self, partition: int) -> str:
+        """The queue of reply partition ``partition``."""
+        return f"{self.prefix}.replies.{partition}"
+
+    @property
+    def reply_partition_queues(self) -> list[str]:
+        """Every reply partition's queue, in partition order (none without partitions)."""
+        return [self.reply_partition_queue(k) for k in range(self.reply_partitions)]
+
+    def reply_queue_for(self, saga_id: object) -> str:
+        """Where the replies to ``saga_id``'s commands go: the commands' ``reply_to``."""
+        if not self.reply_partitions:
+            return self.replies_queue
+        return self.reply_partition_queue(self.reply_partition(saga_id))
 
     @property
     def dead_letter_queues(self) -> tuple[str, str]:
@@ -198,9 +242,17 @@ class Topology:
         return f"{self.prefix}.service.{service}"
 
     def declare(self, channel: BlockingChannel) -> None:
-        """Declare the exchange and the manager-side queues (idempotent)."""
+        """Declare the exchange and the manager-side queues (idempotent).
+
+        The single replies queue is declared in any case: with partitions it is drained
+        by the holder of partition 0, for replies to commands that workers of an older
+        version sent (a rolling upgrade).
+        """
         channel.exchange_declare(self.commands_exchange, "topic", durable=True)
         channel.queue_declare(self.replies_queue, durable=True)
+        partition_arguments = {"x-single-active-consumer": True, **self.queue_arguments()}
+        for queue in self.reply_partition_queues:
+            channel.queue_declare(queue, durable=True, arguments=partition_arguments)
         for queue in self.dead_letter_queues:
             self._declare_dead_letter_queue(channel, queue)
 
@@ -210,7 +262,7 @@ class Topology:
         """Declare ``service``'s queue, bound to ``command_names``; return its name."""
         self.declare(channel)
         queue = self.service_queue(service)
-        channel.queue_declare(queue, durable=True)
+        channel.queue_declare(queue, durable=True, arguments=self.queue_arguments() or None)
         for name in command_names:
             channel.queue_bind(queue, self.commands_exchange, routing_key=name)
         return queue
@@ -220,6 +272,7 @@ class Topology:
         for service in services:
             channel.queue_delete(self.service_queue(service))
         for queue in (
+            *self.reply_partition_queues,
             self.replies_queue,
             self.replies_dead_letter_queue,
             self.commands_dead_letter_queue,

@@ -9,6 +9,8 @@ the message id, so participants drop duplicates).
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,6 +94,14 @@ class RabbitMQTransport:
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self.confirmed = 0
+        #: Seconds ``send_many`` waits for the broker's confirms of a batch.
+        self.confirm_timeout = 30.0
+        self._batch: BlockingChannel | None = None
+        self._next_tag = 1
+        self._confirmed_up_to = 0
+        self._early: set[int] = set()
+        self._refused: set[int] = set()
+        self._returned: set[str] = set()
 
     def _ensure_channel(self) -> BlockingChannel:
         if self._channel is not None and self._channel.is_open:
@@ -110,10 +120,10 @@ class RabbitMQTransport:
         self._connection, self._channel = connection, channel
         return channel
 
-    def send(self, command: Command) -> None:
-        """Publish ``command``; return once the broker confirmed it, else raise."""
+    def _message(self, command: Command) -> tuple[bytes, BasicProperties]:
+        """The body and properties of ``command``'s message (signed with keys)."""
         body = json.dumps(command.to_message(), separators=(",", ":")).encode()
-        properties = command_properties(command, self.topology.replies_queue)
+        properties = command_properties(command, self.topology.reply_queue_for(command.saga_id))
         if self.topology.signing is not None:
             try:
                 signature = self.topology.signing.sign(
@@ -122,6 +132,105 @@ class RabbitMQTransport:
             except SignatureError as exc:
                 raise TransportError(f"cannot sign command {command.name}: {exc}") from None
             properties.headers = {**(properties.headers or {}), **signature}
+        return body, properties
+
+    def send_many(self, commands: Sequence[Command]) -> int:
+        """Publish ``commands`` with every confirm in flight at once; return how many, from
+        the first, the broker confirmed and routed.
+
+        One round trip for the batch instead of one per command. A command the broker
+        refused (nack) or could not route ends the count there: the relay records its
+        position before it and sends the rest again. A lost connection (or no confirm
+        within ``confirm_timeout``) raises :class:`TransportError`: nothing is counted.
+        A command whose message cannot be built raises before anything is published.
+        """
+        messages = [self._message(command) for command in commands]
+        for attempt in (1, 2):  # an idle connection may have been closed: reconnect once
+            try:
+                channel = self._ensure_batch_channel()
+                impl: Any = getattr(channel, "_impl")  # noqa: B009 - pika's async channel: confirms as callbacks
+                first = self._next_tag
+                for command, (body, properties) in zip(commands, messages, strict=True):
+                    impl.basic_publish(
+                        self.topology.commands_exchange,
+                        command.name,
+                        body,
+                        properties,
+                        mandatory=self.mandatory,
+                    )
+                    self._next_tag += 1
+                last = self._next_tag - 1
+                deadline = time.monotonic() + self.confirm_timeout
+                while self._confirmed_up_to < last:
+                    if time.monotonic() > deadline:
+                        self._drop()
+                        raise TransportError(
+                            f"no confirm from RabbitMQ for {last - self._confirmed_up_to} "
+                            f"commands within {self.confirm_timeout:g}s"
+                        )
+                    assert self._connection is not None
+                    self._connection.process_data_events(time_limit=0.05)
+            except BROKER_ERRORS as exc:
+                self._drop()
+                if attempt == 2:
+                    raise TransportError(
+                        f"lost the RabbitMQ connection sending {len(commands)} commands: "
+                        f"{first_line(exc, named=True)}"
+                    ) from None
+                continue
+            accepted = 0
+            for offset, command in enumerate(commands):
+                tag = first + offset
+                if tag in self._refused or str(command.command_id) in self._returned:
+                    break
+                accepted += 1
+            self._refused.clear()
+            self._returned.clear()
+            self.confirmed += accepted
+            return accepted
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_batch_channel(self) -> BlockingChannel:
+        """A channel in confirm mode whose confirms arrive as callbacks, not one by one."""
+        if self._batch is not None and self._batch.is_open:
+            return self._batch
+        self._ensure_channel()  # the connection, and the topology declared
+        assert self._connection is not None
+        channel = self._connection.channel()
+        impl: Any = getattr(channel, "_impl")  # noqa: B009 - see send_many
+        selected: list[bool] = []
+        self._next_tag, self._confirmed_up_to = 1, 0
+        self._refused.clear()
+        self._returned.clear()
+        impl.add_on_return_callback(self._on_return)
+        impl.confirm_delivery(self._on_confirm, callback=lambda _frame: selected.append(True))
+        deadline = time.monotonic() + self.confirm_timeout
+        while not selected:
+            if time.monotonic() > deadline:
+                raise TransportError("RabbitMQ did not turn publisher confirms on")
+            self._connection.process_data_events(time_limit=0.05)
+        self._batch = channel
+        return channel
+
+    def _on_confirm(self, frame: Any) -> None:
+        """A confirm (ack or nack, of one tag or all up to it) of the batch channel."""
+        method = frame.method
+        tag = int(method.delivery_tag)
+        tags = range(self._confirmed_up_to + 1 if method.multiple else tag, tag + 1)
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._refused.update(tags)
+        self._early.update(tags)
+        while self._confirmed_up_to + 1 in self._early:
+            self._early.discard(self._confirmed_up_to + 1)
+            self._confirmed_up_to += 1
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        if properties.message_id:
+            self._returned.add(str(properties.message_id))
+
+    def send(self, command: Command) -> None:
+        """Publish ``command``; return once the broker confirmed it, else raise."""
+        body, properties = self._message(command)
         # A connection left idle by the relay may have been closed by the broker
         # (heartbeats are only serviced while we call into pika): reconnect once.
         for attempt in (1, 2):
@@ -157,7 +266,8 @@ class RabbitMQTransport:
     def _drop(self) -> None:
         if self._connection is not None:
             close_quietly(self._connection)
-        self._connection = self._channel = None
+        self._connection = self._channel = self._batch = None
+        self._early.clear()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

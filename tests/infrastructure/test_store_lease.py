@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import Tracking
 
 from sagalog.domain import Command, SagaDefinition, SagaStatus, Step
 from sagalog.infrastructure.messaging.relay import CommandRelay
@@ -103,11 +104,18 @@ def test_a_paused_holder_can_neither_send_nor_record_a_position_after_a_takeover
         with pytest.raises(LeaseLost):
             old_relay.pump()
         assert len(old_sent.commands) == 1
-        # Even had it sent (its check passed just before the pause), the epoch refuses
-        # its position: the batch is not recorded as sent by the old holder.
+        # Even if its own clock said otherwise, the database refuses the batch before
+        # it is sent (the epoch moved on) ...
         old_term.valid_until = time.monotonic() + 60
-        with pytest.raises(LeaseLost, match="not recorded"):
+        with pytest.raises(LeaseLost, match="not sent"):
             old_relay.pump()
+        assert len(old_sent.commands) == 1
+        # ... and a position write under the old epoch is refused too.
+        with pytest.raises(LeaseLost, match="not recorded"):
+            old_term.record_position(
+                old_relay.tracking,
+                Tracking(manager.name, manager.recorder.max_notification_id() or 0),
+            )
         assert old_relay.position == before
         new_relay.send_under(new_term)
         assert new_relay.pump() == 3
@@ -190,3 +198,52 @@ def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
             worker.close()
         for m in managers:
             m.close()
+
+
+class DiesAfter(Sent):
+    """Accepts ``count`` commands, then fails the way a killed process stops: for good."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def send(self, command: Command) -> None:
+        if len(self.commands) == self.count:
+            raise KeyboardInterrupt  # not a transport error: the process is gone
+        super().send(command)
+
+
+def test_the_next_holder_counts_the_commands_it_sends_again_after_a_holder_died(
+    manager: SagaManager, store_url: str
+) -> None:
+    old_lease, new_lease = _lease(store_url, 0.3), _lease(store_url, 0.3)
+    dying, sent = DiesAfter(3), Sent()
+    old_relay, new_relay = CommandRelay(manager, dying), CommandRelay(manager, sent)
+    try:
+        old_term = old_lease.acquire("old")
+        assert old_term is not None
+        old_relay.send_under(old_term)
+        for n in range(5):
+            manager.start("Two", {"n": n})
+        with pytest.raises(KeyboardInterrupt):
+            old_relay.pump()  # 3 of the batch of 5 sent, then the process stops
+        time.sleep(0.4)
+        new_term = new_lease.acquire("new")
+        assert new_term is not None
+        new_relay.send_under(new_term)
+        # The old holder recorded its position past the 3 it sent; the other 2 it had
+        # marked as going out: the new holder sends them and counts them as maybe re-sent.
+        assert new_relay.pump() == 2
+        assert new_relay.resent == 2
+        assert {c.command_id for c in sent.commands}.isdisjoint(
+            c.command_id for c in dying.commands
+        )
+        for n in range(2):
+            manager.start("Two", {"n": 10 + n})
+        assert new_relay.pump() == 2
+        assert new_relay.resent == 2  # commands past the old holder's mark are new
+    finally:
+        old_relay.close()
+        new_relay.close()
+        old_lease.close()
+        new_lease.close()

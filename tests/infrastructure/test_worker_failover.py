@@ -121,10 +121,11 @@ def test_a_killed_holders_standby_takes_over_within_the_lease_time(
 _START_ONE = """
 import sys
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.infrastructure.worker import Worker
 from sagalog.process import SagaManager
 manager = SagaManager(DEMO_DEFINITIONS, sys.argv[1])
-Worker(manager).close()
+Worker(manager, transport=InProcessTransport()).close()  # the relay's tables too
 manager.close()
 """
 
