@@ -15,8 +15,7 @@ from uuid import UUID
 
 from sagalog.domain import Saga, SagalogError
 from sagalog.process import SagaManager
-from sagalog.process.debugging.whatif import CommandRecord
-from sagalog.process.debugging.whatif import _commands as commands_of
+from sagalog.process.debugging.whatif import CommandRecord, commands_of
 
 __all__ = ["ACTIONS", "ActionOutcome", "Preview", "UnknownActionError", "act", "preview"]
 

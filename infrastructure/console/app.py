@@ -36,6 +36,7 @@ from sagalog.infrastructure.console.pictures import (
     timeline_picture,
 )
 from sagalog.infrastructure.console.reading import EXPLAINED_STUCK, ConsoleStore, jsonable
+from sagalog.process import EncryptionKeyError
 from sagalog.projections.search import PageCursor, SagaFilter
 
 __all__ = ["create_app"]
@@ -59,7 +60,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "A request the console refuses (one-line `error`)."},
     401: {"description": "A wrong or missing operator token."},
     403: {"description": "Read-only console, or a failed CSRF check."},
-    404: {"description": "No such saga."},
+    404: {"description": "No such saga (or one retention archived)."},
+    503: {"description": "The store is encrypted and the console lacks its key (one line)."},
 }
 
 
@@ -186,6 +188,8 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
             if isinstance(exc, ConsoleRefusedError)
             else 404
             if isinstance(exc, SagaNotFoundError)
+            else 503  # the console's own keys: nothing the request could change
+            if isinstance(exc, EncryptionKeyError)
             else 400
         )
         if request.url.path.startswith("/api/"):
@@ -437,6 +441,7 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
             "timeline": [entry.to_json() for entry in story.timeline],
             "steps": [step.to_json() for step in story.snapshot.steps],
             "events": story.events,
+            "erased": None if story.erased is None else story.erased.to_json(),
         }
 
     @app.post("/api/sagas/{saga_id}/actions", responses=_ERRORS)

@@ -15,8 +15,11 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from sagalog.domain import SagaNotFoundError
+from sqlalchemy import inspect
+
+from sagalog.domain import Saga, SagaNotFoundError
 from sagalog.infrastructure.messaging.relay import outbox_of
+from sagalog.infrastructure.retention.audit import AUDIT_TABLE_NAME, RetentionAudit
 from sagalog.process import SagaManager
 from sagalog.process.debugging.explain import explain as explain_saga
 from sagalog.process.debugging.replay import SagaSnapshot, snapshot_of
@@ -33,7 +36,15 @@ from sagalog.projections.search import (
     search_sagas,
 )
 
-__all__ = ["EXPLAINED_STUCK", "ConsoleStore", "Lag", "Overview", "SagaStory", "jsonable"]
+__all__ = [
+    "EXPLAINED_STUCK",
+    "ConsoleStore",
+    "Erasure",
+    "Lag",
+    "Overview",
+    "SagaStory",
+    "jsonable",
+]
 
 #: How many stuck sagas the overview counts by reason, and the stuck page lists (the
 #: default of ``sagalog stuck``).
@@ -83,6 +94,21 @@ class SagaStory:
     #: The definition's steps: name, action, compensation (``None``: a retriable step).
     steps: list[tuple[str, str, str | None]]
     events: list[dict[str, Any]]
+    #: Who erased its data, when and why (``sagalog forget``); ``None``: not erased.
+    erased: Erasure | None = None
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A ``SagaForgotten`` event as the saga page shows it."""
+
+    actor: str
+    at: datetime
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"actor": self.actor, "at": jsonable(self.at), "reason": self.reason}
 
 
 class ConsoleStore:
@@ -182,7 +208,7 @@ class ConsoleStore:
         self.catch_up()
         summary = self.projector.views.get(saga_id)
         if summary is None:
-            raise SagaNotFoundError(f"no saga with id {saga_id}")
+            raise SagaNotFoundError(f"no saga with id {saga_id}{self._retired_hint()}")
         with self.lock:
             saga = self.manager.get(saga_id)
             history = self.manager.history(saga_id)
@@ -195,6 +221,34 @@ class ConsoleStore:
             snapshot=snapshot_of(saga),
             steps=[(s.name, s.action, s.compensation) for s in saga.definition.steps],
             events=[event_json(event) for event in history],
+            erased=next(
+                (
+                    Erasure(e.actor, e.timestamp, e.reason)
+                    for e in reversed(history)
+                    if isinstance(e, Saga.SagaForgotten)
+                ),
+                None,
+            ),
+        )
+
+    def _retired_hint(self) -> str:
+        """What the retention audit says of retired sagas (it names runs, not sagas)."""
+        engine = self.projector.views.engine
+        schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+        if not inspect(engine).has_table(AUDIT_TABLE_NAME, schema=schema):
+            return ""
+        runs = [
+            r
+            for r in RetentionAudit(engine).records(limit=1000)
+            if r.action == "retire" and r.state in ("done", "failed") and r.sagas
+        ]
+        if not runs:
+            return ""
+        newest = runs[0]
+        return (
+            f"; retention archived {sum(r.sagas for r in runs)} sagas in {len(runs)} runs, "
+            f"the last on {newest.started_at[:10]} into {newest.archive} — if it was one of "
+            "them, `sagalog restore ARCHIVE` brings it back"
         )
 
 

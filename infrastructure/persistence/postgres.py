@@ -206,6 +206,13 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         self.has_data_key_statement = SQL(
             "SELECT length(wrapped) AS had FROM {schema}.{table} WHERE saga_id = %s FOR UPDATE"
         ).format(schema=schema, table=keys)
+        # Restore: a tombstone replaces a key, a key never replaces a tombstone.
+        self.restore_data_keys_statement = SQL(
+            "INSERT INTO {schema}.{table} (saga_id, wrapped) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bytea[]) "
+            "ON CONFLICT (saga_id) DO UPDATE SET wrapped = ''::bytea "
+            "WHERE length(excluded.wrapped) = 0"
+        ).format(schema=schema, table=keys)
         self.forget_data_key_statement = SQL(
             "INSERT INTO {schema}.{table} (saga_id, wrapped) VALUES (%s, ''::bytea) "
             "ON CONFLICT (saga_id) DO UPDATE SET wrapped = ''::bytea"
@@ -494,12 +501,13 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         return [(int(n), saga_id, int(v), str(t), bytes(st)) for n, saga_id, v, t, st in rows]
 
     def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
-        """Remove the events and timers of the sagas still at ``last_versions``; return them.
+        """Remove the events, timers and data keys of the sagas still at ``last_versions``.
 
-        One transaction, holding the events table's ``EXCLUSIVE`` lock that every
-        insert takes, so no saga gains an event between the check of its last
-        version and the delete. A saga with a newer event is kept. Notification
-        ids come from a sequence and are never handed out again.
+        Returns the removed sagas. One transaction, holding the events table's
+        ``EXCLUSIVE`` lock that every insert takes, so no saga gains an event
+        between the check of its last version and the delete. A saga with a
+        newer event is kept. Notification ids come from a sequence and are never
+        handed out again.
         """
         if not last_versions:
             return []
@@ -537,15 +545,26 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
                         ),
                         (removed,),
                     )
+                    curs.execute(
+                        SQL("DELETE FROM {schema}.{keys} WHERE saga_id = ANY(%s::uuid[])").format(
+                            schema=schema, keys=Identifier(self.data_keys_table_name)
+                        ),
+                        (removed,),
+                    )
                     curs.execute("COMMIT")
             except BaseException:
                 _roll_back(conn)
                 raise
         return removed
 
-    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
-        """Put archived events back at their own notification ids, all or none."""
-        if not rows:
+    def restore_rows(
+        self, rows: Sequence[StreamRow], data_keys: Mapping[UUID, bytes] | None = None
+    ) -> None:
+        """Put archived events (and their sagas' data keys) back at their own ids, all or none.
+
+        A tombstone (``b""``) replaces a key; a key never replaces a tombstone.
+        """
+        if not rows and not data_keys:
             return
         schema, table = self._notifications_table
         statement = SQL(
@@ -570,6 +589,11 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
                         ),
                         binary=True,
                     )
+                    if data_keys:
+                        curs.execute(
+                            self.restore_data_keys_statement,
+                            ([*data_keys], [bytes(k) for k in data_keys.values()]),
+                        )
                     curs.execute("COMMIT")
             except psycopg.errors.UniqueViolation as exc:
                 _roll_back(conn)

@@ -311,10 +311,10 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
         return rows
 
     def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
-        """Remove the events and timers of the sagas still at ``last_versions``; return them.
+        """Remove the events, timers and data keys of the sagas still at ``last_versions``.
 
-        A saga with a newer event than its given last version is kept. The
-        removed events leave gaps in the notification log (a placeholder keeps
+        Returns the removed sagas. A saga with a newer event than its given last
+        version is kept. The removed events leave gaps in the notification log (a placeholder keeps
         each position, so notification ids are never reused).
         """
         removed: list[UUID] = []
@@ -328,11 +328,17 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
                 self._removed += len(index)
                 del self._stored_events_index[str(saga_id)]
                 self._saga_timers.pop(saga_id, None)
+                self._data_keys.pop(saga_id, None)
                 removed.append(saga_id)
         return removed
 
-    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
-        """Put archived events back at their own notification ids, all or none."""
+    def restore_rows(
+        self, rows: Sequence[StreamRow], data_keys: Mapping[UUID, bytes] | None = None
+    ) -> None:
+        """Put archived events (and their sagas' data keys) back at their own ids, all or none.
+
+        A tombstone (``b""``) replaces a key; a key never replaces a tombstone.
+        """
         with self._database_lock:
             for notification_id, saga_id, version, _topic, _state in rows:
                 taken = (
@@ -349,6 +355,11 @@ class POPOSagaRecorder(popo.POPOProcessRecorder):
                 )
                 self._stored_events_index[str(saga_id)][version] = notification_id - 1
             self._removed -= len(rows)
+            for saga_id, wrapped in (data_keys or {}).items():
+                if not wrapped:
+                    self._data_keys[saga_id] = b""
+                else:
+                    self._data_keys.setdefault(saga_id, wrapped)
 
     def select_notifications(
         self,
@@ -446,6 +457,11 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
             "ON CONFLICT (saga_id) DO UPDATE SET wrapped = x''"
         )
         self.has_data_key_statement = f"SELECT length(wrapped) FROM {keys} WHERE saga_id = ?"
+        # Restore: a tombstone replaces a key, a key never replaces a tombstone.
+        self.restore_data_key_statement = (
+            f"INSERT INTO {keys} (saga_id, wrapped) VALUES (?, ?) "
+            "ON CONFLICT (saga_id) DO UPDATE SET wrapped = x'' WHERE length(excluded.wrapped) = 0"
+        )
         table = self.timers_table_name
         self.upsert_timer_statement = (
             f"INSERT INTO {table} (saga_id, due_at) VALUES (?, ?) "
@@ -626,11 +642,14 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
     def delete_streams(self, last_versions: Mapping[UUID, int]) -> list[UUID]:
         """Remove the events and timers of the sagas still at ``last_versions``; return them.
 
-        One ``BEGIN IMMEDIATE`` transaction. A saga with a newer event than its
-        given last version is kept, and so is the saga holding the newest event
-        of the log: SQLite gives a new row ``MAX(rowid) + 1``, so removing the
-        newest row would hand its notification id out again, behind the
-        positions of the relay and the projections.
+        One ``BEGIN IMMEDIATE`` transaction, which also removes their data keys.
+        A saga with a newer event than its given last version is kept, and so
+        is the saga holding the newest event of the log: SQLite gives a new row
+        ``MAX(rowid) + 1``, so removing the newest row would hand its
+        notification id out again, behind the positions of the relay and the
+        projections. ``secure_delete`` zeroes the removed rows' bytes in the
+        file and a checkpoint empties the write-ahead log (best effort), so the
+        archive is the only copy left.
         """
         if not last_versions:
             return []
@@ -638,6 +657,7 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
         ids = json.dumps([saga_id.hex for saga_id in last_versions])
         with self.datastore.get_connection(commit=True) as conn:
             c = conn.cursor()
+            c.execute("PRAGMA secure_delete = ON")
             c.execute("BEGIN IMMEDIATE")
             try:
                 c.execute(
@@ -667,15 +687,28 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
                     "WHERE saga_id IN (SELECT value FROM json_each(?))",
                     (gone,),
                 )
+                c.execute(
+                    f"DELETE FROM {self.data_keys_table_name} "
+                    "WHERE saga_id IN (SELECT value FROM json_each(?))",
+                    (gone,),
+                )
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
+        if removed:
+            with self.datastore.transaction(commit=False) as c:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
-    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
-        """Put archived events back at their own notification ids (rowids), all or none."""
-        if not rows:
+    def restore_rows(
+        self, rows: Sequence[StreamRow], data_keys: Mapping[UUID, bytes] | None = None
+    ) -> None:
+        """Put archived events (rowids) and their sagas' data keys back, all or none.
+
+        A tombstone (``b""``) replaces a key; a key never replaces a tombstone.
+        """
+        if not rows and not data_keys:
             return
         try:
             with self.datastore.transaction(commit=True) as c:
@@ -684,6 +717,13 @@ class SQLiteSagaRecorder(SQLiteProcessRecorder):
                     "(rowid, originator_id, originator_version, topic, state) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(n, saga_id.hex, v, topic, state) for n, saga_id, v, topic, state in rows],
+                )
+                c.executemany(
+                    self.restore_data_key_statement,
+                    [
+                        (saga_id.hex, bytes(wrapped))
+                        for saga_id, wrapped in (data_keys or {}).items()
+                    ],
                 )
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(exc) from exc

@@ -8,10 +8,14 @@ A gzip-compressed JSON-lines file. The first line is a header::
 then one line per saga::
 
     {"saga_id": "…", "saga_type": "…", "status": "COMPLETED", "ended_at": "…",
-     "events": [[notification_id, version, topic, state_base64], …]}
+     "events": [[notification_id, version, topic, state_base64], …],
+     "data_key": "wrapped_key_base64"}
 
 ``state`` is the stored bytes (encrypted or compressed if the store is), so restoring
-writes back the very rows that were removed, at their own notification ids. Each batch
+writes back the very rows that were removed, at their own notification ids.
+``data_key`` (with encryption at rest) is the saga's row of the key table as stored:
+its data key wrapped by the store key, or ``""`` for a forgotten saga's tombstone;
+absent when the saga has no row. Format 1 archives (no ``data_key``) still read. Each batch
 is flushed to the disk (``Z_SYNC_FLUSH`` and ``fsync``) before its sagas are deleted,
 so a crash leaves every removed saga in a readable archive; a reader takes the lines
 up to a truncated end and says so.
@@ -37,8 +41,10 @@ from sagalog.infrastructure.retention.policy import RetentionError
 
 __all__ = ["ARCHIVE_FORMAT", "ArchiveReader", "ArchiveWriter", "ArchivedSaga", "file_sha256"]
 
-#: The format version written in the header.
-ARCHIVE_FORMAT = 1
+#: The format version written in the header (2: sagas carry their wrapped data key).
+ARCHIVE_FORMAT = 2
+#: The versions a reader accepts.
+_READABLE = frozenset({1, 2})
 
 
 @dataclass(frozen=True)
@@ -50,24 +56,24 @@ class ArchivedSaga:
     status: str
     ended_at: str
     rows: list[StreamRow]
+    #: Its row of the key table: the wrapped data key, ``b""`` (forgotten) or ``None`` (none).
+    data_key: bytes | None = None
 
     def to_line(self) -> bytes:
         """The saga as one JSON line."""
-        return (
-            orjson.dumps(
-                {
-                    "saga_id": str(self.saga_id),
-                    "saga_type": self.saga_type,
-                    "status": self.status,
-                    "ended_at": self.ended_at,
-                    "events": [
-                        [n, version, topic, base64.b64encode(state).decode("ascii")]
-                        for n, _, version, topic, state in self.rows
-                    ],
-                }
-            )
-            + b"\n"
-        )
+        line: dict[str, Any] = {
+            "saga_id": str(self.saga_id),
+            "saga_type": self.saga_type,
+            "status": self.status,
+            "ended_at": self.ended_at,
+            "events": [
+                [n, version, topic, base64.b64encode(state).decode("ascii")]
+                for n, _, version, topic, state in self.rows
+            ],
+        }
+        if self.data_key is not None:
+            line["data_key"] = base64.b64encode(self.data_key).decode("ascii")
+        return orjson.dumps(line) + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> ArchivedSaga:
@@ -79,8 +85,14 @@ class ArchivedSaga:
                 (int(n), saga_id, int(v), str(t), base64.b64decode(s, validate=True))
                 for n, v, t, s in raw["events"]
             ]
+            key = raw.get("data_key")
             return cls(
-                saga_id, str(raw["saga_type"]), str(raw["status"]), str(raw["ended_at"]), rows
+                saga_id,
+                str(raw["saga_type"]),
+                str(raw["status"]),
+                str(raw["ended_at"]),
+                rows,
+                None if key is None else base64.b64decode(key, validate=True),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RetentionError(f"not a sagalog archive line: {exc}") from None
@@ -154,9 +166,9 @@ class ArchiveReader:
             header = orjson.loads(first)
         except orjson.JSONDecodeError:
             header = None
-        if not isinstance(header, dict) or header.get("sagalog_archive") != ARCHIVE_FORMAT:
+        if not isinstance(header, dict) or header.get("sagalog_archive") not in _READABLE:
             self._file.close()
-            raise RetentionError(f"{path} is not a sagalog archive (format {ARCHIVE_FORMAT})")
+            raise RetentionError(f"{path} is not a sagalog archive (format 1 or {ARCHIVE_FORMAT})")
         self.header: dict[str, Any] = header
 
     def batches(self, size: int) -> Iterator[list[ArchivedSaga]]:

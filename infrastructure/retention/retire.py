@@ -21,8 +21,9 @@ written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,8 @@ from sagalog.infrastructure.retention.audit import RetentionAudit
 from sagalog.infrastructure.retention.policy import RetentionError, RetentionPolicy, why_kept
 from sagalog.process import SagaManager
 from sagalog.process.manager import fold_events
+from sagalog.process.store.encryption import EncryptionKeyMissingError, SagaCipher, is_encrypted
+from sagalog.process.store.shredding import unwrap_data_key
 from sagalog.projections import SagaProjector, SagaViews
 from sagalog.projections.schema import quarantine, saga_summary
 
@@ -71,12 +74,18 @@ class RetiresStreams(Protocol):
         """Every event of ``saga_ids`` with its notification id, saga by saga, oldest first."""
         ...
 
-    def delete_streams(self, last_versions: dict[UUID, int]) -> list[UUID]:
-        """Remove the sagas still at ``last_versions`` (events and timers); return them."""
+    def select_data_keys(self, saga_ids: Sequence[UUID]) -> dict[UUID, bytes]:
+        """The key table's rows of ``saga_ids`` (wrapped keys; ``b""``: forgotten)."""
         ...
 
-    def restore_rows(self, rows: Sequence[StreamRow]) -> None:
-        """Insert archived rows at their own notification ids, all or none."""
+    def delete_streams(self, last_versions: dict[UUID, int]) -> list[UUID]:
+        """Remove the sagas still at ``last_versions`` (events, timers, data keys); return them."""
+        ...
+
+    def restore_rows(
+        self, rows: Sequence[StreamRow], data_keys: Mapping[UUID, bytes] | None = None
+    ) -> None:
+        """Insert archived rows at their own notification ids, with their data keys, all or none."""
         ...
 
 
@@ -354,6 +363,10 @@ def _retire_page(
         report.stale_rows_removed += views.remove_sagas(stale)
     if not leaving:
         return
+    # The wrapped data keys go with the events (wrapped by the store key, so the
+    # archive stays as protected as the store); the delete below removes the rows.
+    keys = recorder.select_data_keys([s.saga_id for s in leaving])
+    leaving = [dataclasses.replace(s, data_key=keys.get(s.saga_id)) for s in leaving]
     if writer is None:  # a dry run
         report.sagas += len(leaving)
         report.events += sum(len(s.rows) for s in leaving)
@@ -416,8 +429,9 @@ def restore_sagas(
                 fresh = [s for s in batch if s.saga_id not in present]
                 report.already_present += len(batch) - len(fresh)
                 rows = [row for saga in fresh for row in saga.rows]
+                keys = {s.saga_id: s.data_key for s in fresh if s.data_key is not None}
                 try:
-                    recorder.restore_rows(rows)
+                    recorder.restore_rows(rows, keys)
                 except IntegrityError as exc:
                     raise RetentionError(
                         f"cannot restore from {path}: a notification id is taken "
@@ -461,11 +475,27 @@ def _check_archive(
                         "restore never overwrites a saga"
                     )
                 _, saga_id, version, topic, state = saga.rows[0]
+                sealed = is_encrypted(state) or bool(saga.data_key)
+                if sealed and not manager.encrypted:
+                    raise RetentionError(
+                        f"{path} holds encrypted sagas: set SAGALOG_ENCRYPTION_KEYS or "
+                        "SAGALOG_ENCRYPTION_KEY_FILE to the store keys that wrote it"
+                    )
                 try:
                     manager.mapper.to_domain_event(StoredEvent(saga_id, version, topic, state))
+                    if saga.data_key:
+                        _check_data_key(manager, saga_id, saga.data_key)
                 except Exception as exc:
                     raise RetentionError(
                         f"saga {saga_id} of {path} does not decode: {first_line(exc)}"
                     ) from None
     finally:
         reader.close()
+
+
+def _check_data_key(manager: SagaManager, saga_id: UUID, wrapped: bytes) -> None:
+    """Unwrap an archived data key with the manager's store keys (raises if they cannot)."""
+    cipher = manager.mapper.cipher
+    if not isinstance(cipher, SagaCipher):
+        raise EncryptionKeyMissingError("the archive's data keys need sagalog's store keys")
+    unwrap_data_key(cipher.keyring, saga_id, wrapped)

@@ -42,6 +42,7 @@ __all__ = [
     "SkippedInput",
     "WhatIfReport",
     "WhatIfSummary",
+    "commands_of",
     "load_definition",
     "recorded_inputs",
     "what_if",
@@ -379,7 +380,8 @@ def _input_of(event: Saga.Event, previous: Saga.Event | None) -> RecordedInput |
     return None
 
 
-def _commands(events: Iterable[object]) -> tuple[CommandRecord, ...]:
+def commands_of(events: Iterable[object]) -> tuple[CommandRecord, ...]:
+    """The commands ``events`` dispatched (actions and compensations), in order."""
     found: list[CommandRecord] = []
     for event in events:
         if isinstance(event, Saga.StepDispatched):
@@ -485,8 +487,8 @@ def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> What
         other_definition=_label(definition),
         inputs=tuple(inputs),
         skipped=tuple(skipped),
-        original_commands=_commands(events),
-        other_commands=_commands(other.pending_events),
+        original_commands=commands_of(events),
+        other_commands=commands_of(other.pending_events),
         original_end=snapshot_of(original),
         other_end=snapshot_of(other),
     )

@@ -37,6 +37,7 @@ __all__ = [
     "ErasureError",
     "SagaDataKeys",
     "erased_value",
+    "unwrap_data_key",
 ]
 
 #: Keyword argument of ``insert_events`` carrying ``{saga_id: wrapped data key}``.
@@ -66,6 +67,14 @@ def erased_value(field: str, marker: str = ERASED) -> Any:
     if field == "changes":
         return {}
     return marker
+
+
+def unwrap_data_key(keyring: KeyRing, saga_id: UUID, wrapped: bytes) -> bytes | None:
+    """The saga's data key from its key table row (``None``: a tombstone); raises if
+    ``keyring`` cannot unwrap it (``EncryptionKeyError``)."""
+    if not wrapped:
+        return None
+    return keyring.decrypt(bytes(wrapped), _WRAP_AAD + saga_id.bytes)
 
 
 @runtime_checkable
@@ -110,9 +119,7 @@ class SagaDataKeys:
         return self.keyring.encrypt(key, _WRAP_AAD + saga_id.bytes)
 
     def _unwrap(self, saga_id: UUID, wrapped: bytes) -> bytes | None:
-        if not wrapped:
-            return None
-        return self.keyring.decrypt(bytes(wrapped), _WRAP_AAD + saga_id.bytes)
+        return unwrap_data_key(self.keyring, saga_id, wrapped)
 
     def new_keys(self, saga_ids: Sequence[UUID]) -> dict[UUID, bytes]:
         """Fresh keys for new sagas, remembered; their wrapped forms, for ``insert_events``."""
