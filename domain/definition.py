@@ -440,7 +440,7 @@ class SagaDefinition(_DefinitionPart):
 
 @dataclass(frozen=True)
 class ParallelSteps:
-    """Steps that run side by side, written as one item of a definition's list (see :func:`parallel`)."""
+    """Steps that run side by side: one item of a definition's list (see :func:`parallel`)."""
 
     steps: tuple[Step, ...]
 

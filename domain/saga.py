@@ -1241,7 +1241,9 @@ class Saga(Aggregate):
         for step in self.definition.steps:
             if self.steps[step.name].status is not StepStatuses.NOT_STARTED:
                 continue
-            if all(self.steps[dep].status in done for dep in self.definition.dependencies[step.name]):
+            if all(
+                self.steps[dep].status in done for dep in self.definition.dependencies[step.name]
+            ):
                 self._dispatch(step, ACTION, 1, now, cause)
 
     def _after_failure(

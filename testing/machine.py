@@ -340,7 +340,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         applies = late or (
             refusal is None
             and laws.reply_would_apply(
-                events, reply.step, reply.kind, reply.attempt, reply.message_id
+                events, reply.step, reply.kind, reply.attempt, reply.message_id, reply.succeeded
             )
         )
         processed = laws.processed_message_ids(events)
@@ -441,11 +441,12 @@ class SagaLawsMachine(RuleBasedStateMachine):
         assert reply is not None
         self._deliver(reply)
 
-    @rule(error=error_texts(), cite_attempt=st.booleans())
-    def the_outstanding_command_fails(self, error: str, cite_attempt: bool) -> None:
-        """The command the saga waits on fails: drives sagas into retries, compensation
-        and dead letters (a no-op when the saga waits on nothing)."""
-        target = laws.outstanding_command(self.history())
+    @rule(error=error_texts(), cite_attempt=st.booleans(), pick=picks())
+    def the_outstanding_command_fails(self, error: str, cite_attempt: bool, pick: int) -> None:
+        """A command the saga waits on fails (with steps in parallel, any of them):
+        drives sagas into retries, compensation and dead letters (a no-op when the saga
+        waits on nothing)."""
+        target = pick_back(laws.outstanding_commands(self.history()), pick)
         if target is not None:
             attempt = target.attempt if cite_attempt else None
             message_id = self._fresh_message_id()
@@ -453,12 +454,13 @@ class SagaLawsMachine(RuleBasedStateMachine):
                 DeliveredReply(target.step, target.kind, False, attempt, message_id, None, error)
             )
 
-    @rule(count=st.integers(1, 8), with_message_ids=st.booleans())
-    def participants_succeed_in_turn(self, count: int, with_message_ids: bool) -> None:
+    @rule(count=st.integers(1, 8), with_message_ids=st.booleans(), pick=picks())
+    def participants_succeed_in_turn(self, count: int, with_message_ids: bool, pick: int) -> None:
         """Up to ``count`` outstanding commands succeed in turn, forward or backward: takes
-        sagas deep, with much to compensate, and through their compensations."""
-        for _ in range(count):
-            target = laws.outstanding_command(self.history())
+        sagas deep, with much to compensate, and through their compensations (with steps
+        in parallel, branches answer in an order ``pick`` draws)."""
+        for turn in range(count):
+            target = pick_back(laws.outstanding_commands(self.history()), pick + turn)
             if target is None:
                 return
             message_id = self._fresh_message_id() if with_message_ids else None
@@ -627,7 +629,9 @@ class SagaLawsMachine(RuleBasedStateMachine):
         saga = self.saga
         if saga.status in (SagaStatus.PENDING, SagaStatus.COMPENSATING):
             self.require(
-                saga.pending_command is not None or saga.next_wakeup is not None,
+                saga.pending_command is not None
+                or bool(saga.steps_in_flight)
+                or saga.next_wakeup is not None,
                 f"liveness: a {saga.status.value} saga waits on no command and no timer",
             )
 

@@ -3,12 +3,20 @@ reverse dependency order, independent compensations side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 from saga_builders import SAGA_ID, T0, at
 
-from sagalog.domain import InvalidDefinitionError, Saga, SagaDefinition, SagaStatus, Step, StepStatus
+from sagalog.domain import (
+    InvalidDefinitionError,
+    Saga,
+    SagaDefinition,
+    SagaStatus,
+    Step,
+    StepStatus,
+)
 from sagalog.domain.definition import parallel
 
 
@@ -34,8 +42,8 @@ def trip(*, car_timeout: timedelta | None = None, car_fenced: bool = False) -> S
     )
 
 
-def dispatched(events: list[Saga.Event], kind: type[Saga.Event]) -> list[str]:
-    return [e.step for e in events if isinstance(e, kind)]  # type: ignore[attr-defined]
+def dispatched(events: Sequence[object], kind: type[Saga.Event]) -> list[str]:
+    return [getattr(e, "step") for e in events if isinstance(e, kind)]  # noqa: B009
 
 
 def started(definition: SagaDefinition) -> Saga:
@@ -182,7 +190,9 @@ def test_timeouts_are_per_step_and_the_earliest_fires_first() -> None:
         "Two",
         [
             Step(name="a", action="A.a", compensation="A.u", timeout=timedelta(seconds=50)),
-            Step(name="b", action="B.b", compensation="B.u", timeout=timedelta(seconds=10), after=()),
+            Step(
+                name="b", action="B.b", compensation="B.u", timeout=timedelta(seconds=10), after=()
+            ),
         ],
     )
     saga = started(definition)
