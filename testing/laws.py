@@ -941,10 +941,9 @@ def check_partial_order(definition: SagaDefinition, events: Events) -> None:
     done: set[str] = set()
     began = False
     for index, event in enumerate(events):
-        if isinstance(event, Saga.StepCompleted):
-            done.add(event.step)
-        elif isinstance(event, Saga.OperatorResolved) and event.kind == CommandKind.ACTION:
-            done.add(event.step)
+        if isinstance(event, Saga.StepCompleted | Saga.OperatorResolved):
+            if not isinstance(event, Saga.OperatorResolved) or event.kind == CommandKind.ACTION:
+                done.add(event.step)
         elif isinstance(event, Saga.CompensationRequested):
             began = True
         elif isinstance(event, Saga.StepDispatched):
