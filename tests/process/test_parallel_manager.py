@@ -10,7 +10,7 @@ from support.sagas import T0
 
 from sagalog.domain import Saga, SagaDefinition, SagaStatus, Step
 from sagalog.domain.definition import parallel
-from sagalog.process import SagaManager
+from sagalog.process import SagaManager, explain
 from sagalog.process.clock import ManualClock
 
 TRIP = SagaDefinition(
@@ -86,3 +86,14 @@ def test_a_timed_out_branch_rolls_back_its_siblings_first_then_the_budget(
     assert dispatched(manager, saga_id, Saga.CompensationDispatched)[-1] == "budget"
     # the stored log rebuilds to the same saga
     assert manager.get(saga_id) == manager.get(saga_id, version=manager.get(saga_id).version)
+
+
+def test_explain_says_which_branches_it_waits_for_and_which_completed(
+    trips: tuple[SagaManager, ManualClock],
+) -> None:
+    manager, _ = trips
+    saga_id = manager.start("ParallelTrip", {"traveller": "ada"})
+    manager.handle_step_completed(saga_id, "budget", None)
+    manager.handle_step_completed(saga_id, "hotel", None)
+    text = " ".join(explain(manager.get(saga_id)))
+    assert "It waits for 'flight' and 'car'; 'budget' and 'hotel' completed." in text
