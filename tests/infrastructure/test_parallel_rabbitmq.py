@@ -75,8 +75,10 @@ def test_parallel_branches_complete_and_a_failed_branch_undoes_its_sibling_over_
     try:
         done = manager.start("FanOut", {"trip": 1})
         failed = manager.start("FanOut", {"trip": 2, "no_cars": True})
-        for saga_id in (done, failed):
-            wait_until(lambda s=saga_id: manager.get(s).is_terminal, message="the sagas to end")
+        wait_until(
+            lambda: all(manager.get(s).is_terminal for s in (done, failed)),
+            message="the sagas to end",
+        )
         assert manager.get(done).status is SagaStatus.COMPLETED
         assert set(manager.get(done).results) == {"budget", "hotel", "car", "confirm"}
         assert manager.get(failed).status is SagaStatus.FAILED
