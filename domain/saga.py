@@ -1062,6 +1062,36 @@ class Saga(Aggregate):
         )
         attempt = _latest_attempt(self.steps[dead.step], dead.kind) + 1
         self._dispatch(self.definition.step(dead.step), dead.kind, attempt, now, None)
+        self._dead_letter_next(now)
+
+    def _dead_letter_next(self, now: datetime) -> None:
+        """After an operator acted: dead-letter a parallel branch that gave up meanwhile.
+
+        While one branch waited for the operator another may have exhausted its retries;
+        it waits its turn (one dead letter at a time) and is dead-lettered now.
+        """
+        if not self.parallel or self.status.is_terminal:
+            return
+        if self.status is SagaStatuses.DEAD_LETTERED:
+            return
+        for step in self.definition.steps:
+            st = self.steps[step.name]
+            if st.status is StepStatuses.COMPENSATION_FAILED:
+                kind, attempts = COMPENSATION, st.compensation_attempt
+            elif step.retriable and st.status in (StepStatuses.FAILED, StepStatuses.TIMED_OUT):
+                kind, attempts = ACTION, st.attempt
+            else:
+                continue
+            self._trigger(
+                self.SagaDeadLettered,
+                now,
+                None,
+                step=step.name,
+                kind=kind.value,
+                error=st.last_error or "failed",
+                attempts=attempts,
+            )
+            return
 
     def _changes_of(self, patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The diff a data ``patch`` makes, once the patch and the patched data are checked."""
@@ -1095,6 +1125,7 @@ class Saga(Aggregate):
             self._advance_after(dead.step, now, None)
         else:
             self._dispatch_next_compensation(now, None)
+        self._dead_letter_next(now)
 
     def abort(
         self, *, actor: str, reason: str, now: datetime, message_id: str | None = None
@@ -1268,6 +1299,8 @@ class Saga(Aggregate):
             if due <= now:
                 self._dispatch(step, kind, sent + 1, now, cause)
         elif kind is COMPENSATION or step.retriable:
+            if self.status is SagaStatuses.DEAD_LETTERED:
+                return  # a parallel branch: dead-lettered once the operator has acted
             self._trigger(
                 self.SagaDeadLettered,
                 now,

@@ -840,6 +840,9 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
                     f"{type(following).__name__}"
                 )
                 assert following.failed_step == event.step
+            elif not definition.is_linear and is_dead_lettered(events[:index]):
+                # another branch waits for the operator: this one is dead-lettered after
+                pass
             else:
                 assert isinstance(following, Saga.SagaDeadLettered), (
                     f"law 1: {where} exhausted its attempts and may not give up; it must be "
@@ -872,13 +875,28 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
                 f"at {event.timestamp}, before its retry was due at {due}"
             )
         elif isinstance(event, Saga.SagaDeadLettered):
-            assert isinstance(
-                events[index - 1],
+            failures = (
                 Saga.StepFailed
                 | Saga.StepTimedOut
                 | Saga.CompensationFailed
-                | Saga.CompensationTimedOut,
-            ), f"law 1: SagaDeadLettered #{index + 1} follows no failure"
+                | Saga.CompensationTimedOut
+            )
+            if isinstance(events[index - 1], failures):
+                continue
+            assert not definition.is_linear, (
+                f"law 1: SagaDeadLettered #{index + 1} follows no failure"
+            )
+            # a parallel branch that gave up while another waited for the operator
+            last = [
+                e
+                for e in events[:index]
+                if isinstance(e, failures | Saga.StepDispatched | Saga.CompensationDispatched)
+                and e.step == event.step
+            ]
+            assert isinstance(last[-1] if last else None, failures), (
+                f"law 1: SagaDeadLettered #{index + 1} names {event.step!r}, whose latest "
+                "attempt did not fail"
+            )
 
 
 def check_law2_compensations(definition: SagaDefinition, events: Events) -> None:

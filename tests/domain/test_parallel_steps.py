@@ -11,6 +11,7 @@ from saga_builders import SAGA_ID, T0, at
 
 from sagalog.domain import (
     InvalidDefinitionError,
+    RetryPolicy,
     Saga,
     SagaDefinition,
     SagaStatus,
@@ -217,3 +218,29 @@ def test_a_parallel_saga_rebuilds_to_the_live_state() -> None:
     assert rebuilt is not None
     assert rebuilt.steps == replayed.steps
     assert rebuilt.compensation_plan == replayed.compensation_plan == ["car", "flight", "budget"]
+
+
+def test_two_branches_that_give_up_are_dead_lettered_one_after_the_other() -> None:
+    once = RetryPolicy(max_attempts=1)
+    definition = SagaDefinition(
+        "Twice",
+        [
+            Step(name="a", action="A.a", compensation="A.u", compensation_retry=once),
+            Step(name="b", action="B.b", compensation="B.u", compensation_retry=once, after=()),
+            Step(name="c", action="C.c", after=("a", "b")),
+        ],
+    )
+    saga = started(definition)
+    saga.complete_step("a", None, now=at(1))
+    saga.complete_step("b", None, now=at(2))
+    saga.fail_step("c", "no", now=at(3))
+    saga.fail_compensation("a", "down", now=at(4))
+    saga.fail_compensation("b", "down too", now=at(5))
+    assert saga.dead_letter is not None
+    assert saga.dead_letter.step == "a"
+    saga.resolve(actor="ops", reason="undone by hand", now=at(6))
+    assert saga.status is SagaStatus.DEAD_LETTERED
+    assert saga.dead_letter is not None
+    assert saga.dead_letter.step == "b"
+    saga.resolve(actor="ops", reason="undone by hand", now=at(7))
+    assert saga.status is SagaStatus.FAILED
