@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
-from saga_builders import SAGA_ID, T0, at
+from saga_builders import SAGA_ID, T0, at, status
 
 from sagalog.domain import (
     InvalidDefinitionError,
@@ -243,4 +243,4 @@ def test_two_branches_that_give_up_are_dead_lettered_one_after_the_other() -> No
     assert saga.dead_letter is not None
     assert saga.dead_letter.step == "b"
     saga.resolve(actor="ops", reason="undone by hand", now=at(7))
-    assert saga.status is SagaStatus.FAILED
+    assert status(saga) is SagaStatus.FAILED
