@@ -1299,8 +1299,8 @@ class Saga(Aggregate):
             if due <= now:
                 self._dispatch(step, kind, sent + 1, now, cause)
         elif kind is COMPENSATION or step.retriable:
-            if self.status is SagaStatuses.DEAD_LETTERED:
-                return  # a parallel branch: dead-lettered once the operator has acted
+            if self.parallel and self.status is SagaStatuses.DEAD_LETTERED:
+                return  # another branch waits for the operator: this one's turn comes after
             self._trigger(
                 self.SagaDeadLettered,
                 now,
