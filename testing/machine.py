@@ -441,12 +441,13 @@ class SagaLawsMachine(RuleBasedStateMachine):
         assert reply is not None
         self._deliver(reply)
 
-    @rule(error=error_texts(), cite_attempt=st.booleans(), pick=picks())
-    def the_outstanding_command_fails(self, error: str, cite_attempt: bool, pick: int) -> None:
-        """A command the saga waits on fails (with steps in parallel, any of them):
+    @rule(error=error_texts(), cite_attempt=st.booleans())
+    def the_outstanding_command_fails(self, error: str, cite_attempt: bool) -> None:
+        """The command the saga waits on (the newest, with steps in parallel) fails:
         drives sagas into retries, compensation and dead letters (a no-op when the saga
-        waits on nothing)."""
-        target = pick_back(laws.outstanding_commands(self.history()), pick)
+        waits on nothing). Replies to any branch, failures included, come from
+        :meth:`a_participant_replies`."""
+        target = laws.outstanding_command(self.history())
         if target is not None:
             attempt = target.attempt if cite_attempt else None
             message_id = self._fresh_message_id()
@@ -454,13 +455,13 @@ class SagaLawsMachine(RuleBasedStateMachine):
                 DeliveredReply(target.step, target.kind, False, attempt, message_id, None, error)
             )
 
-    @rule(count=st.integers(1, 8), with_message_ids=st.booleans(), pick=picks())
-    def participants_succeed_in_turn(self, count: int, with_message_ids: bool, pick: int) -> None:
+    @rule(count=st.integers(1, 8), with_message_ids=st.booleans())
+    def participants_succeed_in_turn(self, count: int, with_message_ids: bool) -> None:
         """Up to ``count`` outstanding commands succeed in turn, forward or backward: takes
         sagas deep, with much to compensate, and through their compensations (with steps
-        in parallel, branches answer in an order ``pick`` draws)."""
-        for turn in range(count):
-            target = pick_back(laws.outstanding_commands(self.history()), pick + turn)
+        in parallel, the newest first)."""
+        for _ in range(count):
+            target = laws.outstanding_command(self.history())
             if target is None:
                 return
             message_id = self._fresh_message_id() if with_message_ids else None
