@@ -106,7 +106,8 @@ def test_the_laws_machine_catches_the_mutation(broken: str) -> None:
             ParallelLaws,
             settings=settings(
                 max_examples=1000,
-                stateful_step_count=12,
+                stateful_step_count=20,
+                derandomize=True,  # the same examples on every run: never flaky
                 deadline=None,
                 database=None,
                 report_multiple_bugs=False,
