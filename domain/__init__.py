@@ -7,7 +7,7 @@ exports what a saga's author uses; the modules (``definition``, ``saga``, ``stat
 
 from sagalog.domain._exports import names_on_demand
 from sagalog.domain.commands import Command, command_id_for, idempotency_key_for
-from sagalog.domain.definition import RetryPolicy, SagaDefinition, Step
+from sagalog.domain.definition import RetryPolicy, SagaDefinition, Step, parallel
 from sagalog.domain.errors import (
     InvalidDefinitionError,
     InvalidPayloadError,
@@ -42,6 +42,7 @@ __all__ = [
     "UnknownStepError",
     "command_id_for",
     "idempotency_key_for",
+    "parallel",
 ]
 
 #: Exported here before the API was tiered; their homes are the modules named.

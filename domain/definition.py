@@ -9,12 +9,21 @@ The pivot rule (Garcia-Molina & Salem; Garcia-Molina et al., "Modeling Long-Runn
 Activities as Nested Sagas"): a saga is a run of compensatable steps, then a pivot,
 then retriable steps that are retried until they succeed and are never compensated.
 So a retriable step may only stand after the last step that has a compensation.
+
+Steps may run in parallel: ``Step(after=(...))`` names the steps a step waits for
+(``None``, the default, means the previous step in the list; ``()`` the start of the
+saga). The list stays a topological order. For a graph the pivot rule reads: every
+step that is not retriable (so every compensatable one) is an ancestor of every
+retriable step, so once a retriable step may start nothing that could roll the saga
+back is still running or waiting. :func:`parallel` writes the fan-out/join shape.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import Any, Self
@@ -163,6 +172,9 @@ class Step(_DefinitionPart):
     #: The default, ``True``, assumes an unknown outcome may be a done one; ``False``
     #: is for an action its participant refuses once its deadline has passed (fenced).
     compensate_uncertain: bool = True
+    #: The steps this one waits for: ``None`` (the default) the previous step in the
+    #: list, ``()`` none (it starts with the saga), else the names, each earlier in the list.
+    after: tuple[str, ...] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -198,6 +210,8 @@ class Step(_DefinitionPart):
         dumped: dict[str, Any] = handler(self)
         if dumped.get("compensate_uncertain") is True:
             del dumped["compensate_uncertain"]
+        if dumped.get("after", ()) is None:
+            del dumped["after"]
         return dumped
 
     @property
@@ -229,6 +243,14 @@ class SagaDefinition(_DefinitionPart):
         """Allow the positional form ``SagaDefinition(name, steps, version)``."""
         super().__init__(name=name, steps=steps, version=version, **kwargs)
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _expand_groups(cls, steps: Any) -> Any:
+        """Expand :func:`parallel` groups into steps with explicit ``after``."""
+        if isinstance(steps, list | tuple) and any(isinstance(s, ParallelSteps) for s in steps):
+            return _expand(steps)
+        return steps
+
     @field_validator("steps")
     @classmethod
     def _unique_names(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
@@ -256,6 +278,30 @@ class SagaDefinition(_DefinitionPart):
         return dumped
 
     @model_validator(mode="after")
+    def _dependencies_known(self) -> Self:
+        """Each ``after`` names other, distinct steps that stand earlier in the list."""
+        position = {step.name: i for i, step in enumerate(self.steps)}
+        for index, step in enumerate(self.steps):
+            if step.after is None:
+                continue
+            seen: set[str] = set()
+            for name in step.after:
+                where = f"step {step.name!r} waits for {name!r}"
+                if name == step.name:
+                    raise ValueError(f"{where}: a step cannot wait for itself")
+                if name in seen:
+                    raise ValueError(f"{where} twice: name each dependency once")
+                seen.add(name)
+                if name not in position:
+                    raise ValueError(f"{where}, which is not a step of this saga")
+                if position[name] > index:
+                    raise ValueError(
+                        f"{where}, which stands later in the list; list a step after the "
+                        "steps it waits for (the list is a topological order)"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _pivot_rule(self) -> Self:
         last_compensatable = max(
             (i for i, s in enumerate(self.steps) if s.compensatable), default=-1
@@ -277,6 +323,19 @@ class SagaDefinition(_DefinitionPart):
                         "pivot a saga only goes forward, so every later step must be "
                         "retriable (the pivot rule)"
                     )
+        retriable = [s.name for s in self.steps if s.retriable]
+        for step in self.steps:
+            if step.retriable:
+                continue
+            for name in retriable:
+                if step.name not in self.ancestors(name):
+                    kind = "compensatable" if step.compensatable else "not retriable"
+                    raise ValueError(
+                        f"step {step.name!r} is {kind} but retriable step {name!r} does not "
+                        "wait for it; every step that is not retriable must be an ancestor "
+                        "of every retriable step, so that nothing that could roll the saga "
+                        "back still runs once it is past its pivot (the pivot rule)"
+                    )
         return self
 
     # -- lookups -----------------------------------------------------------------
@@ -296,6 +355,58 @@ class SagaDefinition(_DefinitionPart):
     def index_of(self, name: str) -> int:
         """Zero-based position of step ``name``."""
         return self._index[name]
+
+    @cached_property
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """The steps each step waits for, ``after=None`` resolved to the previous step."""
+        deps: dict[str, tuple[str, ...]] = {}
+        for index, step in enumerate(self.steps):
+            if step.after is not None:
+                deps[step.name] = step.after
+            else:
+                deps[step.name] = (self.steps[index - 1].name,) if index else ()
+        return deps
+
+    @cached_property
+    def dependents(self) -> dict[str, tuple[str, ...]]:
+        """The steps that wait for each step (directly), in list order."""
+        found: dict[str, list[str]] = {step.name: [] for step in self.steps}
+        for name, deps in self.dependencies.items():
+            for dep in deps:
+                found[dep].append(name)
+        return {name: tuple(names) for name, names in found.items()}
+
+    @cached_property
+    def _ancestors(self) -> dict[str, frozenset[str]]:
+        result: dict[str, frozenset[str]] = {}
+        for step in self.steps:
+            deps = self.dependencies[step.name]
+            result[step.name] = frozenset(deps).union(*(result[d] for d in deps))
+        return result
+
+    @cached_property
+    def _descendants(self) -> dict[str, frozenset[str]]:
+        result: dict[str, frozenset[str]] = {}
+        for step in reversed(self.steps):
+            below = self.dependents[step.name]
+            result[step.name] = frozenset(below).union(*(result[d] for d in below))
+        return result
+
+    def ancestors(self, name: str) -> frozenset[str]:
+        """Every step ``name`` waits for, directly or through others."""
+        return self._ancestors[name]
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """Every step that waits for ``name``, directly or through others."""
+        return self._descendants[name]
+
+    @cached_property
+    def is_linear(self) -> bool:
+        """Whether each step waits for exactly the previous one: a plain list of steps."""
+        return all(
+            self.dependencies[step.name] == ((self.steps[i - 1].name,) if i else ())
+            for i, step in enumerate(self.steps)
+        )
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -325,3 +436,46 @@ class SagaDefinition(_DefinitionPart):
             return cls.model_validate_json(text)
         except ValidationError as exc:
             raise _invalid(exc, cls.__name__) from exc
+
+
+@dataclass(frozen=True)
+class ParallelSteps:
+    """Steps that run side by side: one item of a definition's list (see :func:`parallel`)."""
+
+    steps: tuple[Step, ...]
+
+
+def parallel(*steps: Step) -> ParallelSteps:
+    """Steps that start together and are joined by the next item of the list.
+
+    ``SagaDefinition("Trip", [budget, parallel(hotel, flight, car), confirm])`` means
+    hotel, flight and car each wait for ``budget`` (or start with the saga when the
+    group comes first) and ``confirm`` waits for all three. It only writes ``after``:
+    the definition stores the expanded steps, and a step of the group that sets its
+    own ``after`` keeps it.
+    """
+    if not steps or not all(isinstance(step, Step) for step in steps):
+        raise InvalidDefinitionError("parallel() takes one or more Step objects")
+    return ParallelSteps(tuple(steps))
+
+
+def _expand(items: Iterable[Any]) -> list[Any]:
+    """The steps of ``items`` with each group's fan-out and join written as ``after``.
+
+    A plain step after a plain step keeps ``after=None`` (the previous step), so a
+    list without groups expands to itself.
+    """
+    expanded: list[Any] = []
+    previous: tuple[str, ...] = ()
+    after_group = False
+    for item in items:
+        group = isinstance(item, ParallelSteps)
+        members = item.steps if group else (item,)
+        names: list[str] = []
+        for member in members:
+            if isinstance(member, Step) and member.after is None and (group or after_group):
+                member = member.model_copy(update={"after": previous})
+            expanded.append(member)
+            names.append(member.name if isinstance(member, Step) else "")
+        previous, after_group = tuple(names), group
+    return expanded

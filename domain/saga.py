@@ -158,6 +158,8 @@ class Saga(Aggregate):
             if self.causation_id is not None:
                 saga.processed_messages.add(self.causation_id)
             self.evolve(saga)
+            if saga.parallel:
+                saga.next_wakeup = saga._earliest_due()
             if saga.deadline is not None:
                 saga.next_wakeup = saga._with_deadline(saga.next_wakeup)
 
@@ -233,7 +235,7 @@ class Saga(Aggregate):
             st.result = self.result
             st.deadline = None
             st.uncertain = False
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class StepCompletedLate(Event):
         """A success arrived for an attempt whose outcome the saga no longer waited for.
@@ -259,6 +261,8 @@ class Saga(Aggregate):
             st.late = True
             st.late_after_compensation = st.status in _COMPENSATION_DONE
             st.result = self.result
+            if st.status is StepStatuses.ABANDONED:
+                st.deadline = None
             if (
                 saga.status in (SagaStatuses.COMPENSATING, SagaStatuses.DEAD_LETTERED)
                 and st.status not in _COMPENSATION_STARTED
@@ -283,7 +287,7 @@ class Saga(Aggregate):
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class StepTimedOut(Event):
         """No outcome arrived for a step's action before its deadline."""
@@ -300,7 +304,7 @@ class Saga(Aggregate):
             st.uncertain = True
             st.timed_out = True
             saga.last_error = st.last_error
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class StepRetryScheduled(Event):
         """The action will be attempted again (as ``attempt``) at ``due_at``."""
@@ -348,8 +352,10 @@ class Saga(Aggregate):
                 if st.status is StepStatuses.DISPATCHED:
                     st.uncertain = True
                 if st.status in (StepStatuses.DISPATCHED, StepStatuses.RETRY_SCHEDULED):
+                    in_flight = st.status is StepStatuses.DISPATCHED
                     st.status = StepStatuses.ABANDONED
-                    st.deadline = None
+                    if not (saga.parallel and in_flight):
+                        st.deadline = None
                     st.retry_due_at = None
             uncertain = self.uncertain_steps or ()
             saga.compensation_plan = [
@@ -399,7 +405,7 @@ class Saga(Aggregate):
             st = saga.steps[self.step]
             st.status = StepStatuses.COMPENSATED
             st.deadline = None
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class CompensationFailed(Event):
         """A step's compensation failed, with the participant's error."""
@@ -414,7 +420,7 @@ class Saga(Aggregate):
             st.last_error = self.error
             st.deadline = None
             saga.last_error = self.error
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class CompensationTimedOut(Event):
         """No outcome arrived for a compensation before its deadline."""
@@ -431,7 +437,7 @@ class Saga(Aggregate):
             )
             st.deadline = None
             saga.last_error = st.last_error
-            saga._pending_dispatch = None
+            saga._answered(self.step)
 
     class CompensationRetryScheduled(Event):
         """The compensation will be attempted again (as ``attempt``) at ``due_at``."""
@@ -643,6 +649,38 @@ class Saga(Aggregate):
         self.deadline: datetime | None = None
         #: Whether ``SagaDeadlinePassed`` was recorded.
         self.deadline_passed = False
+        #: Whether some step waits for other than the previous one (steps may run in
+        #: parallel); a linear definition keeps the one-step-at-a-time rules exactly.
+        self.parallel = not definition.is_linear
+
+    def _answered(self, step: str) -> None:
+        """The pending command is answered if it was ``step``'s (others may still be in flight)."""
+        if self._pending_dispatch is not None and self._pending_dispatch.step == step:
+            self._pending_dispatch = None
+
+    def _earliest_due(self) -> datetime | None:
+        """When the next step timer (a timeout or a retry) of a running saga is due."""
+        if self.status.is_terminal or self.status is SagaStatuses.DEAD_LETTERED:
+            return None
+        due = [when for _, when, _ in self._step_timers()]
+        return min(due) if due else None
+
+    def _step_timers(self) -> Iterator[tuple[str, datetime, CommandKind | None]]:
+        """Each step's pending timer: (step, when, kind); kind ``None`` for an abandoned action.
+
+        An abandoned action keeps its deadline only in a parallel saga: it blocks the
+        compensation of the steps it waits for until its outcome is known or it times out.
+        """
+        for name, st in self.steps.items():
+            kind = _AWAITING_OUTCOME.get(st.status)
+            if kind is not None and st.deadline is not None:
+                yield name, st.deadline, kind
+            elif st.status is StepStatuses.ABANDONED and st.deadline is not None:
+                yield name, st.deadline, None
+            else:
+                kind = _RETRY_DUE.get(st.status)
+                if kind is not None and st.retry_due_at is not None:
+                    yield name, st.retry_due_at, kind
 
     # -- creation ----------------------------------------------------------------
 
@@ -677,7 +715,7 @@ class Saga(Aggregate):
             definition_fingerprint=definition.fingerprint,
             data=checked,
         )
-        saga._dispatch(definition.steps[0], ACTION, 1, now, message_id)
+        saga._dispatch_ready(now, message_id)
         return saga
 
     # -- read side ---------------------------------------------------------------
@@ -742,9 +780,50 @@ class Saga(Aggregate):
 
     @property
     def past_pivot(self) -> bool:
-        """Whether the step under way is retriable: the saga can then only go forward."""
-        current = self.current_step
-        return current is not None and self.definition.step(current).retriable
+        """Whether a retriable step was dispatched: the saga can then only go forward.
+
+        By the pivot rule every step that is not retriable has completed by then.
+        """
+        if self.status.is_terminal:
+            return False
+        return any(
+            step.retriable and self.steps[step.name].attempt > 0 for step in self.definition.steps
+        )
+
+    @property
+    def steps_in_flight(self) -> list[str]:
+        """The steps whose action or compensation was sent and awaits its outcome, in list order."""
+        return [
+            name
+            for name, st in self.steps.items()
+            if st.status in (StepStatuses.DISPATCHED, StepStatuses.COMPENSATION_DISPATCHED)
+        ]
+
+    @property
+    def steps_waiting(self) -> list[str]:
+        """Steps whose action or compensation waits for a scheduled retry, in list order."""
+        return [name for name, st in self.steps.items() if st.status in _RETRY_DUE]
+
+    @property
+    def steps_blocking(self) -> list[str]:
+        """Abandoned actions of a rolling-back parallel saga whose outcome is still awaited."""
+        return [
+            name
+            for name, st in self.steps.items()
+            if st.status is StepStatuses.ABANDONED and st.deadline is not None
+        ]
+
+    @property
+    def steps_completed(self) -> list[str]:
+        """Steps whose action completed (or an operator resolved), in list order."""
+        done = (StepStatuses.COMPLETED, StepStatuses.RESOLVED)
+        return [name for name, st in self.steps.items() if st.status in done]
+
+    @property
+    def waiting_for(self) -> list[str]:
+        """What the saga waits for now: steps in flight, retries due, blocking abandoned actions."""
+        waiting = {*self.steps_in_flight, *self.steps_waiting, *self.steps_blocking}
+        return [name for name in self.steps if name in waiting]
 
     @property
     def is_terminal(self) -> bool:
@@ -788,6 +867,8 @@ class Saga(Aggregate):
                 result=result,
                 next_wakeup=self.next_wakeup,
             )
+            if self.parallel and self.status is SagaStatuses.COMPENSATING:
+                self._dispatch_next_compensation(now, message_id)
             return ReplyOutcome(
                 Outcome.LATE,
                 f"step {step!r} attempt {late} succeeded after the saga stopped waiting for it",
@@ -907,6 +988,8 @@ class Saga(Aggregate):
     def _fire_one(self, now: datetime) -> bool:
         if self.status.is_terminal or self.status is SagaStatuses.DEAD_LETTERED:
             return False
+        if self.parallel:
+            return self._fire_one_parallel(now)
         if self.next_wakeup is None or self.next_wakeup > now or self.current_step is None:
             return False
         name = self.current_step
@@ -927,6 +1010,31 @@ class Saga(Aggregate):
             self._dispatch(step, kind, _latest_attempt(st, kind) + 1, now, None)
             return True
         return False
+
+    def _fire_one_parallel(self, now: datetime) -> bool:
+        """Fire the earliest due timer of a saga whose steps may be in flight together."""
+        timers = sorted(self._step_timers(), key=lambda timer: timer[1])
+        if self.deadline_pending:
+            assert self.deadline is not None
+            if self.deadline <= now and (not timers or self.deadline <= timers[0][1]):
+                self._pass_deadline(now)
+                return True
+        if not timers or timers[0][1] > now:
+            return False
+        name, due, kind = timers[0]
+        st = self.steps[name]
+        if kind is None:
+            self._trigger(self.StepTimedOut, now, None, step=name, attempt=st.attempt, deadline=due)
+            self._dispatch_next_compensation(now, None)
+        elif st.status in _AWAITING_OUTCOME:
+            timed_out = self.StepTimedOut if kind is ACTION else self.CompensationTimedOut
+            attempt = _latest_attempt(st, kind)
+            self._trigger(timed_out, now, None, step=name, attempt=attempt, deadline=due)
+            self._after_failure(name, kind, st.last_error or "timed out", now, None)
+        else:
+            step = self.definition.step(name)
+            self._dispatch(step, kind, _latest_attempt(st, kind) + 1, now, None)
+        return True
 
     def _pass_deadline(self, now: datetime) -> None:
         """Record that the saga's deadline passed; before the pivot, roll back."""
@@ -970,6 +1078,36 @@ class Saga(Aggregate):
         )
         attempt = _latest_attempt(self.steps[dead.step], dead.kind) + 1
         self._dispatch(self.definition.step(dead.step), dead.kind, attempt, now, None)
+        self._dead_letter_next(now)
+
+    def _dead_letter_next(self, now: datetime) -> None:
+        """After an operator acted: dead-letter a parallel branch that gave up meanwhile.
+
+        While one branch waited for the operator another may have exhausted its retries;
+        it waits its turn (one dead letter at a time) and is dead-lettered now.
+        """
+        if not self.parallel or self.status.is_terminal:
+            return
+        if self.status is SagaStatuses.DEAD_LETTERED:
+            return
+        for step in self.definition.steps:
+            st = self.steps[step.name]
+            if st.status is StepStatuses.COMPENSATION_FAILED:
+                kind, attempts = COMPENSATION, st.compensation_attempt
+            elif step.retriable and st.status in (StepStatuses.FAILED, StepStatuses.TIMED_OUT):
+                kind, attempts = ACTION, st.attempt
+            else:
+                continue
+            self._trigger(
+                self.SagaDeadLettered,
+                now,
+                None,
+                step=step.name,
+                kind=kind.value,
+                error=st.last_error or "failed",
+                attempts=attempts,
+            )
+            return
 
     def _changes_of(self, patch: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The diff a data ``patch`` makes, once the patch and the patched data are checked."""
@@ -1003,6 +1141,7 @@ class Saga(Aggregate):
             self._advance_after(dead.step, now, None)
         else:
             self._dispatch_next_compensation(now, None)
+        self._dead_letter_next(now)
 
     def abort(
         self, *, actor: str, reason: str, now: datetime, message_id: str | None = None
@@ -1070,6 +1209,11 @@ class Saga(Aggregate):
         _check_now(now)
         check_text(error, f"error of {'step' if kind is ACTION else 'compensation'} {step!r}")
         attempt = self._attempt_named(step, kind, attempt, command_id)
+        if kind is ACTION and self._awaited_abandoned(step, attempt, message_id):
+            sent = self.steps[step].attempt
+            self._trigger(self.StepFailed, now, message_id, step=step, attempt=sent, error=error)
+            self._dispatch_next_compensation(now, message_id)
+            return APPLIED
         verdict = self._judge_reply(step, kind, attempt, message_id, succeeded=False)
         if verdict is not None:
             return verdict
@@ -1109,12 +1253,45 @@ class Saga(Aggregate):
             deadline=now + timeout if timeout else None,
         )
 
+    def _awaited_abandoned(self, step: str, attempt: int | None, message_id: str | None) -> bool:
+        """Whether a failure answers an abandoned action a parallel rollback still waits for.
+
+        Such an action (in flight when the rollback began, not itself compensated) blocks
+        the compensation of the steps it waits for until its outcome is known; a failure
+        is that outcome.
+        """
+        self._require_step(step)
+        st = self.steps[step]
+        if not (
+            self.parallel
+            and self.status is SagaStatuses.COMPENSATING
+            and st.status is StepStatuses.ABANDONED
+            and st.deadline is not None
+            and step not in self.compensation_plan
+        ):
+            return False
+        if message_id is not None and message_id in self.processed_messages:
+            return False
+        return attempt is None or attempt == st.attempt
+
     def _advance_after(self, step_name: str, now: datetime, cause: str | None) -> None:
-        index = self.definition.index_of(step_name)
-        if index + 1 < len(self.definition.steps):
-            self._dispatch(self.definition.steps[index + 1], ACTION, 1, now, cause)
-        else:
+        """After ``step_name`` completed: dispatch every step now ready, or complete the saga."""
+        done = (StepStatuses.COMPLETED, StepStatuses.RESOLVED)
+        if all(st.status in done for st in self.steps.values()):
             self._trigger(self.SagaCompleted, now, cause)
+            return
+        self._dispatch_ready(now, cause)
+
+    def _dispatch_ready(self, now: datetime, cause: str | None) -> None:
+        """Dispatch, in list order, every step not started whose dependencies all completed."""
+        done = (StepStatuses.COMPLETED, StepStatuses.RESOLVED)
+        for step in self.definition.steps:
+            if self.steps[step.name].status is not StepStatuses.NOT_STARTED:
+                continue
+            if all(
+                self.steps[dep].status in done for dep in self.definition.dependencies[step.name]
+            ):
+                self._dispatch(step, ACTION, 1, now, cause)
 
     def _after_failure(
         self, step_name: str, kind: CommandKind, error: str, now: datetime, cause: str | None
@@ -1138,6 +1315,8 @@ class Saga(Aggregate):
             if due <= now:
                 self._dispatch(step, kind, sent + 1, now, cause)
         elif kind is COMPENSATION or step.retriable:
+            if self.parallel and self.status is SagaStatuses.DEAD_LETTERED:
+                return  # another branch waits for the operator: this one's turn comes after
             self._trigger(
                 self.SagaDeadLettered,
                 now,
@@ -1182,10 +1361,22 @@ class Saga(Aggregate):
         return uncertain
 
     def _dispatch_next_compensation(self, now: datetime, cause: str | None) -> None:
+        """Dispatch every planned compensation no longer blocked; fail the saga when all are done.
+
+        A compensation waits for the compensations of the planned steps that depend on
+        its step, and for the outcome of their abandoned actions (reverse dependency
+        order); for a list of steps that is one at a time, newest first.
+        """
+        dispatched = False
         for name in self.compensation_plan:
-            if self.steps[name].status not in _COMPENSATION_STARTED:
-                self._dispatch(self.definition.step(name), COMPENSATION, 1, now, cause)
-                return
+            if self.steps[name].status in _COMPENSATION_STARTED or self._compensation_blocked(name):
+                continue
+            self._dispatch(self.definition.step(name), COMPENSATION, 1, now, cause)
+            dispatched = True
+        if dispatched or any(
+            self.steps[name].status not in _COMPENSATION_DONE for name in self.compensation_plan
+        ):
+            return
         self._trigger(
             self.SagaFailed,
             now,
@@ -1193,6 +1384,18 @@ class Saga(Aggregate):
             reason=self.failure_reason or "failed",
             failed_step=self.failed_step,
         )
+
+    def _compensation_blocked(self, name: str) -> bool:
+        """Whether a step that depends on ``name`` still has to be undone or heard from."""
+        planned = self.compensation_plan
+        for other in self.definition.descendants(name):
+            st = self.steps[other]
+            if other in planned:
+                if st.status not in _COMPENSATION_DONE:
+                    return True
+            elif st.status is StepStatuses.ABANDONED and st.deadline is not None:
+                return True
+        return False
 
     # -- judging replies ---------------------------------------------------------
 

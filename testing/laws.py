@@ -41,6 +41,7 @@ from sagalog.domain import (
     UnknownStepError,
     command_id_for,
 )
+from sagalog.domain._speed import definition_from_dict
 
 __all__ = [
     "ACTION_OUTCOMES",
@@ -51,6 +52,7 @@ __all__ = [
     "LawViolation",
     "Sent",
     "Timer",
+    "awaited_actions",
     "check_all",
     "check_commands_carry_their_inputs",
     "check_failures_follow_retry_policies",
@@ -58,6 +60,7 @@ __all__ = [
     "check_law2_compensations",
     "check_law3_absorbing",
     "check_law6_command_ids",
+    "check_partial_order",
     "command_named",
     "command_of",
     "compensation_began",
@@ -71,6 +74,8 @@ __all__ = [
     "latest_attempt",
     "operator_may",
     "outstanding_command",
+    "outstanding_commands",
+    "pending_retries",
     "pending_retry",
     "processed_message_ids",
     "reply_would_apply",
@@ -248,41 +253,128 @@ def _answers(event: Saga.Event, command: Sent) -> bool:
     return command.kind is kind and command.step == step and command.attempt == attempt
 
 
-def outstanding_command(events: Events) -> Sent | None:
-    """The command the saga waits on after ``events``: dispatched, not yet answered,
-    not abandoned by the start of compensation, saga not ended.
+def _is_linear(events: Events) -> bool:
+    """Whether the saga of ``events`` runs a plain list of steps (read from ``SagaStarted``)."""
+    if not events or not isinstance(events[0], Saga.SagaStarted):
+        return True
+    started = events[0]
+    return definition_from_dict(started.definition, started.definition_fingerprint).is_linear
 
-    Law 4 (checked here): every recorded outcome answers the command outstanding
-    when it was recorded — never an older attempt, another step or another kind.
+
+def _follow_commands(events: Events) -> tuple[list[Sent], dict[str, Sent]]:
+    """The commands outstanding after ``events``, and the abandoned actions still awaited.
+
+    Outstanding: dispatched, not yet answered, not abandoned by the start of
+    compensation, saga not ended. Awaited (steps in parallel only): actions in flight
+    with a deadline when the rollback began; they keep the compensation of the steps
+    they wait for waiting until a failure, a timeout or a late success settles them,
+    or their own compensation is dispatched.
+
+    Law 4 (checked here): every recorded outcome answers a command outstanding (or an
+    awaited action) when it was recorded — never an older attempt, another step or
+    another kind; for a list of steps at most one command is outstanding at a time.
     """
-    current: Sent | None = None
+    linear = _is_linear(events)
+    outstanding: list[Sent] = []
+    awaited: dict[str, Sent] = {}
     sent = {s.index: s for s in sent_commands(events)}
     for index, event in enumerate(events):
         if index in sent:
-            assert current is None, (
+            command = sent[index]
+            current = outstanding[-1] if outstanding else None
+            assert not (linear and current is not None), (
                 f"law 4: {type(event).__name__} #{index + 1} dispatched while "
                 f"{current} was still outstanding"
             )
-            current = sent[index]
+            twin = [c for c in outstanding if (c.step, c.kind) == (command.step, command.kind)]
+            assert not twin, (
+                f"law 4: {type(event).__name__} #{index + 1} dispatched while {twin[0]} of "
+                "the same step was still outstanding"
+            )
+            outstanding.append(command)
+            if command.kind is CommandKind.COMPENSATION:
+                awaited.pop(command.step, None)
         elif isinstance(event, ACTION_OUTCOMES + COMPENSATION_OUTCOMES):
-            assert current is not None, (
-                f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
-                f"{event.attempt}) recorded while no command was outstanding"
-            )
-            assert _answers(event, current), (
-                f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
-                f"{event.attempt}) answers no outstanding command (outstanding: {current})"
-            )
-            current = None
+            answered = [c for c in outstanding if _answers(event, c)]
+            settled = awaited.get(event.step)
+            if answered:
+                outstanding.remove(answered[0])
+            elif (
+                settled is not None
+                and isinstance(event, Saga.StepFailed | Saga.StepTimedOut)
+                and settled.attempt == event.attempt
+            ):
+                del awaited[event.step]
+            else:
+                assert outstanding, (
+                    f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
+                    f"{event.attempt}) recorded while no command was outstanding"
+                )
+                raise AssertionError(
+                    f"law 4: {type(event).__name__} #{index + 1} ({event.step!r}, attempt "
+                    f"{event.attempt}) answers no outstanding command (outstanding: "
+                    f"{outstanding[-1] if linear else outstanding})"
+                )
+        elif isinstance(event, Saga.StepCompletedLate):
+            awaited.pop(event.step, None)
+        elif isinstance(event, Saga.CompensationRequested):
+            if not linear:
+                awaited = {
+                    c.step: c
+                    for c in outstanding
+                    if c.kind is CommandKind.ACTION and c.deadline is not None
+                }
+            outstanding = []
         elif isinstance(
-            event,
-            Saga.CompensationRequested
-            | Saga.OperatorCompensationRequested
-            | Saga.SagaCompleted
-            | Saga.SagaFailed,
+            event, Saga.OperatorCompensationRequested | Saga.SagaCompleted | Saga.SagaFailed
         ):
-            current = None
-    return current
+            outstanding, awaited = [], {}
+    return outstanding, awaited
+
+
+def outstanding_commands(events: Events) -> list[Sent]:
+    """Every command the saga waits on after ``events``, oldest first (see
+    :func:`outstanding_command`; with steps in parallel there may be several)."""
+    return _follow_commands(events)[0]
+
+
+def awaited_actions(events: Events) -> dict[str, Sent]:
+    """Abandoned actions a parallel rollback still waits to hear from, by step."""
+    return _follow_commands(events)[1]
+
+
+def outstanding_command(events: Events) -> Sent | None:
+    """The command the saga waits on after ``events`` (the newest, when steps in
+    parallel wait on several): dispatched, not yet answered, not abandoned by the
+    start of compensation, saga not ended. Checks law 4 (see :func:`_follow_commands`).
+    """
+    outstanding = outstanding_commands(events)
+    return outstanding[-1] if outstanding else None
+
+
+def pending_retries(events: Events) -> list[Timer]:
+    """Every retry scheduled and not yet dispatched (nor abandoned) after ``events``."""
+    pending: dict[tuple[str, CommandKind], Timer] = {}
+    for event in events:
+        if isinstance(event, Saga.StepRetryScheduled | Saga.CompensationRetryScheduled):
+            kind = (
+                CommandKind.ACTION
+                if isinstance(event, Saga.StepRetryScheduled)
+                else CommandKind.COMPENSATION
+            )
+            pending[(event.step, kind)] = Timer(
+                event.due_at, event.step, kind, event.attempt, is_retry=True
+            )
+        elif isinstance(event, Saga.StepDispatched):
+            pending.pop((event.step, CommandKind.ACTION), None)
+        elif isinstance(event, Saga.CompensationDispatched):
+            pending.pop((event.step, CommandKind.COMPENSATION), None)
+        elif isinstance(event, Saga.CompensationRequested | Saga.SagaDeadLettered):
+            if isinstance(event, Saga.CompensationRequested) or _is_linear(events):
+                pending = {}
+        elif isinstance(event, TERMINAL_EVENTS):
+            pending = {}
+    return list(pending.values())
 
 
 def pending_retry(events: Events) -> Timer | None:
@@ -322,15 +414,26 @@ def command_named(
 
 
 def timers(events: Events) -> list[Timer]:
-    """Everything the clock must still do: the outstanding deadline and pending retry."""
-    found: list[Timer] = []
-    command = outstanding_command(events)
-    if command is not None and command.deadline is not None:
-        found.append(Timer(command.deadline, command.step, command.kind, command.attempt, False))
-    retry = pending_retry(events)
-    if retry is not None:
-        found.append(retry)
-    return found
+    """Everything the clock must still do: the outstanding deadlines (abandoned actions a
+    parallel rollback awaits included) and the pending retries."""
+    if _is_linear(events):
+        found: list[Timer] = []
+        command = outstanding_command(events)
+        if command is not None and command.deadline is not None:
+            found.append(
+                Timer(command.deadline, command.step, command.kind, command.attempt, False)
+            )
+        retry = pending_retry(events)
+        if retry is not None:
+            found.append(retry)
+        return found
+    outstanding, awaited = _follow_commands(events)
+    found = [
+        Timer(c.deadline, c.step, c.kind, c.attempt, False)
+        for c in [*outstanding, *awaited.values()]
+        if c.deadline is not None
+    ]
+    return sorted([*found, *pending_retries(events)], key=lambda timer: timer.due)
 
 
 def processed_message_ids(events: Events) -> set[str]:
@@ -355,16 +458,31 @@ def effects(events: Events) -> list[Effect]:
 
 
 def reply_would_apply(
-    events: Events, step: str, kind: CommandKind, attempt: int | None, message_id: str | None
+    events: Events,
+    step: str,
+    kind: CommandKind,
+    attempt: int | None,
+    message_id: str | None,
+    succeeded: bool = True,
 ) -> bool:
-    """Law 4's oracle: a reply changes the saga exactly when it answers the outstanding
-    command (naming its attempt or none) with a message id never consumed before."""
+    """Law 4's oracle: a reply changes the saga exactly when it answers an outstanding
+    command (naming its attempt or none) with a message id never consumed before; or,
+    with steps in parallel, is the failure of an abandoned action the rollback awaits
+    whose compensation is not planned."""
     if message_id is not None and message_id in processed_message_ids(events):
         return False
-    command = outstanding_command(events)
-    if command is None:
+    outstanding, awaited = _follow_commands(events)
+    if any(c.step == step and c.kind is kind and attempt in (None, c.attempt) for c in outstanding):
+        return True
+    settled = awaited.get(step)
+    if succeeded or kind is not CommandKind.ACTION or settled is None:
         return False
-    return command.step == step and command.kind is kind and attempt in (None, command.attempt)
+    if is_dead_lettered(events) or attempt not in (None, settled.attempt):
+        return False
+    assert isinstance(events[0], Saga.SagaStarted)
+    started = events[0]
+    definition = definition_from_dict(started.definition, started.definition_fingerprint)
+    return step not in compensation_plan(definition, events)
 
 
 def uncertain_steps(definition: SagaDefinition, events: Events) -> set[str]:
@@ -374,25 +492,27 @@ def uncertain_steps(definition: SagaDefinition, events: Events) -> set[str]:
     aggregate (which names them in ``CompensationRequested.uncertain_steps``)."""
     del definition  # the same for every definition; kept for symmetry with the checks
     uncertain: set[str] = set()
-    current: Sent | None = None
+    current: dict[tuple[str, CommandKind], Sent] = {}
     sent = {s.index: s for s in sent_commands(events)}
     for index, event in enumerate(events):
         if index in sent:
-            current = sent[index]
-        elif isinstance(event, Saga.StepTimedOut):
-            uncertain.add(event.step)
-            current = None
-        elif isinstance(event, Saga.StepCompleted):
-            uncertain.discard(event.step)
-            current = None
+            current[(sent[index].step, sent[index].kind)] = sent[index]
         elif isinstance(event, ACTION_OUTCOMES + COMPENSATION_OUTCOMES):
-            current = None
+            kind = (
+                CommandKind.ACTION
+                if isinstance(event, ACTION_OUTCOMES)
+                else CommandKind.COMPENSATION
+            )
+            current.pop((event.step, kind), None)
+            if isinstance(event, Saga.StepTimedOut):
+                uncertain.add(event.step)
+            elif isinstance(event, Saga.StepCompleted):
+                uncertain.discard(event.step)
         elif isinstance(event, Saga.CompensationRequested):
-            if current is not None and current.kind is CommandKind.ACTION:
-                uncertain.add(current.step)
-            current = None
+            uncertain.update(s for s, kind in current if kind is CommandKind.ACTION)
+            current = {}
         elif isinstance(event, TERMINAL_EVENTS):
-            current = None
+            current = {}
     return uncertain
 
 
@@ -419,10 +539,9 @@ def late_success_would_apply(
     if attempt is not None and not 1 <= attempt <= sent:
         return False
     number = sent if attempt is None else attempt
-    waiting = outstanding_command(events)
-    return not (
-        waiting is not None
-        and (waiting.step, waiting.kind, waiting.attempt) == (step, CommandKind.ACTION, number)
+    return not any(
+        (waiting.step, waiting.kind, waiting.attempt) == (step, CommandKind.ACTION, number)
+        for waiting in outstanding_commands(events)
     )
 
 
@@ -438,6 +557,8 @@ def _walk_plan(definition: SagaDefinition, events: Events) -> tuple[list[str], l
     """The plan after ``events`` and the steps whose compensation was dispatched, in
     order; asserts (law 1) that each compensation dispatched is the next one planned."""
     order = [s.name for s in reversed(definition.steps)]
+    linear = definition.is_linear
+    undone: set[str] = set()
     completed: set[str] = set()
     late: set[str] = set()
     plan: list[str] = []
@@ -475,6 +596,11 @@ def _walk_plan(definition: SagaDefinition, events: Events) -> tuple[list[str], l
             plan = [name for name in order if name in {*plan, *event.steps}]
             rolling_back = True
         elif isinstance(event, Saga.CompensationDispatched) and event.step not in started:
+            if not linear:
+                _check_reverse_dependency_order(definition, seen, index, event.step, plan, undone)
+                started.append(event.step)
+                seen.append(event)
+                continue
             remaining: list[str | None] = [name for name in plan if name not in started]
             remaining.append(None)
             assert remaining[0] == event.step, (
@@ -484,12 +610,41 @@ def _walk_plan(definition: SagaDefinition, events: Events) -> tuple[list[str], l
             )
             started.append(event.step)
         elif isinstance(event, Saga.OperatorResolved) and event.kind == CommandKind.COMPENSATION:
+            undone.add(event.step)
             if event.step not in started:
                 started.append(event.step)
+        elif isinstance(event, Saga.CompensationCompleted):
+            undone.add(event.step)
         elif isinstance(event, TERMINAL_EVENTS):
             rolling_back = False
         seen.append(event)
     return plan, started
+
+
+def _check_reverse_dependency_order(
+    definition: SagaDefinition,
+    before: Events,
+    index: int,
+    step: str,
+    plan: list[str],
+    undone: set[str],
+) -> None:
+    """Law 1 for steps in parallel: the compensation of ``step`` is planned, and is
+    dispatched only once every planned step that depends on it was undone and every
+    abandoned action that depends on it was settled (reverse dependency order)."""
+    assert step in plan, (
+        f"law 1: compensation of {step!r} dispatched (event #{index + 1}) but the plan is {plan}"
+    )
+    for other in definition.descendants(step):
+        assert other not in plan or other in undone, (
+            f"law 1: compensation of {step!r} dispatched (event #{index + 1}) before that "
+            f"of {other!r}, which depends on it, completed (reverse dependency order)"
+        )
+    waiting = sorted(set(awaited_actions(before)) & definition.descendants(step) - set(plan))
+    assert not waiting, (
+        f"law 1: compensation of {step!r} dispatched (event #{index + 1}) while the "
+        f"action of {waiting[0]!r}, which depends on it, may still be running"
+    )
 
 
 def expected_reply_error(
@@ -541,13 +696,15 @@ def operator_may(verb: str, definition: SagaDefinition, events: Events) -> bool:
     once compensation began, nor while a retriable step is under way)."""
     if verb != "abort":
         return is_dead_lettered(events)
-    sent = sent_commands(events)
-    current = sent[-1].step if sent else None
+    past_pivot = any(
+        s.kind is CommandKind.ACTION and definition.step(s.step).retriable
+        for s in sent_commands(events)
+    )
     return (
         not is_ended(events)
         and not is_dead_lettered(events)
         and not compensation_began(events)
-        and not (current is not None and definition.step(current).retriable)
+        and not past_pivot
     )
 
 
@@ -568,14 +725,25 @@ def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
     assert all(e.kind is CommandKind.COMPENSATION for e in done[first_undo:]), (
         f"law 1: an action took effect after compensation began: {done}"
     )
-    assert forward == names[: len(forward)], (
-        f"law 1: actions took effect as {forward}, not as a prefix of {names}"
-    )
     backward = [e.step for e in done[first_undo:]]
     _, started = _walk_plan(definition, events)
-    assert backward == started[: len(backward)], (
-        f"law 1: compensations ran as {backward}; they were dispatched as {started}"
-    )
+    if definition.is_linear:
+        assert forward == names[: len(forward)], (
+            f"law 1: actions took effect as {forward}, not as a prefix of {names}"
+        )
+        assert backward == started[: len(backward)], (
+            f"law 1: compensations ran as {backward}; they were dispatched as {started}"
+        )
+    else:
+        for position, step in enumerate(forward):
+            missing = set(definition.dependencies[step]) - set(forward[:position])
+            assert not missing, (
+                f"law 1: {step!r} took effect before {sorted(missing)}, which it waits for: "
+                f"the actions run must form a down-set of the dependency graph ({forward})"
+            )
+        assert set(backward) <= set(started), (
+            f"law 1: compensations ran as {backward}; only {started} were dispatched"
+        )
     for effect in done:
         if effect.kind is CommandKind.COMPENSATION:
             assert not definition.step(effect.step).retriable, (
@@ -588,7 +756,9 @@ def check_law1_effects(definition: SagaDefinition, events: Events) -> None:
                 "instead of retrying it"
             )
         if isinstance(event, Saga.SagaCompleted):
-            assert forward == names, f"law 1: SagaCompleted after only {forward} of {names}"
+            assert sorted(forward) == sorted(names), (
+                f"law 1: SagaCompleted after only {forward} of {names}"
+            )
             assert not backward, f"law 1: SagaCompleted after compensations {backward}"
     failed = [i for i, e in enumerate(events) if isinstance(e, Saga.SagaFailed)]
     if failed:
@@ -625,6 +795,15 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
         ):
             is_action = isinstance(event, Saga.StepFailed | Saga.StepTimedOut)
             kind = CommandKind.ACTION if is_action else CommandKind.COMPENSATION
+            if is_action and any(isinstance(e, Saga.CompensationRequested) for e in events[:index]):
+                assert not definition.is_linear, (
+                    f"law 1: {type(event).__name__} #{index + 1} recorded after compensation began"
+                )
+                assert not isinstance(following, Saga.StepRetryScheduled | Saga.StepDispatched), (
+                    f"law 2: {type(event).__name__} #{index + 1} of an abandoned branch is "
+                    f"followed by {type(following).__name__}"
+                )
+                continue
             step = definition.step(event.step)
             policy = step.retry if is_action else step.compensation_retry
             where = f"{type(event).__name__} #{index + 1} ({event.step!r} attempt {event.attempt})"
@@ -661,6 +840,9 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
                     f"{type(following).__name__}"
                 )
                 assert following.failed_step == event.step
+            elif not definition.is_linear and is_dead_lettered(events[:index]):
+                # another branch waits for the operator: this one is dead-lettered after
+                pass
             else:
                 assert isinstance(following, Saga.SagaDeadLettered), (
                     f"law 1: {where} exhausted its attempts and may not give up; it must be "
@@ -693,13 +875,28 @@ def check_failures_follow_retry_policies(definition: SagaDefinition, events: Eve
                 f"at {event.timestamp}, before its retry was due at {due}"
             )
         elif isinstance(event, Saga.SagaDeadLettered):
-            assert isinstance(
-                events[index - 1],
+            failures = (
                 Saga.StepFailed
                 | Saga.StepTimedOut
                 | Saga.CompensationFailed
-                | Saga.CompensationTimedOut,
-            ), f"law 1: SagaDeadLettered #{index + 1} follows no failure"
+                | Saga.CompensationTimedOut
+            )
+            if isinstance(events[index - 1], failures):
+                continue
+            assert not definition.is_linear, (
+                f"law 1: SagaDeadLettered #{index + 1} follows no failure"
+            )
+            # a parallel branch that gave up while another waited for the operator
+            last = [
+                e
+                for e in events[:index]
+                if isinstance(e, failures | Saga.StepDispatched | Saga.CompensationDispatched)
+                and e.step == event.step
+            ]
+            assert isinstance(last[-1] if last else None, failures), (
+                f"law 1: SagaDeadLettered #{index + 1} names {event.step!r}, whose latest "
+                "attempt did not fail"
+            )
 
 
 def check_law2_compensations(definition: SagaDefinition, events: Events) -> None:
@@ -713,6 +910,7 @@ def check_law2_compensations(definition: SagaDefinition, events: Events) -> None
     uncertain = uncertain_steps(definition, events[: began + 1]) if began is not None else set()
     undone: Counter[str] = Counter()
     running: str | None = None
+    running_now: set[str] = set()
     for index, event in enumerate(events):
         if isinstance(event, Saga.StepDispatched):
             assert began is None or index < began, (
@@ -736,18 +934,54 @@ def check_law2_compensations(definition: SagaDefinition, events: Events) -> None
             assert undone[event.step] == 0, (
                 f"law 2: compensation of {event.step!r} dispatched after it was already undone"
             )
-            assert running in (None, event.step), (
+            assert not definition.is_linear or running in (None, event.step), (
                 f"law 2: compensation of {event.step!r} dispatched while that of {running!r} "
                 "is unfinished"
             )
             running = event.step
+            running_now.add(event.step)
         elif isinstance(event, Saga.CompensationCompleted) or (
             isinstance(event, Saga.OperatorResolved) and event.kind == CommandKind.COMPENSATION
         ):
             undone[event.step] += 1
             assert undone[event.step] == 1, f"law 2: step {event.step!r} compensated twice"
-            assert running == event.step
+            assert event.step in running_now
+            running_now.discard(event.step)
             running = None
+
+
+def check_partial_order(definition: SagaDefinition, events: Events) -> None:
+    """The laws for steps in parallel: a step is dispatched only after every step it
+    waits for completed (so the actions run form a down-set of the dependency graph),
+    once per attempt, and never after compensation began; a step that failed is not
+    compensated unless its outcome was also in doubt. (Reverse dependency order of
+    compensations is checked with law 1.)"""
+    done: set[str] = set()
+    began = False
+    for index, event in enumerate(events):
+        if isinstance(event, Saga.StepCompleted | Saga.OperatorResolved):
+            if not isinstance(event, Saga.OperatorResolved) or event.kind == CommandKind.ACTION:
+                done.add(event.step)
+        elif isinstance(event, Saga.CompensationRequested):
+            began = True
+        elif isinstance(event, Saga.StepDispatched):
+            missing = [d for d in definition.dependencies[event.step] if d not in done]
+            assert not missing, (
+                f"partial order: {event.step!r} dispatched (event #{index + 1}) before "
+                f"{missing[0]!r}, which it waits for, completed"
+            )
+            assert not began, (
+                f"partial order: {event.step!r} dispatched (event #{index + 1}) after "
+                "compensation began"
+            )
+    uncertain = uncertain_steps(definition, events)
+    late = _late_steps(events)
+    failed = {e.step for e in events if isinstance(e, Saga.StepFailed)} - done
+    for event in events:
+        if isinstance(event, Saga.CompensationDispatched):
+            assert event.step not in failed or event.step in uncertain | late, (
+                f"partial order: step {event.step!r} failed and was compensated"
+            )
 
 
 def check_law3_absorbing(events: Events) -> None:
@@ -824,6 +1058,7 @@ def check_all(definition: SagaDefinition, saga_id: UUID, events: Events) -> None
         check_law1_effects(definition, events)
         check_failures_follow_retry_policies(definition, events)
         check_law2_compensations(definition, events)
+        check_partial_order(definition, events)
         check_law3_absorbing(events)
         check_law6_command_ids(saga_id, events)
         check_commands_carry_their_inputs(definition, events)

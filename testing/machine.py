@@ -340,7 +340,7 @@ class SagaLawsMachine(RuleBasedStateMachine):
         applies = late or (
             refusal is None
             and laws.reply_would_apply(
-                events, reply.step, reply.kind, reply.attempt, reply.message_id
+                events, reply.step, reply.kind, reply.attempt, reply.message_id, reply.succeeded
             )
         )
         processed = laws.processed_message_ids(events)
@@ -443,8 +443,10 @@ class SagaLawsMachine(RuleBasedStateMachine):
 
     @rule(error=error_texts(), cite_attempt=st.booleans())
     def the_outstanding_command_fails(self, error: str, cite_attempt: bool) -> None:
-        """The command the saga waits on fails: drives sagas into retries, compensation
-        and dead letters (a no-op when the saga waits on nothing)."""
+        """The command the saga waits on (the newest, with steps in parallel) fails:
+        drives sagas into retries, compensation and dead letters (a no-op when the saga
+        waits on nothing). Replies to any branch, failures included, come from
+        :meth:`a_participant_replies`."""
         target = laws.outstanding_command(self.history())
         if target is not None:
             attempt = target.attempt if cite_attempt else None
@@ -456,7 +458,8 @@ class SagaLawsMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 8), with_message_ids=st.booleans())
     def participants_succeed_in_turn(self, count: int, with_message_ids: bool) -> None:
         """Up to ``count`` outstanding commands succeed in turn, forward or backward: takes
-        sagas deep, with much to compensate, and through their compensations."""
+        sagas deep, with much to compensate, and through their compensations (with steps
+        in parallel, the newest first)."""
         for _ in range(count):
             target = laws.outstanding_command(self.history())
             if target is None:
@@ -627,7 +630,9 @@ class SagaLawsMachine(RuleBasedStateMachine):
         saga = self.saga
         if saga.status in (SagaStatus.PENDING, SagaStatus.COMPENSATING):
             self.require(
-                saga.pending_command is not None or saga.next_wakeup is not None,
+                saga.pending_command is not None
+                or bool(saga.steps_in_flight)
+                or saga.next_wakeup is not None,
                 f"liveness: a {saga.status.value} saga waits on no command and no timer",
             )
 

@@ -83,6 +83,7 @@ __all__ = [
     "aware_datetimes",
     "clock_advances",
     "command_names",
+    "dag_definitions",
     "definitions",
     "delays",
     "error_texts",
@@ -246,6 +247,46 @@ def definitions(
         [draw(steps(kind, name)) for kind, name in zip(shape, names, strict=True)],
         draw(st.integers(1, 3)),
     )
+
+
+@st.composite
+def dag_definitions(draw: st.DrawFn, min_steps: int = 1, max_steps: int = 8) -> SagaDefinition:
+    """Valid definitions whose steps wait for random earlier steps (``after``).
+
+    Kinds follow :func:`step_kinds`; a step that is not retriable waits for any of
+    the earlier ones (none: it starts with the saga); the first retriable step waits
+    for every step no other waits for, and each later one for some earlier retriable
+    step besides, so that every step that is not retriable is an ancestor of every
+    retriable one (the pivot rule). ``after=None`` is drawn where it means the same.
+    """
+    shape = draw(step_kinds(min_steps, max_steps))
+    names = draw(st.lists(step_names(), min_size=len(shape), max_size=len(shape), unique=True))
+    built: list[Step] = []
+    deps: dict[str, list[str]] = {}
+    for index, (kind, name) in enumerate(zip(shape, names, strict=True)):
+        earlier = names[:index]
+        if kind is StepKind.RETRIABLE and StepKind.RETRIABLE not in shape[:index]:
+            chosen = [n for n in earlier if not any(n in deps[m] for m in earlier)]
+        else:
+            pool = (
+                earlier
+                if kind is StepKind.RETRIABLE
+                else [
+                    n for n, k in zip(earlier, shape, strict=False) if k is not StepKind.RETRIABLE
+                ]
+            )
+            chosen = draw(st.lists(st.sampled_from(pool), unique=True, max_size=3)) if pool else []
+            if kind is StepKind.RETRIABLE:
+                retriable = [n for n, k in zip(earlier, shape, strict=False) if k is kind]
+                chosen = [*chosen, draw(st.sampled_from(retriable))]
+            chosen = [n for n in earlier if n in chosen]
+        deps[name] = chosen
+        previous = (earlier[-1],) if earlier else ()
+        after: tuple[str, ...] | None = tuple(chosen)
+        if after == previous and draw(st.booleans()):
+            after = None
+        built.append(draw(steps(kind, name)).model_copy(update={"after": after}))
+    return SagaDefinition(draw(saga_names()), built, draw(st.integers(1, 3)))
 
 
 # -- payloads ------------------------------------------------------------------

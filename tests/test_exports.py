@@ -41,6 +41,7 @@ FIRST_TIER: dict[str, set[str]] = {
         "SagaStatus",
         "SagalogError",
         "Step",
+        "parallel",
         "StepStatus",
         "UnexpectedReplyError",
         "UnknownSagaTypeError",

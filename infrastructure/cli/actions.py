@@ -66,12 +66,12 @@ def start(
     console.print(str(started), highlight=False)
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    """``--data``: a JSON object given inline or as ``@FILE``."""
-    source = "--data"
+def _json_object(text: str, option: str = "--data") -> dict[str, Any]:
+    """``--data`` (or ``option``): a JSON object given inline or as ``@FILE``."""
+    source = option
     if text.startswith("@"):
         path = Path(text[1:])
-        source = f"--data {path}"
+        source = f"{option} {path}"
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -146,7 +146,7 @@ def retry(
     definitions: DefinitionsOption = None,
 ) -> None:
     """Try a dead-lettered saga's failed command once more, optionally with corrected data."""
-    changes = _json_object(patch) if patch is not None else None
+    changes = _json_object(patch, "--patch") if patch is not None else None
     _operator_action(
         saga_id,
         (database_url, app, definitions),

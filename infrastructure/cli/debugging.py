@@ -7,13 +7,14 @@ projections lag or were never built.
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from sagalog.infrastructure.cli.actions import _json_object
 from sagalog.infrastructure.cli.app import app, errors_as_one_line, fail
 from sagalog.infrastructure.cli.opening import reading
 from sagalog.infrastructure.cli.options import (
@@ -60,17 +61,35 @@ def replay(
             "'newest': the newest version of the saga's type in --definitions / --app.",
         ),
     ] = None,
+    patch: Annotated[
+        str | None,
+        typer.Option(
+            "--patch",
+            metavar="JSON|@FILE",
+            help="What-if with corrected data: a JSON object (or @FILE) whose top-level keys "
+            "replace or add those of the saga's data, as `retry --patch` would; without "
+            "--against, through the saga's own definition.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Replay a saga from its log: its state after each event (time travel).
 
-    With --against, replay its inputs through another definition instead (what-if).
+    With --against, replay its inputs through another definition instead (what-if);
+    with --patch, with corrected data.
     """
     wanted = parse_saga_id(saga_id)
-    if against is not None:
+    if against is not None or patch is not None:
         if at is not None:
-            raise fail("--at and --against do not go together")
-        _what_if(wanted, against, (database_url, app, definitions), json_output=json_output)
+            raise fail(f"--at and {'--against' if against else '--patch'} do not go together")
+        changes = _json_object(patch, "--patch") if patch is not None else None
+        _what_if(
+            wanted,
+            against or "own",
+            (database_url, app, definitions),
+            json_output=json_output,
+            patch=changes,
+        )
         return
     with reading(database_url, app, definitions) as manager:
         if at is not None:
@@ -93,15 +112,19 @@ def _what_if(
     store: tuple[str | None, str | None, str | None],
     *,
     json_output: bool,
+    patch: dict[str, Any] | None = None,
 ) -> None:
-    """What-if against ``spec``, or against the newest registered version of its type."""
+    """What-if against ``spec``, the newest registered version of its type, or (``own``)
+    the saga's own definition; with ``patch``, on corrected data."""
+    named = spec.strip() not in ("newest", "own")
     with errors_as_one_line():
-        definition = None if spec.strip() == "newest" else load_definition(spec)
+        definition = load_definition(spec) if named else None
     with reading(*store) as manager:
         if definition is None:
-            saga_type = manager.get(saga_id).saga_type
-            definition = manager.registry.get(saga_type)
-        report = what_if(manager, saga_id, definition)
+            saga = manager.get(saga_id)
+            own = spec.strip() == "own"
+            definition = saga.definition if own else manager.registry.get(saga.saga_type)
+        report = what_if(manager, saga_id, definition, patch=patch)
     if json_output:
         print_json(report.to_json())
         return

@@ -259,8 +259,28 @@ def _progress(saga: Saga) -> list[str]:
     return [f"{len(done)} of {total} steps completed: {_names(done)}."]
 
 
+def _branches(saga: Saga) -> list[str]:
+    """For steps in parallel: what the saga waits for, what completed, what holds back."""
+    if not saga.parallel or not saga.waiting_for:
+        return []
+    line = f"It waits for {_names(saga.waiting_for)}"
+    done = saga.steps_completed
+    if done:
+        line += f"; {_names(done)} completed"
+    lines = [line + "."]
+    blocking = saga.steps_blocking
+    if blocking:
+        waits = "it waits" if len(blocking) == 1 else "they wait"
+        lines.append(
+            f"{_names(blocking)} may still be running though the saga rolls back: the "
+            f"compensation of the steps {waits} for holds until a reply or a timeout "
+            "settles it."
+        )
+    return lines
+
+
 def _waiting(saga: Saga, now: datetime, outbox: Outbox | None) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = _branches(saga)
     pending = saga.pending_command
     current = saga.current_step
     if pending is not None and outbox is not None and not outbox.pending_sent:

@@ -24,11 +24,13 @@ from typing import Any
 from uuid import UUID
 
 from sagalog.domain import (
+    InvalidPayloadError,
     Saga,
     SagaDefinition,
     SagalogError,
     SagaNotFoundError,
 )
+from sagalog.domain.payload import check_data
 from sagalog.domain.status import CommandKind
 from sagalog.process.debugging.replay import SagaSnapshot, snapshot_of
 from sagalog.process.loading import ImportSpecError, import_object
@@ -150,6 +152,8 @@ class WhatIfReport:
     other_commands: tuple[CommandRecord, ...]
     original_end: SagaSnapshot
     other_end: SagaSnapshot
+    #: The data patch the other run started with (``None``: the recorded data).
+    patch: dict[str, Any] | None = None
 
     @property
     def divergence_index(self) -> int | None:
@@ -199,7 +203,8 @@ class WhatIfReport:
         """A few sentences: where the runs diverge and how each ended."""
         lines = [
             f"saga {self.saga_id}: {len(self.inputs)} recorded inputs replayed against "
-            f"{self.other_definition} (originally {self.original_definition})."
+            f"{self.other_definition} (originally {self.original_definition})"
+            + (f", with the data patched: {', '.join(sorted(self.patch))}." if self.patch else ".")
         ]
         index = self.divergence_index
         if index is None:
@@ -244,6 +249,7 @@ class WhatIfReport:
             "original_end": self.original_end.to_json(),
             "other_end": self.other_end.to_json(),
             "skipped": [s.to_json() for s in self.skipped],
+            "patch": self.patch,
         }
 
 
@@ -440,8 +446,18 @@ def _label(definition: SagaDefinition) -> str:
     return f"{definition.name} v{definition.version} ({definition.fingerprint[:12]})"
 
 
-def what_if(manager: SagaManager, saga_id: UUID, definition: SagaDefinition) -> WhatIfReport:
+def what_if(
+    manager: SagaManager,
+    saga_id: UUID,
+    definition: SagaDefinition,
+    *,
+    patch: dict[str, Any] | None = None,
+) -> WhatIfReport:
     """Replay saga ``saga_id``'s recorded inputs through ``definition``, in memory only.
+
+    ``patch`` tries corrected data before an operator retries with it: its top-level
+    keys replace (or add) those of the saga's data from the start, checked as
+    ``Saga.retry``'s patch is (:class:`~sagalog.domain.InvalidPayloadError`).
 
     :class:`~sagalog.domain.SagaNotFoundError` if there is no such saga;
     :class:`DefinitionMismatchError` if ``definition`` is of another saga type;
@@ -449,10 +465,15 @@ def what_if(manager: SagaManager, saga_id: UUID, definition: SagaDefinition) -> 
     """
     if not isinstance(definition, SagaDefinition):
         raise TypeError(f"definition must be a SagaDefinition, not {type(definition).__name__}")
-    return what_if_events(manager.history(saga_id), definition)
+    return what_if_events(manager.history(saga_id), definition, patch=patch)
 
 
-def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> WhatIfReport:
+def what_if_events(
+    events: list[Saga.Event],
+    definition: SagaDefinition,
+    *,
+    patch: dict[str, Any] | None = None,
+) -> WhatIfReport:
     """:func:`what_if` on a saga's events (oldest first, from ``SagaStarted``) given directly."""
     if not isinstance(definition, SagaDefinition):
         raise TypeError(f"definition must be a SagaDefinition, not {type(definition).__name__}")
@@ -469,9 +490,10 @@ def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> What
     for event in events:
         original = event.mutate(original)
     inputs = recorded_inputs(events)
+    data = started.data if patch is None else patched_data(started.data, patch)
     other = Saga.start(
         definition,
-        started.data,
+        data,
         saga_id=saga_id,
         now=started.timestamp,
         message_id=started.causation_id,
@@ -491,7 +513,15 @@ def what_if_events(events: list[Saga.Event], definition: SagaDefinition) -> What
         other_commands=commands_of(other.pending_events),
         original_end=snapshot_of(original),
         other_end=snapshot_of(other),
+        patch=None if patch is None else check_data(patch),
     )
+
+
+def patched_data(data: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``patch``'s top-level keys replaced or added, both checked like saga data."""
+    if not isinstance(patch, dict) or not patch:
+        raise InvalidPayloadError("a data patch must be a non-empty JSON object")
+    return check_data({**data, **check_data(patch)})
 
 
 def what_if_many(

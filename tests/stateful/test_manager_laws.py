@@ -18,11 +18,12 @@ from __future__ import annotations
 from uuid import UUID
 
 from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from sagalog.process import SagaManager
 from sagalog.testing import SagaLawsMachine
-from sagalog.testing.strategies import definitions
+from sagalog.testing.strategies import dag_definitions, definitions
 
 
 def _examples(backend: str) -> int:
@@ -35,7 +36,7 @@ def test_laws_hold_through_the_manager_for_any_definition(database_url: str, bac
     started: list[UUID] = []
 
     class AnyDefinitionLaws(SagaLawsMachine):
-        definition = definitions()
+        definition = st.one_of(definitions(), dag_definitions())
 
         def teardown(self) -> None:
             if self._definition is not None:
