@@ -177,6 +177,34 @@ def test_default_policy_retires_completed_sagas_only(store: Store, tmp_path: Pat
         assert store.rows(name) != [], name
 
 
+def test_the_archive_is_created_owner_only(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive holds saga data (in the clear without encryption at rest): mode 0600."""
+    monkeypatch.delenv("SAGALOG_FILE_MODE", raising=False)
+    archive = tmp_path / "private.jsonl.gz"
+    retire_sagas(
+        store.manager,
+        RetentionPolicy(timedelta(days=30)),
+        archive=archive,
+        actor="o",
+        reason="r",
+        views=store.views,
+    )
+    assert archive.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("SAGALOG_FILE_MODE", "640")
+    shared = tmp_path / "shared.jsonl.gz"
+    retire_sagas(
+        store.manager,
+        RetentionPolicy(timedelta(days=30)),
+        archive=shared,
+        actor="o",
+        reason="r",
+        views=store.views,
+    )
+    assert shared.stat().st_mode & 0o777 == 0o640
+
+
 def test_nothing_unresolved_running_or_dead_lettered_is_touched_at_any_age(
     store: Store, tmp_path: Path
 ) -> None:
