@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, select, tuple_
 
 from sagalog.domain import Saga
 from sagalog.domain.errors import first_line
+from sagalog.infrastructure.messaging.relay import COMMAND_TOPICS
 from sagalog.infrastructure.persistence.recorders import StreamRow
 from sagalog.infrastructure.retention.archive import (
     ArchivedSaga,
@@ -344,7 +345,10 @@ def _retire_page(
         if newest > seen_up_to:
             keep("not yet projected")
             continue
-        if relay_at is not None and newest > relay_at:
+        # The relay's position is that of the last command it sent: events after it that
+        # carry no command (SagaCompleted, SagaFailed, SagaForgotten) have nothing to send.
+        last_command = max((row[0] for row in rows if row[3] in COMMAND_TOPICS), default=0)
+        if relay_at is not None and last_command > relay_at:
             keep("commands not yet relayed")
             continue
         saga, events = _rebuild(manager, rows)

@@ -284,6 +284,39 @@ def test_the_relay_and_the_projections_go_on_across_the_gaps(store: Store, tmp_p
     relay.close()
 
 
+@pytest.mark.requires_database(reason="memory:// keeps the relay's position in the relay only")
+def test_the_relay_position_keeps_unsent_commands_only(store: Store, tmp_path: Path) -> None:
+    """A saga whose commands were all sent goes, though it ended after the relay's last command."""
+    m = store.manager
+    transport = InProcessTransport()
+    transport.subscribe_all(lambda command: None)
+    relay = CommandRelay(m, transport)
+    sent = m.start("Order", {"order": 9})
+    for step in ("reserve", "charge", "ship"):
+        m.handle_step_completed(sent, step, None)
+    other = m.start("Order", {"order": 10})
+    relay.drain()  # its position: the other saga's first command
+    m.handle_step_completed(sent, "notify", None)  # COMPLETED: events past it, no command
+    unsent = m.start("Order", {"order": 11})
+    m.handle_step_failed(unsent, "reserve", "gone")  # FAILED, its command never sent
+    m.handle_step_failed(other, "reserve", "gone")  # holds the newest event now
+    store.clock.advance(MONTH)
+    store.projector.catch_up()
+    report = retire_sagas(
+        m,
+        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
+        archive=tmp_path / "a.jsonl.gz",
+        actor="ops",
+        reason="r",
+        views=store.views,
+    )
+    recorder = store.recorder()
+    assert recorder.select_stream_rows([sent]) == []
+    assert recorder.select_stream_rows([unsent]) != []
+    assert report.kept["commands not yet relayed"] == 1
+    relay.close()
+
+
 @pytest.mark.requires_database(reason="SQLite would reuse the newest event's notification id")
 def test_the_saga_holding_the_newest_event_stays_on_sqlite(
     store: Store, tmp_path: Path, backend: str
