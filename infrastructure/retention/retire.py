@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, select, tuple_
 
 from sagalog.domain import Saga
 from sagalog.domain.errors import first_line
+from sagalog.domain.payload import check_text
 from sagalog.infrastructure.messaging.relay import COMMAND_TOPICS
 from sagalog.infrastructure.persistence.recorders import StreamRow
 from sagalog.infrastructure.retention.archive import (
@@ -144,6 +145,9 @@ def _check_who(actor: str, reason: str) -> None:
         raise RetentionError("--actor is required: who retires or restores sagas")
     if not isinstance(reason, str) or not reason.strip():
         raise RetentionError("--reason is required: why sagas are retired or restored")
+    # the audit row holds them: the bounds and characters of every actor and reason
+    check_text(actor, "actor")
+    check_text(reason, "reason")
 
 
 def relay_position(manager: SagaManager) -> int | None:

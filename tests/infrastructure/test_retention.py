@@ -20,7 +20,7 @@ import pytest
 from support.sagas import HOLD, ORDER, T0
 from typer.testing import CliRunner
 
-from sagalog.domain import Command, SagaStatus
+from sagalog.domain import Command, InvalidPayloadError, SagaStatus
 from sagalog.infrastructure import CommandRelay, InProcessTransport
 from sagalog.infrastructure.cli import app
 from sagalog.infrastructure.retention import (
@@ -368,6 +368,33 @@ def test_an_unwritable_archive_writes_nothing(store: Store, tmp_path: Path) -> N
                 reason="r",
                 views=store.views,
             )
+    assert store.recorder().select_stream_rows(list(store.ids.values())) == before
+    assert RetentionAudit(store.views.engine).records() == []
+
+
+@pytest.mark.parametrize(
+    ("actor", "reason"),
+    [("o\x00ps", "r"), ("ops", "r\x00"), ("o" * 5000, "r"), ("ops", "r" * 5000)],
+    ids=["nul-actor", "nul-reason", "huge-actor", "huge-reason"],
+)
+def test_an_actor_or_reason_the_audit_cannot_hold_writes_nothing(
+    store: Store, tmp_path: Path, actor: str, reason: str
+) -> None:
+    """NUL characters and unbounded texts are refused in one line, before any file or row."""
+    before = store.recorder().select_stream_rows(list(store.ids.values()))
+    archive = tmp_path / "a.jsonl.gz"
+    with pytest.raises(InvalidPayloadError):
+        retire_sagas(
+            store.manager,
+            RetentionPolicy(timedelta(days=30)),
+            archive=archive,
+            actor=actor,
+            reason=reason,
+            views=store.views,
+        )
+    with pytest.raises(InvalidPayloadError):
+        restore_sagas(store.manager, archive, actor=actor, reason=reason, views=store.views)
+    assert not archive.exists()
     assert store.recorder().select_stream_rows(list(store.ids.values())) == before
     assert RetentionAudit(store.views.engine).records() == []
 
