@@ -445,9 +445,14 @@ def restore_sagas(
                         f"cannot restore from {path}: a notification id is taken "
                         f"({first_line(exc)})"
                     ) from None
-                events: list[Saga.Event] = []
-                for saga in fresh:
-                    events += _rebuild(manager, saga.rows)[1]
+                # decoded as the projector decodes them: with encryption at rest the
+                # views get <encrypted> where the payloads are, never the payloads
+                to_event = projector.mapper.to_domain_event
+                events: list[Any] = [
+                    to_event(StoredEvent(saga_id, version, topic, state))
+                    for saga in fresh
+                    for _, saga_id, version, topic, state in saga.rows
+                ]
                 views.restore_sagas(events)
                 report.sagas += len(fresh)
                 report.events += len(rows)
