@@ -416,9 +416,10 @@ def restore_sagas(
     views = views if views is not None else SagaViews(manager.database_url)
     report = RestoreReport()
     try:
-        _check_archive(manager, recorder, path, batch_size)
         projector = SagaProjector(manager, views)
         projector.catch_up()  # the restored ids lie behind the position afterwards
+        followers = _Followers(projector.position(), relay_position(manager))
+        _check_archive(manager, recorder, path, batch_size, followers)
         audit = RetentionAudit(views.engine)
         report.archive_sha256 = file_sha256(path)
         run_id = audit.start(
@@ -467,10 +468,27 @@ def restore_sagas(
     return report
 
 
+@dataclass(frozen=True)
+class _Followers:
+    """Where the projections and the relay (``None``: never ran) of a store stand."""
+
+    projected: int
+    relayed: int | None
+
+
 def _check_archive(
-    manager: SagaManager, recorder: RetiresStreams, path: Path, batch_size: int
+    manager: SagaManager,
+    recorder: RetiresStreams,
+    path: Path,
+    batch_size: int,
+    followers: _Followers,
 ) -> None:
-    """Refuse an archive whose sagas clash with the store, before anything is written."""
+    """Refuse an archive whose sagas clash with the store, before anything is written.
+
+    Restored rows go back at their own notification ids, which must lie behind the
+    followers: ids past them (an archive of another store, a new store) would be
+    projected a second time and their commands sent again.
+    """
     reader = ArchiveReader(path)
     try:
         if reader.header.get("application", manager.name) != manager.name:
@@ -502,8 +520,23 @@ def _check_archive(
                     raise RetentionError(
                         f"saga {saga_id} of {path} does not decode: {first_line(exc)}"
                     ) from None
+                if stored is None:
+                    _check_behind_followers(path, saga, followers)
     finally:
         reader.close()
+
+
+def _check_behind_followers(path: Path, saga: ArchivedSaga, followers: _Followers) -> None:
+    newest = max(row[0] for row in saga.rows)
+    last_command = max((row[0] for row in saga.rows if row[3] in COMMAND_TOPICS), default=0)
+    if newest > followers.projected or (
+        followers.relayed is not None and last_command > followers.relayed
+    ):
+        raise RetentionError(
+            f"{path} is not an archive of this store: saga {saga.saga_id}'s events lie past "
+            f"its log (notification id {newest}; projected up to {followers.projected}), "
+            "so they would be projected and their commands sent again"
+        )
 
 
 def _check_data_key(manager: SagaManager, saga_id: UUID, wrapped: bytes) -> None:

@@ -417,6 +417,35 @@ def test_restore_refuses_a_saga_that_exists_with_other_events(store: Store, tmp_
     assert store.manager.recorder.max_notification_id() == head
 
 
+def test_restore_refuses_an_archive_past_the_stores_followers(tmp_path: Path) -> None:
+    """An archive of another store, into a new one: its rows would be projected and sent again."""
+    source = Store(f"sqlite:///{tmp_path / 'source.db'}")
+    archive = tmp_path / "a.jsonl.gz"
+    try:
+        report = retire_sagas(
+            source.manager,
+            RetentionPolicy(timedelta(days=30)),
+            archive=archive,
+            actor="ops",
+            reason="r",
+            views=source.views,
+        )
+        assert report.sagas == 1
+    finally:
+        source.close()
+    target = SagaManager([ORDER, HOLD], f"sqlite:///{tmp_path / 'target.db'}")
+    views = SagaViews(target.database_url)
+    try:
+        with pytest.raises(RetentionError, match="is not an archive of this store"):
+            restore_sagas(target, archive, actor="ops", reason="r", views=views)
+        assert target.recorder.select_notifications(1, 10) == []
+        assert views.count_sagas() == 0
+        assert RetentionAudit(views.engine).records() == []
+    finally:
+        views.close()
+        target.close()
+
+
 def test_restore_refuses_what_is_not_an_archive(store: Store, tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.jsonl.gz"
     with gzip.open(bogus, "wb") as file:
