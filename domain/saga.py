@@ -1546,9 +1546,15 @@ class Saga(Aggregate):
         if self.forgotten:
             return
         if not self.status.is_terminal:
+            if self.status is SagaStatuses.DEAD_LETTERED:
+                hint = "retry or resolve its failed command first"
+            elif self.status is SagaStatuses.COMPENSATING:
+                hint = "let its compensation finish first"
+            else:
+                hint = "let it end, or abort it first"
             raise InvalidTransitionError(
                 f"saga {self.id} is {self.status.value}; only an ended saga can be forgotten "
-                "(let it end, or abort it first)"
+                f"({hint})"
             )
         self._trigger(self.SagaForgotten, now, None, actor=actor, reason=reason)
 

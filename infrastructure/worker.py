@@ -501,7 +501,9 @@ class Worker:
             try:
                 loop()
             except BaseException as exc:
-                logger.error("%s loop failed: %s", name, exc, exc_info=True)
+                # a SagalogError (a missing store key, say) is the user's to fix: one line
+                known = isinstance(exc, SagalogError)
+                logger.error("%s loop failed: %s", name, exc, exc_info=not known)
                 with self._lock:
                     self._errors.append((name, exc))
                 self.stop()

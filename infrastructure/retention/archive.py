@@ -38,6 +38,7 @@ import orjson
 
 from sagalog.infrastructure.persistence.recorders import StreamRow
 from sagalog.infrastructure.retention.policy import RetentionError
+from sagalog.process.store.url import file_mode
 
 __all__ = ["ARCHIVE_FORMAT", "ArchiveReader", "ArchiveWriter", "ArchivedSaga", "file_sha256"]
 
@@ -103,12 +104,16 @@ class ArchiveWriter:
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            self._raw: IO[bytes] = open(path, "xb")  # noqa: SIM115 - closed in close()
+            # owner-only like every file sagalog creates: without encryption at rest an
+            # archive holds saga data in the clear
+            descriptor = os.open(path, flags, file_mode())
         except FileExistsError:
             raise RetentionError(f"archive {path} exists already; name a new file") from None
         except OSError as exc:
             raise RetentionError(f"cannot write the archive {path}: {exc.strerror}") from None
+        self._raw: IO[bytes] = os.fdopen(descriptor, "wb")
         self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb")
         self._gzip.write(orjson.dumps({"sagalog_archive": ARCHIVE_FORMAT, **header}) + b"\n")
         self.sagas = 0

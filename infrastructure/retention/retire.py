@@ -36,6 +36,8 @@ from sqlalchemy import bindparam, select, tuple_
 
 from sagalog.domain import Saga
 from sagalog.domain.errors import first_line
+from sagalog.domain.payload import check_text
+from sagalog.infrastructure.messaging.relay import COMMAND_TOPICS
 from sagalog.infrastructure.persistence.recorders import StreamRow
 from sagalog.infrastructure.retention.archive import (
     ArchivedSaga,
@@ -143,6 +145,9 @@ def _check_who(actor: str, reason: str) -> None:
         raise RetentionError("--actor is required: who retires or restores sagas")
     if not isinstance(reason, str) or not reason.strip():
         raise RetentionError("--reason is required: why sagas are retired or restored")
+    # the audit row holds them: the bounds and characters of every actor and reason
+    check_text(actor, "actor")
+    check_text(reason, "reason")
 
 
 def relay_position(manager: SagaManager) -> int | None:
@@ -344,7 +349,10 @@ def _retire_page(
         if newest > seen_up_to:
             keep("not yet projected")
             continue
-        if relay_at is not None and newest > relay_at:
+        # The relay's position is that of the last command it sent: events after it that
+        # carry no command (SagaCompleted, SagaFailed, SagaForgotten) have nothing to send.
+        last_command = max((row[0] for row in rows if row[3] in COMMAND_TOPICS), default=0)
+        if relay_at is not None and last_command > relay_at:
             keep("commands not yet relayed")
             continue
         saga, events = _rebuild(manager, rows)
@@ -408,9 +416,10 @@ def restore_sagas(
     views = views if views is not None else SagaViews(manager.database_url)
     report = RestoreReport()
     try:
-        _check_archive(manager, recorder, path, batch_size)
         projector = SagaProjector(manager, views)
         projector.catch_up()  # the restored ids lie behind the position afterwards
+        followers = _Followers(projector.position(), relay_position(manager))
+        _check_archive(manager, recorder, path, batch_size, followers)
         audit = RetentionAudit(views.engine)
         report.archive_sha256 = file_sha256(path)
         run_id = audit.start(
@@ -437,9 +446,14 @@ def restore_sagas(
                         f"cannot restore from {path}: a notification id is taken "
                         f"({first_line(exc)})"
                     ) from None
-                events: list[Saga.Event] = []
-                for saga in fresh:
-                    events += _rebuild(manager, saga.rows)[1]
+                # decoded as the projector decodes them: with encryption at rest the
+                # views get <encrypted> where the payloads are, never the payloads
+                to_event = projector.mapper.to_domain_event
+                events: list[Any] = [
+                    to_event(StoredEvent(saga_id, version, topic, state))
+                    for saga in fresh
+                    for _, saga_id, version, topic, state in saga.rows
+                ]
                 views.restore_sagas(events)
                 report.sagas += len(fresh)
                 report.events += len(rows)
@@ -454,10 +468,27 @@ def restore_sagas(
     return report
 
 
+@dataclass(frozen=True)
+class _Followers:
+    """Where the projections and the relay (``None``: never ran) of a store stand."""
+
+    projected: int
+    relayed: int | None
+
+
 def _check_archive(
-    manager: SagaManager, recorder: RetiresStreams, path: Path, batch_size: int
+    manager: SagaManager,
+    recorder: RetiresStreams,
+    path: Path,
+    batch_size: int,
+    followers: _Followers,
 ) -> None:
-    """Refuse an archive whose sagas clash with the store, before anything is written."""
+    """Refuse an archive whose sagas clash with the store, before anything is written.
+
+    Restored rows go back at their own notification ids, which must lie behind the
+    followers: ids past them (an archive of another store, a new store) would be
+    projected a second time and their commands sent again.
+    """
     reader = ArchiveReader(path)
     try:
         if reader.header.get("application", manager.name) != manager.name:
@@ -489,8 +520,23 @@ def _check_archive(
                     raise RetentionError(
                         f"saga {saga_id} of {path} does not decode: {first_line(exc)}"
                     ) from None
+                if stored is None:
+                    _check_behind_followers(path, saga, followers)
     finally:
         reader.close()
+
+
+def _check_behind_followers(path: Path, saga: ArchivedSaga, followers: _Followers) -> None:
+    newest = max(row[0] for row in saga.rows)
+    last_command = max((row[0] for row in saga.rows if row[3] in COMMAND_TOPICS), default=0)
+    if newest > followers.projected or (
+        followers.relayed is not None and last_command > followers.relayed
+    ):
+        raise RetentionError(
+            f"{path} is not an archive of this store: saga {saga.saga_id}'s events lie past "
+            f"its log (notification id {newest}; projected up to {followers.projected}), "
+            "so they would be projected and their commands sent again"
+        )
 
 
 def _check_data_key(manager: SagaManager, saga_id: UUID, wrapped: bytes) -> None:

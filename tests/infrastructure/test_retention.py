@@ -20,7 +20,7 @@ import pytest
 from support.sagas import HOLD, ORDER, T0
 from typer.testing import CliRunner
 
-from sagalog.domain import Command, SagaStatus
+from sagalog.domain import Command, InvalidPayloadError, SagaStatus
 from sagalog.infrastructure import CommandRelay, InProcessTransport
 from sagalog.infrastructure.cli import app
 from sagalog.infrastructure.retention import (
@@ -177,6 +177,34 @@ def test_default_policy_retires_completed_sagas_only(store: Store, tmp_path: Pat
         assert store.rows(name) != [], name
 
 
+def test_the_archive_is_created_owner_only(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive holds saga data (in the clear without encryption at rest): mode 0600."""
+    monkeypatch.delenv("SAGALOG_FILE_MODE", raising=False)
+    archive = tmp_path / "private.jsonl.gz"
+    retire_sagas(
+        store.manager,
+        RetentionPolicy(timedelta(days=30)),
+        archive=archive,
+        actor="o",
+        reason="r",
+        views=store.views,
+    )
+    assert archive.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("SAGALOG_FILE_MODE", "640")
+    shared = tmp_path / "shared.jsonl.gz"
+    retire_sagas(
+        store.manager,
+        RetentionPolicy(timedelta(days=30)),
+        archive=shared,
+        actor="o",
+        reason="r",
+        views=store.views,
+    )
+    assert shared.stat().st_mode & 0o777 == 0o640
+
+
 def test_nothing_unresolved_running_or_dead_lettered_is_touched_at_any_age(
     store: Store, tmp_path: Path
 ) -> None:
@@ -256,6 +284,39 @@ def test_the_relay_and_the_projections_go_on_across_the_gaps(store: Store, tmp_p
     relay.close()
 
 
+@pytest.mark.requires_database(reason="memory:// keeps the relay's position in the relay only")
+def test_the_relay_position_keeps_unsent_commands_only(store: Store, tmp_path: Path) -> None:
+    """A saga whose commands were all sent goes, though it ended after the relay's last command."""
+    m = store.manager
+    transport = InProcessTransport()
+    transport.subscribe_all(lambda command: None)
+    relay = CommandRelay(m, transport)
+    sent = m.start("Order", {"order": 9})
+    for step in ("reserve", "charge", "ship"):
+        m.handle_step_completed(sent, step, None)
+    other = m.start("Order", {"order": 10})
+    relay.drain()  # its position: the other saga's first command
+    m.handle_step_completed(sent, "notify", None)  # COMPLETED: events past it, no command
+    unsent = m.start("Order", {"order": 11})
+    m.handle_step_failed(unsent, "reserve", "gone")  # FAILED, its command never sent
+    m.handle_step_failed(other, "reserve", "gone")  # holds the newest event now
+    store.clock.advance(MONTH)
+    store.projector.catch_up()
+    report = retire_sagas(
+        m,
+        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
+        archive=tmp_path / "a.jsonl.gz",
+        actor="ops",
+        reason="r",
+        views=store.views,
+    )
+    recorder = store.recorder()
+    assert recorder.select_stream_rows([sent]) == []
+    assert recorder.select_stream_rows([unsent]) != []
+    assert report.kept["commands not yet relayed"] == 1
+    relay.close()
+
+
 @pytest.mark.requires_database(reason="SQLite would reuse the newest event's notification id")
 def test_the_saga_holding_the_newest_event_stays_on_sqlite(
     store: Store, tmp_path: Path, backend: str
@@ -311,6 +372,33 @@ def test_an_unwritable_archive_writes_nothing(store: Store, tmp_path: Path) -> N
     assert RetentionAudit(store.views.engine).records() == []
 
 
+@pytest.mark.parametrize(
+    ("actor", "reason"),
+    [("o\x00ps", "r"), ("ops", "r\x00"), ("o" * 5000, "r"), ("ops", "r" * 5000)],
+    ids=["nul-actor", "nul-reason", "huge-actor", "huge-reason"],
+)
+def test_an_actor_or_reason_the_audit_cannot_hold_writes_nothing(
+    store: Store, tmp_path: Path, actor: str, reason: str
+) -> None:
+    """NUL characters and unbounded texts are refused in one line, before any file or row."""
+    before = store.recorder().select_stream_rows(list(store.ids.values()))
+    archive = tmp_path / "a.jsonl.gz"
+    with pytest.raises(InvalidPayloadError):
+        retire_sagas(
+            store.manager,
+            RetentionPolicy(timedelta(days=30)),
+            archive=archive,
+            actor=actor,
+            reason=reason,
+            views=store.views,
+        )
+    with pytest.raises(InvalidPayloadError):
+        restore_sagas(store.manager, archive, actor=actor, reason=reason, views=store.views)
+    assert not archive.exists()
+    assert store.recorder().select_stream_rows(list(store.ids.values())) == before
+    assert RetentionAudit(store.views.engine).records() == []
+
+
 def test_restore_refuses_a_saga_that_exists_with_other_events(store: Store, tmp_path: Path) -> None:
     archive = tmp_path / "a.jsonl.gz"
     retire_sagas(
@@ -327,6 +415,35 @@ def test_restore_refuses_a_saga_that_exists_with_other_events(store: Store, tmp_
     with pytest.raises(RetentionError, match="exists in the store with other events"):
         restore_sagas(store.manager, archive, actor="ops", reason="r", views=store.views)
     assert store.manager.recorder.max_notification_id() == head
+
+
+def test_restore_refuses_an_archive_past_the_stores_followers(tmp_path: Path) -> None:
+    """An archive of another store, into a new one: its rows would be projected and sent again."""
+    source = Store(f"sqlite:///{tmp_path / 'source.db'}")
+    archive = tmp_path / "a.jsonl.gz"
+    try:
+        report = retire_sagas(
+            source.manager,
+            RetentionPolicy(timedelta(days=30)),
+            archive=archive,
+            actor="ops",
+            reason="r",
+            views=source.views,
+        )
+        assert report.sagas == 1
+    finally:
+        source.close()
+    target = SagaManager([ORDER, HOLD], f"sqlite:///{tmp_path / 'target.db'}")
+    views = SagaViews(target.database_url)
+    try:
+        with pytest.raises(RetentionError, match="is not an archive of this store"):
+            restore_sagas(target, archive, actor="ops", reason="r", views=views)
+        assert target.recorder.select_notifications(1, 10) == []
+        assert views.count_sagas() == 0
+        assert RetentionAudit(views.engine).records() == []
+    finally:
+        views.close()
+        target.close()
 
 
 def test_restore_refuses_what_is_not_an_archive(store: Store, tmp_path: Path) -> None:

@@ -157,6 +157,17 @@ def test_retire_takes_the_key_along_and_restore_brings_it_back(
             manager, archive, views=views, actor="ops@example.com", reason="monthly retention"
         )
         assert report.sagas == 2
+        # the restored view rows hold no saga data either: the views are read keyless
+        shown = orjson.dumps(
+            [views.get(kept), views.timeline(kept)], default=str, option=orjson.OPT_NON_STR_KEYS
+        )
+        assert b"<encrypted>" in shown
+        assert SECRET_DATA.encode() not in shown
+        assert SECRET_RESULT.encode() not in shown
+        if backend != "memory":
+            blob = raw_store(manager, database_url)
+            assert SECRET_DATA.encode() not in blob, "a restored row holds the saga's data"
+            assert SECRET_RESULT.encode() not in blob, "a restored row holds a result"
         views.close()
         assert recorder(manager).select_data_keys([kept, forgotten]) == keys
         assert recorder(manager).select_stream_rows([kept, forgotten]) == rows

@@ -189,6 +189,22 @@ def test_a_running_saga_is_not_forgotten(database_url: str) -> None:
         assert len(manager.history(saga_id)) == 2
 
 
+def test_a_dead_lettered_saga_is_not_forgotten_and_told_what_to_do(database_url: str) -> None:
+    """Abort refuses a dead-lettered saga, so forget's hint names retry and resolve instead."""
+    with reopened(database_url, keyed(K1)) as manager:
+        saga_id = manager.start("Order", {"iban": SECRET_DATA})
+        for step in ("reserve", "charge", "ship"):
+            manager.handle_step_completed(saga_id, step, None)
+        manager.handle_step_failed(saga_id, "notify", "mail down")  # past the pivot
+        manager.clock.advance(timedelta(seconds=2))  # type: ignore[attr-defined]
+        manager.tick()
+        manager.handle_step_failed(saga_id, "notify", "mail down")
+        assert manager.get(saga_id).status is SagaStatus.DEAD_LETTERED
+        with pytest.raises(InvalidTransitionError, match="retry or resolve its failed command"):
+            manager.forget(saga_id, actor="dpo", reason="too early")
+        assert not manager.get(saga_id).forgotten
+
+
 def test_forget_needs_encryption(database_url: str) -> None:
     with reopened(database_url) as manager:
         saga_id = run_failed_saga(manager)
