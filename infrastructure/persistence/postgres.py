@@ -66,6 +66,11 @@ _retry_transient = cast(
 #: eventsourcing's own refusal of a second tracking-table migration marker is an
 #: ``IntegrityError`` with no SQLSTATE; it is retried too.
 _CONCURRENT_DDL_SQLSTATES = frozenset({"XX000", "23505", "42P07", "42710"})
+#: What the DDL is run again for: the collisions above, and a deadlock (40P01) — the DDL
+#: of a manager constructed while workers write on the store takes locks on the tables in
+#: turn that a write holds in another order; PostgreSQL breaks the cycle by rolling the
+#: DDL back, and run again it passes.
+_RETRIED_DDL_SQLSTATES = _CONCURRENT_DDL_SQLSTATES | {"40P01"}
 _CREATE_TABLE_ATTEMPTS = 5
 
 
@@ -102,7 +107,7 @@ def create_again_if_concurrent(create: Callable[[], None]) -> None:
             create()
         except PersistenceError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None)
-            concurrent = isinstance(exc, IntegrityError) or sqlstate in _CONCURRENT_DDL_SQLSTATES
+            concurrent = isinstance(exc, IntegrityError) or sqlstate in _RETRIED_DDL_SQLSTATES
             if attempt == _CREATE_TABLE_ATTEMPTS or not concurrent:
                 raise
             time.sleep(0.02 * attempt)

@@ -114,3 +114,42 @@ def test_an_unreachable_port_is_one_line_naming_the_database() -> None:
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1
     assert "127.0.0.1:1" in result.stderr
+
+
+def test_ddl_that_postgres_rolls_back_as_a_deadlock_is_run_again(
+    server: str,
+) -> None:
+    """A manager built while workers write may lose a deadlock on its DDL: run again, not fatal."""
+    from eventsourcing.persistence import PersistenceError
+
+    from sagalog.infrastructure.persistence.postgres import create_again_if_concurrent
+
+    manager = SagaManager([ONE_STEP], server)
+    datastore = manager.recorder.datastore  # type: ignore[attr-defined]
+    runs: list[str] = []
+
+    def create() -> None:
+        runs.append("run")
+        if len(runs) == 1:  # PostgreSQL's own refusal, as the deadlock detector raises it
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' "
+                    "USING ERRCODE = 'deadlock_detected'; END $$"
+                )
+
+    def refused() -> None:
+        runs.append("refused")
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'permission denied' "
+                "USING ERRCODE = 'insufficient_privilege'; END $$"
+            )
+
+    try:
+        create_again_if_concurrent(create)
+        assert runs == ["run", "run"]
+        with pytest.raises(PersistenceError):
+            create_again_if_concurrent(refused)  # not a collision: raised at once
+        assert runs == ["run", "run", "refused"]
+    finally:
+        manager.close()
