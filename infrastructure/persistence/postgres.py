@@ -10,7 +10,8 @@ the transaction rules are described in that module.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -100,8 +101,45 @@ def create_schema(datastore: PostgresDatastore) -> None:
         raise OperationalError(msg) from exc
 
 
-def create_again_if_concurrent(create: Callable[[], None]) -> None:
-    """Run ``create`` (idempotent DDL), again while it collides with another process's."""
+def create_again_if_concurrent(
+    create: Callable[[], None], datastore: PostgresDatastore | None = None
+) -> None:
+    """Run ``create`` (idempotent DDL), again while it collides with another process's.
+
+    With ``datastore``, under the database's DDL lock (the one the lease takes for its
+    own DDL), held on a connection of its own: managers and workers constructed at once
+    then run their DDL one after another rather than colliding in the catalogs, which
+    a few retries do not outlast when many start together.
+    """
+    with _ddl_lock(datastore):
+        _create_again(create)
+
+
+@contextmanager
+def _ddl_lock(datastore: PostgresDatastore | None) -> Iterator[None]:
+    """Hold ``pg_advisory_lock(hashtext('sagalog_ddl'))`` on a connection of its own."""
+    conn = None
+    if datastore is not None:
+        params = {
+            k: v
+            for k, v in datastore.pool.kwargs.items()
+            if k in ("dbname", "host", "port", "user", "password") and v is not None
+        }
+        try:
+            conn = psycopg.connect(**params, autocommit=True, connect_timeout=10)
+            conn.execute("SELECT pg_advisory_lock(hashtext('sagalog_ddl'))")
+        except psycopg.Error:  # no lock then: the retries below still apply
+            if conn is not None:
+                conn.close()
+            conn = None
+    try:
+        yield
+    finally:
+        if conn is not None:
+            conn.close()  # ends the session, and its lock with it
+
+
+def _create_again(create: Callable[[], None]) -> None:
     for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
         try:
             create()
@@ -255,7 +293,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         marker found on a second try, the loser just runs them again.
         """
         create_schema(self.datastore)
-        create_again_if_concurrent(super().create_table)
+        create_again_if_concurrent(super().create_table, self.datastore)
 
     @_retry_transient
     def insert_events(
@@ -626,7 +664,7 @@ class PostgresSagaTrackingRecorder(PostgresTrackingRecorder):
         (see :meth:`PostgresSagaRecorder.create_table`).
         """
         create_schema(self.datastore)
-        create_again_if_concurrent(super().create_table)
+        create_again_if_concurrent(super().create_table, self.datastore)
 
     @_retry_transient
     def insert_tracking(self, tracking: Tracking) -> None:

@@ -153,3 +153,35 @@ def test_ddl_that_postgres_rolls_back_as_a_deadlock_is_run_again(
         assert runs == ["run", "run", "refused"]
     finally:
         manager.close()
+
+
+def test_many_managers_constructed_at_once_on_one_store_all_start(server: str) -> None:
+    """Their DDL runs one after another under the DDL lock instead of colliding in the catalogs."""
+    import threading
+
+    url = _with(server, schema=f"many_{uuid.uuid4().hex[:12]}")
+    SagaManager([ONE_STEP], url).close()  # the store exists: only the DDL's re-runs race
+    barrier = threading.Barrier(16)
+    failures: list[BaseException] = []
+    managers: list[SagaManager] = []
+
+    def construct() -> None:
+        barrier.wait()
+        try:
+            managers.append(SagaManager([ONE_STEP], url))
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=construct) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert len(managers) == 16
+    finally:
+        for manager in managers:
+            manager.close()
+        with _admin(server) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{urlsplit(url).query.split("=")[1]}" CASCADE')
