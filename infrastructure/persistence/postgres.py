@@ -120,9 +120,11 @@ def _ddl_lock(datastore: PostgresDatastore | None) -> Iterator[None]:
     """Hold ``pg_advisory_lock(hashtext('sagalog_ddl'))`` on a connection of its own."""
     conn = None
     if datastore is not None:
+        kwargs = datastore.pool.kwargs
+        given: dict[str, Any] = kwargs if isinstance(kwargs, dict) else {}
         params = {
             k: v
-            for k, v in datastore.pool.kwargs.items()
+            for k, v in given.items()
             if k in ("dbname", "host", "port", "user", "password") and v is not None
         }
         try:
