@@ -9,7 +9,7 @@ commands it would send — the commands read with what-if's reader of dispatches
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -124,6 +124,7 @@ class ActionOutcome:
     action: str
     status: str | None
     error: str | None = None
+    refusal: SagalogError | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,5 +149,5 @@ def act(
     try:
         on_manager(manager, saga_id, actor, reason, patch)
     except SagalogError as exc:
-        return ActionOutcome(saga_id, action, None, str(exc))
+        return ActionOutcome(saga_id, action, None, str(exc), exc)
     return ActionOutcome(saga_id, action, manager.get(saga_id).status.value)

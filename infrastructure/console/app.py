@@ -16,6 +16,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import FastAPI, Form, Header, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -155,6 +157,20 @@ def _patch(text: str | None) -> dict[str, Any] | None:
     return value
 
 
+_WHERE = ("path", "query", "body")
+
+
+def _unfit(exc: RequestValidationError) -> str:
+    """The first field a page's request got wrong, in one line (``saga_id: …``)."""
+    for error in exc.errors():
+        where = [str(part) for part in error.get("loc", ()) if part not in _WHERE]
+        if error.get("type") == "uuid_parsing":
+            return f"{'.'.join(where) or 'id'}: not a saga id"
+        text = " ".join(str(error.get("msg", "")).split())
+        return f"{'.'.join(where) or 'request'}: {text}"[:_TEXT]
+    return "the request does not fit this page"
+
+
 def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
     """The console for ``store``; ``guard`` decides whether and with what token it acts."""
     app = FastAPI(
@@ -195,6 +211,13 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(exc)}, status_code=code)
         return page(request, "error.html", {"message": str(exc)}, code)
+
+    @app.exception_handler(RequestValidationError)
+    async def unfit(request: Request, exc: RequestValidationError) -> Response:
+        """The API keeps the schema's 422; a page says what did not fit in one line."""
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        return page(request, "error.html", {"message": _unfit(exc)}, 422)
 
     def page(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200
@@ -319,8 +342,8 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
             outcome = act(
                 store.manager, saga_id, action, actor=actor, reason=reason, patch=_patch(patch)
             )
-        if outcome.error is not None:
-            raise ConsoleRefusedError(outcome.error, 400)
+        if outcome.refusal is not None:
+            raise outcome.refusal
         return RedirectResponse(f"/sagas/{saga_id}?done={action}", status_code=303)
 
     @app.post("/bulk/preview", response_class=HTMLResponse, include_in_schema=False)
@@ -328,15 +351,17 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         acting_form(request, form.get("csrf"))
         action, actor, reason, patch = (
-            form.get(k, "")[:1000] for k in ("action", "actor", "reason", "patch")
+            form.get(k, "") for k in ("action", "actor", "reason", "patch")
         )
+        # The limits of the confirmation's form, and the actor and reason as given: the dry
+        # run refuses what the confirmation would (a blank actor), never promises more.
+        for what, text, most in (("actor", actor, _TEXT), ("reason", reason, 1000)):
+            if len(text) > most:
+                raise ConsoleRefusedError(f"{what}: at most {most} characters", 400)
+        if len(patch) > 10_000:
+            raise ConsoleRefusedError("patch: at most 10000 characters", 400)
         previews = await run_in_threadpool(
-            _bulk_preview,
-            _form_filter(form),
-            action,
-            actor or "-",
-            reason or "-",
-            _patch(patch[:10_000]),
+            _bulk_preview, _form_filter(form), action, actor, reason, _patch(patch)
         )
         return page(
             request,
@@ -461,8 +486,8 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
                 reason=wanted.reason,
                 patch=wanted.patch,
             )
-        if outcome.error is not None:
-            raise ConsoleRefusedError(outcome.error, 400)
+        if outcome.refusal is not None:
+            raise outcome.refusal  # 404 for a saga that does not exist, else 400
         return outcome.to_json()
 
     @app.post("/api/bulk/preview", responses=_ERRORS)

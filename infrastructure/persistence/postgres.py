@@ -10,7 +10,8 @@ the transaction rules are described in that module.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -66,6 +67,11 @@ _retry_transient = cast(
 #: eventsourcing's own refusal of a second tracking-table migration marker is an
 #: ``IntegrityError`` with no SQLSTATE; it is retried too.
 _CONCURRENT_DDL_SQLSTATES = frozenset({"XX000", "23505", "42P07", "42710"})
+#: What the DDL is run again for: the collisions above, and a deadlock (40P01) — the DDL
+#: of a manager constructed while workers write on the store takes locks on the tables in
+#: turn that a write holds in another order; PostgreSQL breaks the cycle by rolling the
+#: DDL back, and run again it passes.
+_RETRIED_DDL_SQLSTATES = _CONCURRENT_DDL_SQLSTATES | {"40P01"}
 _CREATE_TABLE_ATTEMPTS = 5
 
 
@@ -95,14 +101,53 @@ def create_schema(datastore: PostgresDatastore) -> None:
         raise OperationalError(msg) from exc
 
 
-def create_again_if_concurrent(create: Callable[[], None]) -> None:
-    """Run ``create`` (idempotent DDL), again while it collides with another process's."""
+def create_again_if_concurrent(
+    create: Callable[[], None], datastore: PostgresDatastore | None = None
+) -> None:
+    """Run ``create`` (idempotent DDL), again while it collides with another process's.
+
+    With ``datastore``, under the database's DDL lock (the one the lease takes for its
+    own DDL), held on a connection of its own: managers and workers constructed at once
+    then run their DDL one after another rather than colliding in the catalogs, which
+    a few retries do not outlast when many start together.
+    """
+    with _ddl_lock(datastore):
+        _create_again(create)
+
+
+@contextmanager
+def _ddl_lock(datastore: PostgresDatastore | None) -> Iterator[None]:
+    """Hold ``pg_advisory_lock(hashtext('sagalog_ddl'))`` on a connection of its own."""
+    conn = None
+    if datastore is not None:
+        kwargs = datastore.pool.kwargs
+        given: dict[str, Any] = kwargs if isinstance(kwargs, dict) else {}
+        params = {
+            k: v
+            for k, v in given.items()
+            if k in ("dbname", "host", "port", "user", "password") and v is not None
+        }
+        try:
+            conn = psycopg.connect(**params, autocommit=True, connect_timeout=10)
+            conn.execute("SELECT pg_advisory_lock(hashtext('sagalog_ddl'))")
+        except psycopg.Error:  # no lock then: the retries below still apply
+            if conn is not None:
+                conn.close()
+            conn = None
+    try:
+        yield
+    finally:
+        if conn is not None:
+            conn.close()  # ends the session, and its lock with it
+
+
+def _create_again(create: Callable[[], None]) -> None:
     for attempt in range(1, _CREATE_TABLE_ATTEMPTS + 1):
         try:
             create()
         except PersistenceError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None)
-            concurrent = isinstance(exc, IntegrityError) or sqlstate in _CONCURRENT_DDL_SQLSTATES
+            concurrent = isinstance(exc, IntegrityError) or sqlstate in _RETRIED_DDL_SQLSTATES
             if attempt == _CREATE_TABLE_ATTEMPTS or not concurrent:
                 raise
             time.sleep(0.02 * attempt)
@@ -250,7 +295,7 @@ class PostgresSagaRecorder(PostgresProcessRecorder):
         marker found on a second try, the loser just runs them again.
         """
         create_schema(self.datastore)
-        create_again_if_concurrent(super().create_table)
+        create_again_if_concurrent(super().create_table, self.datastore)
 
     @_retry_transient
     def insert_events(
@@ -621,7 +666,7 @@ class PostgresSagaTrackingRecorder(PostgresTrackingRecorder):
         (see :meth:`PostgresSagaRecorder.create_table`).
         """
         create_schema(self.datastore)
-        create_again_if_concurrent(super().create_table)
+        create_again_if_concurrent(super().create_table, self.datastore)
 
     @_retry_transient
     def insert_tracking(self, tracking: Tracking) -> None:

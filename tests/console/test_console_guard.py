@@ -104,3 +104,50 @@ def test_an_action_the_saga_refuses_is_one_line_and_writes_nothing(console: Cons
     assert code == 400
     assert "\n" not in answer["error"]
     assert len(console.store.manager.history(UUID(saga_id))) == before
+
+
+def test_an_action_on_a_saga_that_does_not_exist_is_a_404(console: Console) -> None:
+    missing = "00000000-0000-0000-0000-000000000001"
+    code, answer = _post_json(f"{console.url}/api/sagas/{missing}/actions", RETRY, TOKEN)
+    assert code == 404
+    assert answer == {"error": f"no saga with id {missing}"}
+
+
+def test_a_page_request_that_does_not_fit_is_the_error_page_not_json(console: Console) -> None:
+    client = Client(console.url)
+    page = client.get("/sagas/not-a-saga-id")
+    assert page.status == 422
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "saga_id: not a saga id" in page.text
+    assert '"detail"' not in page.text
+    saga_id = _dead_lettered(console)
+    before = len(console.store.manager.history(UUID(saga_id)))
+    client.sign_in(TOKEN)
+    code, text = client.post_form(f"/sagas/{saga_id}/act", {"csrf": client.csrf()})  # no action
+    assert code == 422
+    assert "action: Field required" in text
+    assert len(console.store.manager.history(UUID(saga_id))) == before
+    api = client.get("/api/sagas/not-a-saga-id")  # the API keeps its schema's 422
+    assert api.status == 422
+    assert json.loads(api.text)["detail"][0]["loc"] == ["path", "saga_id"]
+
+
+def test_a_bulk_dry_run_refuses_what_its_confirmation_would(console: Console) -> None:
+    """A blank actor is refused by every action: the dry run says so, and offers no confirm."""
+    client = Client(console.url)
+    client.sign_in(TOKEN)
+    saga_id = _dead_lettered(console)
+    before = len(console.store.manager.history(UUID(saga_id)))
+    form = {"csrf": client.csrf(), "status": "DEAD_LETTERED", "action": "retry"}
+    code, text = client.post_form("/bulk/preview", {**form, "actor": "", "reason": "r"})
+    assert code == 200, text
+    assert "refused: actor must not be blank" in text
+    assert "confirm-form" not in text
+    code, text = client.post_form("/bulk/preview", {**form, "actor": "x" * 201, "reason": "r"})
+    assert code == 400
+    assert "actor: at most 200 characters" in text
+    code, text = client.post_form("/bulk/preview", {**form, "actor": "ops <b>", "reason": "r"})
+    assert code == 200
+    assert "by <strong>ops &lt;b&gt;</strong>, because: r" in text
+    assert "confirm-form" in text
+    assert len(console.store.manager.history(UUID(saga_id))) == before

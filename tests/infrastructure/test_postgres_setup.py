@@ -114,3 +114,74 @@ def test_an_unreachable_port_is_one_line_naming_the_database() -> None:
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1
     assert "127.0.0.1:1" in result.stderr
+
+
+def test_ddl_that_postgres_rolls_back_as_a_deadlock_is_run_again(
+    server: str,
+) -> None:
+    """A manager built while workers write may lose a deadlock on its DDL: run again, not fatal."""
+    from eventsourcing.persistence import PersistenceError
+
+    from sagalog.infrastructure.persistence.postgres import create_again_if_concurrent
+
+    manager = SagaManager([ONE_STEP], server)
+    datastore = manager.recorder.datastore  # type: ignore[attr-defined]
+    runs: list[str] = []
+
+    def create() -> None:
+        runs.append("run")
+        if len(runs) == 1:  # PostgreSQL's own refusal, as the deadlock detector raises it
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' "
+                    "USING ERRCODE = 'deadlock_detected'; END $$"
+                )
+
+    def refused() -> None:
+        runs.append("refused")
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'permission denied' "
+                "USING ERRCODE = 'insufficient_privilege'; END $$"
+            )
+
+    try:
+        create_again_if_concurrent(create)
+        assert runs == ["run", "run"]
+        with pytest.raises(PersistenceError):
+            create_again_if_concurrent(refused)  # not a collision: raised at once
+        assert runs == ["run", "run", "refused"]
+    finally:
+        manager.close()
+
+
+def test_many_managers_constructed_at_once_on_one_store_all_start(server: str) -> None:
+    """Their DDL runs one after another under the DDL lock instead of colliding in the catalogs."""
+    import threading
+
+    url = _with(server, schema=f"many_{uuid.uuid4().hex[:12]}")
+    SagaManager([ONE_STEP], url).close()  # the store exists: only the DDL's re-runs race
+    barrier = threading.Barrier(16)
+    failures: list[BaseException] = []
+    managers: list[SagaManager] = []
+
+    def construct() -> None:
+        barrier.wait()
+        try:
+            managers.append(SagaManager([ONE_STEP], url))
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=construct) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert len(managers) == 16
+    finally:
+        for manager in managers:
+            manager.close()
+        with _admin(server) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{urlsplit(url).query.split("=")[1]}" CASCADE')
