@@ -33,7 +33,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from sagalog.domain import Saga
 from sagalog.infrastructure.messaging.observer import ObservedEvent
@@ -81,16 +81,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+#: Line breaks and other control characters as visible escapes (tab is kept).
+_CONTROL_ESCAPES: Final = {
+    **{code: f"\\x{code:02x}" for code in [*range(32), 127] if code != 9},
+    10: "\\n",
+    13: "\\r",
+}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and control characters escaped, so that an actor,
+    a reason or an error text in a record cannot start a line that looks like another."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
 class KeyValueFormatter(logging.Formatter):
-    """The usual text line, followed by the saga fields as ``key=value`` pairs."""
+    """The usual text line, followed by the saga fields as ``key=value`` pairs.
+
+    The line and the fields are one line whatever they hold; only a traceback, added
+    after them, spans lines.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = one_line(super().formatMessage(record))
         pairs = [
-            f"{name}={getattr(record, name)}"
+            f"{name}={one_line(str(getattr(record, name)))}"
             for name in SAGA_FIELDS
             if getattr(record, name, None) is not None
         ]

@@ -18,6 +18,7 @@ from sagalog.infrastructure.messaging.observer import SagaEventFollower
 from sagalog.infrastructure.observability.logs import (
     TRANSITIONS_LOGGER,
     JsonFormatter,
+    KeyValueFormatter,
     SagaTransitionLogger,
     configure_logging,
 )
@@ -183,6 +184,43 @@ def test_the_json_formatter_writes_one_object_per_line_with_the_fields(
     assert failed["logger"] == TRANSITIONS_LOGGER
     assert str(saga_id) in failed["message"]
     assert datetime.fromisoformat(failed["ts"]).tzinfo is not None
+
+
+def test_a_text_line_cannot_be_forged_by_an_actor_or_a_reason(manager: SagaManager) -> None:
+    stream = io.StringIO()
+    handler = configure_logging("DEBUG", stream=stream)
+    try:
+        follower = SagaEventFollower(manager, [SagaTransitionLogger()])
+        saga_id = manager.start("Order", {"n": 1})
+        manager.abort(saga_id, actor="ops\nERROR forged", reason="why\r\nWARNING x\x1b[2J")
+        follower.drain()
+    finally:
+        logging.getLogger("sagalog").removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == len(manager.history(saga_id))
+    aborted = next(line for line in lines if "aborted" in line)
+    assert "ops\\nERROR forged" in aborted
+    assert "why\\r\\nWARNING x\\x1b[2J" in aborted
+    assert not any(line.startswith(("ERROR", "WARNING")) for line in lines)
+
+
+def test_a_traceback_still_follows_its_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("sagalog.test").makeRecord(
+            "sagalog.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "failed\nhere",
+            (),
+            exc_info=__import__("sys").exc_info(),
+            extra={"correlation_id": "c-1"},
+        )
+    first, *rest = KeyValueFormatter().format(record).splitlines()
+    assert first.endswith("failed\\nhere [correlation_id=c-1]")
+    assert rest[-1] == "ValueError: boom"
 
 
 def test_the_json_formatter_includes_exceptions() -> None:
