@@ -606,7 +606,7 @@ def _stuck_saga(
         if since <= now
         else f"at {since.isoformat(timespec='seconds')}"
     )
-    step = summary.current_step or "-"
+    step = ", ".join(summary.steps_in_flight) or summary.current_step or "-"
     if reason is StuckReason.EFFECT_IN_FORCE:
         detail = (
             f"failed {ago} with {summary.in_force_steps} possibly in force, uncompensated; "
@@ -623,8 +623,9 @@ def _stuck_saga(
         )
     elif reason is StuckReason.DEADLINE_MISSED:
         what = "retry" if summary.wakeup_kind == "retry" else "deadline"
+        late, attempt = _wakeup_step(summary)
         detail = (
-            f"{what} of {step} (attempt {summary.attempt}) passed {ago} and no timeout "
+            f"{what} of {late} (attempt {attempt}) passed {ago} and no timeout "
             "was recorded; is the worker running?"
         )
     elif reason is StuckReason.COMPENSATION_TOO_LONG:
@@ -637,3 +638,15 @@ def _stuck_saga(
         since=since,
         detail=detail,
     )
+
+
+def _wakeup_step(summary: SagaSummary) -> tuple[str, int]:
+    """The step whose timer is the saga's next wake-up, and its latest attempt.
+
+    In a parallel saga that is the overdue branch, not the step dispatched last.
+    """
+    name = summary.wakeup_step
+    timer = summary.step_timers.get(name) if name is not None else None
+    if name is None or timer is None:
+        return summary.current_step or "-", summary.attempt
+    return name, int(timer[2])
