@@ -465,6 +465,25 @@ class SagaViews(TrackingRecorder):
         with self._reading() as conn:
             return {str(status): int(n) for status, n in conn.execute(query)}
 
+    def steps_in_flight_counts(self) -> dict[tuple[str, str], int]:
+        """How many sagas have each step in flight now, by (saga type, step).
+
+        Every step of a parallel saga in flight counts. Only running and dead-lettered
+        sagas can have one, and the partial indexes of those states find them, so the
+        count reads the live sagas only, however many finished ones the table holds.
+        """
+        s = saga_summary.c
+        query = select(s.saga_type, s.steps_in_flight).where(
+            or_(s.last_progress_at.is_not(None), s.dead_lettered_at.is_not(None))
+        )
+        counts: dict[tuple[str, str], int] = {}
+        with self._reading() as conn:
+            for saga_type, steps in conn.execute(query):
+                for step in steps or ():
+                    key = (str(saga_type), str(step))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def dump(self) -> tuple[list[SagaSummary], list[TimelineEntry]]:
         """Every row of both tables in a stable order (for comparing two views)."""
         with self._reading() as conn:

@@ -184,9 +184,13 @@ def path_picture(story: SagaStory) -> Picture:
     layers = _layers(story)
     widest = max((len(layer) for layer in layers), default=1)
     stacked = widest > 1
-    cell, row = (300.0, 108.0) if stacked else (600.0, 54.0)
-    width = max(600.0, 10 + cell * widest)
-    picture = Picture(width, 20 + row * len(layers), f"path of saga {story.summary.saga_id}")
+    # Branches share the chain's 600 units while each box stays readable (150 at least).
+    cell, row = (max(150.0, 600.0 / widest), 108.0) if stacked else (600.0, 54.0)
+    box = cell - 16 if stacked else 280.0
+    chars = int(box / 6.2)
+    width = max(600.0, 10 + cell * widest) if stacked else 600.0
+    height = 10 + row * (len(layers) - 1) + 84 if stacked else 20 + row * len(layers)
+    picture = Picture(width, height, f"path of saga {story.summary.saga_id}")
     place: dict[str, tuple[float, float]] = {}
     for depth, layer in enumerate(layers):
         offset = (width - cell * len(layer)) / 2 if stacked else 0.0
@@ -206,19 +210,19 @@ def path_picture(story: SagaStory) -> Picture:
         after = story.dependencies.get(name, (story.steps[i - 1][0],) if i else ())
         for dep in after:
             dx, dy = place[dep]
-            bottom = dy + (74 if stacked and dep in compensated else 36)
-            picture.line(dx + 140, bottom, x + 140, y, "edge")
-        picture.rect(x, y, 280, 36, f"node {state}", f"{name} ({action}): {status}")
-        picture.label(x + 10, y + 15, _cut(name, 34), "step")
-        picture.label(x + 10, y + 30, _cut(f"{action} · {state}", 46), "small")
+            bottom = dy + ((74 if dep in compensated else 36) if stacked else 40)
+            picture.line(dx + box / 2, bottom, x + box / 2, y, "edge")
+        picture.rect(x, y, box, 36, f"node {state}", f"{name} ({action}): {status}")
+        picture.label(x + 10, y + 15, _cut(name, int(box / 8.2)), "step")
+        picture.label(x + 10, y + 30, _cut(f"{action} · {state}", chars), "small")
         if compensation is None:
             continue
         comp_state = _state(status) if compensating else "remaining"
         title = f"{compensation}: {status}"
         if stacked:
-            picture.line(x + 140, y + 36, x + 140, y + 44, "edge dashed")
-            picture.rect(x, y + 44, 280, 30, f"node comp {comp_state}", title)
-            picture.label(x + 10, y + 63, _cut(f"{compensation} · {comp_state}", 44), "small")
+            picture.line(x + box / 2, y + 36, x + box / 2, y + 44, "edge dashed")
+            picture.rect(x, y + 44, box, 30, f"node comp {comp_state}", title)
+            picture.label(x + 10, y + 63, _cut(f"{compensation} · {comp_state}", chars), "small")
         else:
             picture.line(x + 280, y + 18, x + 310, y + 18, "edge dashed")
             picture.rect(x + 310, y, 270, 36, f"node comp {comp_state}", title)
