@@ -27,7 +27,7 @@ Metric names (all prefixed ``sagalog_``):
 ``observer_lag_events``                                 notifications beyond these metrics' position
 ``projection_lag_events``                               notifications not yet in the read views
 ``stuck_sagas{reason}``                                 the projections' stuck query, by reason
-``steps_in_flight{saga_type,step}``                     sagas with that step in flight (all branches)
+``steps_in_flight{saga_type,step}``                     sagas with the step in flight (any branch)
 ``participant_commands_total{service,handling}``        a watched participant's fence, by handling
 ``participant_commands_refused_total{service,reason}``  commands its fences refused, by reason
 =====================================================  ==========================================
