@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -303,3 +304,9 @@ def test_stuck_names_the_overdue_branch_of_a_parallel_saga(
     assert found[0]["detail"].startswith("deadline of hotel (attempt 1) passed 45s ago")
     assert found[0]["summary"]["steps_in_flight"] == ["hotel", "car"]
     assert found[0]["summary"]["wakeup_step"] == "hotel"
+    shown = invoke("show", str(saga_id), "--database-url", url)
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"in flight +hotel, car", shown.stdout)
+    listed = invoke("list", "--database-url", url)
+    assert listed.exit_code == 0, listed.output
+    assert "hotel, car" in listed.stdout
