@@ -322,7 +322,7 @@ def test_carries_on_and_the_projections_catch_up_from_where_they_were(
         manager.close()
 
     before = cli("projections", "status", "--database-url", url)
-    assert before["position"] == 0  # the ``_v3`` tables start from the first event
+    assert before["position"] == 0  # the ``_v4`` tables start from the first event
     assert before["head"] > OLD_HEAD
     assert before["lag"] == before["head"]
 
