@@ -250,6 +250,7 @@ class Worker:
         metrics.watch_lag("observer", follower)
         metrics.watch_stuck(self.projector.views.stuck, StuckReason)
         metrics.watch_quarantine(self.projector.views.quarantine_counts)
+        metrics.watch_steps_in_flight(self.projector.views.steps_in_flight_counts)
         topology, url = getattr(self.replies, "topology", None), getattr(self.replies, "url", None)
         if topology is not None and hasattr(topology, "dead_letter_queues"):
             from sagalog.infrastructure.rabbitmq.dead_letters import dead_letter_depths

@@ -83,6 +83,10 @@ class SagaSummary:
     in_force_since: datetime | None
     in_force_steps: str | None
     saga_deadline: datetime | None
+    parallel: bool
+    steps_in_flight: list[str]
+    wakeup_step: str | None
+    step_timers: dict[str, list[Any]]
 
     def as_row(self) -> dict[str, Any]:
         """The row as a dict of column values (shallow: values are immutable)."""
@@ -421,6 +425,12 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
             "in_force_since": None,
             "in_force_steps": None,
             "saga_deadline": _saga_deadline(event),
+            "parallel": not _is_linear(event.definition),
+            "steps_in_flight": [],
+            "wakeup_step": None,
+            "step_timers": {
+                step["name"]: [IDLE, None, 0] for step in event.definition.get("steps", ())
+            },
         }
     elif version != row["last_version"] + 1:
         raise ProjectionIntegrityError(
@@ -436,6 +446,13 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
     if row["last_progress_at"] is not None:
         row["last_progress_at"] = event.timestamp
     _EVOLVE.get(type(event), _unchanged)(row, event)
+    _track_steps(row, event)
+    if row["parallel"]:
+        wakeup, row["wakeup_kind"], row["wakeup_step"] = _earliest_timer(row)
+        row["next_deadline"] = wakeup
+    else:
+        row["wakeup_step"], kind = _timer_due_at(row["step_timers"], wakeup)
+        row["wakeup_kind"] = row["wakeup_kind"] or kind
     deadline = row["saga_deadline"]
     if (
         deadline is not None
@@ -443,7 +460,138 @@ def apply_event(row: Row | None, event: Saga.Event) -> Row:
         and (wakeup is None or deadline < wakeup)
     ):
         row["next_deadline"], row["wakeup_kind"] = deadline, "saga_deadline"
+        row["wakeup_step"] = None
     return row
+
+
+# -- steps in parallel: each step's timer, mirrored from the aggregate's step states -----
+#
+# ``step_timers`` maps every step of the definition (in list order) to
+# ``[phase, due, attempt]``: its phase (one of the constants below), when its timer is
+# due (ISO text, or null) and the attempt of the latest command dispatched for it. The
+# phases mirror ``Saga._step_timers``: a command in flight waits for its deadline, a
+# scheduled retry for its due time, and an action abandoned by a parallel rollback keeps
+# its deadline while the rollback waits for its outcome. A parallel saga's next wake-up
+# is the earliest of these (``Saga.next_wakeup``), not the latest event's.
+
+#: Nothing pending for the step.
+IDLE = ""
+#: Its action is in flight.
+ACTION_IN_FLIGHT = "f"
+#: Its action waits for a scheduled retry.
+ACTION_RETRY = "r"
+#: Its action was in flight (or due a retry) when the saga began to roll back.
+ABANDONED = "a"
+#: Its compensation is in flight.
+COMPENSATION_IN_FLIGHT = "cf"
+#: Its compensation waits for a scheduled retry.
+COMPENSATION_RETRY = "cr"
+
+_IN_FLIGHT = (ACTION_IN_FLIGHT, COMPENSATION_IN_FLIGHT)
+_TIMER_KIND = {
+    ACTION_IN_FLIGHT: "deadline",
+    COMPENSATION_IN_FLIGHT: "deadline",
+    ABANDONED: "deadline",
+    ACTION_RETRY: "retry",
+    COMPENSATION_RETRY: "retry",
+}
+_ENDS_TIMER = (
+    Saga.StepCompleted,
+    Saga.StepFailed,
+    Saga.StepTimedOut,
+    Saga.CompensationCompleted,
+    Saga.CompensationFailed,
+    Saga.CompensationTimedOut,
+    Saga.OperatorResolved,
+)
+
+
+def _is_linear(definition: dict[str, Any]) -> bool:
+    """``SagaDefinition.is_linear`` on the stored definition: each step waits for the previous."""
+    previous: list[str] = []
+    for step in definition.get("steps", ()):
+        after = step.get("after")
+        if after is not None and list(after) != previous:
+            return False
+        previous = [step["name"]]
+    return True
+
+
+def _set_timer(row: Row, step: str, phase: str, due: datetime | None, attempt: int | None) -> None:
+    timers = row["step_timers"]
+    if step not in timers:
+        return
+    before = timers[step]
+    entry = [
+        phase,
+        None if due is None else due.isoformat(),
+        before[2] if attempt is None else attempt,
+    ]
+    if entry != before:
+        row["step_timers"] = {**timers, step: entry}
+
+
+def _track_steps(row: Row, event: Any) -> None:
+    """Move the timers of the steps ``event`` changes, then list the steps in flight."""
+    if isinstance(event, Saga.StepDispatched):
+        _set_timer(row, event.step, ACTION_IN_FLIGHT, event.deadline, event.attempt)
+    elif isinstance(event, Saga.CompensationDispatched):
+        _set_timer(row, event.step, COMPENSATION_IN_FLIGHT, event.deadline, event.attempt)
+    elif isinstance(event, Saga.StepRetryScheduled):
+        _set_timer(row, event.step, ACTION_RETRY, event.due_at, None)
+    elif isinstance(event, Saga.CompensationRetryScheduled):
+        _set_timer(row, event.step, COMPENSATION_RETRY, event.due_at, None)
+    elif isinstance(event, _ENDS_TIMER):
+        _set_timer(row, event.step, IDLE, None, None)
+    elif isinstance(event, Saga.StepCompletedLate):
+        if row["step_timers"].get(event.step, [IDLE])[0] == ABANDONED:
+            _set_timer(row, event.step, ABANDONED, None, None)
+    elif isinstance(event, Saga.CompensationRequested):
+        for name, (phase, due, _) in list(row["step_timers"].items()):
+            if phase in (ACTION_IN_FLIGHT, ACTION_RETRY):
+                keep = row["parallel"] and phase == ACTION_IN_FLIGHT and due is not None
+                _set_timer(row, name, ABANDONED, _instant_of(due) if keep else None, None)
+    else:
+        return
+    row["steps_in_flight"] = [
+        name for name, (phase, _, _) in row["step_timers"].items() if phase in _IN_FLIGHT
+    ]
+
+
+def _instant_of(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _earliest_timer(row: Row) -> tuple[datetime | None, str | None, str | None]:
+    """A parallel saga's next wake-up among its step timers: (when, kind, step)."""
+    if row["status"] not in _TIMER_STATUSES:
+        return None, None, None
+    best: tuple[datetime | None, str | None, str | None] = (None, None, None)
+    for name, (phase, due, _) in row["step_timers"].items():
+        if due is None or phase not in _TIMER_KIND:
+            continue
+        when = datetime.fromisoformat(due)
+        if best[0] is None or when < best[0]:
+            best = (when, _TIMER_KIND[phase], name)
+    return best
+
+
+def _timer_due_at(
+    timers: dict[str, list[Any]], wakeup: datetime | None
+) -> tuple[str | None, str | None]:
+    """The step (and its timer's kind) whose timer is due at ``wakeup``, if one is."""
+    if wakeup is not None:
+        due = wakeup.isoformat()
+        for name, (phase, when, _) in timers.items():
+            if when == due and phase in _TIMER_KIND:
+                return name, _TIMER_KIND[phase]
+    return None, None
+
+
+#: Statuses in which a saga's step timers can fire.
+_TIMER_STATUSES = frozenset(
+    {SagaStatus.STARTED.value, SagaStatus.PENDING.value, SagaStatus.COMPENSATING.value}
+)
 
 
 #: Statuses in which a saga's own deadline can fire.

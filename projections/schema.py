@@ -4,7 +4,7 @@ Three tables, created together and idempotently (``CREATE ... IF NOT EXISTS``
 semantics via ``metadata.create_all(checkfirst=True)``):
 
 * ``saga_summary_v<N>``: one row per saga, what an operator asks first — where is
-  it, since when, what went wrong, when will it wake up;
+  it, since when, what went wrong, when will it wake up, which steps are in flight;
 * ``saga_timeline_v<N>``: one row per saga event, the saga's story in order;
 * ``sagalog_projection_tracking``: one row per (projection, upstream application),
   the notification id up to which the tables above are built. It is written in
@@ -46,6 +46,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 #: Version of the view tables' shape and meaning; part of their names.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SUMMARY_TABLE_NAME = f"saga_summary_v{SCHEMA_VERSION}"
 TIMELINE_TABLE_NAME = f"saga_timeline_v{SCHEMA_VERSION}"
@@ -156,6 +157,16 @@ saga_summary = Table(
     # The saga's own deadline (``SagaDefinition.deadline`` after its start) while it can
     # still fire; NULL for a definition without one, and once ``SagaDeadlinePassed``.
     Column("saga_deadline", UTCDateTime),
+    # Whether steps may run in parallel (some step waits for other than the previous one).
+    Column("parallel", Boolean, nullable=False),
+    # Every step whose action or compensation is in flight, in list order (a JSON list;
+    # ``current_step`` is only the latest dispatched, kept for older readers).
+    Column("steps_in_flight", JSON, nullable=False),
+    # The step whose timer ``next_deadline`` is (NULL for the saga's deadline or none).
+    Column("wakeup_step", String(200)),
+    # Per step, in list order: [phase, due, attempt] (see ``sagalog.projections.rows``),
+    # what a parallel saga's next wake-up, the earliest of its timers, is computed from.
+    Column("step_timers", JSON, nullable=False),
 )
 
 # saga_id ends every index so that ties come out of the index in the queries' order

@@ -13,11 +13,12 @@ column says where a saga is.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select
 
 from sagalog.domain import SagalogError, SagaStatus
 from sagalog.projections.rows import SagaSummary
@@ -120,9 +121,20 @@ class SagaFilter:
 
 
 def step_condition(step: str) -> ColumnElement[bool]:
-    """Sagas whose step ``step`` is in flight or dead-lettered."""
+    """Sagas whose step ``step`` is in flight (any of a parallel saga's) or dead-lettered.
+
+    A linear saga keeps matching on ``current_step`` (its step waiting for a retry too).
+    ``steps_in_flight`` is a JSON list: its text holds the name JSON-quoted, which is what
+    is looked for (with LIKE's wildcards escaped), the same on SQLite and PostgreSQL.
+    """
     s = saga_summary.c
-    return or_(s.current_step == step, s.dead_letter_step == step)
+    quoted = "%" + _like_escaped(json.dumps(step)) + "%"
+    in_flight = cast(s.steps_in_flight, Text).like(quoted, escape="\\")
+    return or_(
+        and_(s.parallel.is_(False), s.current_step == step),
+        in_flight,
+        s.dead_letter_step == step,
+    )
 
 
 def _like_escaped(text: str) -> str:

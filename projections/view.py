@@ -465,6 +465,25 @@ class SagaViews(TrackingRecorder):
         with self._reading() as conn:
             return {str(status): int(n) for status, n in conn.execute(query)}
 
+    def steps_in_flight_counts(self) -> dict[tuple[str, str], int]:
+        """How many sagas have each step in flight now, by (saga type, step).
+
+        Every step of a parallel saga in flight counts. Only running and dead-lettered
+        sagas can have one, and the partial indexes of those states find them, so the
+        count reads the live sagas only, however many finished ones the table holds.
+        """
+        s = saga_summary.c
+        query = select(s.saga_type, s.steps_in_flight).where(
+            or_(s.last_progress_at.is_not(None), s.dead_lettered_at.is_not(None))
+        )
+        counts: dict[tuple[str, str], int] = {}
+        with self._reading() as conn:
+            for saga_type, steps in conn.execute(query):
+                for step in steps or ():
+                    key = (str(saga_type), str(step))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def dump(self) -> tuple[list[SagaSummary], list[TimelineEntry]]:
         """Every row of both tables in a stable order (for comparing two views)."""
         with self._reading() as conn:
@@ -606,7 +625,7 @@ def _stuck_saga(
         if since <= now
         else f"at {since.isoformat(timespec='seconds')}"
     )
-    step = summary.current_step or "-"
+    step = ", ".join(summary.steps_in_flight) or summary.current_step or "-"
     if reason is StuckReason.EFFECT_IN_FORCE:
         detail = (
             f"failed {ago} with {summary.in_force_steps} possibly in force, uncompensated; "
@@ -623,8 +642,9 @@ def _stuck_saga(
         )
     elif reason is StuckReason.DEADLINE_MISSED:
         what = "retry" if summary.wakeup_kind == "retry" else "deadline"
+        late, attempt = _wakeup_step(summary)
         detail = (
-            f"{what} of {step} (attempt {summary.attempt}) passed {ago} and no timeout "
+            f"{what} of {late} (attempt {attempt}) passed {ago} and no timeout "
             "was recorded; is the worker running?"
         )
     elif reason is StuckReason.COMPENSATION_TOO_LONG:
@@ -637,3 +657,15 @@ def _stuck_saga(
         since=since,
         detail=detail,
     )
+
+
+def _wakeup_step(summary: SagaSummary) -> tuple[str, int]:
+    """The step whose timer is the saga's next wake-up, and its latest attempt.
+
+    In a parallel saga that is the overdue branch, not the step dispatched last.
+    """
+    name = summary.wakeup_step
+    timer = summary.step_timers.get(name) if name is not None else None
+    if name is None or timer is None:
+        return summary.current_step or "-", summary.attempt
+    return name, int(timer[2])

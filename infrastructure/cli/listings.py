@@ -133,7 +133,7 @@ def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
         table.add_column("events", justify="right", min_width=6)
         table.add_column("last error", overflow="fold", max_width=40, min_width=10)
     for row in rows:
-        step = f"{row.current_step} ({row.attempt})" if row.current_step else "-"
+        step = _step_cell(row)
         if wide:
             table.add_row(
                 str(row.saga_id),
@@ -147,7 +147,7 @@ def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
             )
         else:
             status = status_text(row.status)
-            if row.current_step:
+            if step != "-":
                 status.append(f"\n{step}", style="dim")
             table.add_row(
                 Text(str(row.saga_id)).append(f"\n{row.saga_type}", style="dim"),
@@ -155,6 +155,13 @@ def _sagas_table(rows: list[SagaSummary], *, wide: bool) -> Table:
                 instant(row.updated_at).replace(" ", "\n"),
             )
     return table
+
+
+def _step_cell(row: SagaSummary) -> str:
+    """Where a saga is: its step and attempt, or every step in flight of a parallel saga."""
+    if row.parallel:
+        return ", ".join(row.steps_in_flight) or "-"
+    return f"{row.current_step} ({row.attempt})" if row.current_step else "-"
 
 
 @app.command()
@@ -386,7 +393,9 @@ def _print_summary(summary: SagaSummary) -> None:
     table.add_row("saga", str(summary.saga_id))
     table.add_row("type", f"{summary.saga_type} v{summary.definition_version}")
     table.add_row("status", status_text(summary.status))
-    if summary.current_step:
+    if summary.parallel:
+        table.add_row("in flight", ", ".join(summary.steps_in_flight) or "-")
+    elif summary.current_step:
         table.add_row("step", f"{summary.current_step} (attempt {summary.attempt})")
     table.add_row("started", instant(summary.started_at) + " UTC")
     took = format_duration(summary.updated_at - summary.started_at)

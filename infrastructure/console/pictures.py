@@ -140,14 +140,16 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _state(status: str) -> str:
-    """A step status as one of the path's states."""
+def _state(status: str, uncertain: bool = False) -> str:
+    """A step status as one of the path's states (an uncertain action reads ``uncertain``)."""
     if status == "NOT_STARTED":
         return "remaining"
     if status in ("COMPLETED", "RESOLVED"):
         return "done"
     if status in ("COMPENSATED", "COMPENSATION_RESOLVED"):
         return "compensated"
+    if uncertain and status not in ("DISPATCHED", "ABANDONED"):
+        return "uncertain"
     if status in ("FAILED", "TIMED_OUT", "COMPENSATION_FAILED"):
         return "failed"
     if status == "ABANDONED":
@@ -155,31 +157,75 @@ def _state(status: str) -> str:
     return "inflight"
 
 
+def _layers(story: SagaStory) -> list[list[int]]:
+    """The steps (by index) by dependency depth: a step stands one layer below its deepest
+    dependency, so parallel branches share a layer; list order within a layer."""
+    depth: dict[str, int] = {}
+    layers: list[list[int]] = []
+    for i, (name, _, _) in enumerate(story.steps):
+        after = story.dependencies.get(name, (story.steps[i - 1][0],) if i else ())
+        depth[name] = 1 + max((depth[d] for d in after if d in depth), default=-1)
+        while len(layers) <= depth[name]:
+            layers.append([])
+        layers[depth[name]].append(i)
+    return layers
+
+
 def path_picture(story: SagaStory) -> Picture:
-    """The definition as a chain of steps (actions left, compensations right), each
-    coloured by where this saga's step is: done, in flight, failed, compensated, remaining."""
+    """The definition as a graph of steps, each coloured by where this saga's step is:
+    done, in flight, uncertain, failed, compensated, remaining.
+
+    Steps are laid out in layers by dependency depth, parallel branches side by side,
+    with an edge from each dependency. A plain list of steps is a chain, actions left
+    and compensations right; with branches, each compensation stands under its action.
+    """
     states = {step.name: step.status for step in story.snapshot.steps}
-    row, width = 54.0, 600.0
-    picture = Picture(width, 20 + row * len(story.steps), f"path of saga {story.summary.saga_id}")
+    compensated = {name for name, _, compensation in story.steps if compensation is not None}
+    layers = _layers(story)
+    widest = max((len(layer) for layer in layers), default=1)
+    stacked = widest > 1
+    # Branches share the chain's 600 units while each box stays readable (150 at least).
+    cell, row = (max(150.0, 600.0 / widest), 108.0) if stacked else (600.0, 54.0)
+    box = cell - 16 if stacked else 280.0
+    chars = int(box / 6.2)
+    width = max(600.0, 10 + cell * widest) if stacked else 600.0
+    height = 10 + row * (len(layers) - 1) + 84 if stacked else 20 + row * len(layers)
+    picture = Picture(width, height, f"path of saga {story.summary.saga_id}")
+    place: dict[str, tuple[float, float]] = {}
+    for depth, layer in enumerate(layers):
+        offset = (width - cell * len(layer)) / 2 if stacked else 0.0
+        for k, i in enumerate(layer):
+            place[story.steps[i][0]] = (10 + offset + k * cell, 10 + depth * row)
     for i, (name, action, compensation) in enumerate(story.steps):
-        y = 10 + i * row
+        x, y = place[name]
         status = states.get(name, "NOT_STARTED")
+        uncertain = name in story.uncertain
         compensating = "COMPENSAT" in status
-        # While its compensation runs or has failed, the action's effect is still there.
-        state = (
-            (_state(status) if status in ("COMPENSATED", "COMPENSATION_RESOLVED") else "done")
-            if compensating
-            else _state(status)
-        )
-        if i:
-            picture.line(140, y - 14, 140, y, "edge")
-        picture.rect(10, y, 280, 36, f"node {state}", f"{name} ({action}): {status}")
-        picture.label(20, y + 15, _cut(name, 34), "step")
-        picture.label(20, y + 30, _cut(f"{action} · {state}", 46), "small")
-        if compensation is not None:
-            comp_state = _state(status) if compensating else "remaining"
-            picture.line(290, y + 18, 320, y + 18, "edge dashed")
-            picture.rect(320, y, 270, 36, f"node comp {comp_state}", f"{compensation}: {status}")
-            picture.label(330, y + 15, _cut(compensation, 33), "step")
-            picture.label(330, y + 30, f"compensation · {comp_state}", "small")
+        # While its compensation runs or has failed, the action's effect is still there
+        # (or, for an action whose outcome never came, may be).
+        if compensating and status not in ("COMPENSATED", "COMPENSATION_RESOLVED"):
+            state = "uncertain" if uncertain else "done"
+        else:
+            state = _state(status, uncertain)
+        after = story.dependencies.get(name, (story.steps[i - 1][0],) if i else ())
+        for dep in after:
+            dx, dy = place[dep]
+            bottom = dy + ((74 if dep in compensated else 36) if stacked else 40)
+            picture.line(dx + box / 2, bottom, x + box / 2, y, "edge")
+        picture.rect(x, y, box, 36, f"node {state}", f"{name} ({action}): {status}")
+        picture.label(x + 10, y + 15, _cut(name, int(box / 8.2)), "step")
+        picture.label(x + 10, y + 30, _cut(f"{action} · {state}", chars), "small")
+        if compensation is None:
+            continue
+        comp_state = _state(status) if compensating else "remaining"
+        title = f"{compensation}: {status}"
+        if stacked:
+            picture.line(x + box / 2, y + 36, x + box / 2, y + 44, "edge dashed")
+            picture.rect(x, y + 44, box, 30, f"node comp {comp_state}", title)
+            picture.label(x + 10, y + 63, _cut(f"{compensation} · {comp_state}", chars), "small")
+        else:
+            picture.line(x + 280, y + 18, x + 310, y + 18, "edge dashed")
+            picture.rect(x + 310, y, 270, 36, f"node comp {comp_state}", title)
+            picture.label(x + 320, y + 15, _cut(compensation, 33), "step")
+            picture.label(x + 320, y + 30, f"compensation · {comp_state}", "small")
     return picture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -96,6 +96,10 @@ class SagaStory:
     events: list[dict[str, Any]]
     #: Who erased its data, when and why (``sagalog forget``); ``None``: not erased.
     erased: Erasure | None = None
+    #: The steps each step waits for (``SagaDefinition.dependencies``).
+    dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Steps whose action ended without an answer and no late success: it may have been done.
+    uncertain: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,10 @@ class ConsoleStore:
                     if isinstance(e, Saga.SagaForgotten)
                 ),
                 None,
+            ),
+            dependencies=dict(saga.definition.dependencies),
+            uncertain=frozenset(
+                name for name, st in saga.steps.items() if st.uncertain and not st.late
             ),
         )
 

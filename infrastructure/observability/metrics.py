@@ -27,6 +27,7 @@ Metric names (all prefixed ``sagalog_``):
 ``observer_lag_events``                                 notifications beyond these metrics' position
 ``projection_lag_events``                               notifications not yet in the read views
 ``stuck_sagas{reason}``                                 the projections' stuck query, by reason
+``steps_in_flight{saga_type,step}``                     sagas with the step in flight (any branch)
 ``participant_commands_total{service,handling}``        a watched participant's fence, by handling
 ``participant_commands_refused_total{service,reason}``  commands its fences refused, by reason
 =====================================================  ==========================================
@@ -203,6 +204,7 @@ class _ScrapeTimeGauges(Collector):
             "Messages waiting in a dead-letter queue, by queue.",
             "queue",
         )
+        yield from self._steps_in_flight()
         query = self.metrics.stuck_query
         if query is None:
             return
@@ -219,6 +221,25 @@ class _ScrapeTimeGauges(Collector):
         )
         for reason, count in sorted(counts.items()):
             family.add_metric([reason], count)
+        yield family
+
+    def _steps_in_flight(self) -> Iterator[Metric]:
+        source = self.metrics.steps_in_flight
+        if source is None:
+            return
+        try:
+            counts = source()
+        except Exception as exc:
+            logger.warning("cannot count the steps in flight: %s", exc)
+            return
+        family = GaugeMetricFamily(
+            "sagalog_steps_in_flight",
+            "Sagas with the step in flight now, by saga type and step (every branch of a "
+            "parallel saga counts).",
+            labels=["saga_type", "step"],
+        )
+        for (saga_type, step), count in sorted(counts.items()):
+            family.add_metric([saga_type, step], count)
         yield family
 
     @staticmethod
@@ -355,6 +376,7 @@ class SagaMetrics:
         self.dead_letter_depths: Callable[[], dict[str, int]] | None = None
         self.reply_partitions: Callable[[], Sequence[int]] | None = None
         self.stuck_reasons: tuple[str, ...] = ()
+        self.steps_in_flight: Callable[[], dict[tuple[str, str], int]] | None = None
         self.fences: dict[str, Fence] = {}
         self.registry.register(_ScrapeTimeGauges(self))
         self.registry.register(_FenceCounts(self))
@@ -476,6 +498,14 @@ class SagaMetrics:
         """
         self.stuck_query = query
         self.stuck_reasons = tuple(str(getattr(r, "value", r)) for r in reasons)
+
+    def watch_steps_in_flight(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """Report ``counts()`` (sagas per saga type and step in flight) at scrape time.
+
+        With the projections: ``metrics.watch_steps_in_flight(views.steps_in_flight_counts)``.
+        Labels are saga types and step names, bounded by the definitions.
+        """
+        self.steps_in_flight = counts
 
     def watch_fence(self, service: str, fence: Fence) -> None:
         """Report ``fence``'s counts at scrape time, labelled ``service``.

@@ -1,5 +1,5 @@
 """The console's test kit: a console on a real port over demo sagas (plus one saga full of
-markup), and a small HTTP client with a cookie jar."""
+markup and parallel ``Trip`` sagas), and a small HTTP client with a cookie jar."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import uvicorn
+from support.sagas import T0, TRIP
 
 from sagalog.domain import CommandKind
 from sagalog.infrastructure.console.app import create_app
@@ -25,6 +26,7 @@ from sagalog.infrastructure.console.reading import ConsoleStore
 from sagalog.infrastructure.demo.runner import DemoRates, run_demo
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.process import SagaManager
+from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaProjector
 from sagalog.testing import send_reply
 
@@ -94,6 +96,9 @@ class Console:
     url: str
     store: ConsoleStore
     xss_saga: UUID
+    #: Parallel sagas by name: ``uncertain`` rolls back while its timed-out ``hotel`` is
+    #: compensated, ``in_flight`` has ``hotel`` and ``car`` in flight.
+    trips: dict[str, UUID] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -111,11 +116,31 @@ def _xss_saga(manager: SagaManager) -> UUID:
     return saga_id
 
 
+def _trip_sagas(database_url: str) -> dict[str, UUID]:
+    """Two parallel ``Trip`` sagas, recorded on a manual clock."""
+    clock = ManualClock(T0)
+    manager = SagaManager([TRIP], database_url, clock=clock)
+    try:
+        uncertain = manager.start("Trip", {"trip": "uncertain"})
+        manager.handle_step_completed(uncertain, "budget")
+        manager.handle_step_failed(uncertain, "hotel", "no rooms")
+        manager.tick(clock.advance(11))
+        manager.handle_step_completed(uncertain, "flight", {"seat": "2A"})
+        manager.tick(clock.advance(31))  # hotel's retry times out: roll back
+        in_flight = manager.start("Trip", {"trip": "in flight"})
+        manager.handle_step_completed(in_flight, "budget")
+        manager.handle_step_completed(in_flight, "flight")
+    finally:
+        manager.close()
+    return {"uncertain": uncertain, "in_flight": in_flight}
+
+
 def serve(database_url: str, token: str | None) -> Iterator[Console]:
     """Demo sagas (some dead-lettered) in ``database_url``, served on a free port."""
     rates = DemoRates(failure=0.3, compensation_failure=0.3, compensation_stuck=0.3)
     run_demo(database_url=database_url, sagas=40, seed=11, rates=rates)
-    manager = SagaManager(list(DEMO_DEFINITIONS), database_url)
+    trips = _trip_sagas(database_url)
+    manager = SagaManager([*DEMO_DEFINITIONS, TRIP], database_url)
     projector = SagaProjector(manager)
     xss = _xss_saga(manager)
     projector.catch_up()
@@ -137,7 +162,7 @@ def serve(database_url: str, token: str | None) -> Iterator[Console]:
             raise RuntimeError("the console did not start")
         time.sleep(0.05)
     try:
-        yield Console(f"http://127.0.0.1:{port}", store, xss)
+        yield Console(f"http://127.0.0.1:{port}", store, xss, trips)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

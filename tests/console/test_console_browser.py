@@ -177,3 +177,16 @@ def test_the_stuck_page_says_what_to_do_and_a_saga_page_follows_the_log(
     heading = p.locator("h1")  # type: ignore[attr-defined]
     playwright_api.expect(heading).not_to_contain_text("DEAD_LETTERED", timeout=20_000)
     assert "cli-user" in p.locator("#timeline").inner_text()  # type: ignore[attr-defined]
+
+
+def test_a_parallel_sagas_path_shows_its_branches_and_an_uncertain_step(
+    console: Console, page: object
+) -> None:
+    p: object = page
+    p.goto(f"{console.url}/sagas/{console.trips['uncertain']}")  # type: ignore[attr-defined]
+    path = p.locator("svg.path")  # type: ignore[attr-defined]
+    assert path.locator("rect.node.uncertain").count() == 2  # hotel (timed out), car (abandoned)
+    assert path.locator("rect.node.remaining").count() >= 1  # confirm
+    assert "hotel, flight, car" in p.locator("#summary").inner_text()  # type: ignore[attr-defined]
+    shot(p, "saga-parallel")
+    path.screenshot(path=str(ARTIFACTS / "saga-parallel-path.png"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+from support.sagas import TRIP
 from test_cli_helpers import (
     CLI_SHOP,
     cli_url_for,
@@ -278,3 +281,32 @@ def test_after_the_demo_list_stuck_and_show_say_what_happened(
     after = invoke_json("projections", "status", "--database-url", url)
     assert after["lag"] == 0
     assert after["events"] == after["head"] == before["head"]
+
+
+def test_stuck_names_the_overdue_branch_of_a_parallel_saga(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    url = cli_url_for(backend, database_url, tmp_path)
+    manager = SagaManager([TRIP], url)
+    try:
+        saga_id = manager.start("Trip", {"trip": 1})
+        manager.handle_step_completed(saga_id, "budget")
+        manager.handle_step_completed(saga_id, "flight")  # hotel (30s) and car (90s) in flight
+        hotel = manager.get(saga_id).steps["hotel"].deadline
+        assert hotel is not None
+    finally:
+        manager.close()
+    at = (hotel + timedelta(seconds=45)).isoformat()
+    found = invoke_json("stuck", "--database-url", url, "--at", at)
+    assert [(item["saga_id"], item["reason"]) for item in found] == [
+        (str(saga_id), "DEADLINE_MISSED")
+    ]
+    assert found[0]["detail"].startswith("deadline of hotel (attempt 1) passed 45s ago")
+    assert found[0]["summary"]["steps_in_flight"] == ["hotel", "car"]
+    assert found[0]["summary"]["wakeup_step"] == "hotel"
+    shown = invoke("show", str(saga_id), "--database-url", url)
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"in flight +hotel, car", shown.stdout)
+    listed = invoke("list", "--database-url", url)
+    assert listed.exit_code == 0, listed.output
+    assert "hotel, car" in listed.stdout

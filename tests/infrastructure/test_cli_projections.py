@@ -19,8 +19,8 @@ def url(backend: str, database_url: str, tmp_path: Path) -> str:
 
 def test_status_reports_position_head_and_lag_without_catching_up(url: str) -> None:
     before = invoke_json("projections", "status", "--database-url", url)
-    assert before["name"] == "saga_views_v3"
-    assert before["schema_version"] == 3
+    assert before["name"] == "saga_views_v4"
+    assert before["schema_version"] == 4
     assert before["application"] == "SagaManager"
     assert before["position"] == 0
     assert before["lag"] == before["head"] > 0
@@ -43,7 +43,7 @@ def test_status_table(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(console, "_width", 120)
     result = invoke("projections", "status", "--database-url", url)
     assert result.exit_code == 0, result.output
-    for text in ("projections", "saga_views_v3", "position", "lag", "SagaManager"):
+    for text in ("projections", "saga_views_v4", "position", "lag", "SagaManager"):
         assert text in result.stdout
 
 
@@ -52,7 +52,7 @@ def test_rebuild_builds_the_same_views_again(url: str) -> None:
     head = invoke_json("projections", "status", "--database-url", url)["head"]
     result = invoke("projections", "rebuild", "--database-url", url)
     assert result.exit_code == 0, result.output
-    assert f"rebuilt saga_views_v3: {head} events, 7 sagas in " in result.stdout
+    assert f"rebuilt saga_views_v4: {head} events, 7 sagas in " in result.stdout
     assert invoke_json("projections", "status", "--database-url", url)["lag"] == 0
     assert invoke_json("list", "--database-url", url) == listed
 
@@ -64,4 +64,4 @@ def test_rebuild_of_an_empty_log(backend: str, database_url: str, tmp_path: Path
     SagaManager([], url).close()  # an empty store
     result = invoke("projections", "rebuild", "--database-url", url)
     assert result.exit_code == 0, result.output
-    assert "rebuilt saga_views_v3: 0 events, 0 sagas" in result.stdout
+    assert "rebuilt saga_views_v4: 0 events, 0 sagas" in result.stdout

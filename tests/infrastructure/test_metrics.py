@@ -10,6 +10,7 @@ from uuid import UUID
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from support.sagas import TRIP
 
 from sagalog.domain import Command, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step
 from sagalog.infrastructure.messaging.observer import SagaEventFollower
@@ -301,3 +302,36 @@ def test_a_failing_lag_source_does_not_break_the_endpoint(
     samples = scrape(server)
     assert ("sagalog_relay_lag_events", frozenset()) not in samples
     assert value(samples, "sagalog_sagas_started_total", saga_type="Order") == 1
+
+
+def test_every_branch_of_a_parallel_saga_in_flight_is_counted_by_step(
+    database_url: str, clock: ManualClock, metrics: SagaMetrics, server: MetricsServer
+) -> None:
+    trip = SagaManager([TRIP], database_url, clock=clock)
+    projector = SagaProjector(trip)
+    metrics.watch_steps_in_flight(projector.views.steps_in_flight_counts)
+    try:
+        one = trip.start("Trip", {"trip": 1})
+        trip.handle_step_completed(one, "budget")  # hotel, flight and car in flight
+        trip.handle_step_completed(one, "car")
+        two = trip.start("Trip", {"trip": 2})
+        trip.handle_step_completed(two, "budget")
+        done = trip.start("Trip", {"trip": 3})
+        for step in ("budget", "hotel", "flight", "car", "confirm"):
+            trip.handle_step_completed(done, step)
+        projector.catch_up()
+        samples = scrape(server)
+        in_flight = {
+            dict(labels)["step"]: count
+            for (name, labels), count in samples.items()
+            if name == "sagalog_steps_in_flight"
+        }
+        assert in_flight == {"hotel": 2, "flight": 2, "car": 1}
+        assert {
+            dict(labels)["saga_type"]
+            for (name, labels) in samples
+            if name == "sagalog_steps_in_flight"
+        } == {"Trip"}
+    finally:
+        projector.close()
+        trip.close()

@@ -186,8 +186,8 @@ def test_every_saga_rebuilds_to_the_state_it_had(
 
 
 def test_the_projections_of_the_new_schema_are_rebuilt_from_the_log(url: str) -> None:
-    # The store holds ``_v2`` view tables; schema version 3 (the saga deadline) builds
-    # ``_v3`` tables from the first event, leaving the old ones listed as stale.
+    # The store holds ``_v2`` view tables; schema version 4 (steps in parallel) builds
+    # ``_v4`` tables from the first event, leaving the old ones listed as stale.
     status = cli("projections", "status", "--database-url", url)
     assert {key: status[key] for key in ("position", "head", "lag", "sagas", "events")} == {
         "position": 0,
@@ -207,6 +207,17 @@ def test_the_projections_of_the_new_schema_are_rebuilt_from_the_log(url: str) ->
     )
     assert rows["dead_compensation"]["last_error"] == "bank offline"
     assert rows["dead_action"]["attempt"] == 3
+    # The columns new in version 4, rebuilt for the old linear sagas from their events.
+    assert {
+        name: row["steps_in_flight"] for name, row in rows.items() if row["steps_in_flight"]
+    } == {
+        "compensating": ["hotel"],
+        "pending_due": ["debit"],
+        "pending_future": ["flight"],
+        "from_upstream": ["hotel"],
+    }
+    assert not any(row["parallel"] for row in rows.values())
+    assert rows["pending_due"]["wakeup_step"] == "debit"
     pending = cli("list", "--database-url", url, "--status", "PENDING")
     assert [NAMES[row["saga_id"]] for row in pending] == [
         "from_upstream",
@@ -311,7 +322,7 @@ def test_carries_on_and_the_projections_catch_up_from_where_they_were(
         manager.close()
 
     before = cli("projections", "status", "--database-url", url)
-    assert before["position"] == 0  # the ``_v3`` tables start from the first event
+    assert before["position"] == 0  # the ``_v4`` tables start from the first event
     assert before["head"] > OLD_HEAD
     assert before["lag"] == before["head"]
 

@@ -14,13 +14,14 @@ from eventsourcing.persistence import (
     WaitInterruptedError,
 )
 from eventsourcing.projection import ProjectionRunner
+from sqlalchemy import Column, MetaData, Table, Uuid, insert
 from sqlalchemy.exc import OperationalError
-from support.sagas import DEFINITIONS, T0, run_scenarios
+from support.sagas import DEFINITIONS, T0, TRIP, run_parallel_scenarios, run_scenarios
 
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
 from sagalog.projections import SagaLogReader, SagaProjection, SagaProjector, SagaViews, runner_env
-from sagalog.projections.schema import SCHEMA_VERSION
+from sagalog.projections.schema import SCHEMA_VERSION, tracking
 
 Dump = tuple[list[Any], list[Any]]
 
@@ -357,3 +358,45 @@ def test_eventsourcings_projection_runner_drives_the_views(
         assert _rebuilt(projector) == live
     finally:
         projector.close()
+
+
+@pytest.mark.requires_database(reason="the old tables must outlive one SagaViews")
+def test_views_of_version_3_are_left_and_version_4_is_built_from_the_log(
+    database_url: str, clock: ManualClock
+) -> None:
+    """A store whose projections are at version 3, caught up to the head: version 4
+    (steps in parallel) starts empty and the next catch-up builds it from the first event."""
+    manager = SagaManager([TRIP], database_url, clock=clock)
+    views = SagaViews(database_url)
+    try:
+        ids = run_parallel_scenarios(manager, clock)
+        head = manager.recorder.max_notification_id()
+        old = MetaData()
+        for name in ("saga_summary_v3", "saga_timeline_v3"):
+            Table(name, old, Column("saga_id", Uuid, primary_key=True))
+        old.create_all(views.engine)
+        with views.engine.begin() as conn:
+            conn.execute(
+                insert(tracking).values(
+                    projection_name="saga_views_v3",
+                    application_name=manager.name,
+                    notification_id=head,
+                )
+            )
+        projector = SagaProjector(manager, views)
+        assert (projector.position(), projector.lag()) == (0, head)
+        assert views.stale_tables() == ["saga_summary_v3", "saga_timeline_v3"]
+        projector.catch_up()
+        assert views.count_sagas() == len(ids)
+        row = views.get(ids["trip_in_flight"])
+        saga = manager.get(ids["trip_in_flight"])
+        assert row is not None
+        assert (row.parallel, row.steps_in_flight, row.next_deadline) == (
+            True,
+            saga.steps_in_flight,
+            saga.next_wakeup,
+        )
+        assert saga.steps_in_flight == ["hotel", "car"]
+    finally:
+        views.close()
+        manager.close()

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.sagas import DEFINITIONS, T0, run_scenarios
+from support.sagas import DEFINITIONS, T0, TRIP, run_parallel_scenarios, run_scenarios
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.process import SagaManager
@@ -35,9 +35,13 @@ def scenario_log() -> Iterator[tuple[SagaManager, dict[str, Any]]]:
     """
     clock = ManualClock(T0)
     manager = SagaManager(
-        DEFINITIONS, "memory://", clock=clock, env={"SAGALOG_ENCRYPTION_KEYS": new_key("k1")}
+        [*DEFINITIONS, TRIP],
+        "memory://",
+        clock=clock,
+        env={"SAGALOG_ENCRYPTION_KEYS": new_key("k1")},
     )
     ids = run_scenarios(manager, clock)
+    ids.update(run_parallel_scenarios(manager, clock))
     ids["forgotten"] = forgotten = manager.start("Shop", {"order": 99})
     for name in ("reserve", "charge", "ship", "notify"):
         manager.handle_step_completed(forgotten, name, {"ok": name})
@@ -90,6 +94,8 @@ def test_summary_equals_the_aggregate_at_every_version(
             assert row.status == saga.status.value, context
             assert row.current_step == saga.current_step, context
             assert row.next_deadline == saga.next_wakeup, context
+            assert row.steps_in_flight == saga.steps_in_flight, context
+            assert row.parallel == saga.parallel, context
             assert row.last_error == saga.last_error, context
             assert row.failure_reason == saga.failure_reason, context
             assert row.event_count == version == row.last_version, context
@@ -106,6 +112,29 @@ def test_summary_equals_the_aggregate_at_every_version(
                 assert row.attempt == attempt, context
             assert row.in_force_steps == (",".join(saga.effects_in_force) or None), context
             assert (row.in_force_since is None) == (row.in_force_steps is None), context
+
+
+def test_a_parallel_sagas_wakeup_is_its_earliest_timer_not_its_latest_events(
+    scenario_log: tuple[SagaManager, dict[str, Any]],
+) -> None:
+    manager, ids = scenario_log
+    rows = _fold(manager.history(ids["trip_in_flight"]))
+    # hotel (30s) and car (90s) are in flight; the latest event (flight's success) sets
+    # no timer, and car was dispatched last: the next wake-up is still hotel's deadline.
+    last = rows[-1]
+    assert last.steps_in_flight == ["hotel", "car"]
+    assert last.current_step == "car"
+    hotel = manager.get(ids["trip_in_flight"]).steps["hotel"]
+    assert (last.next_deadline, last.wakeup_kind, last.wakeup_step) == (
+        hotel.deadline,
+        "deadline",
+        "hotel",
+    )
+    # While one branch waits for a retry, the others' deadlines still count.
+    rolled = _fold(manager.history(ids["trip_rolled_back"]))
+    retry = next(row for row in rolled if row.wakeup_kind == "retry")
+    assert retry.wakeup_step == "hotel"
+    assert retry.steps_in_flight == ["flight", "car"]
 
 
 def test_stuck_candidate_columns_are_set_only_in_their_state(

@@ -6,10 +6,11 @@ from datetime import timedelta
 from uuid import UUID
 
 import pytest
+from support.sagas import TRIP
 
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
-from sagalog.projections import SagaProjector, StuckPolicy, StuckReason
+from sagalog.projections import SagaProjector, SagaViews, StuckPolicy, StuckReason
 from sagalog.projections.stuck import format_duration, parse_duration
 
 R = StuckReason
@@ -222,3 +223,45 @@ def test_durations_format_shortly() -> None:
     assert format_duration(timedelta(hours=1, seconds=5)) == "1h"
     assert format_duration(timedelta(hours=2)) == "2h"
     assert format_duration(-timedelta(minutes=2)) == "-2m"
+
+
+def test_a_parallel_saga_with_one_branch_overdue_is_stuck_naming_that_branch(
+    database_url: str, clock: ManualClock, views: SagaViews
+) -> None:
+    manager = SagaManager([TRIP], database_url, clock=clock)
+    try:
+        saga_id = manager.start("Trip", {"trip": "stuck"})
+        manager.handle_step_completed(saga_id, "budget")
+        manager.handle_step_completed(saga_id, "flight")  # hotel and car are left in flight
+        projector = SagaProjector(manager, views)
+        projector.catch_up()
+        hotel = manager.get(saga_id).steps["hotel"].deadline
+        assert hotel is not None
+        row = views.get(saga_id)
+        assert row is not None
+        assert (row.steps_in_flight, row.current_step, row.next_deadline) == (
+            ["hotel", "car"],
+            "car",
+            hotel,
+        )
+        # 31s on, only hotel's deadline (30s) is overdue: car's (90s) is not yet due.
+        stuck = views.stuck(now=hotel + timedelta(seconds=31), policy=StuckPolicy())
+        assert [(s.saga_id, s.reasons) for s in stuck] == [(saga_id, (R.DEADLINE_MISSED,))]
+        assert stuck[0].detail.startswith("deadline of hotel (attempt 1) passed 31s ago")
+        # Once hotel's timeout is recorded, hotel waits 10s for its retry: the saga is not
+        # stuck until that retry is overdue, while car is still in flight.
+        manager.tick(hotel + timedelta(seconds=1))
+        projector.catch_up()
+        row = views.get(saga_id)
+        assert row is not None
+        assert (row.steps_in_flight, row.wakeup_step, row.wakeup_kind) == (
+            ["car"],
+            "hotel",
+            "retry",
+        )
+        assert views.stuck(now=hotel + timedelta(seconds=31)) == []
+        late = views.stuck(now=hotel + timedelta(seconds=120))
+        assert [s.reason for s in late] == [R.DEADLINE_MISSED]
+        assert late[0].detail.startswith("retry of hotel (attempt 1) passed 1m 49s ago")
+    finally:
+        manager.close()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from support.sagas import TRIP
 
 from sagalog.domain import CommandKind, SagaStatus
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
@@ -91,3 +92,28 @@ def test_counts_and_activity_agree_with_the_rows(projector: SagaProjector) -> No
 def test_a_cursor_the_module_did_not_write_is_refused() -> None:
     with pytest.raises(BadCursorError):
         PageCursor.decode("not-a-cursor")
+
+
+def test_the_step_filter_matches_any_step_in_flight_of_a_parallel_saga(
+    database_url: str,
+) -> None:
+    manager = SagaManager([TRIP], database_url)
+    projector = SagaProjector(manager)
+    try:
+        both = manager.start("Trip", {"trip": "both"})
+        manager.handle_step_completed(both, "budget")  # hotel, flight and car in flight
+        manager.handle_step_completed(both, "car")  # car, dispatched last, is done
+        first = manager.start("Trip", {"trip": "first"})  # only budget in flight
+        projector.catch_up()
+        views = projector.views
+
+        def found(step: str) -> set[object]:
+            return {s.saga_id for s in search_sagas(views, SagaFilter(step=step)).sagas}
+
+        assert found("hotel") == found("flight") == {both}
+        assert found("car") == set()  # current_step of ``both``, but no longer in flight
+        assert found("budget") == {first}
+        assert found("hot") == found("%") == found('"') == set()
+    finally:
+        projector.close()
+        manager.close()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from sagalog.domain import CommandKind, RetryPolicy, SagaDefinition, Step
+from sagalog.domain.definition import parallel
 from sagalog.process import SagaManager
 from sagalog.process.clock import ManualClock
 
@@ -286,5 +287,100 @@ def run_scenarios(
 
     # Left waiting for a step whose deadline will pass.
     ids["waiting"] = manager.start("Shop", {"order": 9})
+    step()
+    return ids
+
+
+#: budget, then hotel, flight and car side by side (each with its own timeout), then a
+#: retriable confirm: a parallel saga with several timers at once.
+TRIP = SagaDefinition(
+    "Trip",
+    [
+        Step(
+            name="budget",
+            action="Budget.Reserve",
+            compensation="Budget.Release",
+            timeout=timedelta(seconds=60),
+        ),
+        parallel(
+            Step(
+                name="hotel",
+                action="Hotel.Book",
+                compensation="Hotel.Cancel",
+                timeout=timedelta(seconds=30),
+                retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=10)),
+            ),
+            Step(
+                name="flight",
+                action="Flight.Book",
+                compensation="Flight.Cancel",
+                timeout=timedelta(seconds=120),
+            ),
+            Step(
+                name="car",
+                action="Car.Rent",
+                compensation="Car.Return",
+                timeout=timedelta(seconds=90),
+                compensation_retry=RetryPolicy(max_attempts=2, initial_delay=timedelta(seconds=5)),
+            ),
+        ),
+        Step(name="confirm", action="Trip.Confirm", retriable=True),
+    ],
+)
+
+
+def run_parallel_scenarios(
+    manager: SagaManager, clock: ManualClock, after: Hook | None = None
+) -> dict[str, UUID]:
+    """Drive ``Trip`` sagas (``TRIP`` registered) through the parallel cases; ids by name."""
+
+    def step() -> None:
+        if after is not None:
+            after()
+
+    ids: dict[str, UUID] = {}
+
+    # Every branch succeeds, in another order than the list's.
+    ids["trip_completed"] = s = manager.start("Trip", {"trip": 1})
+    manager.handle_step_completed(s, "budget", {"b": 1})
+    step()
+    for name in ("car", "hotel", "flight", "confirm"):
+        manager.handle_step_completed(s, name, {"ok": name})
+        step()
+
+    # One branch fails and waits for a retry while the others are in flight; its retry
+    # times out: the rollback waits for the abandoned branches (one succeeds late, one
+    # times out), compensates, a compensation fails, is retried and dead-lettered; an
+    # operator resolves it.
+    ids["trip_rolled_back"] = s = manager.start("Trip", {"trip": 2})
+    manager.handle_step_completed(s, "budget")
+    step()
+    manager.handle_step_failed(s, "hotel", "no rooms")
+    step()
+    manager.tick(clock.advance(11))
+    step()
+    manager.handle_step_completed(s, "flight", {"seat": "2A"})
+    step()
+    manager.tick(clock.advance(31))  # hotel's second attempt times out: roll back
+    step()
+    manager.handle_step_completed(s, "car", {"car": "late"})
+    step()
+    manager.handle_compensation_failed(s, "car", "depot closed")
+    step()
+    manager.tick(clock.advance(6))
+    step()
+    manager.handle_compensation_failed(s, "car", "depot closed")
+    step()
+    manager.resolve(s, actor="frank", reason="returned by hand")
+    step()
+    while (saga := manager.get(s)).steps_in_flight:
+        manager.handle_compensation_completed(s, saga.steps_in_flight[0])
+        step()
+
+    # Left with its three branches in flight, each with its own deadline.
+    ids["trip_in_flight"] = s = manager.start("Trip", {"trip": 3})
+    manager.handle_step_completed(s, "budget")
+    step()
+    manager.handle_step_completed(s, "flight")
     step()
     return ids
