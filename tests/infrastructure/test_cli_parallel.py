@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from test_cli_helpers import invoke, invoke_json, run_demo, shared_store
+from test_cli_helpers import cli_url_for, invoke, invoke_json, run_demo, shared_store
 
 from sagalog.infrastructure.cli.output import console
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+from sagalog.process import SagaManager
 
 #: One pytest-xdist worker runs this module: its tests share its demo store (a module fixture).
 pytestmark = pytest.mark.xdist_group("test_cli_parallel")
@@ -64,3 +67,20 @@ def test_show_of_an_order_has_no_parallel_row(demo_url: str) -> None:
     result = invoke("show", str(order), "--database-url", demo_url)
     assert result.exit_code == 0, result.output
     assert "in parallel" not in result.stdout
+
+
+def test_show_of_a_trip_in_flight_says_which_branches_it_waits_for(
+    backend: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = cli_url_for(backend, database_url, tmp_path)
+    manager = SagaManager(DEMO_DEFINITIONS, url)
+    try:
+        saga_id = manager.start("TravelBooking", {"trip_id": "t-1", "nights": 2})
+        manager.handle_step_completed(saga_id, "check_budget", {"limit": 900})
+        manager.handle_step_completed(saga_id, "book_flight", {"seat": "12A"})
+    finally:
+        manager.close()
+    monkeypatch.setattr(console, "_width", 160)
+    result = invoke("show", str(saga_id), "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert "waiting for book_hotel, rent_car at once" in result.stdout
