@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from sagalog.domain import SagaDefinition, Step
+from sagalog.domain import SagaDefinition, Step, parallel
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_URL_ENV = "SAGALOG_BENCH_PG_URL"
@@ -79,6 +79,27 @@ BENCH_DEFINITION = SagaDefinition(
             action="NotificationService.SendConfirmation",
             timeout=STEP_TIMEOUT,
         ),
+    ],
+)
+
+
+#: sagalog only (``run.py --parallel``): three steps dispatched together at the start
+#: and joined at the end, beside the linear 4-step saga. Every step succeeds: start +
+#: three replies, the sagas ending in the transition of the last reply.
+BENCH_PARALLEL_DEFINITION = SagaDefinition(
+    "BenchTrip",
+    [
+        parallel(
+            *(
+                Step(
+                    name=f"book_{what}",
+                    action=f"{what.capitalize()}Service.Book",
+                    compensation=f"{what.capitalize()}Service.Cancel",
+                    timeout=STEP_TIMEOUT,
+                )
+                for what in ("hotel", "flight", "car")
+            )
+        )
     ],
 )
 

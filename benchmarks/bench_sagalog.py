@@ -30,6 +30,7 @@ from uuid import UUID
 
 from bench_common import (
     BENCH_DEFINITION,
+    BENCH_PARALLEL_DEFINITION,
     FAILING_STEP,
     current_rss_mib,
     peak_rss_mib,
@@ -40,13 +41,19 @@ from bench_common import (
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from sagalog.domain import Command, CommandKind, Saga
+from sagalog.domain import Command, CommandKind, Saga, SagaDefinition
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport
 from sagalog.process import Reply, SagaManager
 from sagalog.process.manager import fold_events
 
 SAGA_TYPE = BENCH_DEFINITION.name
+#: The saga shapes ``throughput`` runs (``params['shape']``): the 4 steps one after the
+#: other, or three steps in parallel (``run.py --parallel``).
+SHAPES: dict[str, SagaDefinition] = {
+    "linear": BENCH_DEFINITION,
+    "parallel": BENCH_PARALLEL_DEFINITION,
+}
 ENDING_TOPICS = {
     "a": get_topic(Saga.SagaCompleted),
     "b": get_topic(Saga.SagaFailed),
@@ -119,10 +126,15 @@ def close_relay(relay: CommandRelay) -> None:
 
 
 def open_stack(
-    url: str, scenario: str, env: Mapping[str, str] | None = None, *, batched: bool = True
+    url: str,
+    scenario: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    batched: bool = True,
+    definition: SagaDefinition = BENCH_DEFINITION,
 ) -> tuple[SagaManager, CommandRelay, InProcessTransport, Participants]:
     """A manager on ``url``, its relay, an in-process transport and the participants."""
-    manager = SagaManager([BENCH_DEFINITION], url, env=env)
+    manager = SagaManager([definition], url, env=env)
     transport = InProcessTransport()
     participants = Participants(manager, scenario, batched=batched)
     transport.subscribe_all(participants.handle)
@@ -137,13 +149,14 @@ def drive(
     participants: Participants,
     n: int,
     first: int = 0,
+    saga_type: str = SAGA_TYPE,
 ) -> list[UUID]:
     """Start ``n`` sagas, then pump, deliver and reply until every saga has ended."""
     datas = [saga_data(first + i) for i in range(n)]
     if participants.batched:
-        ids = manager.start_many(SAGA_TYPE, datas)
+        ids = manager.start_many(saga_type, datas)
     else:
-        ids = [manager.start(SAGA_TYPE, data) for data in datas]
+        ids = [manager.start(saga_type, data) for data in datas]
     while True:
         relay.drain()
         if transport.deliver() == 0:
@@ -173,12 +186,15 @@ def throughput(params: dict[str, Any]) -> dict[str, Any]:
     n: int = params["n"]
     env: dict[str, str] | None = params.get("env")
     batched: bool = params.get("batched", True)
-    manager, relay, transport, participants = open_stack(url, scenario, env, batched=batched)
+    definition = SHAPES[params.get("shape", "linear")]
+    manager, relay, transport, participants = open_stack(
+        url, scenario, env, batched=batched, definition=definition
+    )
     try:
         gc.collect()
         started = time.perf_counter()
         cpu_started = time.process_time()
-        drive(manager, relay, transport, participants, n)
+        drive(manager, relay, transport, participants, n, saga_type=definition.name)
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
         ended = count_endings(manager, scenario) if n else 0

@@ -12,6 +12,8 @@ server defaults, ``synchronous_commit`` on) and on SQLite (a fresh temp file):
 (d) sagalog's latency from a reply handed to the manager to the next command
     accepted by the transport, p50/p99, at half the measured maximum load;
 (e) replay: saga events rebuilt per second;
+(f) sagalog only: the linear 4-step saga beside one of three steps in parallel,
+    sagas/s, the two shapes interleaved within each run (also ``--parallel`` alone);
 
 plus a cProfile of scenario (a) per backend and, with ``--memory N``, the RSS of
 one manager handling up to ``N`` sagas. Every measurement runs in a fresh
@@ -27,6 +29,7 @@ is kept)::
     python benchmarks/run.py --quick         # a smoke run: few sagas, one run
     python benchmarks/run.py --sagas 500     # sagas per throughput measurement
     python benchmarks/run.py --memory 100000 # only the memory growth (merged into the JSON)
+    python benchmarks/run.py --parallel      # only (f): linear and parallel sagas (merged)
     python benchmarks/run.py --render-only   # re-render the doc from latest.json
     python benchmarks/run.py --broker        # the broker path, 1-3 workers (broker.py)
 
@@ -659,6 +662,50 @@ class Run:
         out["loadavg_at_end"] = common.loadavg()
         return out
 
+    # -- (f) linear and parallel --------------------------------------------------
+
+    def shapes(self) -> dict[str, Any]:
+        """sagalog's linear saga and its three-steps-in-parallel saga, side by side."""
+        shapes = ("linear", "parallel")
+        raw: dict[str, dict[str, list[float]]] = {}
+        for rep in range(self.runs):
+            for backend in self.backends:
+                for shape in shapes if rep % 2 == 0 else shapes[::-1]:
+                    name = ""
+                    if backend == "postgresql":
+                        name, url = self.new_db(f"shape_{shape}_{rep}")
+                    else:
+                        url = self.new_sqlite(f"shape_{shape}_{rep}")
+                    params = {"url": url, "scenario": "a", "n": self.n, "shape": shape}
+                    result = call_worker("sagalog.throughput", params)
+                    if name:
+                        self.drop(name)
+                    if "error" in result:
+                        self.error(f"{shape} {backend} run {rep + 1}", result)
+                        continue
+                    if result["ended_as_expected"] != self.n:
+                        self.error(
+                            f"{shape} {backend} run {rep + 1}",
+                            {"error": f"{result['ended_as_expected']} of {self.n} completed"},
+                        )
+                        continue
+                    raw.setdefault(backend, {}).setdefault(shape, []).append(result["sagas_per_s"])
+                    self.log(
+                        f"{shape:8s} {backend:10s} run {rep + 1}: "
+                        f"{result['sagas_per_s']:8.1f} sagas/s"
+                    )
+        return {
+            "n": self.n,
+            "runs": self.runs,
+            "throughput": {
+                backend: {shape: self.common.summary(rates) for shape, rates in by_shape.items()}
+                for backend, by_shape in raw.items()
+            },
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sagalog_code": self.code,
+            "loadavg_at_end": self.common.loadavg(),
+        }
+
     # -- finish -----------------------------------------------------------------
 
     def cleanup(self) -> None:
@@ -975,6 +1022,23 @@ def render(results: dict[str, Any]) -> str:
                 for mode, rates in modes.items():
                     cells = [_fmt(rates.get(k), 0) for k in _REPLAY_KEYS]
                     lines.append(f"| {backend} | {mode} | " + " | ".join(cells) + " |")
+    shapes = results.get("parallel")
+    if shapes:
+        lines += ["", "### sagalog: linear and parallel sagas", ""]
+        lines.append(
+            f"Measured {shapes['measured_at']} ({shapes['n']} sagas per run, {shapes['runs']} "
+            f"runs, the shapes interleaved, load average at the end "
+            f"{shapes.get('loadavg_at_end')}). Linear: the 4-step saga of (a), five "
+            "transitions. Parallel: three steps dispatched together in the first "
+            "transition and joined at the end, four transitions. Every step succeeds."
+        )
+        lines.append("")
+        lines.append("| backend | linear (4 steps) sagas/s | parallel (3 steps) sagas/s |")
+        lines.append("|---|---|---|")
+        for backend, by_shape in shapes["throughput"].items():
+            lines.append(
+                f"| {backend} | {_fmt(by_shape.get('linear'))} | {_fmt(by_shape.get('parallel'))} |"
+            )
     prof = results.get("profile", {})
     if prof:
         lines += ["", "### Profile of scenario (a): top cumulative time", ""]
@@ -1158,6 +1222,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only measure scenario (a) and replay under configurations needing no code "
         "change (python -O, aggregate cache); merged into the JSON",
     )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="only measure sagalog's linear saga beside one of three parallel steps; "
+        "merged into the JSON",
+    )
     parser.add_argument("--render-only", action="store_true", help="re-render the doc")
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1215,6 +1285,17 @@ def main(argv: list[str] | None = None) -> int:
         if results.get("meta") and not args.no_doc:
             write_doc(results)
         return 1 if run.results["errors"] else 0
+    if args.parallel:
+        try:
+            outcome = run.shapes()
+        finally:
+            run.cleanup()
+        results = load_previous()
+        results["parallel"] = outcome
+        save(results)
+        if results.get("meta") and not args.no_doc:
+            write_doc(results)
+        return 1 if run.results["errors"] else 0
     try:
         systems = run.check_peers()
         run.log(
@@ -1224,6 +1305,7 @@ def main(argv: list[str] | None = None) -> int:
         run.throughput(systems)
         run.latency()
         run.replay()
+        run.results["parallel"] = run.shapes()
         if not args.no_profile:
             run.profile()
     finally:

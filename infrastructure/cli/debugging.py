@@ -36,7 +36,12 @@ from sagalog.infrastructure.cli.output import (
 )
 from sagalog.infrastructure.messaging.relay import outbox_of
 from sagalog.process.debugging.explain import explain as explain_saga
-from sagalog.process.debugging.replay import ReplayStep, SagaSnapshot, state_at
+from sagalog.process.debugging.replay import (
+    ReplayStep,
+    SagaSnapshot,
+    concurrent_spans,
+    state_at,
+)
 from sagalog.process.debugging.replay import replay as replay_saga
 from sagalog.process.debugging.whatif import load_definition, what_if
 
@@ -168,6 +173,8 @@ def _steps_text(state: SagaSnapshot) -> str:
         if step.compensation_attempt:
             attempts += f"/c#{step.compensation_attempt}"
         parts.append(f"{step.name} {step.status} {attempts}")
+    if len(state.in_flight) > 1:
+        parts.append(f"in flight together: {', '.join(state.in_flight)}")
     return "\n".join(parts) or "-"
 
 
@@ -209,6 +216,11 @@ def _print_replay(steps: list[ReplayStep]) -> None:
             detail.append(f"\nwake-up: {instant(step.state.next_wakeup)}", style="dim")
         table.add_row(str(step.version), stamp.replace(" ", "\n"), event, detail)
     console.print(table)
+    for span in concurrent_spans(steps):
+        console.print(
+            f"ran concurrently (v{span.first_version} to v{span.last_version}): "
+            + ", ".join(span.steps)
+        )
 
 
 def _print_state(state: SagaSnapshot) -> None:
@@ -220,6 +232,8 @@ def _print_state(state: SagaSnapshot) -> None:
     table.add_row("version", str(state.version))
     table.add_row("status", status_text(state.status))
     table.add_row("pending command", _pending_text(state))
+    if len(state.in_flight) > 1:
+        table.add_row("in flight together", ", ".join(state.in_flight))
     table.add_row("next wake-up", instant(state.next_wakeup))
     if state.dead_letter:
         table.add_row("dead letter", state.dead_letter)

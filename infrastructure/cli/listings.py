@@ -18,7 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from sagalog.domain import SagaStatus
+from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.cli.app import app, fail
 from sagalog.infrastructure.cli.opening import catch_up, opened
 from sagalog.infrastructure.cli.options import (
@@ -332,6 +332,9 @@ def show(
             summary = replace(
                 summary, last_error=saga.last_error, failure_reason=saga.failure_reason
             )
+        branches: list[str] = []
+        if summary is not None:
+            branches = _parallel_lines(manager.get(wanted))
         if summary is not None and plot is not None:
             _draw(manager.history(wanted), plot)
     if summary is None:
@@ -345,7 +348,7 @@ def show(
             }
         )
     else:
-        _print_summary(summary)
+        _print_summary(summary, branches)
         if erased_by is not None:
             console.print(
                 f"  its data was erased by {escape(erased_by)}: payloads read as {ERASED}",
@@ -386,7 +389,27 @@ def _draw(events: list[Any], path: Path) -> None:
         raise fail(escape(f"--plot {path}: cannot write: {exc.strerror or exc}")) from None
 
 
-def _print_summary(summary: SagaSummary) -> None:
+def _parallel_lines(saga: Saga) -> list[str]:
+    """For a saga with steps in parallel: each group of steps that start together (and
+    what they wait for), then which of them are out at once now; nothing for a plain list."""
+    definition = saga.definition
+    if definition.is_linear:
+        return []
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, after in definition.dependencies.items():
+        groups.setdefault(after, []).append(name)
+    lines = [
+        f"{', '.join(names)} ({'after ' + ', '.join(after) if after else 'at the start'})"
+        for after, names in groups.items()
+        if len(names) > 1
+    ]
+    waiting = saga.waiting_for
+    if len(waiting) > 1:
+        lines.append(f"waiting for {', '.join(waiting)} at once")
+    return lines
+
+
+def _print_summary(summary: SagaSummary, parallel: list[str] | None = None) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -410,6 +433,8 @@ def _print_summary(summary: SagaSummary) -> None:
         table.add_row("last error", summary.last_error)
     if summary.failure_reason:
         table.add_row("failure", summary.failure_reason)
+    if parallel:
+        table.add_row("in parallel", "\n".join(parallel))
     notes = _uncertain_steps(summary)
     if notes:
         table.add_row("uncertain", "\n".join(notes))

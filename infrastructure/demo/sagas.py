@@ -1,4 +1,4 @@
-"""The saga definitions the demo runs: order fulfillment (two versions) and travel booking.
+"""The saga definitions the demo runs: order fulfillment and travel booking (two versions each).
 
 ``OrderFulfillment`` has two registered versions, as after a deploy: version 1
 charged the card once and gave shipping 30 seconds; version 2 retries the
@@ -6,13 +6,18 @@ charge once after 5 seconds and gives shipping a minute. New orders start on
 version 2; the demo starts some on version 1 (sagas that began before the
 deploy), which keep running on the definition they started with — see
 ``sagalog versions``.
+
+``TravelBooking`` version 2 checks the budget, then books hotel, flight and car in
+parallel (``parallel(...)``): when one branch fails, the siblings that booked are
+cancelled. Version 1 booked them one after the other; it stays registered so a
+database from before still loads.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sagalog.domain import RetryPolicy, SagaDefinition, Step
+from sagalog.domain import RetryPolicy, SagaDefinition, Step, parallel
 
 ORDER_FULFILLMENT = SagaDefinition(
     "OrderFulfillment",
@@ -58,7 +63,8 @@ ORDER_FULFILLMENT_V1 = SagaDefinition(
     version=1,
 )
 
-TRAVEL_BOOKING = SagaDefinition(
+#: Version 1: hotel, flight and car one after the other (``sagalog versions`` lists it).
+TRAVEL_BOOKING_V1 = SagaDefinition(
     "TravelBooking",
     [
         Step(
@@ -83,4 +89,18 @@ TRAVEL_BOOKING = SagaDefinition(
     ],
 )
 
-DEMO_DEFINITIONS = (ORDER_FULFILLMENT_V1, ORDER_FULFILLMENT, TRAVEL_BOOKING)
+#: Version 2: a budget check, then hotel, flight and car at once, joined at the end.
+TRAVEL_BOOKING = SagaDefinition(
+    "TravelBooking",
+    [
+        Step(
+            name="check_budget",
+            action="BudgetService.CheckBudget",
+            timeout=timedelta(seconds=15),
+        ),
+        parallel(*TRAVEL_BOOKING_V1.steps),
+    ],
+    version=2,
+)
+
+DEMO_DEFINITIONS = (ORDER_FULFILLMENT_V1, ORDER_FULFILLMENT, TRAVEL_BOOKING_V1, TRAVEL_BOOKING)

@@ -3,8 +3,10 @@
 ``replay(manager, saga_id)`` folds the saga's events one by one into a fresh
 aggregate and takes a :class:`SagaSnapshot` after each, so a debugger can watch
 the status, every step's status and attempt, the pending command and the next
-wake-up change event by event. ``state_at(manager, saga_id, version)`` gives
-the state at one version. Nothing here writes to the store.
+wake-up change event by event, and which steps were out at once (``in_flight``;
+:func:`concurrent_spans` groups the stretches where several were).
+``state_at(manager, saga_id, version)`` gives the state at one version. Nothing
+here writes to the store.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from sagalog.domain.status import CommandKind
 from sagalog.process.manager import SagaManager
 
 __all__ = [
+    "ConcurrentSpan",
     "PendingCommand",
     "ReplayStep",
     "SagaSnapshot",
     "StepSnapshot",
     "VersionOutOfRangeError",
+    "concurrent_spans",
     "replay",
     "snapshot_of",
     "state_at",
@@ -87,6 +91,9 @@ class SagaSnapshot:
     last_error: str | None
     failure_reason: str | None
     dead_letter: str | None
+    #: Steps whose action or compensation was sent and is still unanswered, in list
+    #: order; more than one only in a saga with steps in parallel.
+    in_flight: tuple[str, ...] = ()
 
     def step(self, name: str) -> StepSnapshot:
         """The snapshot of step ``name``; ``KeyError`` if the saga has no such step."""
@@ -108,6 +115,7 @@ class SagaSnapshot:
             "last_error": self.last_error,
             "failure_reason": self.failure_reason,
             "dead_letter": self.dead_letter,
+            "in_flight": list(self.in_flight),
         }
 
 
@@ -168,7 +176,50 @@ def snapshot_of(saga: Saga) -> SagaSnapshot:
             if dead is not None
             else None
         ),
+        in_flight=tuple(
+            name for name in saga.steps if name in {*saga.steps_in_flight, *saga.steps_blocking}
+        ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrentSpan:
+    """Consecutive versions at which several steps were in flight at once."""
+
+    first_version: int
+    last_version: int
+    #: Every step in flight at some version of the span, in list order.
+    steps: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "first_version": self.first_version,
+            "last_version": self.last_version,
+            "steps": list(self.steps),
+        }
+
+
+def concurrent_spans(steps: list[ReplayStep]) -> list[ConcurrentSpan]:
+    """The stretches of a replay where two or more steps were in flight together.
+
+    Empty for a saga whose steps run one at a time; for a fan-out, the versions from
+    the second dispatch until only one command is left out.
+    """
+    spans: list[ConcurrentSpan] = []
+    first: int | None = None
+    last = 0
+    names: set[str] = set()
+    order: list[str] = [s.name for s in steps[0].state.steps] if steps else []
+    for step in [*steps, None]:
+        if step is not None and len(step.state.in_flight) > 1:
+            first = step.version if first is None else first
+            last = step.version
+            names.update(step.state.in_flight)
+            continue
+        if first is not None:
+            spans.append(ConcurrentSpan(first, last, tuple(n for n in order if n in names)))
+            first, names = None, set()
+    return spans
 
 
 def replay(manager: SagaManager, saga_id: UUID) -> list[ReplayStep]:

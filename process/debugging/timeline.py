@@ -7,13 +7,14 @@ Two layers, so that the picture can be checked without looking at it:
   (a step's action or compensation, each attempt), from its dispatch to its
   outcome, and one :class:`ChartMarker` per moment worth pointing at (a failure,
   a timeout, a scheduled retry, the start of compensation, a dead letter, an
-  operator action). No plotting library is needed for this part.
+  operator action, a late success). No plotting library is needed for this part.
 * :func:`plot_timeline` draws that data with matplotlib: one row per step in the
-  definition's order, time on the x axis in seconds from the start, actions and
-  compensations coloured by outcome, markers on top, and the saga's type,
-  version, id and status in the title. It builds a bare ``Figure`` (no pyplot,
-  no window, no global backend switch), so it runs headless and inside
-  notebooks alike. matplotlib comes with the ``plot`` extra
+  definition's order (steps that run in parallel overlap in time, each in its own
+  row, its compensation in the lower half of the row), time on the x axis in
+  seconds from the start, actions and compensations coloured by outcome,
+  markers on top, and the saga's type, version, id and status in the title. It
+  builds a bare ``Figure`` (no pyplot, no window, no global backend switch), so
+  it runs headless and inside notebooks alike. matplotlib comes with the ``plot`` extra
   (``pip install 'sagalog[plot]'``); without it :class:`PlotUnavailableError`
   says so.
 
@@ -49,6 +50,7 @@ BarKind = Literal["action", "compensation"]
 #: began compensating while it was in flight) besides the participant's answers.
 BarOutcome = Literal["completed", "failed", "timed_out", "abandoned", "open"]
 MarkerKind = Literal[
+    "completed_late",
     "failed",
     "timed_out",
     "retry_scheduled",
@@ -172,6 +174,10 @@ def timeline_chart(events: Sequence[Saga.Event]) -> TimelineChart:
             close(event.step, kind, at, "timed_out")
             what = "timed out" if kind == "action" else "compensation timed out"
             markers.append(ChartMarker(at, "timed_out", event.step, what, kind))
+        elif isinstance(event, Saga.StepCompletedLate):
+            # A sibling abandoned in flight (or a timed-out attempt) that did happen after all.
+            label = f"attempt {event.attempt} succeeded late"
+            markers.append(ChartMarker(at, "completed_late", event.step, label, "action"))
         elif isinstance(event, Saga.StepRetryScheduled | Saga.CompensationRetryScheduled):
             kind = "action" if isinstance(event, Saga.StepRetryScheduled) else "compensation"
             delay = (event.due_at - at).total_seconds()
@@ -233,6 +239,7 @@ _COLOURS: dict[tuple[BarKind, BarOutcome], str] = {
 }
 #: Marker style by kind: (matplotlib marker, colour, legend text).
 _MARKERS: dict[MarkerKind, tuple[str, str, str]] = {
+    "completed_late": ("*", "#2d6a12", "succeeded late"),
     "failed": ("X", "#a50f15", "failure"),
     "timed_out": ("v", "#e6550d", "timeout"),
     "retry_scheduled": ("o", "#1f77b4", "retry (due)"),
@@ -321,7 +328,11 @@ def plot_timeline(
                 zorder=5,
             )
         else:
-            ax.plot([x], [y], marker=style, color=colour, markersize=8, linestyle="none", zorder=5)
+            if marker.kind == "completed_late":  # dotted from where the wait was given up
+                since = _given_up_at(chart, marker)
+                if since is not None and since < x:
+                    ax.plot([since, x], [y, y], color=colour, linestyle=":", linewidth=1.2)
+            ax.plot([x], [y], marker=style, color=colour, markersize=9, linestyle="none", zorder=5)
         marker_kinds.add(marker.kind)
     ax.set_yticks(range(rows), list(chart.steps))
     ax.set_ylim(rows - 0.4, -0.9)
@@ -334,6 +345,19 @@ def plot_timeline(
     if path is not None:
         figure.savefig(path, dpi=120)
     return figure
+
+
+def _given_up_at(chart: TimelineChart, marker: ChartMarker) -> float | None:
+    """Where the step's last action bar before ``marker`` ended (abandoned or timed out)."""
+    ends = [
+        chart.seconds(bar.end)
+        for bar in chart.bars
+        if bar.step == marker.step
+        and bar.kind == "action"
+        and bar.outcome in ("abandoned", "timed_out")
+        and bar.end <= marker.at
+    ]
+    return max(ends) if ends else None
 
 
 def _lane_of(command_kind: str) -> BarKind:

@@ -10,7 +10,11 @@ import pytest
 from test_cli_helpers import CLI_SHOP, invoke, invoke_json, run_demo, seed_sagas, shared_store
 
 from sagalog.infrastructure.cli.output import console
-from sagalog.infrastructure.demo.sagas import ORDER_FULFILLMENT, ORDER_FULFILLMENT_V1
+from sagalog.infrastructure.demo.sagas import (
+    ORDER_FULFILLMENT,
+    ORDER_FULFILLMENT_V1,
+    TRAVEL_BOOKING,
+)
 from sagalog.process import SagaManager
 
 #: One pytest-xdist worker runs this module: its tests share its store (a module fixture).
@@ -32,13 +36,23 @@ def test_after_the_demo_versions_counts_every_saga_by_the_version_it_started_on(
     demo_url: str,
 ) -> None:
     rows = _by_key(invoke_json("versions", "--database-url", demo_url))
-    assert set(rows) == {("OrderFulfillment", 1), ("OrderFulfillment", 2), ("TravelBooking", 1)}
+    assert set(rows) == {
+        ("OrderFulfillment", 1),
+        ("OrderFulfillment", 2),
+        ("TravelBooking", 1),
+        ("TravelBooking", 2),
+    }
     assert sum(r["in_flight_total"] + r["ended_total"] for r in rows.values()) == 40
     old, new = rows[("OrderFulfillment", 1)], rows[("OrderFulfillment", 2)]
     assert old["fingerprint"] == ORDER_FULFILLMENT_V1.fingerprint
     assert new["fingerprint"] == ORDER_FULFILLMENT.fingerprint
     assert old["in_flight_total"] + old["ended_total"] == 5  # every fourth of the 20 orders
     assert (old["registered"], old["newest"], new["newest"]) == (True, False, True)
+    # Trips start on version 2 (in parallel); version 1 stays registered, with none.
+    trips, sequential = rows[("TravelBooking", 2)], rows[("TravelBooking", 1)]
+    assert trips["fingerprint"] == TRAVEL_BOOKING.fingerprint
+    assert trips["in_flight_total"] + trips["ended_total"] == 20
+    assert sequential["in_flight_total"] + sequential["ended_total"] == 0
     # The counts agree with the listing, status by status.
     listed = invoke_json("list", "--database-url", demo_url, "--limit", "1000")
     by_status: dict[str, int] = {}
@@ -92,6 +106,7 @@ def test_an_empty_database_lists_the_registered_versions_with_no_sagas(
         ("OrderFulfillment", 1),
         ("OrderFulfillment", 2),
         ("TravelBooking", 1),
+        ("TravelBooking", 2),
     }
     assert all(r["in_flight_total"] == r["ended_total"] == 0 for r in rows)
     assert "no sagas recorded yet" in invoke("versions", "--database-url", url).stdout

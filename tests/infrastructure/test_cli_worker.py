@@ -96,12 +96,18 @@ def start_worker(url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProce
 
 
 def _start_overdue_sagas(url: str, count: int) -> list[UUID]:
-    """Sagas started an hour ago whose first step's deadline passed: their timers are due."""
+    """Sagas started an hour ago whose first step's deadline passed: their timers are due.
+
+    Trips on ``TravelBooking`` v1, whose first step has a compensation to wait for (v2
+    begins with a budget check that has none, so its timeout would end the saga at once).
+    """
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     manager = SagaManager(DEMO_DEFINITIONS, url, clock=lambda: an_hour_ago)
     try:
         return [
-            manager.start("OrderFulfillment" if n % 2 else "TravelBooking", {"n": n})
+            manager.start("OrderFulfillment", {"n": n})
+            if n % 2
+            else manager.start("TravelBooking", {"n": n}, version=1)
             for n in range(count)
         ]
     finally:

@@ -42,7 +42,7 @@ from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services
 from sagalog.infrastructure.demo.rabbitmq import ParticipantProcess, participant_command
 from sagalog.infrastructure.demo.runner import DemoRates
-from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS, TRAVEL_BOOKING
+from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS, TRAVEL_BOOKING_V1
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.persistence.lease import DEFAULT_LEASE_SECONDS, StoreLease
 from sagalog.infrastructure.rabbitmq import Topology
@@ -193,7 +193,7 @@ def test_the_active_worker_killed_five_times_and_paused_once_loses_and_doubles_n
     partitioned = Topology(topology.prefix, reply_partitions=PARTITIONS)
     services = {
         service: names
-        for service, names in demo_services([TRAVEL_BOOKING]).items()
+        for service, names in demo_services([TRAVEL_BOOKING_V1]).items()
         if service in ("HotelService", "FlightService", "CarService")
     }
     with channel_to(broker_url) as channel:
@@ -222,7 +222,7 @@ def test_the_active_worker_killed_five_times_and_paused_once_loses_and_doubles_n
             # A steady stream until the failovers are over, so a new holder always has
             # something to send (its first send is what the takeover time is timed to).
             while not starting.wait(0.1):
-                sagas.append(starter.start("TravelBooking", {"n": len(sagas)}))
+                sagas.append(starter.start("TravelBooking", {"n": len(sagas)}, version=1))
         finally:
             starter.close()
 

@@ -163,7 +163,7 @@ def test_the_demo_runs_over_rabbitmq_with_participant_processes(broker_url: str)
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
     assert [cell.strip() for cell in rows["OrderFulfillment"].split("│")[2:4]] == ["3", "0"]
     assert [cell.strip() for cell in rows["TravelBooking"].split("│")[2:4]] == ["3", "0"]
-    assert "replies: 21 applied" in result.output  # 4 steps x 3 orders + 3 steps x 3 trips
+    assert "replies: 24 applied" in result.output  # 4 steps x 3 orders, budget + 3 x 3 trips
 
 
 def test_the_metrics_port_needs_the_rabbitmq_transport() -> None:
