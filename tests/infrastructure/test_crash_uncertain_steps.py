@@ -37,7 +37,7 @@ from pathlib import Path
 from uuid import UUID, uuid5
 
 import pytest
-from support.broker import wait_until
+from support.broker import wait_until, worker_command
 from uncertain_transfer import SERVICES, STEP_TIMEOUT, TRANSFER
 
 from sagalog.domain import Saga, SagaStatus
@@ -143,29 +143,6 @@ class Worker:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _worker_command(database_url: str, broker_url: str, topology: Topology) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sagalog.infrastructure.cli",
-        "worker",
-        "--database-url",
-        database_url,
-        "--definitions",
-        "uncertain_transfer:TRANSFER",
-        "--transport",
-        "rabbitmq",
-        "--rabbitmq-url",
-        broker_url,
-        "--rabbitmq-prefix",
-        topology.prefix,
-        "--tick-interval",
-        "0.1",
-        "--poll-interval",
-        "0.05",
-    ]
-
-
 def _participant_command(
     service: str, broker_url: str, topology: Topology, tmp_path: Path
 ) -> list[str]:
@@ -234,7 +211,17 @@ def test_a_worker_killed_mid_burst_leaves_no_action_in_force_for_a_failed_saga(
         for replica in range(1 if service == "Mail" else REPLICAS)
     }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
-    worker = Worker(_worker_command(database_url, broker_url, topology), env, tmp_path)
+    worker = Worker(
+        worker_command(
+            database_url,
+            broker_url,
+            topology.prefix,
+            "--definitions",
+            "uncertain_transfer:TRANSFER",
+        ),
+        env,
+        tmp_path,
+    )
     ids = [saga_id_for(i) for i in range(SAGAS)]
 
     def statuses() -> Counter[SagaStatus]:

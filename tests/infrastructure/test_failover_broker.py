@@ -24,7 +24,6 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
-from support.broker import wait_until
+from support.broker import wait_until, worker_command
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services
@@ -65,29 +64,6 @@ DECLINES = DemoRates(
     compensation_failure=0.0,
     compensation_stuck=0.0,
 )
-
-
-def _worker_command(database_url: str, broker_url: str, topology: Topology) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sagalog.infrastructure.cli",
-        "worker",
-        "--database-url",
-        database_url,
-        "--transport",
-        "rabbitmq",
-        "--rabbitmq-url",
-        broker_url,
-        "--rabbitmq-prefix",
-        topology.prefix,
-        "--reply-partitions",
-        str(PARTITIONS),
-        "--tick-interval",
-        "0.2",
-        "--poll-interval",
-        "0.05",
-    ]
 
 
 class Workers:
@@ -210,7 +186,17 @@ def test_the_active_worker_killed_five_times_and_paused_once_loses_and_doubles_n
         )
         for service in services
     }
-    workers = Workers(_worker_command(database_url, broker_url, topology), tmp_path)
+    workers = Workers(
+        worker_command(
+            database_url,
+            broker_url,
+            topology.prefix,
+            "--reply-partitions",
+            str(PARTITIONS),
+            tick=0.2,
+        ),
+        tmp_path,
+    )
     watch = Watch(manager)
     sagas: list[UUID] = []
     starting = threading.Event()

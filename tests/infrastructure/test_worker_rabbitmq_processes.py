@@ -10,14 +10,13 @@ log must reach its participant, and none may be acted on twice.
 from __future__ import annotations
 
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-from support.broker import wait_until
+from support.broker import wait_until, worker_command
 
 from sagalog.domain import Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services
@@ -50,27 +49,6 @@ def _processed(store: Path) -> set[str]:
             return set()
 
 
-def _worker_command(database_url: str, broker_url: str, topology: Topology) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "from sagalog.infrastructure.cli import main; main()",
-        "worker",
-        "--database-url",
-        database_url,
-        "--transport",
-        "rabbitmq",
-        "--rabbitmq-url",
-        broker_url,
-        "--rabbitmq-prefix",
-        topology.prefix,
-        "--tick-interval",
-        "0.1",
-        "--poll-interval",
-        "0.05",
-    ]
-
-
 @pytest.fixture
 def manager(database_url: str) -> Iterator[SagaManager]:
     app = SagaManager(DEMO_DEFINITIONS, database_url)
@@ -101,7 +79,7 @@ def test_worker_and_participant_killed_midway_lose_and_repeat_nothing(
         )
         for service in services
     }
-    worker = ParticipantProcess("worker", _worker_command(database_url, broker_url, topology))
+    worker = ParticipantProcess("worker", worker_command(database_url, broker_url, topology.prefix))
 
     def ended(ids: list[UUID]) -> int:
         return sum(manager.get(i).is_terminal for i in ids)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +104,32 @@ class Background:
             thread.join(timeout=30)
         alive = [t.name for t in self.threads if t.is_alive()]
         assert not alive, f"background threads did not stop: {alive}"
+
+
+def worker_command(
+    database_url: str, broker_url: str, prefix: str, *options: str, tick: float = 0.1
+) -> list[str]:
+    """``sagalog worker --transport rabbitmq`` on this store and broker, as a process's argv,
+    with quick loops (``options`` go before the loop settings)."""
+    return [
+        sys.executable,
+        "-m",
+        "sagalog.infrastructure.cli",
+        "worker",
+        "--database-url",
+        database_url,
+        "--transport",
+        "rabbitmq",
+        "--rabbitmq-url",
+        broker_url,
+        "--rabbitmq-prefix",
+        prefix,
+        *options,
+        "--tick-interval",
+        str(tick),
+        "--poll-interval",
+        "0.05",
+    ]
 
 
 def _in_ci() -> bool:
