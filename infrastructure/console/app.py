@@ -41,6 +41,9 @@ from sagalog.infrastructure.console.reading import EXPLAINED_STUCK, ConsoleStore
 from sagalog.process import EncryptionKeyError
 from sagalog.projections.search import PageCursor, SagaFilter
 
+#: The error page's heading by status (anything else is "refused").
+_HEADINGS = {404: "not found", 503: "unavailable"}
+
 __all__ = ["create_app"]
 
 _HERE = Path(__file__).parent
@@ -210,14 +213,22 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
         )
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(exc)}, status_code=code)
-        return page(request, "error.html", {"message": str(exc)}, code)
+        return page(
+            request, "error.html", {"message": str(exc), "heading": _HEADINGS.get(code)}, code
+        )
 
     @app.exception_handler(RequestValidationError)
     async def unfit(request: Request, exc: RequestValidationError) -> Response:
         """The API keeps the schema's 422; a page says what did not fit in one line."""
         if request.url.path.startswith("/api/"):
-            return await request_validation_exception_handler(request, exc)
-        return page(request, "error.html", {"message": _unfit(exc)}, 422)
+            # The schema's 422 without what was sent: a patch may hold saga data.
+            errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+            return await request_validation_exception_handler(
+                request, RequestValidationError(errors)
+            )
+        return page(
+            request, "error.html", {"message": _unfit(exc), "heading": "not understood"}, 422
+        )
 
     def page(
         request: Request, name: str, context: dict[str, Any], status_code: int = 200

@@ -111,6 +111,18 @@ def test_an_action_on_a_saga_that_does_not_exist_is_a_404(console: Console) -> N
     code, answer = _post_json(f"{console.url}/api/sagas/{missing}/actions", RETRY, TOKEN)
     assert code == 404
     assert answer == {"error": f"no saga with id {missing}"}
+    page = Client(console.url).get(f"/sagas/{missing}")
+    assert page.status == 404
+    assert "<h1>not found</h1>" in page.text
+
+
+def test_the_apis_422_does_not_send_the_request_back(console: Console) -> None:
+    saga_id = _dead_lettered(console)
+    body = {**RETRY, "patch": ["IBAN-DE89-SECRET"]}  # a patch must be an object
+    code, answer = _post_json(f"{console.url}/api/sagas/{saga_id}/actions", body, TOKEN)
+    assert code == 422
+    assert answer["detail"][0]["loc"] == ["body", "patch"]
+    assert "IBAN-DE89-SECRET" not in json.dumps(answer)
 
 
 def test_a_page_request_that_does_not_fit_is_the_error_page_not_json(console: Console) -> None:
