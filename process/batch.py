@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import ProcessingEvent
@@ -105,20 +105,15 @@ class CommitsTransitions(ProcessApplication[UUID]):
             ]
             processing.saved_kwargs[DATA_KEYS_KWARG] = keys.new_keys(new_ids)
         tracer = self.tracer
-        if tracer is None:
-            for saga in sagas:
-                processing.events.extend(saga.collect_events())
-                processing.aggregates[saga.id] = saga
-                timers[saga.id] = saga.next_wakeup
-        else:
-            transitions = []
-            for saga in sagas:
-                events = saga.collect_events()
+        transitions: list[tuple[Saga, Sequence[Any]]] = []
+        for saga in sagas:
+            events = saga.collect_events()
+            processing.events.extend(events)
+            processing.aggregates[saga.id] = saga
+            timers[saga.id] = saga.next_wakeup
+            if tracer is not None:
                 transitions.append((saga, events))
-                processing.events.extend(events)
-                processing.aggregates[saga.id] = saga
-                timers[saga.id] = saga.next_wakeup
-            started_ns = time.time_ns()
+        started_ns = time.time_ns() if tracer is not None else 0
         processing.saved_kwargs[SAGA_TIMERS_KWARG] = timers
         try:
             recordings = self._record(processing)

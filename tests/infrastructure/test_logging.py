@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pika
 import pytest
@@ -77,6 +78,39 @@ def manager(database_url: str) -> Iterator[SagaManager]:
     app = SagaManager([ORDER], database_url, clock=ManualClock(T0))
     yield app
     app.close()
+
+
+def _logged(
+    manager: SagaManager, act: Callable[[UUID], object], *, json_lines: bool
+) -> tuple[UUID, list[str]]:
+    """Start an Order, ``act`` on it, and return the lines its transitions were logged as."""
+    stream = io.StringIO()
+    handler = configure_logging("DEBUG", json_lines=json_lines, stream=stream)
+    try:
+        follower = SagaEventFollower(manager, [SagaTransitionLogger()])
+        saga_id = manager.start("Order", {"n": 1})
+        act(saga_id)
+        follower.drain()
+    finally:
+        logging.getLogger("sagalog").removeHandler(handler)
+    return saga_id, stream.getvalue().splitlines()
+
+
+def _record_with_exception(message: str) -> logging.LogRecord:
+    """An ERROR record of ``message`` carrying a ``ValueError("boom")`` traceback."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        return logging.getLogger("sagalog.test").makeRecord(
+            "sagalog.test",
+            logging.ERROR,
+            __file__,
+            1,
+            message,
+            (),
+            exc_info=sys.exc_info(),
+            extra={"correlation_id": "c-1"},
+        )
 
 
 def _transitions(capture: Capture) -> list[logging.LogRecord]:
@@ -163,16 +197,14 @@ def test_completed_and_compensated_sagas_log_at_info(
 def test_the_json_formatter_writes_one_object_per_line_with_the_fields(
     manager: SagaManager,
 ) -> None:
-    stream = io.StringIO()
-    handler = configure_logging("DEBUG", json_lines=True, stream=stream)
-    try:
-        follower = SagaEventFollower(manager, [SagaTransitionLogger()])
-        saga_id = manager.start("Order", {"n": 1})
-        manager.handle_step_failed(saga_id, "reserve", "out of stock", message_id="r-9")
-        follower.drain()
-    finally:
-        logging.getLogger("sagalog").removeHandler(handler)
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    saga_id, logged = _logged(
+        manager,
+        lambda saga_id: manager.handle_step_failed(
+            saga_id, "reserve", "out of stock", message_id="r-9"
+        ),
+        json_lines=True,
+    )
+    lines = [json.loads(line) for line in logged]
     assert [line["event"] for line in lines] == [type(e).__name__ for e in manager.history(saga_id)]
     failed = next(line for line in lines if line["event"] == "StepFailed")
     assert failed["level"] == "WARNING"
@@ -187,16 +219,13 @@ def test_the_json_formatter_writes_one_object_per_line_with_the_fields(
 
 
 def test_a_text_line_cannot_be_forged_by_an_actor_or_a_reason(manager: SagaManager) -> None:
-    stream = io.StringIO()
-    handler = configure_logging("DEBUG", stream=stream)
-    try:
-        follower = SagaEventFollower(manager, [SagaTransitionLogger()])
-        saga_id = manager.start("Order", {"n": 1})
-        manager.abort(saga_id, actor="ops\nERROR forged", reason="why\r\nWARNING x\x1b[2J")
-        follower.drain()
-    finally:
-        logging.getLogger("sagalog").removeHandler(handler)
-    lines = stream.getvalue().splitlines()
+    saga_id, lines = _logged(
+        manager,
+        lambda saga_id: manager.abort(
+            saga_id, actor="ops\nERROR forged", reason="why\r\nWARNING x\x1b[2J"
+        ),
+        json_lines=False,
+    )
     assert len(lines) == len(manager.history(saga_id))
     aborted = next(line for line in lines if "aborted" in line)
     assert "ops\\nERROR forged" in aborted
@@ -205,38 +234,14 @@ def test_a_text_line_cannot_be_forged_by_an_actor_or_a_reason(manager: SagaManag
 
 
 def test_a_traceback_still_follows_its_line() -> None:
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        record = logging.getLogger("sagalog.test").makeRecord(
-            "sagalog.test",
-            logging.ERROR,
-            __file__,
-            1,
-            "failed\nhere",
-            (),
-            exc_info=__import__("sys").exc_info(),
-            extra={"correlation_id": "c-1"},
-        )
+    record = _record_with_exception("failed\nhere")
     first, *rest = KeyValueFormatter().format(record).splitlines()
     assert first.endswith("failed\\nhere [correlation_id=c-1]")
     assert rest[-1] == "ValueError: boom"
 
 
 def test_the_json_formatter_includes_exceptions() -> None:
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        record = logging.getLogger("sagalog.test").makeRecord(
-            "sagalog.test",
-            logging.ERROR,
-            __file__,
-            1,
-            "failed",
-            (),
-            exc_info=__import__("sys").exc_info(),
-            extra={"correlation_id": "c-1"},
-        )
+    record = _record_with_exception("failed")
     line = json.loads(JsonFormatter().format(record))
     assert line["correlation_id"] == "c-1"
     assert "ValueError: boom" in line["exc"]
