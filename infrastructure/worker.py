@@ -52,7 +52,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -351,27 +350,33 @@ class Worker:
             self._start_active(term)
             lost = self._renew_until_lost(term, heartbeat)
             self._stop_active()
+            # Hand the lease over now rather than when it expires (a no-op if another
+            # worker already took it: the release is fenced by the epoch).
+            try:
+                lease.release(term)
+            except Exception as exc:
+                logger.warning("lease: not released (it expires by itself): %s", exc)
+            self._role_changed(False, term.epoch)
             if lost:
-                self._role_changed(False, term.epoch)
-            else:  # stopping: hand the lease over now rather than when it expires
-                try:
-                    lease.release(term)
-                except Exception as exc:
-                    logger.warning("lease: not released (it expires by itself): %s", exc)
-                self._role_changed(False, term.epoch)
+                # A worker that just lost its term was paused, starved or cut off from the
+                # store: the standbys get one lease time to take over before it competes.
+                self.stop_event.wait(lease.lease_seconds)
 
     def _renew_until_lost(self, term: LeaseTerm, heartbeat: float) -> bool:
         """Renew ``term`` every ``heartbeat`` seconds; ``True`` once lost, ``False`` on stop."""
         lease = self.lease
         assert lease is not None
         while not self._term_stop.wait(heartbeat):
+            if term.lapsed:  # paused or starved past the lease time: over, even if still ours
+                logger.warning("lease: epoch %d lapsed before it was renewed", term.epoch)
+                break
             try:
                 if not lease.renew(term):
                     logger.warning("lease: epoch %d was taken over by another worker", term.epoch)
                     break
             except Exception as exc:
                 self.health.down("store", first_line(exc, named=True))
-                if time.monotonic() >= term.valid_until:
+                if term.lapsed:
                     logger.warning("lease: epoch %d not renewed in time: %s", term.epoch, exc)
                     break
         else:

@@ -76,9 +76,18 @@ class LeaseTerm:
     #: been sent before, by a holder that died before it recorded its position.
     inherited_sending_to: int = 0
 
+    @property
+    def lapsed(self) -> bool:
+        """The lease time since the last successful renewal has passed by this holder's clock.
+
+        A lapsed term is over even if no other worker took the lease: it is never renewed
+        back to life, because a holder paused that long cannot know what it missed.
+        """
+        return time.monotonic() >= self.valid_until
+
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless this term still holds the lease by its own clock."""
-        if self.ended.is_set() or time.monotonic() >= self.valid_until:
+        if self.ended.is_set() or self.lapsed:
             raise LeaseLost(f"the store's lease (epoch {self.epoch}) is no longer held")
 
     def record_position(self, recorder: TrackingRecorder, tracking: Tracking) -> None:

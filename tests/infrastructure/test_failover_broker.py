@@ -114,6 +114,10 @@ class Watch:
             return None
         return int(row[0].split(":")[-2])
 
+    def epoch(self) -> int:
+        row = self.lease.holder()
+        return 0 if row is None else row[1]
+
     def position(self) -> int:
         return self.tracking.max_tracking_id(self.manager.name) or 0
 
@@ -233,6 +237,7 @@ def test_the_active_worker_killed_five_times_and_paused_once_loses_and_doubles_n
             takeovers.append(_takeover(watch, since, killed_at))
         # The holder paused past its lease (SIGSTOP), then resumed: it must step down.
         paused = _active(workers, watch)
+        paused_epoch = watch.epoch()
         since = watch.position()
         os.kill(paused.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
@@ -241,6 +246,9 @@ def test_the_active_worker_killed_five_times_and_paused_once_loses_and_doubles_n
         time.sleep(DEFAULT_LEASE_SECONDS * 1.5)
         os.kill(paused.pid, signal.SIGCONT)
         paused_takeover = _takeover(watch, since, stopped_at)
+        # Its term is over however the race after SIGCONT went (a lapsed term is never
+        # renewed), and it stands back a lease time, so a standby holds the next one.
+        wait_until(lambda: watch.epoch() > paused_epoch, message="a new lease term")
         wait_until(lambda: watch.holder_pid() != paused.pid, message="another holder")
         starting.set()
         starter.join(30)

@@ -200,6 +200,43 @@ def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
             m.close()
 
 
+def test_a_holder_whose_lease_time_lapsed_steps_down_and_lets_a_standby_take_over(
+    store_url: str,
+) -> None:
+    """A holder paused or starved past its lease time ends its term even if no one took it.
+
+    It is not renewed back to life; it hands the row over at once and waits a lease time
+    before competing again, so the standby (polling every eighth of it) takes over.
+    """
+    managers = [SagaManager([TWO_STEPS], store_url) for _ in range(2)]
+    workers = [Worker(m, tick_interval=0.05, poll_interval=0.02, lease_seconds=2) for m in managers]
+    try:
+        workers[0].start()
+        assert workers[0].active.wait(10)
+        workers[1].start()
+        time.sleep(0.3)
+        assert not workers[1].active.is_set()
+        term = workers[0].term
+        assert term is not None
+        lease = workers[0].lease
+        assert lease is not None
+        term.valid_until = time.monotonic() - 1  # as if it had been paused past its lease
+        assert workers[1].active.wait(10)
+        holder = lease.holder()
+        assert holder is not None
+        assert holder[0] == workers[1].holder
+        assert holder[1] == term.epoch + 1
+        assert term.ended.is_set()
+        assert not workers[0].active.is_set()
+    finally:
+        for worker in workers:
+            worker.stop()
+            worker.join(30)
+            worker.close()
+        for m in managers:
+            m.close()
+
+
 class DiesAfter(Sent):
     """Accepts ``count`` commands, then fails the way a killed process stops: for good."""
 
