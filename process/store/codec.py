@@ -472,6 +472,10 @@ class SagaMapper(Mapper[UUID]):
 
     def _opened(self, domain_event: Any) -> Any:
         """``domain_event`` with its sealed payloads opened (or redacted, or erased)."""
+        if type(domain_event) is Saga.SagaForgotten:
+            if self.data_keys is not None:  # read it as erased from now on, whatever is cached
+                self.data_keys.erased(vars(domain_event)["originator_id"])
+            return domain_event
         fields = self._sealed_fields(type(domain_event))
         if not fields:
             return domain_event

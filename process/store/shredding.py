@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -32,6 +33,7 @@ __all__ = [
     "DATA_KEYS_KWARG",
     "ENCRYPTED",
     "ERASED",
+    "KEY_MAX_AGE_SECONDS",
     "SEALED_FIELDS",
     "DataKeyTable",
     "ErasureError",
@@ -48,6 +50,9 @@ ERASED = "<erased>"
 ENCRYPTED = "<encrypted>"
 #: The fields of saga events that hold saga data, sealed under the saga's key.
 SEALED_FIELDS = ("data", "payload", "result", "error", "reason", "changes")
+#: Seconds a process uses a data key it looked up before looking it up again: how long
+#: a saga forgotten by another process may still be decrypted here (docs/security.md).
+KEY_MAX_AGE_SECONDS = 5.0
 #: Fields that are dicts: erased or redacted, they stay dicts.
 _DICT_FIELDS = frozenset({"data", "payload"})
 #: A sealed field's text: this prefix, then base64 of nonce, tag and ciphertext.
@@ -95,15 +100,29 @@ class DataKeyTable(Protocol):
 
 
 class SagaDataKeys:
-    """The data keys of sagas: made, wrapped, looked up (and remembered), destroyed."""
+    """The data keys of sagas: made, wrapped, looked up (and remembered), destroyed.
 
-    def __init__(self, keyring: KeyRing, table: DataKeyTable, *, cache_size: int = 10_000) -> None:
+    A remembered key is looked up again once it is ``max_age`` seconds old, so a saga
+    forgotten by another process reads as erased here within that time (and at once
+    after this process decoded the saga's ``SagaForgotten``: :meth:`erased`).
+    """
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        table: DataKeyTable,
+        *,
+        cache_size: int = 10_000,
+        max_age: float = KEY_MAX_AGE_SECONDS,
+    ) -> None:
         """Keys wrapped by ``keyring``'s writing key, kept in ``table``."""
         self.keyring = keyring
         self.table = table
         self.cache_size = cache_size
-        #: saga id → its data key's cipher, or ``None`` when it was forgotten.
-        self._cache: dict[UUID, Any] = {}
+        self.max_age = max_age
+        #: saga id → (its data key's cipher, or ``None`` when it was forgotten; when
+        #: it was looked up, on the monotonic clock).
+        self._cache: dict[UUID, tuple[Any, float]] = {}
         self._aes_gcm = aes_gcm_class()
 
     # -- keys --------------------------------------------------------------------
@@ -112,8 +131,15 @@ class SagaDataKeys:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         cipher = None if key is None else self._aes_gcm(key)
-        self._cache[saga_id] = cipher
+        self._cache[saga_id] = (cipher, time.monotonic())
         return cipher
+
+    def _remembered(self, saga_id: UUID) -> tuple[bool, Any]:
+        """(whether a key young enough is remembered, that key)."""
+        entry = self._cache.get(saga_id)
+        if entry is None or time.monotonic() - entry[1] >= self.max_age:
+            return False, None
+        return True, entry[0]
 
     def _wrap(self, saga_id: UUID, key: bytes) -> bytes:
         return self.keyring.encrypt(key, _WRAP_AAD + saga_id.bytes)
@@ -137,17 +163,16 @@ class SagaDataKeys:
 
     def prefetch(self, saga_ids: Sequence[UUID]) -> None:
         """Look up the keys of ``saga_ids`` not remembered yet, in one query."""
-        missing = [saga_id for saga_id in saga_ids if saga_id not in self._cache]
+        missing = [saga_id for saga_id in saga_ids if not self._remembered(saga_id)[0]]
         if missing:
             for saga_id, wrapped in self.table.select_data_keys(missing).items():
                 self._remember(saga_id, self._unwrap(saga_id, wrapped))
 
     def key_for_reading(self, saga_id: UUID) -> Any:
         """The saga's key (a cipher), ``None`` if it was forgotten (or never existed)."""
-        try:
-            return self._cache[saga_id]
-        except KeyError:
-            pass
+        known, key = self._remembered(saga_id)
+        if known:
+            return key
         wrapped = self.table.select_data_keys([saga_id]).get(saga_id)
         if wrapped is None:
             return None
@@ -155,13 +180,18 @@ class SagaDataKeys:
 
     def key_for_writing(self, saga_id: UUID) -> Any:
         """The saga's key (a cipher), made now if it has none (a saga started before encryption)."""
-        if saga_id in self._cache:
-            return self._cache[saga_id]
+        known, key = self._remembered(saga_id)
+        if known:
+            return key
         found = self.table.select_data_keys([saga_id]).get(saga_id)
         if found is None:
             self.table.insert_data_keys({saga_id: self._wrap(saga_id, os.urandom(32))})
             found = self.table.select_data_keys([saga_id]).get(saga_id, b"")
         return self._remember(saga_id, self._unwrap(saga_id, found))
+
+    def erased(self, saga_id: UUID) -> None:
+        """Read the saga as erased from now on: its ``SagaForgotten`` was decoded here."""
+        self._remember(saga_id, None)
 
     def forget(self, saga_id: UUID) -> bool:
         """Destroy the saga's key (a tombstone row); whether there was one to destroy."""

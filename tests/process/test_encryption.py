@@ -179,6 +179,29 @@ def test_no_saga_data_in_the_clear_before_or_after_forget(database_url: str) -> 
         projector.close()
 
 
+@pytest.mark.requires_database(reason="two managers share the store")
+def test_another_manager_holding_the_key_reads_the_saga_erased_after_forget(
+    database_url: str,
+) -> None:
+    """A manager that looked the key up before the erasure stops decrypting: from its next
+    read once it has read the ``SagaForgotten``, and on any read once its key is too old."""
+    with reopened(database_url, keyed(K1)) as eraser, reopened(database_url, keyed(K1)) as other:
+        saga_id = run_failed_saga(eraser)
+        assert other.get(saga_id).data["iban"] == SECRET_DATA  # its key is remembered
+        eraser.forget(saga_id, actor="dpo", reason="erasure request 18")
+        other.get(saga_id)  # reads the erasure
+        assert other.get(saga_id).data == {ERASED: True}
+        assert all(SECRET_ERROR not in str(vars(event)) for event in other.history(saga_id))
+    with reopened(database_url, keyed(K1)) as other, reopened(database_url, keyed(K1)) as eraser:
+        saga_id = run_failed_saga(eraser)
+        assert other.get(saga_id).data["iban"] == SECRET_DATA
+        keys = other._data_keys
+        assert keys is not None
+        keys.max_age = 0.0  # as if its key had been looked up longer ago than that
+        eraser.forget(saga_id, actor="dpo", reason="erasure request 19")
+        assert other.get(saga_id).data == {ERASED: True}
+
+
 def test_a_running_saga_is_not_forgotten(database_url: str) -> None:
     with reopened(database_url, keyed(K1)) as manager:
         saga_id = manager.start("Order", {"iban": SECRET_DATA})
