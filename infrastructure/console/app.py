@@ -125,8 +125,17 @@ _FILTER_FIELDS = ("status", "type", "version", "step", "error", "after", "before
 
 
 def _form_filter(values: Mapping[str, str]) -> SagaFilter:
-    """A filter from a form's (or query string's) text fields; empty fields do not narrow."""
-    text = {k: values.get(k, "").strip()[:_TEXT] for k in _FILTER_FIELDS}
+    """A filter from a form's (or query string's) text fields; empty fields do not narrow.
+
+    A field longer than the API allows is refused, as the API refuses it, rather than cut:
+    a cut filter would quietly list sagas the user did not ask for.
+    """
+    text = {k: values.get(k, "").strip() for k in _FILTER_FIELDS}
+    for field, value in text.items():
+        if len(value) > _TEXT:
+            raise ConsoleRefusedError(
+                f"filter: {field} is longer than {_TEXT} characters ({len(value)})", 400
+            )
     try:
         return _filter(
             SagaStatus(text["status"]) if text["status"] else None,
@@ -273,7 +282,9 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
     @app.get("/sagas", response_class=HTMLResponse, include_in_schema=False)
     def sagas_page(request: Request) -> HTMLResponse:
         wanted = _form_filter(request.query_params)
-        cursor = request.query_params.get("cursor", "")[:_TEXT]
+        cursor = request.query_params.get("cursor", "")
+        if len(cursor) > _TEXT:
+            raise ConsoleRefusedError(f"cursor: longer than {_TEXT} characters", 400)
         found = store.sagas(wanted, after=PageCursor.decode(cursor) if cursor else None)
         params = {
             k: v

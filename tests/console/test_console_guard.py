@@ -163,3 +163,17 @@ def test_a_bulk_dry_run_refuses_what_its_confirmation_would(console: Console) ->
     assert "by <strong>ops &lt;b&gt;</strong>, because: r" in text
     assert "confirm-form" in text
     assert len(console.store.manager.history(UUID(saga_id))) == before
+
+
+def test_a_filter_longer_than_the_api_allows_is_refused_on_the_page_as_in_the_api(
+    read_only_console: Console,
+) -> None:
+    client = Client(read_only_console.url)
+    longest = "x" * 200
+    assert client.get(f"/sagas?error={longest}").status == 200
+    for path in (f"/sagas?error={longest}y", f"/api/sagas?error={longest}y"):
+        response = client.get(path)
+        assert response.status in (400, 422), path
+        assert "200 characters" in response.text
+        assert longest not in response.text  # the input is not sent back
+    assert client.get(f"/sagas?cursor={longest}y").status == 400
