@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from uuid import UUID
 
 import pytest
@@ -177,10 +178,13 @@ def test_two_workers_on_one_store_send_each_command_once(store_url: str) -> None
             m.close()
 
 
-def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
+@contextmanager
+def holder_and_standby(store_url: str, lease_seconds: float) -> Iterator[list[Worker]]:
+    """Two workers on the store: the first holds the lease, the second stands by."""
     managers = [SagaManager([TWO_STEPS], store_url) for _ in range(2)]
     workers = [
-        Worker(m, tick_interval=0.05, poll_interval=0.02, lease_seconds=30) for m in managers
+        Worker(m, tick_interval=0.05, poll_interval=0.02, lease_seconds=lease_seconds)
+        for m in managers
     ]
     try:
         workers[0].start()
@@ -188,9 +192,7 @@ def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
         workers[1].start()
         time.sleep(0.3)
         assert not workers[1].active.is_set()
-        workers[0].stop()
-        assert workers[0].join(30)
-        assert workers[1].active.wait(10)  # far sooner than the 30 s lease
+        yield workers
     finally:
         for worker in workers:
             worker.stop()
@@ -198,6 +200,13 @@ def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
             worker.close()
         for m in managers:
             m.close()
+
+
+def test_a_stopped_holder_hands_the_lease_over_at_once(store_url: str) -> None:
+    with holder_and_standby(store_url, lease_seconds=30) as workers:
+        workers[0].stop()
+        assert workers[0].join(30)
+        assert workers[1].active.wait(10)  # far sooner than the 30 s lease
 
 
 def test_a_holder_whose_lease_time_lapsed_steps_down_and_lets_a_standby_take_over(
@@ -208,14 +217,7 @@ def test_a_holder_whose_lease_time_lapsed_steps_down_and_lets_a_standby_take_ove
     It is not renewed back to life; it hands the row over at once and waits a lease time
     before competing again, so the standby (polling every eighth of it) takes over.
     """
-    managers = [SagaManager([TWO_STEPS], store_url) for _ in range(2)]
-    workers = [Worker(m, tick_interval=0.05, poll_interval=0.02, lease_seconds=2) for m in managers]
-    try:
-        workers[0].start()
-        assert workers[0].active.wait(10)
-        workers[1].start()
-        time.sleep(0.3)
-        assert not workers[1].active.is_set()
+    with holder_and_standby(store_url, lease_seconds=2) as workers:
         term = workers[0].term
         assert term is not None
         lease = workers[0].lease
@@ -228,13 +230,6 @@ def test_a_holder_whose_lease_time_lapsed_steps_down_and_lets_a_standby_take_ove
         assert holder[1] == term.epoch + 1
         assert term.ended.is_set()
         assert not workers[0].active.is_set()
-    finally:
-        for worker in workers:
-            worker.stop()
-            worker.join(30)
-            worker.close()
-        for m in managers:
-            m.close()
 
 
 class DiesAfter(Sent):
