@@ -217,7 +217,7 @@ def test_a_holder_whose_lease_time_lapsed_steps_down_and_lets_a_standby_take_ove
     It is not renewed back to life; it hands the row over at once and waits a lease time
     before competing again, so the standby (polling every eighth of it) takes over.
     """
-    with holder_and_standby(store_url, lease_seconds=2) as workers:
+    with holder_and_standby(store_url, lease_seconds=4) as workers:
         term = workers[0].term
         assert term is not None
         lease = workers[0].lease
