@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from sagalog.domain import SagalogError, SagaNotFoundError, SagaStatus
+from sagalog.domain.payload import UNSTORABLE_CHARACTERS
 from sagalog.infrastructure.console.acting import ACTIONS, BULK_LIMIT, Preview, act, preview
 from sagalog.infrastructure.console.guard import (
     CSRF_COOKIE,
@@ -48,6 +49,9 @@ __all__ = ["create_app"]
 
 _HERE = Path(__file__).parent
 _TEXT = 200
+#: The highest definition version a filter may ask for (a larger one would overflow a
+#: store's integer column).
+_MOST_VERSION = 1_000_000
 
 #: Sent with every answer: only our own script and style run; no framing, no referrer.
 SECURITY_HEADERS = {
@@ -84,7 +88,7 @@ class BulkRequest(ActionRequest):
 
     status: SagaStatus | None = None
     saga_type: str | None = Field(default=None, max_length=_TEXT)
-    version: int | None = Field(default=None, ge=1, le=1_000_000)
+    version: int | None = Field(default=None, ge=1, le=_MOST_VERSION)
     step: str | None = Field(default=None, max_length=_TEXT)
     error: str | None = Field(default=None, max_length=_TEXT)
 
@@ -110,6 +114,11 @@ def _filter(
     after: datetime | None = None,
     before: datetime | None = None,
 ) -> SagaFilter:
+    """The store's filter; a text with a NUL is refused (400) rather than sent to a store
+    that cannot take it (PostgreSQL refuses NUL in text, and no saga's text holds one)."""
+    for field, value in (("type", saga_type), ("step", step), ("error", error)):
+        if value and not UNSTORABLE_CHARACTERS.isdisjoint(value):
+            raise ConsoleRefusedError(f"filter: {field} holds a NUL character", 400)
     return SagaFilter(
         status=status,
         saga_type=saga_type or None,
@@ -136,18 +145,22 @@ def _form_filter(values: Mapping[str, str]) -> SagaFilter:
             raise ConsoleRefusedError(
                 f"filter: {field} is longer than {_TEXT} characters ({len(value)})", 400
             )
+    field = ""
     try:
-        return _filter(
-            SagaStatus(text["status"]) if text["status"] else None,
-            text["type"],
-            int(text["version"]) if text["version"] else None,
-            text["step"],
-            text["error"],
-            datetime.fromisoformat(text["after"]) if text["after"] else None,
-            datetime.fromisoformat(text["before"]) if text["before"] else None,
-        )
-    except ValueError as exc:
-        raise ConsoleRefusedError(f"a filter the console cannot read: {exc}", 400) from None
+        field = "status"
+        status = SagaStatus(text["status"]) if text["status"] else None
+        field = "version"
+        version = int(text["version"]) if text["version"] else None
+        if version is not None and not 1 <= version <= _MOST_VERSION:
+            raise ValueError(version)
+        field = "after"
+        after = datetime.fromisoformat(text["after"]) if text["after"] else None
+        field = "before"
+        before = datetime.fromisoformat(text["before"]) if text["before"] else None
+    except ValueError:
+        # Named, not quoted: as the API's 422, the page does not send the value back.
+        raise ConsoleRefusedError(f"filter: {field} is not one the console can read", 400) from None
+    return _filter(status, text["type"], version, text["step"], text["error"], after, before)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -455,7 +468,7 @@ def create_app(store: ConsoleStore, guard: ConsoleGuard) -> FastAPI:
     def api_sagas(
         status: Annotated[SagaStatus | None, Query()] = None,
         saga_type: Annotated[str | None, Query(alias="type", max_length=_TEXT)] = None,
-        version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        version: Annotated[int | None, Query(ge=1, le=_MOST_VERSION)] = None,
         step: Annotated[str | None, Query(max_length=_TEXT)] = None,
         error: Annotated[str | None, Query(max_length=_TEXT)] = None,
         after: Annotated[datetime | None, Query()] = None,

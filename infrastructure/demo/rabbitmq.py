@@ -31,7 +31,13 @@ from uuid import UUID
 
 from sagalog.domain import ReplyOutcome, Saga, SagaStatus
 from sagalog.infrastructure.demo.participant import demo_services
-from sagalog.infrastructure.demo.runner import DemoRates, DemoResult, start_demo_sagas
+from sagalog.infrastructure.demo.runner import (
+    DemoRates,
+    DemoResult,
+    DemoSeedUsedError,
+    check_seed_unused,
+    start_demo_sagas,
+)
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.observer import ObservedEvent, SagaEventFollower
 from sagalog.infrastructure.messaging.relay import CommandRelay
@@ -171,6 +177,11 @@ def run_rabbitmq_demo(
     topology = dataclasses.replace(unique_topology("sagalog-demo"), signing=SigningKeys(keys))
     rng = random.Random(seed)
     manager = SagaManager(DEMO_DEFINITIONS, database_url)
+    try:
+        check_seed_unused(manager, rng, seed)  # before any process or queue is made
+    except DemoSeedUsedError:
+        manager.close()
+        raise
     replies: Counter[str] = Counter()
     stop = threading.Event()
     threads: list[threading.Thread] = []

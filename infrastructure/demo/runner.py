@@ -22,7 +22,14 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from sagalog.domain import Command, CommandKind, Saga, SagaStatus
+from sagalog.domain import (
+    Command,
+    CommandKind,
+    Saga,
+    SagalogError,
+    SagaNotFoundError,
+    SagaStatus,
+)
 from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
 from sagalog.infrastructure.messaging.relay import CommandRelay
 from sagalog.infrastructure.messaging.transport import InProcessTransport
@@ -171,6 +178,32 @@ class DemoResult:
         return self.sagas / self.seconds if self.seconds else 0.0
 
 
+class DemoSeedUsedError(SagalogError):
+    """The store already holds the sagas a demo run with this seed would start."""
+
+
+def check_seed_unused(manager: SagaManager, rng: random.Random, seed: int) -> None:
+    """Raise :class:`DemoSeedUsedError` if an earlier run of this seed left its sagas here.
+
+    A seed starts the same saga ids every run (the first one whatever ``--sagas`` is), and
+    starting a saga again records nothing: a second run would run nothing new, report the
+    first run's outcomes (over RabbitMQ, wait for endings already recorded until it timed
+    out). Peeks at the first id without drawing from ``rng``.
+    """
+    probe = random.Random()
+    probe.setstate(rng.getstate())
+    first = UUID(int=probe.getrandbits(128), version=4)
+    try:
+        manager.get(first)
+    except SagaNotFoundError:
+        return
+    raise DemoSeedUsedError(
+        f"this store already holds the demo's sagas of seed {seed} (a seed starts the same "
+        f"saga ids every run): pass another --seed, e.g. --seed {seed + 1}, or another "
+        "--database-url"
+    )
+
+
 def start_demo_sagas(manager: SagaManager, rng: random.Random, count: int, seed: int) -> list[UUID]:
     """Start ``count`` demo sagas, orders and trips alternating, ids and data from ``rng``.
 
@@ -210,6 +243,11 @@ def run_demo(
     rng.randint(0, 3650)
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     manager = SagaManager(DEMO_DEFINITIONS, database_url, clock=clock)
+    try:
+        check_seed_unused(manager, rng, seed)
+    except DemoSeedUsedError:
+        manager.close()
+        raise
     transport = InProcessTransport()
     participants = SimulatedParticipants(rng, rates, clock)
     transport.subscribe_all(participants.handle)

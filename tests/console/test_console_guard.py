@@ -177,3 +177,19 @@ def test_a_filter_longer_than_the_api_allows_is_refused_on_the_page_as_in_the_ap
         assert "200 characters" in response.text
         assert longest not in response.text  # the input is not sent back
     assert client.get(f"/sagas?cursor={longest}y").status == 400
+
+
+def test_a_filter_no_store_can_hold_is_refused_by_name_on_the_page_and_in_the_api(
+    read_only_console: Console,
+) -> None:
+    client = Client(read_only_console.url)
+    for path in ("/sagas?error=a%00b", "/api/sagas?type=%00", "/sagas?step=%00x"):
+        response = client.get(path)
+        assert response.status == 400, path  # not a 500 from a store refusing the NUL
+        assert "NUL" in response.text
+    for path in ("/sagas?version=99999999999999999999999", "/sagas?status=zzzq7"):
+        response = client.get(path)
+        assert response.status == 400, path
+        assert "99999999999999999999999" not in response.text  # named, not sent back
+        assert "zzzq7" not in response.text.split("<form")[0]
+    assert client.get("/api/sagas?version=99999999999999999999999").status == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -281,6 +282,43 @@ def test_after_the_demo_list_stuck_and_show_say_what_happened(
     after = invoke_json("projections", "status", "--database-url", url)
     assert after["lag"] == 0
     assert after["events"] == after["head"] == before["head"]
+
+
+def test_a_second_demo_of_one_seed_into_one_store_is_refused_and_another_seed_runs(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    url = run_demo(cli_url_for(backend, database_url, tmp_path))
+    head = invoke_json("projections", "status", "--database-url", url)["head"]
+    again = invoke("demo", "--database-url", url, "--sagas", "3", "--seed", "1")
+    assert again.exit_code == 2, again.output
+    assert "already holds the demo's sagas of seed 1" in again.output
+    assert "--seed 2" in again.output
+    assert invoke_json("projections", "status", "--database-url", url)["head"] == head
+    other = invoke("demo", "--database-url", url, "--sagas", "3", "--seed", "2")
+    assert other.exit_code == 0, other.output
+    assert len(invoke_json("list", "--database-url", url, "--limit", "1000")) == 43
+
+
+def test_a_second_demo_of_one_seed_over_rabbitmq_is_refused_before_it_starts_anything(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    from sagalog.infrastructure.demo.rabbitmq import run_rabbitmq_demo
+    from sagalog.infrastructure.demo.runner import (
+        DemoRates,
+        DemoSeedUsedError,
+        start_demo_sagas,
+    )
+    from sagalog.infrastructure.demo.sagas import DEMO_DEFINITIONS
+
+    url = cli_url_for(backend, database_url, tmp_path)
+    manager = SagaManager(DEMO_DEFINITIONS, url)
+    try:  # what a first run over RabbitMQ with seed 5 started (its ids come first)
+        start_demo_sagas(manager, random.Random(5), 1, 5)
+    finally:
+        manager.close()
+    # Before, it waited for endings recorded before it began, until its timeout.
+    with pytest.raises(DemoSeedUsedError, match="seed 5"):
+        run_rabbitmq_demo(database_url=url, sagas=3, seed=5, rates=DemoRates(), timeout=5)
 
 
 def test_stuck_names_the_overdue_branch_of_a_parallel_saga(
