@@ -275,8 +275,16 @@ class StoreLease:
     # -- the lease -----------------------------------------------------------------
 
     def acquire(self, holder: str) -> LeaseTerm | None:
-        """Take the lease if it is free or expired: a new term, one epoch up; else ``None``."""
+        """Take the lease if it is free or expired: a new term, one epoch up; else ``None``.
+
+        A standby first reads the row and writes only when the lease looks free: on SQLite
+        the upsert takes the file's write lock even when it changes nothing, and a standby
+        paused while holding it would stop the holder's renewals.
+        """
         started = time.monotonic()
+        held = self._execute(self._read, {"name": self.name})
+        if held and held[0][2] > 0:
+            return None
         rows = self._execute(
             self._acquire, {"name": self.name, "holder": holder, "seconds": self.lease_seconds}
         )

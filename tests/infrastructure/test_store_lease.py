@@ -5,6 +5,7 @@ On SQLite and PostgreSQL (a private memory store has no other worker to share wi
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -81,6 +82,26 @@ def test_only_one_holder_at_a_time_and_a_takeover_raises_the_epoch(store_url: st
     finally:
         first.close()
         second.close()
+
+
+def test_a_standby_polls_without_taking_the_sqlite_write_lock(store_url: str, backend: str) -> None:
+    """A standby paused mid-poll must not hold the file's write lock (the holder's renewals
+    need it): while the lease is held, a poll only reads."""
+    if backend != "sqlite":
+        pytest.skip("the write lock of the whole file is SQLite's")
+    holder, standby = _lease(store_url, 30), _lease(store_url, 30)
+    path = parse_database_url(store_url).path
+    assert path is not None
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    try:
+        assert holder.acquire("holder") is not None
+        writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock now
+        assert standby.acquire("standby") is None  # an upsert would wait, then fail
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        holder.close()
+        standby.close()
 
 
 def test_a_paused_holder_can_neither_send_nor_record_a_position_after_a_takeover(
