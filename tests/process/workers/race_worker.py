@@ -334,12 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stdin.readline().strip() != "go":
             return 2
         started = time.monotonic()
-        try:
-            stats = drive(
-                manager, args.sagas, args.tag, clock, within=args.within, lockstep=lockstep
-            )
-        finally:
-            lockstep.finish()
+        stats = drive(manager, args.sagas, args.tag, clock, within=args.within, lockstep=lockstep)
         summary = {
             "tag": args.tag,
             "conflicts": manager.conflicts,
@@ -352,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print("summary " + json.dumps(summary), flush=True)
     finally:
+        lockstep.finish()  # however it ends, the other worker must not wait for this one
         manager.close()
         lockstep.close()
         clock.close()
