@@ -27,6 +27,13 @@ The manager counts the optimistic-concurrency conflicts its transitions hit
 (``RecordConflictError`` from recording a saga, after which ``_transition``
 reloads and decides again). The worker waits for ``go`` on stdin after printing
 ``ready``, so the two start together, and prints ``summary {json}`` at the end.
+
+The race is not left to the operating system's scheduler (:class:`Lockstep`, in the
+same SQLite file): neither worker starts a round before the other has ended the one
+before, and each worker's first recording waits until the other is about to record
+too. Otherwise, under load (or with a SQLite writer starved by the other's busy
+retries), one worker could record every transition before the other ran a round,
+and the test would have raced nothing.
 """
 
 from __future__ import annotations
@@ -177,16 +184,72 @@ class EpochClock:
         self.conn.close()
 
 
+#: The round a worker that has finished reports, so that the other never waits for it.
+_FINISHED = 1 << 62
+
+
+class Lockstep:
+    """The two workers' meeting points, kept in the clock's SQLite file.
+
+    ``end_round(n)`` returns once every other worker has ended round ``n`` (or finished),
+    so the rounds of both overlap whatever the scheduler does; ``meet()`` returns once
+    every other worker is about to make its first recording (or finished), so the two
+    record the same transition of the same saga version and one of them conflicts.
+    Each worker registers before printing ``ready``, so after ``go`` both rows exist.
+    """
+
+    def __init__(self, path: str, tag: str) -> None:
+        self.tag = tag
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS lockstep "
+            "(tag TEXT PRIMARY KEY, round INTEGER, recording INTEGER)"
+        )
+        self.conn.execute("INSERT OR REPLACE INTO lockstep VALUES (?, 0, 0)", (tag,))
+        self.give_up = float("inf")
+
+    def _wait_for_others(self, column: Literal["round", "recording"], at_least: int) -> None:
+        query = f"SELECT COUNT(*) FROM lockstep WHERE tag != ? AND {column} < ? AND round < ?"
+        while self.conn.execute(query, (self.tag, at_least, _FINISHED)).fetchone()[0]:
+            if time.monotonic() > self.give_up:
+                raise TimeoutError(f"worker {self.tag}: the other worker stopped taking turns")
+            time.sleep(0.002)
+
+    def end_round(self, n: int) -> None:
+        """Say round ``n`` is over; wait until the others are past it too."""
+        self.conn.execute("UPDATE lockstep SET round = ? WHERE tag = ?", (n, self.tag))
+        self._wait_for_others("round", n)
+
+    def meet(self) -> None:
+        """Say this worker is about to record; wait until the others are too."""
+        self.conn.execute("UPDATE lockstep SET recording = 1 WHERE tag = ?", (self.tag,))
+        self._wait_for_others("recording", 1)
+
+    def finish(self) -> None:
+        """Say this worker is done: nobody waits for it any more."""
+        self.conn.execute("UPDATE lockstep SET round = ? WHERE tag = ?", (_FINISHED, self.tag))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class CountingManager(SagaManager):
-    """A ``SagaManager`` that counts the version conflicts its transitions hit."""
+    """A ``SagaManager`` that counts the version conflicts its transitions hit.
+
+    With a ``lockstep``, its first recording waits until the other worker's is due too.
+    """
 
     name = "SagaManager"  # Same tables and settings as the plain manager.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lockstep: Lockstep | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conflicts = 0
+        self.lockstep = lockstep
 
     def _record_sagas(self, sagas: Sequence[Saga]) -> None:
+        if self.lockstep is not None:
+            lockstep, self.lockstep = self.lockstep, None
+            lockstep.meet()
         try:
             super()._record_sagas(sagas)
         except RecordConflictError:
@@ -206,13 +269,26 @@ class DriveStats:
 
 
 def drive(
-    manager: SagaManager, sagas: int, tag: str, clock: EpochClock, *, within: float
+    manager: SagaManager,
+    sagas: int,
+    tag: str,
+    clock: EpochClock,
+    *,
+    within: float,
+    lockstep: Lockstep | None = None,
 ) -> DriveStats:
-    """Answer and tick until every saga ended; ``TimeoutError`` after ``within`` seconds."""
+    """Answer and tick until every saga ended; ``TimeoutError`` after ``within`` seconds.
+
+    With a ``lockstep``, each round begins only once the other worker has ended the last.
+    """
     stats = DriveStats()
     ids = [saga_id_for(i) for i in range(sagas)]
     give_up = time.monotonic() + within
+    if lockstep is not None:
+        lockstep.give_up = give_up
     while True:
+        if lockstep is not None and stats.rounds:
+            lockstep.end_round(stats.rounds)
         if time.monotonic() > give_up:
             raise TimeoutError(f"worker {tag}: sagas still open after {within:.0f}s")
         seen_epoch = clock.refresh()
@@ -251,13 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=120.0)
     args = parser.parse_args(argv)
     clock = EpochClock(args.epoch_path)
-    manager = CountingManager([DEFINITION], args.database_url, clock=clock)
+    lockstep = Lockstep(args.epoch_path, args.tag)
+    manager = CountingManager([DEFINITION], args.database_url, clock=clock, lockstep=lockstep)
     try:
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             return 2
         started = time.monotonic()
-        stats = drive(manager, args.sagas, args.tag, clock, within=args.within)
+        stats = drive(manager, args.sagas, args.tag, clock, within=args.within, lockstep=lockstep)
         summary = {
             "tag": args.tag,
             "conflicts": manager.conflicts,
@@ -270,7 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print("summary " + json.dumps(summary), flush=True)
     finally:
+        lockstep.finish()  # however it ends, the other worker must not wait for this one
         manager.close()
+        lockstep.close()
         clock.close()
     return 0
 
