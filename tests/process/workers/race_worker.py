@@ -207,23 +207,35 @@ class Lockstep:
         )
         self.conn.execute("INSERT OR REPLACE INTO lockstep VALUES (?, 0, 0)", (tag,))
         self.give_up = float("inf")
+        #: The last round this worker ended (0: it is in its first).
+        self.ended = 0
 
-    def _wait_for_others(self, column: Literal["round", "recording"], at_least: int) -> None:
+    def _wait_for_others(
+        self, column: Literal["round", "recording"], at_least: int, past: int
+    ) -> None:
+        """Wait while another worker has ``column`` below ``at_least`` and ``round`` below
+        ``past``."""
         query = f"SELECT COUNT(*) FROM lockstep WHERE tag != ? AND {column} < ? AND round < ?"
-        while self.conn.execute(query, (self.tag, at_least, _FINISHED)).fetchone()[0]:
+        while self.conn.execute(query, (self.tag, at_least, past)).fetchone()[0]:
             if time.monotonic() > self.give_up:
                 raise TimeoutError(f"worker {self.tag}: the other worker stopped taking turns")
             time.sleep(0.002)
 
     def end_round(self, n: int) -> None:
         """Say round ``n`` is over; wait until the others are past it too."""
+        self.ended = n
         self.conn.execute("UPDATE lockstep SET round = ? WHERE tag = ?", (n, self.tag))
-        self._wait_for_others("round", n)
+        self._wait_for_others("round", n, _FINISHED)
 
     def meet(self) -> None:
-        """Say this worker is about to record; wait until the others are too."""
+        """Say this worker is about to record; wait until the others are too.
+
+        A worker that ended this round without recording anything (its replies were all
+        silent) has stopped at :meth:`end_round` waiting for this one: it is not waited
+        for, or the two would wait for each other.
+        """
         self.conn.execute("UPDATE lockstep SET recording = 1 WHERE tag = ?", (self.tag,))
-        self._wait_for_others("recording", 1)
+        self._wait_for_others("recording", 1, self.ended + 1)
 
     def finish(self) -> None:
         """Say this worker is done: nobody waits for it any more."""
