@@ -27,6 +27,7 @@ from sagalog.infrastructure.retention import (
     RetentionAudit,
     RetentionError,
     RetentionPolicy,
+    RetentionReport,
     parse_age,
     restore_sagas,
     retire_sagas,
@@ -81,6 +82,26 @@ class Store:
         assert isinstance(recorder, RetiresStreams)
         return recorder
 
+    def retire(
+        self,
+        archive: Path,
+        policy: RetentionPolicy = RetentionPolicy(timedelta(days=30)),  # noqa: B008
+        *,
+        actor: str = "ops",
+        reason: str = "r",
+        dry_run: bool = False,
+    ) -> RetentionReport:
+        """``retire_sagas`` on this store's manager and views."""
+        return retire_sagas(
+            self.manager,
+            policy,
+            archive=archive,
+            actor=actor,
+            reason=reason,
+            dry_run=dry_run,
+            views=self.views,
+        )
+
     def rows(self, name: str) -> list[Any]:
         return self.recorder().select_stream_rows([self.ids[name]])
 
@@ -115,13 +136,8 @@ def test_retire_then_restore_round_trips_bit_for_bit(store: Store, tmp_path: Pat
     timelines = {name: store.views.timeline(ids[name]) for name in ("completed", "failed")}
     archive = tmp_path / "retired.jsonl.gz"
 
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
-        archive=archive,
-        actor="ops",
-        reason="yearly clean-up",
-        views=store.views,
+    report = store.retire(
+        archive, RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]), reason="yearly clean-up"
     )
 
     assert report.sagas == 2
@@ -163,14 +179,7 @@ def test_retire_then_restore_round_trips_bit_for_bit(store: Store, tmp_path: Pat
 
 
 def test_default_policy_retires_completed_sagas_only(store: Store, tmp_path: Path) -> None:
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=30)),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
-    )
+    report = store.retire(tmp_path / "a.jsonl.gz")
     assert report.sagas == 1
     assert store.rows("completed") == []
     for name in ("failed", "late", "running", "dead", "newest"):
@@ -183,25 +192,11 @@ def test_the_archive_is_created_owner_only(
     """An archive holds saga data (in the clear without encryption at rest): mode 0600."""
     monkeypatch.delenv("SAGALOG_FILE_MODE", raising=False)
     archive = tmp_path / "private.jsonl.gz"
-    retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=30)),
-        archive=archive,
-        actor="o",
-        reason="r",
-        views=store.views,
-    )
+    store.retire(archive, actor="o")
     assert archive.stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("SAGALOG_FILE_MODE", "640")
     shared = tmp_path / "shared.jsonl.gz"
-    retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=30)),
-        archive=shared,
-        actor="o",
-        reason="r",
-        views=store.views,
-    )
+    store.retire(shared, actor="o")
     assert shared.stat().st_mode & 0o777 == 0o640
 
 
@@ -210,13 +205,9 @@ def test_nothing_unresolved_running_or_dead_lettered_is_touched_at_any_age(
 ) -> None:
     store.clock.advance(timedelta(days=3650))
     keep = {name: store.rows(name) for name in ("late", "running", "dead")}
-    retire_sagas(
-        store.manager,
+    store.retire(
+        tmp_path / "a.jsonl.gz",
         RetentionPolicy(timedelta(seconds=1), frozenset({SagaStatus.COMPLETED, SagaStatus.FAILED})),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
     )
     for name, rows in keep.items():
         assert store.rows(name) == rows, name
@@ -225,14 +216,7 @@ def test_nothing_unresolved_running_or_dead_lettered_is_touched_at_any_age(
 
 
 def test_sagas_that_ended_recently_stay(store: Store, tmp_path: Path) -> None:
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=40)),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
-    )
+    report = store.retire(tmp_path / "a.jsonl.gz", RetentionPolicy(timedelta(days=40)))
     assert report.sagas == 0
     assert store.rows("completed") != []
 
@@ -240,14 +224,8 @@ def test_sagas_that_ended_recently_stay(store: Store, tmp_path: Path) -> None:
 def test_a_dry_run_writes_nothing(store: Store, tmp_path: Path) -> None:
     archive = tmp_path / "a.jsonl.gz"
     before = store.recorder().select_stream_rows(list(store.ids.values()))
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
-        archive=archive,
-        actor="ops",
-        reason="r",
-        dry_run=True,
-        views=store.views,
+    report = store.retire(
+        archive, RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]), dry_run=True
     )
     assert report.sagas == 2
     assert not archive.exists()
@@ -264,14 +242,7 @@ def test_the_relay_and_the_projections_go_on_across_the_gaps(store: Store, tmp_p
     relay.drain()
     transport.deliver()
     sent.clear()
-    retire_sagas(
-        store.manager,
-        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
-    )
+    store.retire(tmp_path / "a.jsonl.gz", RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]))
     new = store.manager.start("Order", {"order": 7})
     relay.drain()
     transport.deliver()
@@ -325,13 +296,8 @@ def test_the_saga_holding_the_newest_event_stays_on_sqlite(
     store.manager.handle_step_failed(newest, "reserve", "gone")  # now FAILED, newest event
     store.clock.advance(MONTH)
     store.projector.catch_up()
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"]),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
+    report = store.retire(
+        tmp_path / "a.jsonl.gz", RetentionPolicy.parse("30d", ["COMPLETED", "FAILED"])
     )
     if backend == "sqlite":
         assert store.rows("newest") != []
@@ -360,14 +326,7 @@ def test_an_unwritable_archive_writes_nothing(store: Store, tmp_path: Path) -> N
     before = store.recorder().select_stream_rows(list(store.ids.values()))
     for archive in (tmp_path / "missing" / "a.jsonl.gz", tmp_path):
         with pytest.raises(RetentionError):
-            retire_sagas(
-                store.manager,
-                RetentionPolicy(timedelta(days=30)),
-                archive=archive,
-                actor="ops",
-                reason="r",
-                views=store.views,
-            )
+            store.retire(archive)
     assert store.recorder().select_stream_rows(list(store.ids.values())) == before
     assert RetentionAudit(store.views.engine).records() == []
 
@@ -384,14 +343,7 @@ def test_an_actor_or_reason_the_audit_cannot_hold_writes_nothing(
     before = store.recorder().select_stream_rows(list(store.ids.values()))
     archive = tmp_path / "a.jsonl.gz"
     with pytest.raises(InvalidPayloadError):
-        retire_sagas(
-            store.manager,
-            RetentionPolicy(timedelta(days=30)),
-            archive=archive,
-            actor=actor,
-            reason=reason,
-            views=store.views,
-        )
+        store.retire(archive, actor=actor, reason=reason)
     with pytest.raises(InvalidPayloadError):
         restore_sagas(store.manager, archive, actor=actor, reason=reason, views=store.views)
     assert not archive.exists()
@@ -401,14 +353,7 @@ def test_an_actor_or_reason_the_audit_cannot_hold_writes_nothing(
 
 def test_restore_refuses_a_saga_that_exists_with_other_events(store: Store, tmp_path: Path) -> None:
     archive = tmp_path / "a.jsonl.gz"
-    retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=30)),
-        archive=archive,
-        actor="ops",
-        reason="r",
-        views=store.views,
-    )
+    store.retire(archive)
     # A saga of the same id started again since.
     store.manager.start("Order", {"order": 9}, saga_id=store.ids["completed"])
     head = store.manager.recorder.max_notification_id()
@@ -422,14 +367,7 @@ def test_restore_refuses_an_archive_past_the_stores_followers(tmp_path: Path) ->
     source = Store(f"sqlite:///{tmp_path / 'source.db'}")
     archive = tmp_path / "a.jsonl.gz"
     try:
-        report = retire_sagas(
-            source.manager,
-            RetentionPolicy(timedelta(days=30)),
-            archive=archive,
-            actor="ops",
-            reason="r",
-            views=source.views,
-        )
+        report = source.retire(archive)
         assert report.sagas == 1
     finally:
         source.close()
@@ -505,14 +443,7 @@ def test_view_rows_of_sagas_the_log_no_longer_holds_are_removed(
     last = store.rows("completed")[-1][2]
     assert store.recorder().delete_streams({completed: last}) == [completed]  # a run cut short
     assert store.views.get(completed) is not None
-    report = retire_sagas(
-        store.manager,
-        RetentionPolicy(timedelta(days=30)),
-        archive=tmp_path / "a.jsonl.gz",
-        actor="ops",
-        reason="r",
-        views=store.views,
-    )
+    report = store.retire(tmp_path / "a.jsonl.gz")
     assert report.stale_rows_removed == 1
     assert store.views.get(completed) is None
     assert store.views.timeline(completed) == []
