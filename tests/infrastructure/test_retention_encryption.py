@@ -17,6 +17,7 @@ from uuid import UUID
 
 import orjson
 import pytest
+from support.raw_store import raw_store_bytes
 from support.sagas import ORDER, T0
 from typer.testing import CliRunner
 
@@ -68,38 +69,6 @@ def completed(manager: SagaManager, n: int) -> UUID:
     return saga_id
 
 
-def raw_store(manager: SagaManager, database_url: str) -> bytes:
-    """What the store holds, as bytes: the SQLite files or every table of the schema."""
-    url = parse_database_url(database_url)
-    if url.kind == "sqlite":
-        assert url.path is not None
-        files = sorted(Path(url.path).parent.glob(Path(url.path).name + "*"))
-        return b"".join(path.read_bytes() for path in files)
-    if url.kind == "postgresql":
-        import psycopg
-        from psycopg import sql
-
-        dumped: list[bytes] = []
-        with psycopg.connect(url.conninfo(), autocommit=True) as conn:
-            tables = conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (url.schema,),
-            ).fetchall()
-            for (table,) in tables:
-                query = sql.SQL("SELECT * FROM {}.{}").format(
-                    sql.Identifier(url.schema or "public"), sql.Identifier(table)
-                )
-                for row in conn.execute(query).fetchall():
-                    for value in row:
-                        is_bytes = isinstance(value, bytes | memoryview)
-                        dumped.append(bytes(value) if is_bytes else str(value).encode())
-        return b"\n".join(dumped)
-    notifications = manager.recorder.select_notifications(1, 10_000)
-    ids = [UUID(str(n.originator_id)) for n in notifications]
-    keys = recorder(manager).select_data_keys(ids).values()
-    return b"".join(n.state for n in notifications) + b"".join(keys)
-
-
 def archive_lines(path: Path) -> tuple[bytes, list[dict[str, object]]]:
     text = gzip.decompress(path.read_bytes())
     lines = [orjson.loads(line) for line in text.splitlines()[1:] if line.strip()]
@@ -140,7 +109,7 @@ def test_retire_takes_the_key_along_and_restore_brings_it_back(
 
         assert recorder(manager).select_stream_rows([kept, forgotten]) == []
         assert recorder(manager).select_data_keys([kept, forgotten]) == {}
-        blob = raw_store(manager, database_url)
+        blob = raw_store_bytes(manager, database_url)
         assert keys[kept] not in blob, "the retired saga's wrapped key is still in the store"
         for row in rows:
             assert row[4] not in blob, "a retired event is still in the store"
@@ -165,7 +134,7 @@ def test_retire_takes_the_key_along_and_restore_brings_it_back(
         assert SECRET_DATA.encode() not in shown
         assert SECRET_RESULT.encode() not in shown
         if backend != "memory":
-            blob = raw_store(manager, database_url)
+            blob = raw_store_bytes(manager, database_url)
             assert SECRET_DATA.encode() not in blob, "a restored row holds the saga's data"
             assert SECRET_RESULT.encode() not in blob, "a restored row holds a result"
         views.close()

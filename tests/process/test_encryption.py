@@ -17,6 +17,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from support.raw_store import raw_store_bytes
 from support.sagas import ORDER, T0
 from typer.testing import CliRunner
 
@@ -68,43 +69,6 @@ def run_failed_saga(manager: SagaManager) -> UUID:
         saga = manager.get(saga_id)
     assert saga.status is SagaStatus.FAILED
     return saga_id
-
-
-def raw_store_bytes(manager: SagaManager, database_url: str) -> bytes:
-    """Everything the store holds, as bytes: files, every table of the schema, or the dicts."""
-    url = parse_database_url(database_url)
-    if url.kind == "sqlite":
-        assert url.path is not None
-        files = sorted(Path(url.path).parent.glob(Path(url.path).name + "*"))
-        assert files
-        return b"".join(path.read_bytes() for path in files)
-    if url.kind == "postgresql":
-        import psycopg
-        from psycopg import sql
-
-        dumped: list[bytes] = []
-        with psycopg.connect(url.conninfo(), autocommit=True) as conn:
-            tables = conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (url.schema,),
-            ).fetchall()
-            assert len(tables) >= 5, tables  # events, tracking, timers, keys, views
-            for (table,) in tables:
-                rows = conn.execute(
-                    sql.SQL("SELECT * FROM {}.{}").format(
-                        sql.Identifier(url.schema or "public"), sql.Identifier(table)
-                    )
-                ).fetchall()
-                for row in rows:
-                    for value in row:
-                        if isinstance(value, bytes | memoryview):
-                            dumped.append(bytes(value))
-                        else:
-                            dumped.append(str(value).encode("utf-8"))
-        return b"\n".join(dumped)
-    recorder = manager.recorder
-    states = [n.state for n in recorder.select_notifications(1, 10_000)]
-    return b"".join(states) + repr(vars(recorder)).encode()
 
 
 def assert_no_secret(blob: bytes) -> None:
